@@ -1,0 +1,1 @@
+"""Backends execute launch plans and report what happened; they decide nothing."""

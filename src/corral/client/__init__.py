@@ -1,0 +1,1 @@
+"""The HTTP client (SDK) used by the CLI and by users: ``from corral import Client``."""

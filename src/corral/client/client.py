@@ -1,0 +1,285 @@
+"""``corral.Client``: every operation of the REST API, in Python.
+
+    from corral import Client
+    client = Client()                       # CORRAL_SERVER, CORRAL_TOKEN / $CORRAL_HOME/token
+    client.create_cluster("cluster.yaml")
+    job = client.create_job("job.yaml")     # packs and uploads `code:` if the spec has it
+    job = client.wait_job(job.name)
+    print(client.job_logs(job.name))
+
+Errors raise the same :mod:`corral.core.errors` classes the server raises.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral.client import config
+from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
+from corral.core.models import Cluster, Experiment, FileEntry, FilePage, Job, JobEvent, Node, Workspace
+from corral.core.specs import load_spec_file
+from corral.storage.code import DEFAULT_MAX_CODE_BYTES, pack_directory
+
+SpecInput = str | Path | dict[str, Any]
+
+
+def _load(spec: SpecInput) -> tuple[dict[str, Any], Path]:
+    """The spec as a mapping, and the directory its relative paths are relative to."""
+    if isinstance(spec, dict):
+        return dict(spec), Path.cwd()
+    path = Path(spec)
+    return load_spec_file(path), path.resolve().parent
+
+
+class Client:
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        workspace: str = "default",
+        experiment: str = "default",
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = (server or config.server_url()).rstrip("/")
+        self.workspace = workspace
+        self.experiment = experiment
+        token = token or config.token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=f"{self.server}/api/v1", headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach the Corral server at {self.server}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            raise error_from_payload(payload, f"HTTP {response.status_code}: {response.text[:200]}")
+        return response
+
+    def _ws(self, workspace: str | None) -> str:
+        return f"/workspaces/{workspace or self.workspace}"
+
+    def _job(self, name: str, experiment: str | None, workspace: str | None) -> str:
+        return f"{self._ws(workspace)}/experiments/{experiment or self.experiment}/jobs/{name}"
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/health").json())
+
+    # ------------------------------------------------------------ workspaces
+
+    def list_workspaces(self) -> list[Workspace]:
+        return [Workspace.model_validate(w) for w in self._request("GET", "/workspaces").json()]
+
+    def create_workspace(self, name: str) -> Workspace:
+        return Workspace.model_validate(self._request("POST", "/workspaces", json={"name": name}).json())
+
+    # ------------------------------------------------------------ clusters
+
+    def create_cluster(self, spec: SpecInput, *, workspace: str | None = None) -> Cluster:
+        data, _ = _load(spec)
+        response = self._request("POST", f"{self._ws(workspace)}/clusters", json=data)
+        return Cluster.model_validate(response.json())
+
+    def list_clusters(self, *, workspace: str | None = None) -> list[Cluster]:
+        return [Cluster.model_validate(c) for c in self._request("GET", f"{self._ws(workspace)}/clusters").json()]
+
+    def get_cluster(self, name: str, *, workspace: str | None = None) -> Cluster:
+        return Cluster.model_validate(self._request("GET", f"{self._ws(workspace)}/clusters/{name}").json())
+
+    def delete_cluster(self, name: str, *, workspace: str | None = None) -> None:
+        self._request("DELETE", f"{self._ws(workspace)}/clusters/{name}")
+
+    def list_nodes(self, cluster: str, *, workspace: str | None = None) -> list[Node]:
+        response = self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes")
+        return [Node.model_validate(n) for n in response.json()]
+
+    # ------------------------------------------------------------ experiments
+
+    def create_experiment(self, name: str, *, workspace: str | None = None) -> Experiment:
+        response = self._request("POST", f"{self._ws(workspace)}/experiments", json={"name": name})
+        return Experiment.model_validate(response.json())
+
+    def list_experiments(self, *, workspace: str | None = None) -> list[Experiment]:
+        response = self._request("GET", f"{self._ws(workspace)}/experiments")
+        return [Experiment.model_validate(e) for e in response.json()]
+
+    def delete_experiment(self, name: str, *, workspace: str | None = None) -> None:
+        self._request("DELETE", f"{self._ws(workspace)}/experiments/{name}")
+
+    # ------------------------------------------------------------ jobs
+
+    def upload_code(self, directory: str | Path, *, workspace: str | None = None) -> str:
+        """Pack ``directory`` (honouring .corralignore/.gitignore) and upload it once; returns its SHA-256."""
+        data, sha = pack_directory(directory, max_bytes=DEFAULT_MAX_CODE_BYTES)
+        path = f"{self._ws(workspace)}/code/{sha}"
+        try:
+            self._request("GET", path)
+        except CorralError as exc:
+            if exc.code != "NotFound":
+                raise
+            self._request("PUT", path, content=data, headers={"Content-Type": "application/gzip"})
+        return sha
+
+    def create_job(
+        self,
+        spec: SpecInput,
+        *,
+        experiment: str | None = None,
+        name: str | None = None,
+        workspace: str | None = None,
+    ) -> Job:
+        """Submit a job; ``spec`` is a mapping or a YAML/JSON file. Relative paths are relative to the file."""
+        data, base = _load(spec)
+        code_archive = None
+        if data.get("code") is not None:
+            code_archive = self.upload_code(base / str(data.pop("code")), workspace=workspace)
+        for key in ("inputs", "outputs"):
+            for item in data.get(key) or []:
+                if isinstance(item, dict) and isinstance(item.get("path"), str) and "://" not in item["path"]:
+                    item["path"] = str((base / item["path"]).resolve())
+        experiment = experiment or data.get("experiment") or self.experiment
+        body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}
+        response = self._request("POST", f"{self._ws(workspace)}/experiments/{experiment}/jobs", json=body)
+        return Job.model_validate(response.json())
+
+    def list_jobs(
+        self, *, experiment: str | None = None, state: str | None = None, workspace: str | None = None
+    ) -> list[Job]:
+        params = {"state": state} if state else {}
+        path = f"{self._ws(workspace)}/experiments/{experiment or self.experiment}/jobs"
+        return [Job.model_validate(j) for j in self._request("GET", path, params=params).json()]
+
+    def get_job(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> Job:
+        return Job.model_validate(self._request("GET", self._job(name, experiment, workspace)).json())
+
+    def wait_job(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        experiment: str | None = None,
+        workspace: str | None = None,
+    ) -> Job:
+        """Block until the job ends (or ``timeout`` seconds pass) and return it; no sleep-polling."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        path = self._job(name, experiment, workspace) + "/wait"
+        while True:
+            step = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
+            job = Job.model_validate(self._request("GET", path, params={"timeout": step}, timeout=step + 30).json())
+            if job.state.is_terminal or (deadline is not None and time.monotonic() >= deadline):
+                return job
+
+    def terminate_job(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> Job:
+        response = self._request("POST", self._job(name, experiment, workspace) + "/terminate")
+        return Job.model_validate(response.json())
+
+    def delete_job(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> None:
+        self._request("DELETE", self._job(name, experiment, workspace))
+
+    def job_events(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> list[JobEvent]:
+        response = self._request("GET", self._job(name, experiment, workspace) + "/events")
+        return [JobEvent.model_validate(e) for e in response.json()]
+
+    def job_logs(
+        self,
+        name: str,
+        *,
+        rank: int = 0,
+        stream: str = "stdout",
+        experiment: str | None = None,
+        workspace: str | None = None,
+    ) -> str:
+        params = {"rank": rank, "stream": stream}
+        return self._request("GET", self._job(name, experiment, workspace) + "/logs", params=params).text
+
+    def follow_logs(
+        self, name: str, *, rank: int = 0, experiment: str | None = None, workspace: str | None = None
+    ) -> Iterator[tuple[str, str]]:
+        """Yield ``(stream, line)`` as the job writes them, then ``("end", '{"state": ...}')``."""
+        path = self._job(name, experiment, workspace) + "/logs"
+        params = {"rank": rank, "follow": "true"}
+        try:
+            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_payload(response.json(), f"HTTP {response.status_code}")
+                event = "message"
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        yield event, line[6:]
+                        if event == "end":
+                            return
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
+
+    def list_files(
+        self,
+        name: str,
+        *,
+        output: str | None = None,
+        path: str = "",
+        experiment: str | None = None,
+        workspace: str | None = None,
+    ) -> Iterator[FileEntry]:
+        """Every entry of a job's output directory (all pages); without ``output``, the output ids."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"path": path}
+            if output is not None:
+                params["output"] = output
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = FilePage.model_validate(
+                self._request("GET", self._job(name, experiment, workspace) + "/files", params=params).json()
+            )
+            yield from page.entries
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def download_file(
+        self,
+        name: str,
+        *,
+        output: str,
+        path: str,
+        destination: str | Path,
+        experiment: str | None = None,
+        workspace: str | None = None,
+    ) -> Path:
+        """Save one file of a job's output; ``destination`` may be a directory."""
+        dest = Path(destination)
+        if dest.is_dir():
+            dest = dest / Path(path).name
+        url = self._job(name, experiment, workspace) + "/files/content"
+        response = self._request("GET", url, params={"output": output, "path": path})
+        dest.write_bytes(response.content)
+        return dest
+
+
+def parse_sse_end(data: str) -> dict[str, Any]:
+    return dict(json.loads(data))

@@ -1,0 +1,1 @@
+"""Domain models shared by server, SDK and CLI: specs, resources, states, errors."""

@@ -1,0 +1,154 @@
+"""Resources the API returns and the request bodies it takes, named by role.
+
+``JobCreate`` is what a client sends; ``Job`` is what the API returns. Secret
+values never appear in a returned model: ``Job.spec.secrets`` maps each name
+to ``"***"``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.core.specs import ClusterSpec, JobSpec, Name
+from corral.core.states import JobState, NodeState
+
+SECRET_MASK = "***"
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- requests
+
+
+class WorkspaceCreate(Strict):
+    name: Name
+
+
+class ExperimentCreate(Strict):
+    name: Name
+
+
+class JobCreate(Strict):
+    spec: dict[str, Any]
+    name: Name | None = None
+    experiment: Name | None = None
+    code_archive: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+# ---------------------------------------------------------------- resources
+
+
+class Workspace(Public):
+    name: str
+    created_at: datetime
+
+
+class NodeCounts(Public):
+    preparing: int = 0
+    idle: int = 0
+    running: int = 0
+    unusable: int = 0
+    leaving: int = 0
+
+
+class Cluster(Public):
+    name: str
+    workspace: str
+    spec: ClusterSpec
+    allocation_state: str
+    current_nodes: int
+    target_nodes: int
+    node_counts: NodeCounts
+    warnings: list[str] = []
+    created_at: datetime
+
+
+class Node(Public):
+    name: str
+    cluster: str
+    index: int
+    state: NodeState
+    ip: str
+    gpus: list[int] = []
+    job: str | None = None
+    experiment: str | None = None
+
+
+class Experiment(Public):
+    name: str
+    workspace: str
+    created_at: datetime
+    job_counts: dict[str, int] = {}
+
+
+class JobError(Public):
+    code: str
+    message: str
+
+
+class Attempt(Public):
+    number: int
+    nodes: list[str]
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+class Job(Public):
+    name: str
+    uid: str
+    workspace: str
+    experiment: str
+    cluster: str
+    state: JobState
+    priority: str
+    node_count: int
+    toolkit: str
+    spec: JobSpec
+    submitted_by: str
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: JobError | None = None
+    attempts: list[Attempt] = []
+    nodes: list[str] = []
+    job_dir: str
+
+
+class JobEvent(Public):
+    at: datetime
+    from_state: str | None
+    to_state: str
+    reason: str | None = None
+    message: str | None = None
+
+
+class FileEntry(Public):
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    modified_at: datetime
+
+
+class FilePage(Public):
+    entries: list[FileEntry]
+    next_cursor: str | None = None
+
+
+class Page(Public):
+    """A page of any list: ``items`` and the cursor to the next page (None at the end)."""
+
+    items: list[Any]
+    next_cursor: str | None = None

@@ -1,0 +1,262 @@
+"""The specs users write: a cluster (compute) and a job (work), from YAML or JSON.
+
+Every model is strict (``extra="forbid"``): a misspelt key is an error, never a
+silently ignored setting. :func:`parse_spec` turns pydantic's errors into
+:class:`~corral.core.errors.InvalidSpec` whose message names each field path and
+what was expected, e.g. ``node_count: must be >= 1, got 0``.
+
+Toolkits: a job names exactly one of ``custom``, ``pytorch``, ``tensorflow``,
+``horovod``, ``mpi``, ``chainer``, ``cntk``, ``caffe2``. This version launches
+``custom``; the others are recognised (so the error says what is missing, not
+"unknown key") and refused until their planners land.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from corral.core.errors import InvalidSpec
+from corral.core.units import parse_duration, parse_size
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Priority = Literal["low", "normal", "high"]
+
+PRIORITY_RANK: dict[str, int] = {"low": 0, "normal": 1, "high": 2}
+TOOLKITS = ("custom", "pytorch", "tensorflow", "horovod", "mpi", "chainer", "cntk", "caffe2")
+SUPPORTED_TOOLKITS = ("custom",)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- cluster
+
+
+class NodeShape(Strict):
+    cpus: int = Field(1, ge=1)
+    gpus: int = Field(0, ge=0)
+    memory: Size | None = None
+
+
+class ScaleSpec(Strict):
+    """Manual (``nodes``) or automatic (``min_nodes``/``max_nodes``) scaling."""
+
+    nodes: int | None = Field(None, ge=0)
+    deallocation: Literal["requeue", "terminate", "wait"] = "requeue"
+    min_nodes: int | None = Field(None, ge=0)
+    max_nodes: int | None = Field(None, ge=1)
+    initial_nodes: int | None = Field(None, ge=0)
+    idle_timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ScaleSpec:
+        auto = [self.min_nodes, self.max_nodes, self.initial_nodes, self.idle_timeout]
+        if self.nodes is not None and any(v is not None for v in auto):
+            raise ValueError("give either nodes (manual) or min_nodes/max_nodes (automatic), not both")
+        if self.nodes is None and self.max_nodes is None:
+            raise ValueError("give nodes (manual scale) or max_nodes (automatic scale)")
+        return self
+
+    @property
+    def is_auto(self) -> bool:
+        return self.nodes is None
+
+
+class SetupSpec(Strict):
+    command: str
+    env: dict[EnvName, str] = Field(default_factory=dict)
+
+
+class MountSpec(Strict):
+    volume: Name
+    path: str
+
+
+class ClusterSpec(Strict):
+    name: Name
+    backend: Literal["local", "ray"] = "local"
+    node: NodeShape = NodeShape()
+    priority: Literal["dedicated", "low"] = "dedicated"
+    scale: ScaleSpec = ScaleSpec(nodes=1)
+    setup: SetupSpec | None = None
+    mounts: list[MountSpec] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- job
+
+
+class CustomToolkit(Strict):
+    command: str = Field(min_length=1)
+
+
+def _local_path(value: object) -> object:
+    """``file:///data`` and ``/data`` name the same directory; keep the plain path."""
+    return value.removeprefix("file://") if isinstance(value, str) else value
+
+
+LocationPath = Annotated[str, BeforeValidator(_local_path), StringConstraints(min_length=1)]
+
+
+class InputSpec(Strict):
+    id: EnvName
+    path: LocationPath
+
+
+class OutputSpec(Strict):
+    id: EnvName
+    path: LocationPath
+    suffix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] | None = None
+
+
+class PrepareSpec(Strict):
+    command: str = Field(min_length=1)
+
+
+class LimitsSpec(Strict):
+    max_wall_clock: Duration | None = None
+    termination_grace: Duration = 30.0
+
+
+class JobSpec(Strict):
+    name: Name | None = None
+    experiment: Name | None = None
+    cluster: Name
+    node_count: int = Field(1, ge=1)
+    priority: Priority = "normal"
+    code: str | None = None
+    custom: CustomToolkit | None = None
+    pytorch: dict[str, Any] | None = None
+    tensorflow: dict[str, Any] | None = None
+    horovod: dict[str, Any] | None = None
+    mpi: dict[str, Any] | None = None
+    chainer: dict[str, Any] | None = None
+    cntk: dict[str, Any] | None = None
+    caffe2: dict[str, Any] | None = None
+    inputs: list[InputSpec] = Field(default_factory=list)
+    outputs: list[OutputSpec] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    secrets: dict[EnvName, str] = Field(default_factory=dict)
+    prepare: PrepareSpec | None = None
+    limits: LimitsSpec = LimitsSpec()
+
+    @model_validator(mode="after")
+    def _one_toolkit(self) -> JobSpec:
+        given = [name for name in TOOLKITS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one toolkit ({' | '.join(TOOLKITS)}), got {', '.join(given) or 'none'}"
+            )
+        if given[0] not in SUPPORTED_TOOLKITS:
+            raise ValueError(f"the {given[0]} toolkit is not available in this version; use custom")
+        for kind, items in (("inputs", self.inputs), ("outputs", self.outputs)):
+            ids = [item.id for item in items]
+            if len(ids) != len(set(ids)):
+                raise ValueError(f"{kind}: ids must be unique, got {ids}")
+        clash = set(self.env) & set(self.secrets)
+        if clash:
+            raise ValueError(f"env and secrets both set {sorted(clash)}")
+        return self
+
+    @property
+    def toolkit(self) -> str:
+        return next(name for name in TOOLKITS if getattr(self, name) is not None)
+
+
+# ---------------------------------------------------------------- parsing
+
+_MESSAGES = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "float_parsing": "must be a number",
+    "string_type": "must be a string",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+}
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def describe_error(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+        bound = next(iter(ctx.values()))
+        message = f"must be {op[kind]} {bound}"
+    elif kind == "literal_error":
+        message = f"must be one of {ctx.get('expected', '')}"
+    elif kind == "string_pattern_mismatch":
+        message = f"must match {ctx.get('pattern')}"
+    elif kind == "string_too_short":
+        message = "must not be empty"
+    elif kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    else:
+        message = _MESSAGES.get(kind, error["msg"])
+    if kind not in ("missing", "extra_forbidden") and not kind.startswith("model_") and kind != "value_error":
+        message += f", got {error['input']!r}"
+    return message
+
+
+def spec_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Each error as ``{"loc": "scale.nodes", "message": "must be >= 0, got -1"}``."""
+    out = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"]) or "(spec)"
+        out.append({"loc": loc, "message": describe_error(error)})
+    return out
+
+
+def parse_spec(model: type[SpecT], data: Any, *, source: str = "spec") -> SpecT:
+    """Validate ``data`` as ``model``; on failure raise InvalidSpec naming every bad field."""
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = spec_errors(exc)
+        lines = "; ".join(f"{d['loc']}: {d['message']}" for d in details)
+        raise InvalidSpec(f"{source}: {lines}", details=details) from None
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON spec file into a mapping (validation is :func:`parse_spec`'s)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidSpec(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise InvalidSpec(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

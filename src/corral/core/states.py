@@ -1,0 +1,67 @@
+"""Lifecycle of jobs and nodes, and the one table of allowed job transitions.
+
+Job::
+
+    queued ──▶ running ──▶ succeeded | failed
+       │          │  ╲
+       │          │   ╲──▶ queued        (the attempt never ran / node lost; a new attempt)
+       ╰──────────┴──▶ terminating ──▶ terminated
+    queued ──▶ terminated | failed       (terminated before it started; cannot be launched)
+
+Node: ``preparing → idle ⇄ running``; ``unusable`` (setup failed, lost);
+``leaving`` (being removed). Terminal job states never change again.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATES
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TERMINATED})
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.TERMINATING, JobState.TERMINATED, JobState.FAILED}
+    ),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TERMINATING, JobState.QUEUED}),
+    JobState.TERMINATING: frozenset({JobState.TERMINATED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.TERMINATED: frozenset(),
+}
+
+
+def can_transition(current: JobState, target: JobState) -> bool:
+    return target in JOB_TRANSITIONS[current]
+
+
+class NodeState(StrEnum):
+    PREPARING = "preparing"
+    IDLE = "idle"
+    RUNNING = "running"
+    UNUSABLE = "unusable"
+    LEAVING = "leaving"
+
+
+class ErrorCode(StrEnum):
+    """Codes of ``Job.error``: why a job did not succeed."""
+
+    JOB_FAILED = "JobFailed"
+    PREPARE_FAILED = "PrepareFailed"
+    WALL_CLOCK_EXCEEDED = "WallClockExceeded"
+    NODE_LOST = "NodeLost"
+    TERMINATED = "Terminated"
+    LAUNCH_FAILED = "LaunchFailed"

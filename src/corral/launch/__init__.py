@@ -1,0 +1,1 @@
+"""Launch planning: from a job spec and its placement to per-node process plans (pure)."""

@@ -1,0 +1,67 @@
+"""The environment of DESIGN.md §5 for one node of one job, with Batch AI twins.
+
+Every ``CORRAL_X`` also appears as ``AZ_BATCHAI_X`` so scripts written for
+Azure Batch AI run unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from corral.launch.plan import JobContext, NodeAssignment
+
+TWIN_PREFIX = "AZ_BATCHAI_"
+
+
+def output_dir(ctx: JobContext, path: str, suffix: str) -> str:
+    """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7)."""
+    return str(PurePath(path, ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
+
+
+def node_paths(ctx: JobContext, node: NodeAssignment) -> dict[str, str]:
+    job_root = PurePath(node.root, "jobs", ctx.job_uid)
+    return {
+        "job_temp_dir": str(PurePath(node.root, "jobs")),
+        "job_temp": str(job_root / "tmp"),
+        "workdir": str(job_root / "wd"),
+        "job_mount_root": str(job_root / "mounts"),
+        "mount_root": str(PurePath(node.root, "mounts")),
+    }
+
+
+def node_environment(ctx: JobContext, nodes: list[NodeAssignment], rank: int) -> dict[str, str]:
+    """Variables every process on node ``rank`` gets (before toolkit-specific ones)."""
+    node = nodes[rank]
+    paths = node_paths(ctx, node)
+    spec = ctx.spec
+    corral: dict[str, str] = {
+        "JOB_ID": ctx.job_uid,
+        "JOB_NAME": ctx.job_name,
+        "EXPERIMENT": ctx.experiment,
+        "WORKSPACE": ctx.workspace,
+        "ATTEMPT": str(ctx.attempt),
+        "MOUNT_ROOT": paths["mount_root"],
+        "JOB_MOUNT_ROOT": paths["job_mount_root"],
+        "JOB_TEMP": paths["job_temp"],
+        "JOB_TEMP_DIR": paths["job_temp_dir"],
+        "SHARED_JOB_TEMP": str(PurePath(ctx.job_dir, "shared")),
+        "STDOUTERR_DIR": ctx.stdouterr_dir,
+        "CHECKPOINT_DIR": str(PurePath(ctx.job_dir, "checkpoints")),
+        "NODE_RANK": str(rank),
+        "NUM_NODES": str(len(nodes)),
+        "NODE_IPS": ",".join(n.ip for n in nodes),
+        "MASTER_ADDR": nodes[0].ip,
+        "NUM_GPUS": str(len(node.gpus)),
+    }
+    for item in spec.inputs:
+        corral[f"INPUT_{item.id}"] = item.path
+    for item in spec.outputs:
+        corral[f"OUTPUT_{item.id}"] = output_dir(ctx, item.path, item.suffix or item.id)
+    env: dict[str, str] = {}
+    for key, value in corral.items():
+        env[f"CORRAL_{key}"] = value
+        env[f"{TWIN_PREFIX}{key}"] = value
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node.gpus)
+    env.update(spec.env)
+    env.update(ctx.secrets)
+    return env

@@ -1,0 +1,1 @@
+"""Scheduling: the pure placement policy and the control loop that applies it."""

@@ -1,0 +1,341 @@
+"""The control loop: the only place where jobs start, end and get signalled.
+
+One thread. It sleeps until something happens — a submission, a node's exit
+(pushed by the backend's watcher), a terminate request — or until the next
+deadline (wall clock, kill after grace), with a slow safety tick besides. Each
+pass applies everything that happened in **one** database transaction, then
+launches what it placed. Nothing lives only in memory: on start,
+:meth:`Controller.recover` rebuilds every run from the database and asks the
+backend what became of its processes while no server was watching.
+
+Ordering for crash safety: a job is marked running (and its attempt written)
+*before* its processes start; a restart that finds an attempt none of whose
+nodes ever started puts the job back in the queue instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.backends.base import Backend, ExitKind, NodeExit
+from corral.core.states import ErrorCode, JobState, NodeState
+from corral.scheduler.outcome import Run, attempt_outcome, failure_of
+from corral.scheduler.plans import NodeRootFn, plan_for
+from corral.scheduler.policy import FreeNode, QueuedJob, Snapshot, place_jobs
+from corral.store.db import Database
+from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
+from corral.store.transitions import transition_job
+
+log = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        backend: Backend,
+        node_root: NodeRootFn,
+        on_jobs_ended: Callable[[list[int]], None] = lambda ids: None,
+        tick_seconds: float = 5.0,
+    ) -> None:
+        self._db = db
+        self._backend = backend
+        self._node_root = node_root
+        self._on_jobs_ended = on_jobs_ended
+        self._tick = tick_seconds
+        self._inbox: deque[NodeExit] = deque()
+        self._terminate_requests: deque[int] = deque()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._runs: dict[tuple[str, int], Run] = {}
+        self._runs_by_job: dict[int, Run] = {}
+        self._timers: list[tuple[float, tuple[str, int]]] = []
+        self._thread: threading.Thread | None = None
+        backend.set_listener(self._node_exited)
+
+    # ------------------------------------------------------------ outside world
+
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._run_forever, name="corral-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_terminate(self, job_id: int) -> None:
+        """A running job was moved to ``terminating``: stop its processes."""
+        self._terminate_requests.append(job_id)
+        self._wake.set()
+
+    def _node_exited(self, report: NodeExit) -> None:  # watcher thread
+        self._inbox.append(report)
+        self._wake.set()
+
+    # ------------------------------------------------------------ loop
+
+    def _run_forever(self) -> None:
+        while not self._stopped.is_set():
+            timeout = self._tick
+            if self._timers:
+                timeout = max(0.0, min(timeout, self._timers[0][0] - time.time()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stopped.is_set():
+                break
+            try:
+                self.run_once()
+            except Exception:  # keep scheduling; the next pass retries from the database
+                log.exception("control loop pass failed")
+                time.sleep(0.5)
+
+    def run_once(self) -> None:
+        reports = []
+        while self._inbox:
+            reports.append(self._inbox.popleft())
+        terminations = []
+        while self._terminate_requests:
+            terminations.append(self._terminate_requests.popleft())
+        now = time.time()
+        ended: list[int] = []
+        with self._db.write() as session:
+            for job_id in terminations:
+                run = self._runs_by_job.get(job_id)
+                if run is not None and not run.terminating:
+                    run.terminating = True
+                    self._stop_run(run, now)
+            for report in reports:
+                self._apply_report(report, now)
+            self._fire_timers(now)
+            for run in [r for r in self._runs.values() if r.done]:
+                self._finish(session, run, now)
+                ended.append(run.job_id)
+            launches = self._schedule(session, now)
+        if ended:
+            self._on_jobs_ended(ended)
+        for run in launches:
+            self._launch(run)
+
+    # ------------------------------------------------------------ runs
+
+    def _track(self, run: Run) -> None:
+        self._runs[run.key] = run
+        self._runs_by_job[run.job_id] = run
+        if run.deadline is not None:
+            heapq.heappush(self._timers, (run.deadline, run.key))
+
+    def _stop_run(self, run: Run, now: float) -> None:
+        """SIGTERM every node still running; SIGKILL follows after the grace period."""
+        self._backend.signal(run.plan, kill=False)
+        run.kill_at = now + run.plan.grace_seconds
+        heapq.heappush(self._timers, (run.kill_at, run.key))
+
+    def _apply_report(self, report: NodeExit, now: float) -> None:
+        run = self._runs.get((report.job_uid, report.attempt))
+        if run is None or report.rank in run.exits:
+            return
+        run.exits[report.rank] = report
+        failure = failure_of(report)
+        if failure is not None and not run.stopping and not run.done:
+            run.failure = failure
+            self._stop_run(run, now)
+
+    def _fire_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, key = heapq.heappop(self._timers)
+            run = self._runs.get(key)
+            if run is None or run.done:
+                continue
+            if run.kill_at is not None and run.kill_at <= now:
+                self._backend.signal(run.plan, kill=True)
+            elif run.deadline is not None and run.deadline <= now and not run.stopping:
+                limit = run.deadline - run.started_at
+                run.failure = (
+                    ErrorCode.WALL_CLOCK_EXCEEDED,
+                    f"ran past limits.max_wall_clock ({limit:g}s)",
+                    None,
+                )
+                self._stop_run(run, now)
+
+    def _finish(self, session: Session, run: Run, now: float) -> None:
+        del self._runs[run.key]
+        self._runs_by_job.pop(run.job_id, None)
+        outcome = attempt_outcome(run)
+        job = session.get(JobRow, run.job_id)
+        attempt = session.get(AttemptRow, run.attempt_id)
+        if job is None or attempt is None:
+            return
+        attempt.ended_at = now
+        attempt.exit_code = outcome.exit_code
+        attempt.reason = outcome.reason
+        for node in session.scalars(select(NodeRow).where(NodeRow.job_id == job.id)):
+            node.job_id = None
+            node.state = NodeState.IDLE
+        if outcome.state == JobState.QUEUED:
+            transition_job(session, job, JobState.QUEUED, reason=outcome.reason, message="requeued", at=now)
+            return
+        transition_job(
+            session,
+            job,
+            outcome.state,
+            reason=outcome.error_code or "Exited",
+            message=outcome.error_message,
+            at=now,
+            ended_at=now,
+            exit_code=outcome.exit_code,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+        )
+
+    # ------------------------------------------------------------ scheduling
+
+    def _schedule(self, session: Session, now: float) -> list[Run]:
+        free_rows = session.execute(
+            select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
+                NodeRow.state == NodeState.IDLE, NodeRow.job_id.is_(None)
+            )
+        ).all()
+        if not free_rows:
+            return []
+        free_by_cluster: dict[int, int] = {}
+        for row in free_rows:
+            free_by_cluster[row.cluster_id] = free_by_cluster.get(row.cluster_id, 0) + 1
+        queued: list[QueuedJob] = []
+        for cluster_id, free in free_by_cluster.items():
+            # Strict order: only the first `free` jobs (+1, the head that may block) can start.
+            rows = session.execute(
+                select(JobRow.id, JobRow.priority, JobRow.node_count)
+                .where(JobRow.cluster_id == cluster_id, JobRow.state == JobState.QUEUED)
+                .order_by(JobRow.priority.desc(), JobRow.id)
+                .limit(free + 1)
+            ).all()
+            queued.extend(QueuedJob(r.id, cluster_id, r.priority, r.id, r.node_count) for r in rows)
+        if not queued:
+            return []
+        placements = place_jobs(
+            Snapshot(queued=queued, free_nodes=[FreeNode(r.id, r.cluster_id, r.idx) for r in free_rows])
+        )
+        return [run for p in placements if (run := self._start_attempt(session, p.job_id, p.node_ids, now))]
+
+    def _start_attempt(
+        self, session: Session, job_id: int, node_ids: tuple[int, ...], now: float
+    ) -> Run | None:
+        job = session.get(JobRow, job_id)
+        if job is None:
+            return None
+        number = job.attempt_count + 1
+        if not transition_job(
+            session, job, JobState.RUNNING, at=now, started_at=now, attempt_count=number, exit_code=None
+        ):
+            return None
+        nodes = [n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))]
+        nodes.sort(key=lambda n: node_ids.index(n.id))
+        for node in nodes:
+            node.state = NodeState.RUNNING
+            node.job_id = job.id
+        attempt = AttemptRow(
+            job_id=job.id,
+            number=number,
+            node_ids=[n.id for n in nodes],
+            node_names=[n.name for n in nodes],
+            started_at=now,
+        )
+        session.add(attempt)
+        session.flush()
+        return self._run_for(session, job, attempt, nodes)
+
+    def _run_for(self, session: Session, job: JobRow, attempt: AttemptRow, nodes: list[NodeRow]) -> Run:
+        cluster = session.get(ClusterRow, job.cluster_id)
+        workspace = session.get(WorkspaceRow, job.workspace_id)
+        experiment = session.get(ExperimentRow, job.experiment_id)
+        assert cluster is not None and workspace is not None and experiment is not None
+        plan = plan_for(
+            job=job,
+            attempt=attempt.number,
+            workspace=workspace.name,
+            experiment=experiment.name,
+            cluster=cluster,
+            nodes=nodes,
+            node_root=self._node_root,
+        )
+        limit = (job.spec.get("limits") or {}).get("max_wall_clock")
+        run = Run(
+            job_id=job.id,
+            attempt_id=attempt.id,
+            plan=plan,
+            started_at=attempt.started_at,
+            deadline=attempt.started_at + limit if limit else None,
+        )
+        self._track(run)
+        return run
+
+    def _launch(self, run: Run) -> None:
+        try:
+            self._backend.launch(run.plan)
+        except Exception as exc:
+            log.exception("launch of job %s failed", run.plan.job_uid)
+            self._fail_launch(run, f"{type(exc).__name__}: {exc}")
+
+    def _fail_launch(self, run: Run, message: str) -> None:
+        self._backend.signal(run.plan, kill=True)
+        run.failure = (ErrorCode.LAUNCH_FAILED, f"could not start the job: {message}", None)
+        # Nodes that did start report their (killed) exits; the rest never will.
+        for node in run.plan.nodes:
+            run.exits.setdefault(
+                node.rank, NodeExit(run.plan.job_uid, run.plan.attempt, node.rank, ExitKind.LOST)
+            )
+        self._wake.set()
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> None:
+        """Rebuild runs of jobs that were running when the last server stopped."""
+        runs: list[Run] = []
+        now = time.time()
+        with self._db.write() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]))
+            ).all()
+            busy: set[int] = set()
+            for job in rows:
+                attempt = session.scalars(
+                    select(AttemptRow).where(
+                        AttemptRow.job_id == job.id, AttemptRow.number == job.attempt_count
+                    )
+                ).one()
+                nodes_by_id = {
+                    n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(attempt.node_ids)))
+                }
+                nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
+                busy.update(n.id for n in nodes)
+                run = self._run_for(session, job, attempt, nodes)
+                if job.state == JobState.TERMINATING:
+                    run.terminating = True
+                    run.kill_at = (job.terminate_requested_at or now) + run.plan.grace_seconds
+                    heapq.heappush(self._timers, (run.kill_at, run.key))
+                runs.append(run)
+            # Repair: a node marked running for a job that is not running any more.
+            for node in session.scalars(select(NodeRow).where(NodeRow.state == NodeState.RUNNING)):
+                if node.id not in busy:
+                    node.state = NodeState.IDLE
+                    node.job_id = None
+        for run in runs:
+            self._backend.recover(run.plan)
+            if run.terminating:
+                self._backend.signal(run.plan, kill=False)
+        log.info("recovered %d running jobs", len(runs))

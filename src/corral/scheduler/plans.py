@@ -1,0 +1,50 @@
+"""Rebuild a job's launch plan from its rows (the same plan before and after a restart)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from corral.core.specs import ClusterSpec, JobSpec
+from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
+from corral.launch.planner import plan_launch
+from corral.store.tables import ClusterRow, JobRow, NodeRow
+
+NodeRootFn = Callable[[str, str, str], str]
+
+
+def plan_for(
+    *,
+    job: JobRow,
+    attempt: int,
+    workspace: str,
+    experiment: str,
+    cluster: ClusterRow,
+    nodes: Sequence[NodeRow],
+    node_root: NodeRootFn,
+) -> LaunchPlan:
+    spec = JobSpec.model_validate({**job.spec, "secrets": {}})
+    shape = ClusterSpec.model_validate(cluster.spec).node
+    ctx = JobContext(
+        workspace=workspace,
+        experiment=experiment,
+        job_name=job.name,
+        job_uid=job.uid,
+        attempt=attempt,
+        job_dir=job.job_dir,
+        spec=spec,
+        secrets=dict(job.secrets),
+        code_archive=job.code_archive,
+    )
+    assignments = [
+        NodeAssignment(
+            node_id=node.id,
+            name=node.name,
+            ip=node.ip,
+            root=node_root(workspace, cluster.name, node.name),
+            gpus=tuple(node.gpus),
+            cpus=shape.cpus,
+            memory=shape.memory,
+        )
+        for node in nodes
+    ]
+    return plan_launch(ctx, assignments)

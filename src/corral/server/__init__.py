@@ -1,0 +1,1 @@
+"""The Corral server: FastAPI app, settings, services, the control loop's host."""

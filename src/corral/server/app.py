@@ -1,0 +1,79 @@
+"""The FastAPI application: wiring of database, backend, control loop and routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+import corral
+from corral.backends.local.backend import LocalBackend
+from corral.backends.local.resources import node_root
+from corral.scheduler.loop import Controller
+from corral.server.auth import ensure_admin_token
+from corral.server.context import ServerContext
+from corral.server.errors import install_error_handlers
+from corral.server.routers import clusters, code, experiments, health, jobs, workspaces
+from corral.server.services.workspaces import ensure_defaults
+from corral.server.settings import Settings
+from corral.server.waiters import JobWaiters
+from corral.store.db import Database
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.write() as session:
+        ensure_defaults(session)
+    ensure_admin_token(db, settings.token_file)
+    backend = LocalBackend(code_dir=settings.code_dir)
+    waiters = JobWaiters()
+    home = settings.home
+
+    def _node_root(workspace: str, cluster: str, node: str) -> str:
+        return str(node_root(Path(home), workspace, cluster, node))
+
+    controller = Controller(
+        db=db,
+        backend=backend,
+        node_root=_node_root,
+        on_jobs_ended=waiters.notify,
+        tick_seconds=settings.scheduler_tick,
+    )
+    return ServerContext(settings=settings, db=db, controller=controller, waiters=waiters), backend
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context, backend = build_context(settings)
+        app.state.context = context
+        app.state.principals = {}
+        context.controller.start()
+        log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
+        try:
+            yield
+        finally:
+            context.controller.stop()
+            backend.close()
+            context.db.dispose()
+
+    app = FastAPI(
+        title="Corral",
+        version=corral.__version__,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    for module in (health, workspaces, clusters, experiments, jobs, code):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,82 @@
+"""Bearer tokens. A token is a random secret; only its SHA-256 is stored.
+
+On start the server makes sure ``<home>/token`` (mode 0600) holds a valid admin
+token, creating one the first time. The access check is one dependency
+(:data:`CurrentPrincipal`), so roles can later be checked in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from corral.core.errors import Unauthorized
+from corral.store.db import Database
+from corral.store.tables import PrincipalRow
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    is_admin: bool
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ensure_admin_token(db: Database, token_file: Path) -> None:
+    """Keep ``token_file`` valid: reuse the token in it, or issue a new admin token."""
+    existing = token_file.read_text().strip() if token_file.exists() else ""
+    with db.write() as session:
+        admin = session.scalars(select(PrincipalRow).where(PrincipalRow.name == "admin")).first()
+        if admin is not None and existing and admin.token_sha256 == token_hash(existing):
+            return
+        token = secrets.token_urlsafe(32)
+        if admin is None:
+            session.add(
+                PrincipalRow(
+                    name="admin", token_sha256=token_hash(token), is_admin=True, created_at=time.time()
+                )
+            )
+        else:
+            admin.token_sha256 = token_hash(token)
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = token_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    os.replace(tmp, token_file)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("a bearer token is required (see $CORRAL_HOME/token)")
+    digest = token_hash(credentials.credentials)
+    cache: dict[str, Principal] = request.app.state.principals
+    principal = cache.get(digest)
+    if principal is None:
+        db: Database = request.app.state.context.db
+        with db.read() as session:
+            row = session.scalars(select(PrincipalRow).where(PrincipalRow.token_sha256 == digest)).first()
+        if row is None:
+            raise Unauthorized("the bearer token is not valid")
+        principal = cache[digest] = Principal(name=row.name, is_admin=row.is_admin)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

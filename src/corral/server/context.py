@@ -1,0 +1,21 @@
+"""What every request handler and service needs: settings, database, control loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from corral.server.settings import Settings
+from corral.server.waiters import JobWaiters
+from corral.store.db import Database
+
+if TYPE_CHECKING:
+    from corral.scheduler.loop import Controller
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    db: Database
+    controller: Controller
+    waiters: JobWaiters

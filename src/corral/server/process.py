@@ -1,0 +1,54 @@
+"""Run the server process: one per home (a lock file says so), pid file, uvicorn."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+from pathlib import Path
+
+from corral.server.settings import Settings
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def hold_home_lock(home: Path) -> int:
+    """Lock ``<home>/server.lock`` for this process's life; two servers on one home would run jobs twice."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = (home / "server.pid").read_text().split()[0] if (home / "server.pid").exists() else "?"
+        raise AlreadyRunning(f"a Corral server already runs with home {home} (pid {pid})") from None
+    return fd
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from corral.server.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    hold_home_lock(settings.home)
+    settings.pid_file.write_text(f"{os.getpid()} {settings.host} {settings.port}\n")
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+    finally:
+        if settings.pid_file.exists() and settings.pid_file.read_text().split()[0] == str(os.getpid()):
+            settings.pid_file.unlink()

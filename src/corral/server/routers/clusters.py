@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Response
+
+from corral.core.models import Cluster, Node
+from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.services import clusters as service
+
+router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
+
+
+@router.post("", status_code=201)
+def create_cluster(ws: str, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
+    with ctx.db.write() as session:
+        cluster = service.create_cluster(session, workspace=ws, spec_data=spec)
+    ctx.controller.wake()
+    return cluster
+
+
+@router.get("")
+def list_clusters(ws: str, ctx: Ctx, _p: CurrentPrincipal) -> list[Cluster]:
+    with ctx.db.read() as session:
+        return service.list_clusters(session, workspace=ws)
+
+
+@router.get("/{name}")
+def get_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+    with ctx.db.read() as session:
+        return service.get_cluster(session, workspace=ws, name=name)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+    with ctx.db.write() as session:
+        service.delete_cluster(session, workspace=ws, name=name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/nodes")
+def list_nodes(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> list[Node]:
+    with ctx.db.read() as session:
+        return service.list_nodes(session, workspace=ws, cluster=name)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+
+from corral.core.models import FilePage, Job, JobCreate, JobEvent
+from corral.core.states import JobState
+from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.services import jobs as service
+from corral.server.services import outputs
+from corral.server.services.logstream import follow_logs
+
+router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201)
+def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: CurrentPrincipal) -> Job:
+    request = body if body.experiment else body.model_copy(update={"experiment": exp})
+    with ctx.db.write() as session:
+        job = service.create_job(
+            session,
+            workspace=ws,
+            request=request,
+            submitted_by=principal.name,
+            jobs_dir=ctx.settings.jobs_dir,
+            code_dir=ctx.settings.code_dir,
+        )
+    ctx.controller.wake()
+    return job
+
+
+@router.get("")
+def list_jobs(
+    ws: str,
+    exp: str,
+    ctx: Ctx,
+    _p: CurrentPrincipal,
+    state: JobState | None = None,
+    limit: int = Query(1000, ge=1),
+) -> list[Job]:
+    with ctx.db.read() as session:
+        return service.list_jobs(session, workspace=ws, experiment=exp, state=state, limit=limit)
+
+
+@router.get("/{name}")
+def get_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Job:
+    with ctx.db.read() as session:
+        return service.get_job(session, workspace=ws, experiment=exp, name=name)
+
+
+@router.get("/{name}/wait")
+async def wait_job(
+    ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal, timeout: float = Query(30.0, ge=0, le=300)
+) -> Job:
+    """The job once it has ended, or as it is after ``timeout`` seconds (check its state)."""
+
+    def _identity() -> tuple[int, str]:
+        with ctx.db.read() as session:
+            return service.job_identity(session, workspace=ws, experiment=exp, name=name)
+
+    job_id, state = await asyncio.to_thread(_identity)
+    if not JobState(state).is_terminal:
+        await ctx.waiters.wait(job_id, timeout)
+    return await asyncio.to_thread(get_job, ws, exp, name, ctx, _p)
+
+
+@router.post("/{name}/terminate")
+def terminate_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Job:
+    with ctx.db.write() as session:
+        job, action = service.terminate_job(session, workspace=ws, experiment=exp, name=name)
+        job_id = service.job_identity(session, workspace=ws, experiment=exp, name=name)[0]
+    if action == "signal":
+        ctx.controller.request_terminate(job_id)
+    elif action == "ended":
+        ctx.waiters.notify([job_id])
+    return job
+
+
+@router.delete("/{name}", status_code=204)
+def delete_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+    with ctx.db.write() as session:
+        found = service.delete_job(session, workspace=ws, experiment=exp, name=name)
+    service.remove_job_files(ctx.settings.home, [found])
+    return Response(status_code=204)
+
+
+@router.get("/{name}/events")
+def list_events(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> list[JobEvent]:
+    with ctx.db.read() as session:
+        return service.list_events(session, workspace=ws, experiment=exp, name=name)
+
+
+@router.get("/{name}/logs", response_model=None)
+def get_logs(
+    ws: str,
+    exp: str,
+    name: str,
+    ctx: Ctx,
+    _p: CurrentPrincipal,
+    rank: int = 0,
+    stream: Literal["stdout", "stderr", "prepare"] = "stdout",
+    follow: bool = False,
+) -> PlainTextResponse | StreamingResponse:
+    """The log of one node (``rank``); ``follow=true`` streams stdout and stderr as SSE until the job ends."""
+    if follow:
+        with ctx.db.read() as session:  # fail fast (404, bad rank) before the stream starts
+            row, _ = service.job_row(session, ws, exp, name)
+            outputs.log_file(row, "stdout", rank)
+        events = follow_logs(ctx, workspace=ws, experiment=exp, job=name, rank=rank)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    with ctx.db.read() as session:
+        text = outputs.read_log(session, workspace=ws, experiment=exp, job=name, stream=stream, rank=rank)
+    return PlainTextResponse(text)
+
+
+@router.get("/{name}/files")
+def list_files(
+    ws: str,
+    exp: str,
+    name: str,
+    ctx: Ctx,
+    _p: CurrentPrincipal,
+    output: str | None = None,
+    path: str = "",
+    cursor: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> FilePage:
+    with ctx.db.read() as session:
+        return outputs.list_files(
+            session,
+            workspace=ws,
+            experiment=exp,
+            job=name,
+            output=output,
+            path=path,
+            cursor=cursor,
+            limit=limit,
+        )
+
+
+@router.get("/{name}/files/content", response_model=None)
+def download_file(
+    ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal, output: str, path: str
+) -> FileResponse | PlainTextResponse:
+    with ctx.db.read() as session:
+        target, secrets = outputs.file_path(
+            session, workspace=ws, experiment=exp, job=name, output=output, path=path
+        )
+    if secrets:  # a log of a job with secrets: served masked
+        return PlainTextResponse(outputs.mask(target.read_text(errors="replace"), secrets))
+    return FileResponse(target, filename=target.name)

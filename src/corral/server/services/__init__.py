@@ -1,0 +1,1 @@
+"""Server logic, one module per resource; routers call these and nothing else."""

@@ -1,0 +1,158 @@
+"""Clusters and their nodes.
+
+This version runs ``backend: local`` clusters with a manual node count; the
+other settings of the spec are validated but refused with an error that names
+the field, rather than accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from corral.backends.local.resources import LOCAL_IP, plan_local_nodes
+from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
+from corral.core.models import Cluster, Node, NodeCounts
+from corral.core.specs import ClusterSpec, parse_spec
+from corral.core.states import TERMINAL_JOB_STATES, NodeState
+from corral.server.services.lookup import cluster_row, workspace_row
+from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
+
+_NOT_YET = {
+    "backend": "only the local backend is available in this version",
+    "scale.max_nodes": "automatic scaling is not available in this version; give scale.nodes",
+    "setup": "node setup is not available in this version",
+    "mounts": "volume mounts are not available in this version",
+    "priority": "low-priority (preemptible) clusters are not available in this version",
+}
+
+
+def _refuse_unavailable(spec: ClusterSpec) -> None:
+    problems = []
+    if spec.backend != "local":
+        problems.append("backend")
+    if spec.scale.is_auto:
+        problems.append("scale.max_nodes")
+    if spec.setup is not None:
+        problems.append("setup")
+    if spec.mounts:
+        problems.append("mounts")
+    if spec.priority != "dedicated":
+        problems.append("priority")
+    if problems:
+        details = [{"loc": loc, "message": _NOT_YET[loc]} for loc in problems]
+        raise InvalidSpec(
+            "cluster: " + "; ".join(f"{d['loc']}: {d['message']}" for d in details), details=details
+        )
+
+
+def to_model(session: Session, row: ClusterRow, workspace: str) -> Cluster:
+    counts: dict[str, Any] = dict(
+        session.execute(
+            select(NodeRow.state, func.count()).where(NodeRow.cluster_id == row.id).group_by(NodeRow.state)
+        ).all()
+    )
+    return Cluster(
+        name=row.name,
+        workspace=workspace,
+        spec=ClusterSpec.model_validate(row.spec),
+        allocation_state=row.allocation_state,
+        current_nodes=sum(counts.values()),
+        target_nodes=row.target_nodes,
+        node_counts=NodeCounts(**counts),
+        warnings=list(row.warnings),
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+    )
+
+
+def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any]) -> Cluster:
+    spec = parse_spec(ClusterSpec, spec_data, source="cluster")
+    _refuse_unavailable(spec)
+    ws = workspace_row(session, workspace)
+    if session.scalars(
+        select(ClusterRow).where(ClusterRow.workspace_id == ws.id, ClusterRow.name == spec.name)
+    ).first():
+        raise AlreadyExists(f"cluster {spec.name!r} already exists in workspace {workspace!r}")
+    count = spec.scale.nodes or 0
+    gpus, warnings = plan_local_nodes(spec, count)
+    row = ClusterRow(
+        workspace_id=ws.id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        allocation_state="steady",
+        target_nodes=count,
+        warnings=warnings,
+        created_at=time.time(),
+    )
+    session.add(row)
+    session.flush()
+    for index in range(count):
+        session.add(
+            NodeRow(
+                cluster_id=row.id,
+                name=f"node-{index}",
+                index=index,
+                state=NodeState.IDLE,
+                ip=LOCAL_IP,
+                gpus=list(gpus[index]),
+            )
+        )
+    session.flush()
+    return to_model(session, row, workspace)
+
+
+def list_clusters(session: Session, *, workspace: str) -> list[Cluster]:
+    ws = workspace_row(session, workspace)
+    rows = session.scalars(
+        select(ClusterRow).where(ClusterRow.workspace_id == ws.id).order_by(ClusterRow.name)
+    )
+    return [to_model(session, r, workspace) for r in rows]
+
+
+def get_cluster(session: Session, *, workspace: str, name: str) -> Cluster:
+    ws = workspace_row(session, workspace)
+    return to_model(session, cluster_row(session, ws, name), workspace)
+
+
+def delete_cluster(session: Session, *, workspace: str, name: str) -> None:
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, name)
+    active = session.scalar(
+        select(func.count())
+        .select_from(JobRow)
+        .where(JobRow.cluster_id == row.id, JobRow.state.not_in([s.value for s in TERMINAL_JOB_STATES]))
+    )
+    if active:
+        raise Conflict(f"cluster {name!r} has {active} queued or running jobs; terminate them first")
+    session.delete(row)
+
+
+def list_nodes(session: Session, *, workspace: str, cluster: str) -> list[Node]:
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, cluster)
+    out = []
+    query = (
+        select(NodeRow, JobRow.name, ExperimentRow.name)
+        .outerjoin(JobRow, JobRow.id == NodeRow.job_id)
+        .outerjoin(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+        .where(NodeRow.cluster_id == row.id)
+        .order_by(NodeRow.index)
+    )
+    for node, job_name, exp_name in session.execute(query).all():
+        out.append(
+            Node(
+                name=node.name,
+                cluster=cluster,
+                index=node.index,
+                state=NodeState(node.state),
+                ip=node.ip,
+                gpus=list(node.gpus),
+                job=job_name,
+                experiment=exp_name,
+            )
+        )
+    return out

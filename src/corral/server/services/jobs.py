@@ -1,0 +1,243 @@
+"""Jobs: submission, queries, termination, deletion.
+
+Submission validates everything that can be known up front — the spec, the
+cluster, whether the job could ever fit it, the code archive — so a job that
+enters the queue can run. Secret values are kept apart from the spec and never
+returned.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
+from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
+from corral.core.specs import PRIORITY_RANK, JobSpec, parse_spec
+from corral.core.states import ErrorCode, JobState
+from corral.server.services import experiments
+from corral.server.services.lookup import cluster_row, job_row, workspace_row
+from corral.store.tables import AttemptRow, ClusterRow, JobEventRow, JobRow
+from corral.store.transitions import record_created, transition_job
+
+PRIORITY_NAME = {v: k for k, v in PRIORITY_RANK.items()}
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def to_model(
+    row: JobRow, *, workspace: str, experiment: str, attempts: list[AttemptRow] | None = None
+) -> Job:
+    error = JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None
+    attempt_models = [
+        Attempt(
+            number=a.number,
+            nodes=list(a.node_names),
+            started_at=_ts(a.started_at),
+            ended_at=_ts(a.ended_at),
+            exit_code=a.exit_code,
+            reason=a.reason,
+        )
+        for a in attempts or []
+    ]
+    spec = JobSpec.model_validate(row.spec)
+    return Job(
+        name=row.name,
+        uid=row.uid,
+        workspace=workspace,
+        experiment=experiment,
+        cluster=row.cluster_name,
+        state=JobState(row.state),
+        priority=PRIORITY_NAME[row.priority],
+        node_count=row.node_count,
+        toolkit=spec.toolkit,
+        spec=spec,
+        submitted_by=row.submitted_by,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        started_at=_ts(row.started_at),
+        ended_at=_ts(row.ended_at),
+        exit_code=row.exit_code,
+        error=error,
+        attempts=attempt_models,
+        nodes=attempt_models[-1].nodes if attempt_models and row.state != JobState.QUEUED else [],
+        job_dir=row.job_dir,
+    )
+
+
+def _check_paths(spec: JobSpec) -> None:
+    located = [("inputs", i, x.path) for i, x in enumerate(spec.inputs)]
+    located += [("outputs", i, x.path) for i, x in enumerate(spec.outputs)]
+    for kind, i, path in located:
+        if "://" in path:
+            scheme = path.split("://", 1)[0]
+            raise InvalidSpec(
+                f"{kind}.{i}.path: {scheme}:// storage is not available in this version; give a local path",
+                details=[{"loc": f"{kind}.{i}.path", "message": f"{scheme}:// is not available"}],
+            )
+        if not PurePosixPath(path).is_absolute():
+            raise InvalidSpec(
+                f"{kind}.{i}.path: must be an absolute path, got {path!r}",
+                details=[{"loc": f"{kind}.{i}.path", "message": "must be an absolute path"}],
+            )
+
+
+def create_job(
+    session: Session,
+    *,
+    workspace: str,
+    request: JobCreate,
+    submitted_by: str,
+    jobs_dir: Path,
+    code_dir: Path,
+) -> Job:
+    spec = parse_spec(JobSpec, request.spec, source="job")
+    if spec.code is not None:
+        raise InvalidSpec(
+            "code: the client packs the code directory and sends code_archive; send the spec without code",
+            details=[{"loc": "code", "message": "packed by the client"}],
+        )
+    _check_paths(spec)
+    if request.code_archive and not (code_dir / f"{request.code_archive}.tar.gz").exists():
+        raise NotFound(f"code archive {request.code_archive} was not uploaded")
+    ws = workspace_row(session, workspace)
+    cluster: ClusterRow = cluster_row(session, ws, spec.cluster)
+    if spec.node_count > cluster.target_nodes:
+        raise InvalidSpec(
+            f"node_count: cluster {cluster.name!r} has {cluster.target_nodes} nodes; "
+            f"this job needs {spec.node_count} and could never start",
+            details=[
+                {"loc": "node_count", "message": f"more than the cluster's {cluster.target_nodes} nodes"}
+            ],
+        )
+    experiment = experiments.get_or_create(session, ws, request.experiment or spec.experiment or "default")
+    uid = uuid.uuid4().hex
+    name = request.name or spec.name or f"job-{uid[:10]}"
+    if session.scalars(
+        select(JobRow.id).where(JobRow.experiment_id == experiment.id, JobRow.name == name)
+    ).first():
+        raise AlreadyExists(f"job {name!r} already exists in experiment {experiment.name!r}")
+    stored = spec.model_dump(mode="json")
+    stored.update(name=name, experiment=experiment.name, secrets={k: SECRET_MASK for k in spec.secrets})
+    row = JobRow(
+        uid=uid,
+        workspace_id=ws.id,
+        experiment_id=experiment.id,
+        cluster_id=cluster.id,
+        cluster_name=cluster.name,
+        name=name,
+        state=JobState.QUEUED,
+        priority=PRIORITY_RANK[spec.priority],
+        node_count=spec.node_count,
+        spec=stored,
+        secrets=dict(spec.secrets),
+        code_archive=request.code_archive,
+        job_dir=str(jobs_dir / workspace / experiment.name / name / uid),
+        submitted_by=submitted_by,
+        created_at=time.time(),
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AlreadyExists(f"job {name!r} already exists in experiment {experiment.name!r}") from None
+    record_created(session, row)
+    return to_model(row, workspace=workspace, experiment=experiment.name)
+
+
+def list_jobs(
+    session: Session, *, workspace: str, experiment: str, state: JobState | None = None, limit: int = 1000
+) -> list[Job]:
+    ws = workspace_row(session, workspace)
+    exp = experiments.experiment_row(session, ws, experiment)
+    query = select(JobRow).where(JobRow.experiment_id == exp.id)
+    if state is not None:
+        query = query.where(JobRow.state == state.value)
+    rows = session.scalars(query.order_by(JobRow.id).limit(limit))
+    return [to_model(r, workspace=workspace, experiment=experiment) for r in rows]
+
+
+def get_job(session: Session, *, workspace: str, experiment: str, name: str) -> Job:
+    row, _ = job_row(session, workspace, experiment, name)
+    attempts = list(
+        session.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number))
+    )
+    return to_model(row, workspace=workspace, experiment=experiment, attempts=attempts)
+
+
+def terminate_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Job, str]:
+    """Returns the job and what the caller must do next: ``"signal"``, ``"ended"`` or ``"none"``."""
+    row, _ = job_row(session, workspace, experiment, name)
+    state = JobState(row.state)
+    if state.is_terminal:
+        raise Conflict(f"job {name!r} already {state.value}")
+    now = time.time()
+    action = "none"
+    if state == JobState.QUEUED:
+        message = "terminated before it started"
+        if transition_job(
+            session,
+            row,
+            JobState.TERMINATED,
+            reason=ErrorCode.TERMINATED,
+            message=message,
+            at=now,
+            ended_at=now,
+            error_code=ErrorCode.TERMINATED,
+            error_message=message,
+        ):
+            action = "ended"
+        state = JobState(row.state)  # the scheduler may have started it meanwhile
+    if state == JobState.RUNNING and transition_job(
+        session, row, JobState.TERMINATING, reason="TerminateRequested", at=now, terminate_requested_at=now
+    ):
+        action = "signal"
+    return get_job(session, workspace=workspace, experiment=experiment, name=name), action
+
+
+def delete_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[str, str]:
+    """Delete a finished job; returns (job dir, uid) for :func:`remove_job_files` after commit."""
+    row, _ = job_row(session, workspace, experiment, name)
+    if not JobState(row.state).is_terminal:
+        raise Conflict(f"job {name!r} is {row.state}; terminate it before deleting it")
+    found = (row.job_dir, row.uid)
+    session.delete(row)
+    return found
+
+
+def list_events(session: Session, *, workspace: str, experiment: str, name: str) -> list[JobEvent]:
+    row, _ = job_row(session, workspace, experiment, name)
+    events = session.scalars(select(JobEventRow).where(JobEventRow.job_id == row.id).order_by(JobEventRow.id))
+    return [
+        JobEvent(
+            at=datetime.fromtimestamp(e.at, UTC),
+            from_state=e.from_state,
+            to_state=e.to_state,
+            reason=e.reason,
+            message=e.message,
+        )
+        for e in events
+    ]
+
+
+def job_identity(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[int, str]:
+    """The job's id and state, for handlers that wait on it."""
+    row, _ = job_row(session, workspace, experiment, name)
+    return row.id, row.state
+
+
+def remove_job_files(home: Path, jobs: list[tuple[str, str]]) -> None:
+    """Remove deleted jobs' directories: the job dir and each node's temp dir of the job."""
+    import shutil
+
+    for job_dir, uid in jobs:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        for node_dir in home.glob(f"nodes/*/*/*/jobs/{uid}"):
+            shutil.rmtree(node_dir, ignore_errors=True)

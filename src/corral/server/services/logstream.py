@@ -1,0 +1,80 @@
+"""Follow a job's logs as Server-Sent Events until the job ends.
+
+Events: ``stdout`` and ``stderr`` (one per line, ``data`` is the line), then one
+``end`` whose data is ``{"state": ..., "exit_code": ...}``. Files are read from
+where the last read stopped; between reads the stream sleeps on the job's
+end-waiter, so the end is sent as soon as the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from corral.core.states import JobState
+from corral.server.context import ServerContext
+from corral.server.services.lookup import job_row
+from corral.server.services.outputs import log_file, mask
+
+POLL_SECONDS = 0.25
+STREAMS = ("stdout", "stderr")
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+class _Tail:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+
+    def read_lines(self, *, final: bool) -> list[str]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(1 << 20)
+        except FileNotFoundError:
+            chunk = b""
+        self.offset += len(chunk)
+        text = self.partial + chunk.decode(errors="replace")
+        lines = text.split("\n")
+        self.partial = lines.pop()
+        if final and self.partial:
+            lines.append(self.partial)
+            self.partial = ""
+        return lines
+
+
+async def follow_logs(
+    ctx: ServerContext, *, workspace: str, experiment: str, job: str, rank: int
+) -> AsyncIterator[str]:
+    def _load() -> tuple[int, dict[str, Path], list[str]]:
+        with ctx.db.read() as session:
+            row, _ = job_row(session, workspace, experiment, job)
+            files = {s: log_file(row, s, rank) for s in STREAMS}  # type: ignore[arg-type]
+            return row.id, files, [v for v in row.secrets.values() if v]
+
+    def _state() -> tuple[str, int | None]:
+        with ctx.db.read() as session:
+            row, _ = job_row(session, workspace, experiment, job)
+            return row.state, row.exit_code
+
+    job_id, files, secrets = await asyncio.to_thread(_load)
+    tails = {stream: _Tail(path) for stream, path in files.items()}
+    while True:
+        state, exit_code = await asyncio.to_thread(_state)
+        final = JobState(state).is_terminal
+        sent = False
+        for stream, tail in tails.items():
+            for line in tail.read_lines(final=final):
+                sent = True
+                yield _sse(stream, mask(line, secrets))
+        if final:
+            yield _sse("end", json.dumps({"state": state, "exit_code": exit_code}))
+            return
+        if not sent:
+            await ctx.waiters.wait(job_id, POLL_SECONDS)

@@ -1,0 +1,55 @@
+"""Server settings, bound to ``CORRAL_*`` environment variables; read them through :func:`get_settings`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.storage.code import DEFAULT_MAX_CODE_BYTES
+
+
+def default_home() -> Path:
+    return Path("~/.corral").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+
+    #: Where the database, token, code archives, job directories and node roots live.
+    home: Path = Field(default_factory=default_home)
+    #: SQLAlchemy URL; SQLite at ``<home>/corral.db`` when unset.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Root of job directories (stdouterr, checkpoints, attempts); ``<home>/jobs`` when unset.
+    jobs_root: Path | None = None
+    max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
+    #: Safety tick of the control loop (it is woken by events; this only bounds a missed one).
+    scheduler_tick: float = 5.0
+    log_level: str = "info"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'corral.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.jobs_root or self.home / "jobs"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.home / "code"
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "token"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "server.pid"
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Files: code archives, job directories, listing and reading outputs safely."""

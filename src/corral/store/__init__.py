@@ -1,0 +1,1 @@
+"""State: SQLAlchemy tables, sessions, Alembic migrations (SQLite by default, PostgreSQL)."""
