@@ -12,7 +12,6 @@ Errors raise the same :mod:`corral.core.errors` classes the server raises.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,7 +218,7 @@ class Client:
     ) -> Iterator[tuple[str, str]]:
         """Yield ``(stream, line)`` as the job writes them, then ``("end", '{"state": ...}')``."""
         path = self._job(name, experiment, workspace) + "/logs"
-        params = {"rank": rank, "follow": "true"}
+        params: dict[str, str | int] = {"rank": rank, "follow": "true"}
         try:
             with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
                 if response.status_code >= 400:
@@ -279,7 +278,3 @@ class Client:
         response = self._request("GET", url, params={"output": output, "path": path})
         dest.write_bytes(response.content)
         return dest
-
-
-def parse_sse_end(data: str) -> dict[str, Any]:
-    return dict(json.loads(data))

@@ -163,9 +163,7 @@ class JobSpec(Strict):
     def _one_toolkit(self) -> JobSpec:
         given = [name for name in TOOLKITS if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one toolkit ({' | '.join(TOOLKITS)}), got {', '.join(given) or 'none'}"
-            )
+            raise ValueError(f"give exactly one toolkit ({' | '.join(TOOLKITS)}), got {', '.join(given) or 'none'}")
         if given[0] not in SUPPORTED_TOOLKITS:
             raise ValueError(f"the {given[0]} toolkit is not available in this version; use custom")
         for kind, items in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -254,9 +252,7 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise InvalidSpec(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
+        raise InvalidSpec(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidSpec(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data

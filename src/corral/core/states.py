@@ -33,9 +33,7 @@ class JobState(StrEnum):
 TERMINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TERMINATED})
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset(
-        {JobState.RUNNING, JobState.TERMINATING, JobState.TERMINATED, JobState.FAILED}
-    ),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.TERMINATING, JobState.TERMINATED, JobState.FAILED}),
     JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TERMINATING, JobState.QUEUED}),
     JobState.TERMINATING: frozenset({JobState.TERMINATED}),
     JobState.SUCCEEDED: frozenset(),

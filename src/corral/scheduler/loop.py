@@ -232,9 +232,7 @@ class Controller:
         )
         return [run for p in placements if (run := self._start_attempt(session, p.job_id, p.node_ids, now))]
 
-    def _start_attempt(
-        self, session: Session, job_id: int, node_ids: tuple[int, ...], now: float
-    ) -> Run | None:
+    def _start_attempt(self, session: Session, job_id: int, node_ids: tuple[int, ...], now: float) -> Run | None:
         job = session.get(JobRow, job_id)
         if job is None:
             return None
@@ -296,9 +294,7 @@ class Controller:
         run.failure = (ErrorCode.LAUNCH_FAILED, f"could not start the job: {message}", None)
         # Nodes that did start report their (killed) exits; the rest never will.
         for node in run.plan.nodes:
-            run.exits.setdefault(
-                node.rank, NodeExit(run.plan.job_uid, run.plan.attempt, node.rank, ExitKind.LOST)
-            )
+            run.exits.setdefault(node.rank, NodeExit(run.plan.job_uid, run.plan.attempt, node.rank, ExitKind.LOST))
         self._wake.set()
 
     # ------------------------------------------------------------ recovery
@@ -314,9 +310,7 @@ class Controller:
             busy: set[int] = set()
             for job in rows:
                 attempt = session.scalars(
-                    select(AttemptRow).where(
-                        AttemptRow.job_id == job.id, AttemptRow.number == job.attempt_count
-                    )
+                    select(AttemptRow).where(AttemptRow.job_id == job.id, AttemptRow.number == job.attempt_count)
                 ).one()
                 nodes_by_id = {
                     n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(attempt.node_ids)))

@@ -62,7 +62,5 @@ def place_jobs(snapshot: Snapshot) -> list[Placement]:
         for job in queue:
             if job.node_count > len(nodes):
                 break
-            placements.append(
-                Placement(job.job_id, tuple(nodes.pop().node_id for _ in range(job.node_count)))
-            )
+            placements.append(Placement(job.job_id, tuple(nodes.pop().node_id for _ in range(job.node_count))))
     return placements

@@ -44,9 +44,7 @@ def ensure_admin_token(db: Database, token_file: Path) -> None:
         token = secrets.token_urlsafe(32)
         if admin is None:
             session.add(
-                PrincipalRow(
-                    name="admin", token_sha256=token_hash(token), is_admin=True, created_at=time.time()
-                )
+                PrincipalRow(name="admin", token_sha256=token_hash(token), is_admin=True, created_at=time.time())
             )
         else:
             admin.token_sha256 = token_hash(token)

@@ -81,9 +81,7 @@ class JobRow(Base):
     uid: Mapped[str] = mapped_column(String(32), unique=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
-    cluster_id: Mapped[int | None] = mapped_column(
-        ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True
-    )
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), nullable=True)
     #: Kept so a job's history still names its cluster after the cluster is deleted.
     cluster_name: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))

@@ -53,7 +53,5 @@ def plan_local_nodes(spec: ClusterSpec, count: int) -> tuple[list[tuple[int, ...
     warnings = []
     cpus = os.cpu_count() or 1
     if spec.node.cpus * count > cpus:
-        warnings.append(
-            f"oversubscribed: {count} nodes x {spec.node.cpus} cpus on a machine with {cpus} cpus"
-        )
+        warnings.append(f"oversubscribed: {count} nodes x {spec.node.cpus} cpus on a machine with {cpus} cpus")
     return per_node, warnings

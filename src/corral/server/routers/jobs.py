@@ -61,9 +61,11 @@ async def wait_job(
         with ctx.db.read() as session:
             return service.job_identity(session, workspace=ws, experiment=exp, name=name)
 
-    job_id, state = await asyncio.to_thread(_identity)
-    if not JobState(state).is_terminal:
-        await ctx.waiters.wait(job_id, timeout)
+    job_id, _ = await asyncio.to_thread(_identity)
+    with ctx.waiters.subscribe(job_id) as ended:
+        _, state = await asyncio.to_thread(_identity)  # after subscribing: an end in between is not missed
+        if not JobState(state).is_terminal:
+            await ended.wait(timeout)
     return await asyncio.to_thread(get_job, ws, exp, name, ctx, _p)
 
 
@@ -110,9 +112,7 @@ def get_logs(
             row, _ = service.job_row(session, ws, exp, name)
             outputs.log_file(row, "stdout", rank)
         events = follow_logs(ctx, workspace=ws, experiment=exp, job=name, rank=rank)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     with ctx.db.read() as session:
         text = outputs.read_log(session, workspace=ws, experiment=exp, job=name, stream=stream, rank=rank)
     return PlainTextResponse(text)
@@ -148,9 +148,7 @@ def download_file(
     ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal, output: str, path: str
 ) -> FileResponse | PlainTextResponse:
     with ctx.db.read() as session:
-        target, secrets = outputs.file_path(
-            session, workspace=ws, experiment=exp, job=name, output=output, path=path
-        )
+        target, secrets = outputs.file_path(session, workspace=ws, experiment=exp, job=name, output=output, path=path)
     if secrets:  # a log of a job with secrets: served masked
         return PlainTextResponse(outputs.mask(target.read_text(errors="replace"), secrets))
     return FileResponse(target, filename=target.name)

@@ -45,9 +45,7 @@ def _refuse_unavailable(spec: ClusterSpec) -> None:
         problems.append("priority")
     if problems:
         details = [{"loc": loc, "message": _NOT_YET[loc]} for loc in problems]
-        raise InvalidSpec(
-            "cluster: " + "; ".join(f"{d['loc']}: {d['message']}" for d in details), details=details
-        )
+        raise InvalidSpec("cluster: " + "; ".join(f"{d['loc']}: {d['message']}" for d in details), details=details)
 
 
 def to_model(session: Session, row: ClusterRow, workspace: str) -> Cluster:
@@ -107,9 +105,7 @@ def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any
 
 def list_clusters(session: Session, *, workspace: str) -> list[Cluster]:
     ws = workspace_row(session, workspace)
-    rows = session.scalars(
-        select(ClusterRow).where(ClusterRow.workspace_id == ws.id).order_by(ClusterRow.name)
-    )
+    rows = session.scalars(select(ClusterRow).where(ClusterRow.workspace_id == ws.id).order_by(ClusterRow.name))
     return [to_model(session, r, workspace) for r in rows]
 
 

@@ -74,8 +74,7 @@ def delete_experiment(session: Session, *, workspace: str, name: str) -> list[tu
     if active:
         raise Conflict(f"experiment {name!r} has {active} queued or running jobs; terminate them first")
     jobs = [
-        (d, u)
-        for d, u in session.execute(select(JobRow.job_dir, JobRow.uid).where(JobRow.experiment_id == row.id))
+        (d, u) for d, u in session.execute(select(JobRow.job_dir, JobRow.uid).where(JobRow.experiment_id == row.id))
     ]
     session.delete(row)
     return jobs

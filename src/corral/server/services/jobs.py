@@ -33,9 +33,7 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def to_model(
-    row: JobRow, *, workspace: str, experiment: str, attempts: list[AttemptRow] | None = None
-) -> Job:
+def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[AttemptRow] | None = None) -> Job:
     error = JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None
     attempt_models = [
         Attempt(
@@ -113,16 +111,12 @@ def create_job(
         raise InvalidSpec(
             f"node_count: cluster {cluster.name!r} has {cluster.target_nodes} nodes; "
             f"this job needs {spec.node_count} and could never start",
-            details=[
-                {"loc": "node_count", "message": f"more than the cluster's {cluster.target_nodes} nodes"}
-            ],
+            details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.target_nodes} nodes"}],
         )
     experiment = experiments.get_or_create(session, ws, request.experiment or spec.experiment or "default")
     uid = uuid.uuid4().hex
     name = request.name or spec.name or f"job-{uid[:10]}"
-    if session.scalars(
-        select(JobRow.id).where(JobRow.experiment_id == experiment.id, JobRow.name == name)
-    ).first():
+    if session.scalars(select(JobRow.id).where(JobRow.experiment_id == experiment.id, JobRow.name == name)).first():
         raise AlreadyExists(f"job {name!r} already exists in experiment {experiment.name!r}")
     stored = spec.model_dump(mode="json")
     stored.update(name=name, experiment=experiment.name, secrets={k: SECRET_MASK for k in spec.secrets})
@@ -166,9 +160,7 @@ def list_jobs(
 
 def get_job(session: Session, *, workspace: str, experiment: str, name: str) -> Job:
     row, _ = job_row(session, workspace, experiment, name)
-    attempts = list(
-        session.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number))
-    )
+    attempts = list(session.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
     return to_model(row, workspace=workspace, experiment=experiment, attempts=attempts)
 
 

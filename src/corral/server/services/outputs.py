@@ -38,9 +38,7 @@ def _root(session: Session, workspace: str, experiment: str, job: str, output: s
     row, _ = job_row(session, workspace, experiment, job)
     roots = output_roots(row, workspace, experiment)
     if output not in roots:
-        raise InvalidRequest(
-            f"output: job {job!r} has no output {output!r}; it has {', '.join(sorted(roots))}"
-        )
+        raise InvalidRequest(f"output: job {job!r} has no output {output!r}; it has {', '.join(sorted(roots))}")
     return roots[output]
 
 
@@ -59,8 +57,7 @@ def list_files(
         row, _ = job_row(session, workspace, experiment, job)
         roots = output_roots(row, workspace, experiment)
         entries = [
-            FileEntry(name=oid, path=oid, is_dir=True, size=0, modified_at=row_time(row))
-            for oid in sorted(roots)
+            FileEntry(name=oid, path=oid, is_dir=True, size=0, modified_at=row_time(row)) for oid in sorted(roots)
         ]
         return FilePage(entries=entries)
     root = _root(session, workspace, experiment, job, output)
@@ -96,9 +93,7 @@ def log_file(row: JobRow, stream: LogStream, rank: int) -> Path:
     return Path(row.job_dir) / STDOUTERR / f"{stream}-{rank}.txt"
 
 
-def read_log(
-    session: Session, *, workspace: str, experiment: str, job: str, stream: LogStream, rank: int
-) -> str:
+def read_log(session: Session, *, workspace: str, experiment: str, job: str, stream: LogStream, rank: int) -> str:
     row, _ = job_row(session, workspace, experiment, job)
     path = log_file(row, stream, rank)
     text = path.read_text(errors="replace") if path.exists() else ""

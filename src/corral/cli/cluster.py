@@ -1,0 +1,74 @@
+"""``corral cluster …`` and ``corral cluster node …``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corral.cli.common import OutputOpt, WorkspaceOpt, client, console, emit, err_console, make_table, when
+
+app = typer.Typer(help="Clusters: pools of nodes.", no_args_is_help=True)
+node_app = typer.Typer(help="The nodes of a cluster.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+
+@app.command("create")
+def create(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Cluster spec (YAML or JSON).")],
+    workspace: WorkspaceOpt = "default",
+    output: OutputOpt = "table",
+) -> None:
+    """Create a cluster from a spec file."""
+    cluster = client(workspace).create_cluster(file)
+    for warning in cluster.warnings:
+        err_console.print(f"warning: {warning}")
+    if output == "json":
+        emit(cluster, output)
+    else:
+        console.print(cluster.name)
+
+
+@app.command("list")
+def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+    """List clusters."""
+    clusters = client(workspace).list_clusters()
+    rows = [
+        (c.name, c.spec.backend, c.allocation_state, c.current_nodes, c.node_counts.idle, c.node_counts.running)
+        for c in clusters
+    ]
+    emit(clusters, output, make_table(["NAME", "BACKEND", "ALLOCATION", "NODES", "IDLE", "RUNNING"], rows))
+
+
+@app.command("show")
+def show(name: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+    """Show a cluster: its spec and node counts."""
+    c = client(workspace).get_cluster(name)
+    counts = c.node_counts
+    rows = [
+        ("name", c.name),
+        ("backend", c.spec.backend),
+        ("node", f"{c.spec.node.cpus} cpus, {c.spec.node.gpus} gpus"),
+        ("allocation", c.allocation_state),
+        ("nodes", f"{c.current_nodes} (target {c.target_nodes})"),
+        ("node states", ", ".join(f"{k} {v}" for k, v in counts.model_dump().items())),
+        ("created", when(c.created_at)),
+        *(("warning", w) for w in c.warnings),
+    ]
+    emit(c, output, make_table(["FIELD", "VALUE"], rows))
+
+
+@app.command("delete")
+def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
+    """Delete a cluster that runs no job."""
+    client(workspace).delete_cluster(name)
+    console.print(f"deleted cluster {name}")
+
+
+@node_app.command("list")
+def node_list(cluster: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+    """List the nodes of a cluster."""
+    nodes = client(workspace).list_nodes(cluster)
+    rows = [(n.name, n.state.value, n.ip, ",".join(map(str, n.gpus)), n.job, n.experiment) for n in nodes]
+    emit(nodes, output, make_table(["NAME", "STATE", "IP", "GPUS", "JOB", "EXPERIMENT"], rows))

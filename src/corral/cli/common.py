@@ -1,0 +1,105 @@
+"""What every command shares: options, the client, output as tables or JSON, finding a server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from corral.client import config
+from corral.client.client import Client
+from corral.core.errors import ServerUnavailable
+
+console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", help="Workspace.", envvar="CORRAL_WORKSPACE")]
+ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", help="Experiment.")]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table or json.")]
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def client(workspace: str = "default", experiment: str = "default") -> Client:
+    ensure_server()
+    return Client(workspace=workspace, experiment=experiment)
+
+
+def ensure_server() -> None:
+    """If nothing answers at CORRAL_SERVER and it is local, start a server in the background."""
+    url = config.server_url()
+    probe = Client(server=url, token="")
+    try:
+        probe.health()
+        return
+    except ServerUnavailable:
+        parsed = urlparse(url)
+        if parsed.hostname not in LOCAL_HOSTS:
+            raise
+    finally:
+        probe.close()
+    port = parsed.port or 8765
+    pid = start_background_server(home=config.home(), host=parsed.hostname or "127.0.0.1", port=port)
+    err_console.print(f"started a Corral server at {url} (pid {pid}, home {config.home()})")
+
+
+def start_background_server(*, home: Path, host: str, port: int, timeout: float = 60.0) -> int:
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    argv = [sys.executable, "-m", "corral.server", "--home", str(home), "--host", host, "--port", str(port)]
+    env = {**os.environ, "CORRAL_HOME": str(home)}
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
+    log.close()
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    with Client(server=url, token="") as probe:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = (home / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise ServerUnavailable(f"the server exited at start: {' | '.join(tail)}")
+            try:
+                probe.health()
+                return process.pid
+            except ServerUnavailable:
+                time.sleep(0.1)
+    raise ServerUnavailable(f"the server did not answer at {url} within {timeout:g}s; see {home / 'server.log'}")
+
+
+def emit(data: Any, output: str, table: Table | None = None) -> None:
+    if output == "json":
+        if isinstance(data, BaseModel):
+            payload: Any = data.model_dump(mode="json")
+        elif isinstance(data, list):
+            payload = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+        else:
+            payload = data
+        typer.echo(json.dumps(payload, indent=2))
+    elif output == "table":
+        if table is not None:
+            console.print(table)
+    else:
+        raise typer.BadParameter(f"must be table or json, got {output!r}", param_hint="--output")
+
+
+def make_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=True, overflow="fold" if column == "MESSAGE" else "ellipsis")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    return table
+
+
+def when(value: Any) -> str:
+    return "" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,223 @@
+"""``corral job …``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corral.cli.common import (
+    ExperimentOpt,
+    OutputOpt,
+    WorkspaceOpt,
+    client,
+    console,
+    emit,
+    err_console,
+    make_table,
+    when,
+)
+from corral.client.client import Client
+from corral.core.models import Job
+from corral.core.states import JobState
+
+app = typer.Typer(help="Jobs: submit, watch, read logs and outputs.", no_args_is_help=True)
+
+
+def exit_status(job: Job) -> int:
+    """What ``job wait`` exits with: 0 for success, the job's code (or 1) otherwise."""
+    if job.state == JobState.SUCCEEDED:
+        return 0
+    if job.exit_code is not None and 0 < job.exit_code < 256:
+        return job.exit_code
+    return 1
+
+
+def _describe_end(job: Job) -> None:
+    if job.state != JobState.SUCCEEDED:
+        reason = f": {job.error.code}: {job.error.message}" if job.error else ""
+        err_console.print(f"job {job.name} {job.state.value}{reason}")
+
+
+def _follow(c: Client, name: str, rank: int) -> Job:
+    for stream, line in c.follow_logs(name, rank=rank):
+        if stream == "stdout":
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        elif stream == "stderr":
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    return c.get_job(name)
+
+
+@app.command("create")
+def create(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Job spec (YAML or JSON).")],
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment (else the spec's).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Job name (else the spec's, else generated).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; exit with its code.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Stream node 0's logs until the job ends.")] = False,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Submit a job; prints its name."""
+    c = client(workspace)
+    job = c.create_job(file, experiment=experiment, name=name)
+    console.print(job.name)
+    if follow:
+        job = _follow(c, job.name, 0) if not job.state.is_terminal else job
+        job = c.wait_job(job.name, experiment=job.experiment)
+    elif wait:
+        job = c.wait_job(job.name, experiment=job.experiment)
+    else:
+        return
+    _describe_end(job)
+    raise typer.Exit(exit_status(job))
+
+
+@app.command("list")
+def list_(
+    experiment: ExperimentOpt = "default",
+    state: Annotated[JobState | None, typer.Option("--state", help="Only jobs in this state.")] = None,
+    workspace: WorkspaceOpt = "default",
+    output: OutputOpt = "table",
+) -> None:
+    """List the jobs of an experiment."""
+    jobs = client(workspace, experiment).list_jobs(state=state.value if state else None)
+    rows = [
+        (
+            j.name,
+            j.state.value,
+            j.cluster,
+            j.node_count,
+            j.priority,
+            j.exit_code,
+            when(j.created_at),
+            j.error.code if j.error else "",
+        )
+        for j in jobs
+    ]
+    emit(jobs, output, make_table(["NAME", "STATE", "CLUSTER", "NODES", "PRIORITY", "EXIT", "CREATED", "ERROR"], rows))
+
+
+@app.command("show")
+def show(
+    name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
+) -> None:
+    """Show a job: state, timing, exit code, error, attempts."""
+    j = client(workspace, experiment).get_job(name)
+    rows = [
+        ("name", j.name),
+        ("experiment", j.experiment),
+        ("cluster", j.cluster),
+        ("state", j.state.value),
+        ("toolkit", j.toolkit),
+        ("nodes", f"{j.node_count} {', '.join(j.nodes)}".strip()),
+        ("priority", j.priority),
+        ("submitted by", j.submitted_by),
+        ("created", when(j.created_at)),
+        ("started", when(j.started_at)),
+        ("ended", when(j.ended_at)),
+        ("exit code", j.exit_code),
+        ("error", f"{j.error.code}: {j.error.message}" if j.error else ""),
+        ("job dir", j.job_dir),
+        *(
+            (f"attempt {a.number}", f"{', '.join(a.nodes)} exit {a.exit_code} {a.reason or ''}".strip())
+            for a in j.attempts
+        ),
+    ]
+    emit(j, output, make_table(["FIELD", "VALUE"], rows))
+
+
+@app.command("logs")
+def logs(
+    name: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False,
+    node: Annotated[int, typer.Option("--node", "--rank", help="Node rank.")] = 0,
+    stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or prepare (not with -f).")] = "",
+    experiment: ExperimentOpt = "default",
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Print a node's logs: stdout to stdout, stderr to stderr."""
+    c = client(workspace, experiment)
+    if follow:
+        _follow(c, name, node)
+        return
+    for which in [stream] if stream else ["stdout", "stderr"]:
+        text = c.job_logs(name, rank=node, stream=which)
+        (sys.stderr if which == "stderr" else sys.stdout).write(text)
+
+
+@app.command("terminate")
+def terminate(name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default") -> None:
+    """Terminate a job (SIGTERM, then SIGKILL after its grace period)."""
+    job = client(workspace, experiment).terminate_job(name)
+    console.print(f"{job.name} {job.state.value}")
+
+
+@app.command("wait")
+def wait(
+    name: str,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 124).")] = None,
+    experiment: ExperimentOpt = "default",
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Wait for a job to end; exit with its exit code (non-zero if it failed or was terminated)."""
+    job = client(workspace, experiment).wait_job(name, timeout=timeout)
+    if not job.state.is_terminal:
+        err_console.print(f"job {name} is still {job.state.value}")
+        raise typer.Exit(124)
+    console.print(f"{job.name} {job.state.value}")
+    _describe_end(job)
+    raise typer.Exit(exit_status(job))
+
+
+@app.command("delete")
+def delete(name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default") -> None:
+    """Delete a finished job and its logs (outputs written to your own paths stay)."""
+    client(workspace, experiment).delete_job(name)
+    console.print(f"deleted job {name}")
+
+
+@app.command("events")
+def events(
+    name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
+) -> None:
+    """The job's history of state changes."""
+    items = client(workspace, experiment).job_events(name)
+    rows = [(when(e.at), e.from_state or "", e.to_state, e.reason or "", e.message or "") for e in items]
+    emit(items, output, make_table(["AT", "FROM", "TO", "REASON", "MESSAGE"], rows))
+
+
+@app.command("files")
+def files(
+    name: str,
+    output_id: Annotated[str | None, typer.Option("--output", help="Output id (or stdouterr).")] = None,
+    path: Annotated[str, typer.Option("--path", help="Directory inside the output.")] = "",
+    experiment: ExperimentOpt = "default",
+    workspace: WorkspaceOpt = "default",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """List a job's output files (without --output: its output ids)."""
+    entries = list(client(workspace, experiment).list_files(name, output=output_id, path=path))
+    rows = [(e.path + ("/" if e.is_dir else ""), "" if e.is_dir else e.size, when(e.modified_at)) for e in entries]
+    if fmt == "json":
+        print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+    else:
+        emit(entries, "table", make_table(["PATH", "SIZE", "MODIFIED"], rows))
+
+
+@app.command("download")
+def download(
+    name: str,
+    dest: Annotated[Path, typer.Argument(help="File or directory to save to.")],
+    output_id: Annotated[str, typer.Option("--output", help="Output id (or stdouterr).")],
+    path: Annotated[str, typer.Option("--path", help="File inside the output.")],
+    experiment: ExperimentOpt = "default",
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Download one file of a job's output."""
+    saved = client(workspace, experiment).download_file(name, output=output_id, path=path, destination=dest)
+    console.print(str(saved))

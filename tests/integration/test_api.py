@@ -1,0 +1,125 @@
+"""The REST API of a real server over HTTP, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
+from tests.conftest import ServerHandle
+
+
+def api(server: ServerHandle, method: str, path: str, token: str | None = None, **kwargs: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token if token is not None else server.token}"}
+    return httpx.request(method, f"{server.url}/api/v1{path}", headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_health_needs_no_token_but_everything_else_does(server: ServerHandle) -> None:
+    assert httpx.get(f"{server.url}/api/v1/health").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/api/v1/workspaces").status_code == 401
+    bad = api(server, "GET", "/workspaces", token="not-a-token")
+    assert bad.status_code == 401
+    assert bad.json()["error"]["code"] == "Unauthorized"
+    assert api(server, "GET", "/workspaces").status_code == 200
+
+
+def test_token_file_is_private(server: ServerHandle) -> None:
+    assert (server.home / "token").stat().st_mode & 0o777 == 0o600
+
+
+def test_openapi_lists_the_resources(server: ServerHandle) -> None:
+    paths = httpx.get(f"{server.url}/api/v1/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/workspaces/{ws}/clusters/{name}/nodes",
+        "/api/v1/workspaces/{ws}/experiments/{exp}/jobs/{name}/terminate",
+        "/api/v1/workspaces/{ws}/experiments/{exp}/jobs/{name}/logs",
+        "/api/v1/workspaces/{ws}/experiments/{exp}/jobs/{name}/files/content",
+        "/api/v1/workspaces/{ws}/experiments/{exp}/jobs/{name}/events",
+    ):
+        assert path in paths
+
+
+def test_statuses_404_409_422(server: ServerHandle) -> None:
+    assert api(server, "GET", "/workspaces/nope").status_code == 404
+    assert api(server, "GET", "/workspaces/default/clusters/nope").status_code == 404
+    assert api(server, "GET", "/workspaces/default/experiments/default/jobs/nope").status_code == 404
+    assert (
+        api(server, "POST", "/workspaces/default/clusters", json={"name": "local", "scale": {"nodes": 1}}).status_code
+        == 409
+    )
+    bad = api(server, "POST", "/workspaces/default/clusters", json={"name": "x", "scale": {"nodes": -1}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"] == [{"loc": "scale.nodes", "message": "must be >= 0, got -1"}]
+    bad_job = api(server, "POST", "/workspaces/default/experiments/default/jobs", json={"spec": {"cluster": "local"}})
+    assert bad_job.status_code == 422 and "exactly one toolkit" in bad_job.json()["error"]["message"]
+    unknown = api(server, "POST", "/workspaces/default/experiments/default/jobs", json={"spec": {}, "extra": 1})
+    assert unknown.status_code == 422 and "extra: unknown field" in unknown.json()["error"]["message"]
+
+
+def test_workspaces_and_experiments(server: ServerHandle) -> None:
+    c = server.client()
+    name = f"ws-{uuid.uuid4().hex[:6]}"
+    c.create_workspace(name)
+    assert name in [w.name for w in c.list_workspaces()]
+    with pytest.raises(AlreadyExists):
+        c.create_workspace(name)
+    c.create_experiment("exp1", workspace=name)
+    assert [e.name for e in c.list_experiments(workspace=name)] == ["default", "exp1"]
+    with pytest.raises(AlreadyExists):
+        c.create_experiment("exp1", workspace=name)
+    c.delete_experiment("exp1", workspace=name)
+    with pytest.raises(NotFound):
+        c.delete_experiment("exp1", workspace=name)
+
+
+def test_cluster_lifecycle_and_unavailable_features(server: ServerHandle) -> None:
+    c = server.client()
+    cluster = c.create_cluster({"name": "tmp", "node": {"cpus": 1}, "scale": {"nodes": 3}})
+    assert cluster.current_nodes == 3 and cluster.node_counts.idle == 3
+    assert [n.name for n in c.list_nodes("tmp")] == ["node-0", "node-1", "node-2"]
+    assert "tmp" in [x.name for x in c.list_clusters()]
+    with pytest.raises(InvalidSpec, match="automatic scaling is not available"):
+        c.create_cluster({"name": "auto", "scale": {"min_nodes": 0, "max_nodes": 2}})
+    with pytest.raises(InvalidSpec, match=r"node.gpus: .* this machine has"):
+        c.create_cluster({"name": "gpu", "node": {"gpus": 64}, "scale": {"nodes": 2}})
+    c.delete_cluster("tmp")
+    with pytest.raises(NotFound):
+        c.get_cluster("tmp")
+
+
+def test_oversubscription_is_allowed_with_a_warning(server: ServerHandle) -> None:
+    c = server.client()
+    cluster = c.create_cluster({"name": "big", "node": {"cpus": 64}, "scale": {"nodes": 2}})
+    assert any("oversubscribed" in w for w in cluster.warnings)
+    c.delete_cluster("big")
+
+
+def test_job_that_could_never_fit_is_rejected(server: ServerHandle) -> None:
+    with pytest.raises(InvalidSpec, match="node_count: cluster 'local' has 4 nodes; this job needs 5"):
+        server.client().create_job({"cluster": "local", "node_count": 5, "custom": {"command": "true"}})
+
+
+def test_unknown_cluster_and_duplicate_job_name(server: ServerHandle) -> None:
+    c = server.client(experiment=f"e{uuid.uuid4().hex[:6]}")
+    with pytest.raises(NotFound, match="cluster 'nope' not found"):
+        c.create_job({"cluster": "nope", "custom": {"command": "true"}})
+    c.create_job({"name": "once", "cluster": "local", "custom": {"command": "true"}})
+    with pytest.raises(AlreadyExists):
+        c.create_job({"name": "once", "cluster": "local", "custom": {"command": "true"}})
+    c.wait_job("once", timeout=30)
+
+
+def test_delete_needs_a_finished_job(server: ServerHandle) -> None:
+    c = server.client(experiment=f"e{uuid.uuid4().hex[:6]}")
+    job = c.create_job({"cluster": "local", "custom": {"command": "sleep 30"}})
+    with pytest.raises(Conflict, match="terminate it before deleting"):
+        c.delete_job(job.name)
+    c.terminate_job(job.name)
+    assert c.wait_job(job.name, timeout=30).state == "terminated"
+    with pytest.raises(Conflict, match="already terminated"):
+        c.terminate_job(job.name)
+    c.delete_job(job.name)
+    with pytest.raises(NotFound):
+        c.get_job(job.name)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from corral.backends.base import ExitKind, NodeExit
+from corral.backends.local.wrapper import parse_exit_file
+from corral.core.states import JobState, can_transition
+from corral.launch.plan import LaunchPlan, NodePlan
+from corral.scheduler.outcome import Run, attempt_outcome
+
+
+def run_with(*reports: tuple[ExitKind, int | None]) -> Run:
+    nodes = tuple(
+        NodePlan(
+            rank=i,
+            node_id=i,
+            node_name=f"n{i}",
+            control_dir="",
+            workdir="",
+            job_temp="",
+            prepare_command=None,
+            prepare_log="",
+            processes=(),
+        )
+        for i in range(len(reports))
+    )
+    plan = LaunchPlan(job_uid="u", attempt=1, attempt_dir="", shared_dirs=(), nodes=nodes, grace_seconds=1)
+    run = Run(job_id=1, attempt_id=1, plan=plan, started_at=0)
+    for rank, (kind, code) in enumerate(reports):
+        run.exits[rank] = NodeExit("u", 1, rank, kind, code)
+    return run
+
+
+def test_all_zero_succeeds() -> None:
+    outcome = attempt_outcome(run_with((ExitKind.EXITED, 0), (ExitKind.EXITED, 0)))
+    assert (outcome.state, outcome.exit_code, outcome.error_code) == (JobState.SUCCEEDED, 0, None)
+
+
+def test_non_zero_fails_naming_the_node() -> None:
+    outcome = attempt_outcome(run_with((ExitKind.EXITED, 0), (ExitKind.EXITED, 3)))
+    assert outcome.state == JobState.FAILED and outcome.exit_code == 3
+    assert outcome.error_code == "JobFailed" and "node 1 exited with code 3" in (outcome.error_message or "")
+
+
+def test_prepare_failure() -> None:
+    outcome = attempt_outcome(
+        run_with(
+            (ExitKind.PREPARE_FAILED, 2),
+        )
+    )
+    assert outcome.error_code == "PrepareFailed" and "exit code 2" in (outcome.error_message or "")
+
+
+def test_first_failure_wins_over_later_kills() -> None:
+    run = run_with((ExitKind.EXITED, 143), (ExitKind.EXITED, 7))
+    run.failure = ("JobFailed", "node 1 exited with code 7", 7)
+    outcome = attempt_outcome(run)
+    assert outcome.exit_code == 7 and "node 1" in (outcome.error_message or "")
+
+
+def test_terminated_and_never_started() -> None:
+    run = run_with(
+        (ExitKind.EXITED, 143),
+    )
+    run.terminating = True
+    assert attempt_outcome(run).state == JobState.TERMINATED
+    assert (
+        attempt_outcome(
+            run_with(
+                (ExitKind.NOT_STARTED, None),
+            )
+        ).state
+        == JobState.QUEUED
+    )
+    mixed = attempt_outcome(run_with((ExitKind.EXITED, 0), (ExitKind.NOT_STARTED, None)))
+    assert mixed.state == JobState.FAILED and mixed.error_code == "NodeLost"
+    assert (
+        attempt_outcome(
+            run_with(
+                (ExitKind.LOST, None),
+            )
+        ).error_code
+        == "NodeLost"
+    )
+
+
+def test_exit_file_parsing() -> None:
+    assert parse_exit_file("exit 0\n") == ("exit", 0)
+    assert parse_exit_file("prepare 2\n") == ("prepare", 2)
+    assert parse_exit_file("exit 0") is None  # not yet complete
+    assert parse_exit_file("garbage\n") is None
+
+
+def test_terminal_states_never_change() -> None:
+    for terminal in (JobState.SUCCEEDED, JobState.FAILED, JobState.TERMINATED):
+        assert not any(can_transition(terminal, target) for target in JobState)
+    assert can_transition(JobState.RUNNING, JobState.QUEUED)
+    assert not can_transition(JobState.TERMINATING, JobState.RUNNING)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from corral.core.errors import InvalidRequest, InvalidSpec, NotFound
+from corral.storage.code import check_archive, pack_directory
+from corral.storage.files import file_to_read, list_directory
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "out"
+    (root / "sub").mkdir(parents=True)
+    for i in range(5):
+        (root / f"f{i}.txt").write_text(str(i))
+    (root / "sub" / "deep.txt").write_text("deep")
+    (tmp_path / "secret.txt").write_text("outside")
+    (root / "escape").symlink_to(tmp_path / "secret.txt")
+    (root / "escape_dir").symlink_to(tmp_path)
+    return root
+
+
+def test_listing_is_paginated_by_name(tree: Path) -> None:
+    page = list_directory(tree, "", limit=3)
+    # The two symlinks that lead out sort first and are skipped; the page is shorter, the cursor moves on.
+    assert [e.name for e in page.entries] == ["f0.txt"]
+    assert page.next_cursor == "f0.txt"
+    names = []
+    cursor = None
+    while True:
+        page = list_directory(tree, "", cursor=cursor, limit=2)
+        names += [e.name for e in page.entries]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert names == ["f0.txt", "f1.txt", "f2.txt", "f3.txt", "f4.txt", "sub"], "symlinks out are not listed"
+    assert [e.path for e in list_directory(tree, "sub").entries] == ["sub/deep.txt"]
+
+
+@pytest.mark.parametrize(
+    "bad", ["../secret.txt", "/etc/passwd", "sub/../../secret.txt", "escape", "escape_dir/secret.txt"]
+)
+def test_paths_leaving_the_directory_are_refused(tree: Path, bad: str) -> None:
+    with pytest.raises(InvalidRequest):
+        file_to_read(tree, bad)
+
+
+def test_missing_file(tree: Path) -> None:
+    with pytest.raises(NotFound):
+        file_to_read(tree, "nope.txt")
+    assert file_to_read(tree, "sub/deep.txt").read_text() == "deep"
+
+
+def _names(data: bytes) -> set[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return set(tar.getnames())
+
+
+def test_pack_honours_corralignore_over_gitignore(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print(1)")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.bin").write_bytes(b"x" * 100)
+    (tmp_path / "model.pt").write_text("w")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref")
+    (tmp_path / ".gitignore").write_text("*.pt\n")
+    data, _ = pack_directory(tmp_path)
+    assert _names(data) == {"train.py", "data/big.bin", ".gitignore"}
+    (tmp_path / ".corralignore").write_text("data/\n")
+    data, sha = pack_directory(tmp_path)
+    assert _names(data) == {"train.py", "model.pt", ".gitignore", ".corralignore"}
+    check_archive(data, sha, max_bytes=10**6)
+
+
+def test_pack_size_limit_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"x" * 2048)
+    with pytest.raises(InvalidSpec, match=r"\.corralignore"):
+        pack_directory(tmp_path, max_bytes=1024)
+
+
+def test_archive_checks(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../evil.sh")
+        info.size = 0
+        tar.addfile(info, io.BytesIO())
+    import hashlib
+
+    data = buffer.getvalue()
+    with pytest.raises(InvalidRequest, match="not a safe"):
+        check_archive(data, hashlib.sha256(data).hexdigest(), max_bytes=10**6)
+    with pytest.raises(InvalidRequest, match="does not match"):
+        check_archive(data, "0" * 64, max_bytes=10**6)
