@@ -19,7 +19,7 @@ from rich.table import Table
 
 from corral.client import config
 from corral.client.client import Client
-from corral.core.errors import ServerUnavailable
+from corral.core.errors import CorralError, ServerUnavailable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -55,13 +55,20 @@ def ensure_server() -> None:
 
 
 def start_background_server(*, home: Path, host: str, port: int, timeout: float = 60.0) -> int:
+    url = f"http://{host}:{port}"
+    with Client(server=url, token="") as probe:
+        try:
+            pid = probe.health()["pid"]
+        except ServerUnavailable:
+            pass
+        else:
+            raise CorralError(f"a Corral server already runs at {url} (pid {pid})")
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child
     argv = [sys.executable, "-m", "corral.server", "--home", str(home), "--host", host, "--port", str(port)]
     env = {**os.environ, "CORRAL_HOME": str(home)}
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
     log.close()
-    url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     with Client(server=url, token="") as probe:
         while time.monotonic() < deadline:
@@ -69,10 +76,11 @@ def start_background_server(*, home: Path, host: str, port: int, timeout: float 
                 tail = (home / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
                 raise ServerUnavailable(f"the server exited at start: {' | '.join(tail)}")
             try:
-                probe.health()
-                return process.pid
+                if probe.health()["pid"] == process.pid:
+                    return process.pid
             except ServerUnavailable:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
     raise ServerUnavailable(f"the server did not answer at {url} within {timeout:g}s; see {home / 'server.log'}")
 
 

@@ -1,0 +1,172 @@
+"""Every CLI command, run as a user runs it: the ``corral`` executable against a real server.
+
+The first command finds no server and starts one in the background itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+class Cli:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.env = {
+            **os.environ,
+            "CORRAL_HOME": str(home),
+            "CORRAL_SERVER": f"http://127.0.0.1:{port}",
+            "COLUMNS": "200",
+        }
+        self.env.pop("CORRAL_DATABASE_URL", None)
+        self.env.pop("CORRAL_TOKEN", None)
+
+    def __call__(self, *args: str, ok: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [CORRAL, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
+        if ok:
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    home = tmp_path_factory.mktemp("clihome")
+    runner = Cli(home, free_port())
+    yield runner
+    runner("server", "stop", "--home", str(home), ok=False)
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("specs")
+    (d / "cluster.yaml").write_text("name: two\nnode: {cpus: 1}\nscale: {nodes: 2}\n")
+    (d / "ok.yaml").write_text(
+        "name: hello\ncluster: two\nnode_count: 2\n"
+        "custom: {command: 'echo hello from $CORRAL_NODE_RANK; echo warn >&2; mkdir -p $CORRAL_OUTPUT_OUT/d;"
+        " echo 42 > $CORRAL_OUTPUT_OUT/d/answer.txt'}\n"
+        "outputs: [{id: OUT, path: out}]\n"
+    )
+    (d / "fail.yaml").write_text("cluster: two\ncustom: {command: 'exit 3'}\n")
+    (d / "long.yaml").write_text("cluster: two\ncustom: {command: 'sleep 300'}\nlimits: {termination_grace: 2s}\n")
+    (d / "bad.yaml").write_text("cluster: two\nnode_count: 0\ncustom: {command: 'true'}\n")
+    return d
+
+
+def test_server_autostart_and_status(cli: Cli, specs: Path) -> None:
+    first = cli("cluster", "create", "-f", str(specs / "cluster.yaml"))
+    assert "started a Corral server" in first.stderr
+    assert first.stdout.strip() == "two"
+    assert "running at" in cli("server", "status").stdout
+    again = cli(
+        "server",
+        "start",
+        "--background",
+        "--home",
+        str(cli.home),
+        "--port",
+        cli.env["CORRAL_SERVER"].rsplit(":", 1)[1],
+        ok=False,
+    )
+    assert again.returncode != 0 and "already runs at" in again.stderr
+
+
+def test_cluster_commands(cli: Cli, specs: Path) -> None:
+    assert "two" in cli("cluster", "list").stdout
+    shown = json.loads(cli("cluster", "show", "two", "-o", "json").stdout)
+    assert shown["current_nodes"] == 2 and shown["node_counts"]["idle"] >= 0
+    nodes = json.loads(cli("cluster", "node", "list", "two", "-o", "json").stdout)
+    assert [n["name"] for n in nodes] == ["node-0", "node-1"]
+    assert "node-1" in cli("cluster", "node", "list", "two").stdout
+    dup = cli("cluster", "create", "-f", str(specs / "cluster.yaml"), ok=False)
+    assert dup.returncode == 1 and dup.stderr.startswith("error: cluster 'two' already exists")
+    assert "Traceback" not in dup.stderr
+
+
+def test_experiment_commands(cli: Cli) -> None:
+    assert cli("experiment", "create", "cli-exp").stdout.strip() == "cli-exp"
+    assert "cli-exp" in cli("experiment", "list").stdout
+    listed = json.loads(cli("experiment", "list", "-o", "json").stdout)
+    assert {e["name"] for e in listed} >= {"default", "cli-exp"}
+    cli("experiment", "delete", "cli-exp")
+    assert "cli-exp" not in cli("experiment", "list").stdout
+
+
+def test_job_lifecycle(cli: Cli, specs: Path, tmp_path: Path) -> None:
+    created = cli("job", "create", "-f", str(specs / "ok.yaml"), "-e", "tour", "--wait")
+    assert created.stdout.strip() == "hello"
+    assert cli("job", "wait", "hello", "-e", "tour").returncode == 0
+    logs = cli("job", "logs", "hello", "-e", "tour", "--node", "1")
+    assert logs.stdout == "hello from 1\n" and logs.stderr == "warn\n"
+    shown = json.loads(cli("job", "show", "hello", "-e", "tour", "-o", "json").stdout)
+    assert shown["state"] == "succeeded" and shown["exit_code"] == 0
+    assert "succeeded" in cli("job", "show", "hello", "-e", "tour").stdout
+    assert "hello" in cli("job", "list", "-e", "tour", "--state", "succeeded").stdout
+    assert json.loads(cli("job", "list", "-e", "tour", "--state", "failed", "-o", "json").stdout) == []
+    files = cli("job", "files", "hello", "-e", "tour", "--output", "OUT", "--path", "d").stdout
+    assert "d/answer.txt" in files
+    assert "stdouterr" in cli("job", "files", "hello", "-e", "tour").stdout
+    saved = cli("job", "download", "hello", str(tmp_path), "-e", "tour", "--output", "OUT", "--path", "d/answer.txt")
+    assert (tmp_path / "answer.txt").read_text() == "42\n" and "answer.txt" in saved.stdout
+    escape = cli(
+        "job", "download", "hello", str(tmp_path), "-e", "tour", "--output", "OUT", "--path", "../../x", ok=False
+    )
+    assert escape.returncode == 1 and "must not contain '..'" in escape.stderr
+    assert "running" in cli("job", "events", "hello", "-e", "tour").stdout
+    cli("job", "delete", "hello", "-e", "tour")
+    assert cli("job", "show", "hello", "-e", "tour", ok=False).stderr.startswith("error: job 'hello' not found")
+
+
+def test_failed_job_exit_codes(cli: Cli, specs: Path) -> None:
+    created = cli("job", "create", "-f", str(specs / "fail.yaml"), "--name", "boom", "--wait", ok=False)
+    assert created.returncode == 3 and "JobFailed" in created.stderr
+    waited = cli("job", "wait", "boom", ok=False)
+    assert waited.returncode == 3
+
+
+def test_follow_and_terminate(cli: Cli, specs: Path) -> None:
+    followed = cli("job", "create", "-f", str(specs / "ok.yaml"), "--name", "followed", "--follow")
+    assert followed.stdout.splitlines() == ["followed", "hello from 0"]
+    cli("job", "create", "-f", str(specs / "long.yaml"), "--name", "long")
+    assert "terminat" in cli("job", "terminate", "long").stdout
+    waited = cli("job", "wait", "long", ok=False)
+    assert waited.returncode != 0 and "terminated" in waited.stdout
+    follow_ended = cli("job", "logs", "long", "-f")
+    assert follow_ended.returncode == 0
+
+
+def test_bad_spec_is_one_clear_line(cli: Cli, specs: Path) -> None:
+    bad = cli("job", "create", "-f", str(specs / "bad.yaml"), ok=False)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: job: node_count: must be >= 1, got 0"
+    missing = cli("job", "create", "-f", str(specs / "nope.yaml"), ok=False)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_no_token_means_a_clear_error(cli: Cli) -> None:
+    env = {**cli.env, "CORRAL_TOKEN": "wrong"}
+    result = subprocess.run([CORRAL, "cluster", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "token is not valid" in result.stderr
+
+
+def test_server_stop(cli: Cli) -> None:
+    assert "stopped" in cli("server", "stop", "--home", str(cli.home)).stdout
+    status = cli("server", "status", ok=False)
+    assert status.returncode == 1 and "no Corral server answers" in status.stderr
