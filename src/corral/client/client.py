@@ -164,9 +164,16 @@ class Client:
         return Job.model_validate(response.json())
 
     def list_jobs(
-        self, *, experiment: str | None = None, state: str | None = None, workspace: str | None = None
+        self,
+        *,
+        experiment: str | None = None,
+        state: str | None = None,
+        limit: int = 1000,
+        workspace: str | None = None,
     ) -> list[Job]:
-        params = {"state": state} if state else {}
+        params: dict[str, str | int] = {"limit": limit}
+        if state:
+            params["state"] = state
         path = f"{self._ws(workspace)}/experiments/{experiment or self.experiment}/jobs"
         return [Job.model_validate(j) for j in self._request("GET", path, params=params).json()]
 

@@ -21,8 +21,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from corral.backends.base import Backend, ExitKind, NodeExit
@@ -32,7 +33,7 @@ from corral.scheduler.plans import NodeRootFn, plan_for
 from corral.scheduler.policy import FreeNode, QueuedJob, Snapshot, place_jobs
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
-from corral.store.transitions import transition_job
+from corral.store.transitions import Move, transition_jobs
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,10 @@ class Controller:
             for report in reports:
                 self._apply_report(report, now)
             self._fire_timers(now)
-            for run in [r for r in self._runs.values() if r.done]:
-                self._finish(session, run, now)
-                ended.append(run.job_id)
+            done = [r for r in self._runs.values() if r.done]
+            if done:
+                self._finish(session, done, now)
+                ended.extend(r.job_id for r in done)
             launches = self._schedule(session, now)
         if ended:
             self._on_jobs_ended(ended)
@@ -172,35 +174,36 @@ class Controller:
                 )
                 self._stop_run(run, now)
 
-    def _finish(self, session: Session, run: Run, now: float) -> None:
-        del self._runs[run.key]
-        self._runs_by_job.pop(run.job_id, None)
-        outcome = attempt_outcome(run)
-        job = session.get(JobRow, run.job_id)
-        attempt = session.get(AttemptRow, run.attempt_id)
-        if job is None or attempt is None:
-            return
-        attempt.ended_at = now
-        attempt.exit_code = outcome.exit_code
-        attempt.reason = outcome.reason
-        for node in session.scalars(select(NodeRow).where(NodeRow.job_id == job.id)):
-            node.job_id = None
-            node.state = NodeState.IDLE
-        if outcome.state == JobState.QUEUED:
-            transition_job(session, job, JobState.QUEUED, reason=outcome.reason, message="requeued", at=now)
-            return
-        transition_job(
-            session,
-            job,
-            outcome.state,
-            reason=outcome.error_code or "Exited",
-            message=outcome.error_message,
-            at=now,
-            ended_at=now,
-            exit_code=outcome.exit_code,
-            error_code=outcome.error_code,
-            error_message=outcome.error_message,
+    def _finish(self, session: Session, runs: list[Run], now: float) -> None:
+        job_ids = [r.job_id for r in runs]
+        jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))}
+        session.execute(
+            update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(state=NodeState.IDLE.value, job_id=None)
         )
+        moves, attempts = [], []
+        for run in runs:
+            del self._runs[run.key]
+            self._runs_by_job.pop(run.job_id, None)
+            job = jobs.get(run.job_id)
+            if job is None:
+                continue
+            outcome = attempt_outcome(run)
+            attempts.append(
+                {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
+            )
+            if outcome.state == JobState.QUEUED:
+                moves.append(Move(job, JobState.QUEUED, outcome.reason, "requeued"))
+                continue
+            changes = {
+                "ended_at": now,
+                "exit_code": outcome.exit_code,
+                "error_code": outcome.error_code,
+                "error_message": outcome.error_message,
+            }
+            moves.append(Move(job, outcome.state, outcome.error_code or "Exited", outcome.error_message, changes))
+        if attempts:
+            session.execute(update(AttemptRow), attempts)
+        transition_jobs(session, moves, at=now)
 
     # ------------------------------------------------------------ scheduling
 
@@ -230,54 +233,100 @@ class Controller:
         placements = place_jobs(
             Snapshot(queued=queued, free_nodes=[FreeNode(r.id, r.cluster_id, r.idx) for r in free_rows])
         )
-        return [run for p in placements if (run := self._start_attempt(session, p.job_id, p.node_ids, now))]
-
-    def _start_attempt(self, session: Session, job_id: int, node_ids: tuple[int, ...], now: float) -> Run | None:
-        job = session.get(JobRow, job_id)
-        if job is None:
-            return None
-        number = job.attempt_count + 1
-        if not transition_job(
-            session, job, JobState.RUNNING, at=now, started_at=now, attempt_count=number, exit_code=None
-        ):
-            return None
-        nodes = [n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))]
-        nodes.sort(key=lambda n: node_ids.index(n.id))
-        for node in nodes:
-            node.state = NodeState.RUNNING
-            node.job_id = job.id
-        attempt = AttemptRow(
-            job_id=job.id,
-            number=number,
-            node_ids=[n.id for n in nodes],
-            node_names=[n.name for n in nodes],
-            started_at=now,
+        if not placements:
+            return []
+        # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
+        jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_([p.job_id for p in placements])))}
+        moves = [
+            Move(
+                jobs[p.job_id],
+                JobState.RUNNING,
+                changes={"started_at": now, "exit_code": None, "attempt_count": jobs[p.job_id].attempt_count + 1},
+            )
+            for p in placements
+        ]
+        moved = {m.job.id for m in transition_jobs(session, moves, at=now)}
+        placements = [p for p in placements if p.job_id in moved]
+        if not placements:
+            return []
+        node_ids = [n for p in placements for n in p.node_ids]
+        nodes = {n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))}
+        session.execute(
+            update(NodeRow),
+            [{"id": n, "state": NodeState.RUNNING.value, "job_id": p.job_id} for p in placements for n in p.node_ids],
         )
-        session.add(attempt)
-        session.flush()
-        return self._run_for(session, job, attempt, nodes)
+        attempt_rows = [
+            {
+                "job_id": p.job_id,
+                "number": jobs[p.job_id].attempt_count,
+                "node_ids": list(p.node_ids),
+                "node_names": [nodes[n].name for n in p.node_ids],
+                "started_at": now,
+            }
+            for p in placements
+        ]
+        attempt_ids = dict(
+            session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).tuples().all()
+        )
+        context = self._names(session, [jobs[p.job_id] for p in placements])
+        return [
+            self._run_for(
+                jobs[p.job_id],
+                attempt_ids[p.job_id],
+                jobs[p.job_id].attempt_count,
+                now,
+                [nodes[n] for n in p.node_ids],
+                context,
+            )
+            for p in placements
+        ]
 
-    def _run_for(self, session: Session, job: JobRow, attempt: AttemptRow, nodes: list[NodeRow]) -> Run:
-        cluster = session.get(ClusterRow, job.cluster_id)
-        workspace = session.get(WorkspaceRow, job.workspace_id)
-        experiment = session.get(ExperimentRow, job.experiment_id)
-        assert cluster is not None and workspace is not None and experiment is not None
+    @staticmethod
+    def _names(session: Session, jobs: list[JobRow]) -> dict[str, dict[int, Any]]:
+        """Workspaces' and experiments' names and clusters' rows of ``jobs``, in three queries."""
+        ws_ids = {j.workspace_id for j in jobs}
+        exp_ids = {j.experiment_id for j in jobs}
+        cluster_ids = {j.cluster_id for j in jobs}
+        return {
+            "workspace": dict(
+                session.execute(select(WorkspaceRow.id, WorkspaceRow.name).where(WorkspaceRow.id.in_(ws_ids)))
+                .tuples()
+                .all()
+            ),
+            "experiment": dict(
+                session.execute(select(ExperimentRow.id, ExperimentRow.name).where(ExperimentRow.id.in_(exp_ids)))
+                .tuples()
+                .all()
+            ),
+            "cluster": {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))},
+        }
+
+    def _run_for(
+        self,
+        job: JobRow,
+        attempt_id: int,
+        number: int,
+        started_at: float,
+        nodes: list[NodeRow],
+        names: dict[str, dict[int, Any]],
+    ) -> Run:
+        assert job.cluster_id is not None, "a job being run has a cluster"
         plan = plan_for(
             job=job,
-            attempt=attempt.number,
-            workspace=workspace.name,
-            experiment=experiment.name,
-            cluster=cluster,
+            attempt=number,
+            workspace=names["workspace"][job.workspace_id],
+            experiment=names["experiment"][job.experiment_id],
+            cluster=names["cluster"][job.cluster_id],
             nodes=nodes,
             node_root=self._node_root,
         )
         limit = (job.spec.get("limits") or {}).get("max_wall_clock")
         run = Run(
             job_id=job.id,
-            attempt_id=attempt.id,
+            attempt_id=attempt_id,
             plan=plan,
-            started_at=attempt.started_at,
-            deadline=attempt.started_at + limit if limit else None,
+            started_at=started_at,
+            deadline=started_at + limit if limit else None,
         )
         self._track(run)
         return run
@@ -317,7 +366,9 @@ class Controller:
                 }
                 nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
                 busy.update(n.id for n in nodes)
-                run = self._run_for(session, job, attempt, nodes)
+                run = self._run_for(
+                    job, attempt.id, attempt.number, attempt.started_at, nodes, self._names(session, [job])
+                )
                 if job.state == JobState.TERMINATING:
                     run.terminating = True
                     run.kill_at = (job.terminate_requested_at or now) + run.plan.grace_seconds

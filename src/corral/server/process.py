@@ -39,6 +39,9 @@ def serve(settings: Settings) -> None:
         stream=sys.stderr,
     )
     hold_home_lock(settings.home)
+    # The control loop releases the GIL on every syscall (mkdir, fork, SQLite); with request threads busy,
+    # CPython's default 5 ms switch interval makes it wait that long to get the GIL back each time.
+    sys.setswitchinterval(settings.gil_switch_interval)
     settings.pid_file.write_text(f"{os.getpid()} {settings.host} {settings.port}\n")
     try:
         uvicorn.run(

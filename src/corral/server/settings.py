@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     #: Safety tick of the control loop (it is woken by events; this only bounds a missed one).
     scheduler_tick: float = 5.0
     log_level: str = "info"
+    #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
+    gil_switch_interval: float = 0.0005
 
     @property
     def db_url(self) -> str:

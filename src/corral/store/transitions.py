@@ -1,22 +1,92 @@
-"""The one function through which a job's state changes.
+"""The one function through which jobs' states change: :func:`transition_jobs`.
 
-``transition_job`` checks the move against ``core.states.JOB_TRANSITIONS``,
-applies it as a compare-and-set (``WHERE state = <current>``) so two writers
-can never both move the same job, and appends the event row in the same
-transaction. Callers pass any columns that change with the state.
+It checks each move against ``core.states.JOB_TRANSITIONS``, applies the moves as
+compare-and-set updates (``WHERE id = :id AND state = :from``) so two writers
+can never both move the same job, and appends one event row per move in the
+same transaction. Moves are applied in batches (one ``executemany`` per kind of
+move), because the control loop moves many jobs per pass and every statement it
+runs is a round trip on its hot path. :func:`transition_job` is the one-job form.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from corral.core.errors import Conflict
 from corral.core.states import JobState, can_transition
 from corral.store.tables import JobEventRow, JobRow
+
+
+@dataclass
+class Move:
+    job: JobRow
+    target: JobState
+    reason: str | None = None
+    message: str | None = None
+    #: Other columns that change with the state.
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+def transition_jobs(session: Session, moves: list[Move], *, at: float | None = None) -> list[Move]:
+    """Apply ``moves``; returns those that took effect (another writer may have moved a job first).
+
+    Raises Conflict when a move is not allowed from the job's current state.
+    """
+    now = time.time() if at is None else at
+    session.flush()  # pending ORM changes go first, in order
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Move]] = defaultdict(list)
+    for move in moves:
+        current = JobState(move.job.state)
+        if not can_transition(current, move.target):
+            raise Conflict(f"job {move.job.name!r} is {current.value}; it cannot become {move.target.value}")
+        groups[(current.value, move.target.value, tuple(sorted(move.changes)))].append(move)
+    done: list[Move] = []
+    for (from_state, target, columns), group in groups.items():
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == bindparam("_id"), JobRow.state == from_state)
+            .values(state=target, **{c: bindparam(f"_{c}") for c in columns})
+            .execution_options(synchronize_session=False)
+        )
+        params = [{"_id": m.job.id, **{f"_{c}": m.changes[c] for c in columns}} for m in group]
+        result = session.connection().execute(statement, params)
+        moved = group
+        if result.rowcount != len(group):
+            states = dict(
+                session.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_([m.job.id for m in group]))).all()
+            )
+            moved = [m for m in group if states.get(m.job.id) == target]
+            for move in group:
+                if move not in moved and move.job.id in states:
+                    set_committed_value(move.job, "state", states[move.job.id])
+        for move in moved:
+            set_committed_value(move.job, "state", target)
+            for column, value in move.changes.items():
+                set_committed_value(move.job, column, value)
+        done.extend(moved)
+        if moved:
+            session.connection().execute(
+                insert(JobEventRow),
+                [
+                    {
+                        "job_id": m.job.id,
+                        "at": now,
+                        "from_state": from_state,
+                        "to_state": target,
+                        "reason": m.reason,
+                        "message": m.message,
+                    }
+                    for m in moved
+                ],
+            )
+    return done
 
 
 def transition_job(
@@ -29,37 +99,8 @@ def transition_job(
     at: float | None = None,
     **changes: Any,
 ) -> bool:
-    """Move ``job`` to ``target``; False if another writer moved it first.
-
-    Raises Conflict when the move is not allowed from the job's current state.
-    """
-    current = JobState(job.state)
-    if not can_transition(current, target):
-        raise Conflict(f"job {job.name!r} is {current.value}; it cannot become {target.value}")
-    now = time.time() if at is None else at
-    result = session.execute(
-        update(JobRow)
-        .where(JobRow.id == job.id, JobRow.state == current.value)
-        .values(state=target.value, **changes)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.refresh(job)
-        return False
-    job.state = target.value
-    for key, value in changes.items():
-        setattr(job, key, value)
-    session.add(
-        JobEventRow(
-            job_id=job.id,
-            at=now,
-            from_state=current.value,
-            to_state=target.value,
-            reason=reason,
-            message=message,
-        )
-    )
-    return True
+    """Move one job; False if another writer moved it first."""
+    return bool(transition_jobs(session, [Move(job, target, reason, message, changes)], at=at))
 
 
 def record_created(session: Session, job: JobRow) -> None:

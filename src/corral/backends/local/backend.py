@@ -42,16 +42,11 @@ class LocalBackend:
     # ------------------------------------------------------------ launch
 
     def launch(self, plan: LaunchPlan) -> None:
-        for path in plan.shared_dirs:
-            os.makedirs(path, exist_ok=True)
         for node in plan.nodes:
             self._launch_node(plan, node)
 
     def _launch_node(self, plan: LaunchPlan, node: NodePlan) -> None:
         key = (plan.job_uid, plan.attempt, node.rank)
-        os.makedirs(node.control_dir, exist_ok=True)
-        os.makedirs(node.workdir, exist_ok=True)
-        os.makedirs(node.job_temp, exist_ok=True)
         if node.code_archive:
             self._unpack_code(node.code_archive, Path(node.workdir))
         process = node.processes[0]
@@ -67,12 +62,14 @@ class LocalBackend:
             process.stdout,
             process.stderr,
             node.prepare_log,
+            node.job_temp,
+            *plan.shared_dirs,
         ]
         env = {**self._base_env, **process.env}
         popen = subprocess.Popen(
             argv,
             env=env,
-            cwd=node.control_dir,
+            cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -134,14 +131,22 @@ class LocalBackend:
 
     @staticmethod
     def _live_pid(node: NodePlan) -> int | None:
-        """The wrapper's pid if that process is alive and still ours (pids get reused)."""
+        """The wrapper's pid if that process is alive and still ours (pids get reused).
+
+        Without a pid file the wrapper may have been started just before the last
+        server died, and not yet written it: look for it among all processes.
+        """
         try:
-            pid = int(Path(node.pid_file).read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            candidates = [int(Path(node.pid_file).read_text().strip())]
         except (OSError, ValueError):
-            return None
-        if WRAPPER_NAME.encode() in cmdline and node.control_dir.encode() in cmdline:
-            return pid
+            candidates = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        for pid in candidates:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(cmdline) > 4 and cmdline[3] == WRAPPER_NAME.encode() and cmdline[4] == node.control_dir.encode():
+                return pid
         return None
 
     # ------------------------------------------------------------ signals

@@ -3,7 +3,10 @@
 It is ``/bin/sh`` rather than Python because it runs once per node per job and
 its start-up cost is the floor of Corral's dispatch latency. It:
 
-1. writes its pid to ``<control dir>/pid`` (the backend re-attaches to it after a restart);
+1. creates the node's directories (one ``mkdir -p``: directory creation is slow
+   enough on some disks that doing it in the server's control loop halved its
+   throughput) and writes its pid to ``<control dir>/pid`` (the backend
+   re-attaches to it after a restart);
 2. runs ``prepare.command`` (output to the prepare log) and stops there if it fails;
 3. runs the job's command in the working directory, stdout/stderr straight to files;
 4. writes ``exit <code>`` (or ``prepare <code>``) to ``exit.tmp`` and renames it to ``exit``,
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 WRAPPER_SCRIPT = r"""
 d=$1; wd=$2; cmd=$3; prep=$4; out=$5; err=$6; plog=$7
+shift 7
+mkdir -p "$d" "$wd" "$@" || exit 126
 echo $$ > "$d/pid"
 trap ':' TERM INT HUP
 finish() { printf '%s\n' "$1" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"; exit 0; }
@@ -31,6 +36,8 @@ finish "exit $?"
 """
 
 #: argv[0] of the wrapper; with the control dir as $1 it identifies a node's process in /proc.
+#: Arguments: control dir, working dir, command, prepare command, stdout, stderr, prepare log,
+#: then any further directories to create.
 WRAPPER_NAME = "corral-node"
 
 

@@ -1,0 +1,164 @@
+"""Dispatch throughput and latency of trivial jobs through the API, beside the subprocess floor.
+
+    python benchmarks/dispatch.py [--jobs 1000] [--nodes 8] [--concurrency 8]
+
+Starts a real server (temporary home, SQLite unless --database-url), creates a
+local cluster of one-cpu nodes, submits N ``true`` jobs through the REST API
+from several threads and waits for all of them. Prints:
+
+- the floor: the same N commands run with ``subprocess.run`` in a loop here;
+- the submission rate and the end-to-end throughput (first submit → last completion);
+- submit→running and submit→succeeded latency (p50, p99), from the server's timestamps;
+- submit→succeeded for one job at a time on an idle cluster, as the client sees it;
+- the server's resident memory over the run, and its peak.
+
+It prints figures only; it never fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from corral.client.client import Client  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_server(home: Path, port: int, database_url: str | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CORRAL_HOME": str(home)}
+    if database_url:
+        env["CORRAL_DATABASE_URL"] = database_url
+    log = open(home / "server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "corral.server", "--home", str(home), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with Client(server=f"http://127.0.0.1:{port}", token="") as probe:
+                probe.health()
+            return process
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit("server did not start; see " + str(home / "server.log"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-trials", type=int, default=30)
+    parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--home-parent",
+        default=str(Path.home()),
+        help="where the server's temporary home goes (default: your home, like ~/.corral; "
+        "on some machines /tmp is far slower at creating directories)",
+    )
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    for _ in range(args.jobs):
+        subprocess.run(["true"], check=True)
+    floor = args.jobs / (time.perf_counter() - t0)
+
+    with tempfile.TemporaryDirectory(prefix=".corral-bench-", dir=args.home_parent) as tmp:
+        home = Path(tmp)
+        server = start_server(home, args.port, args.database_url)
+        try:
+            url = f"http://127.0.0.1:{args.port}"
+            token = (home / "token").read_text().strip()
+            client = Client(server=url, token=token, experiment="bench", timeout=120)
+            client.create_cluster({"name": "bench", "node": {"cpus": 1}, "scale": {"nodes": args.nodes}})
+            spec = {"cluster": "bench", "custom": {"command": "true"}}
+
+            rss: list[int] = [memory_kib(server.pid, "VmRSS")]
+            sampling = threading.Event()
+
+            def sample() -> None:
+                while not sampling.wait(0.25):
+                    rss.append(memory_kib(server.pid, "VmRSS"))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+
+            clients = [Client(server=url, token=token, experiment="bench", timeout=120) for _ in range(args.concurrency)]
+
+            def submit(i: int) -> str:
+                return clients[i % args.concurrency].create_job(spec).name
+
+            first_submit = time.time()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                names = list(pool.map(submit, range(args.jobs)))
+            last_submit = time.time()
+            for name in names:
+                job = client.wait_job(name, timeout=600)
+                assert job.state.is_terminal, job
+            sampling.set()
+            sampler.join()
+            jobs = client.list_jobs(limit=args.jobs + 10)
+            bad = [j.name for j in jobs if j.state != "succeeded"]
+            assert not bad, f"{len(bad)} jobs did not succeed: {bad[:5]}"
+            created = [j.created_at.timestamp() for j in jobs]
+            to_running = [j.started_at.timestamp() - c for j, c in zip(jobs, created, strict=True) if j.started_at]
+            to_done = [j.ended_at.timestamp() - c for j, c in zip(jobs, created, strict=True) if j.ended_at]
+            last_done = max(j.ended_at.timestamp() for j in jobs if j.ended_at)
+
+            # One job at a time on an idle cluster, as a client sees it.
+            single: list[float] = []
+            for _ in range(args.latency_trials):
+                t = time.perf_counter()
+                job = client.create_job(spec)
+                client.wait_job(job.name, timeout=60)
+                single.append(time.perf_counter() - t)
+            peak = memory_kib(server.pid, "VmHWM")
+            for c in clients:
+                c.close()
+            client.close()
+        finally:
+            server.terminate()
+            server.wait()
+
+    n = args.jobs
+    throughput = n / (last_done - first_submit)
+    print(f"dispatch benchmark: {n} `true` jobs, {args.nodes} one-cpu local nodes, {args.concurrency} submitters, "
+          f"{os.cpu_count()} cpus, database {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
+    print(f"  floor: subprocess.run loop          {floor:8.1f} jobs/s")
+    print(f"  submission rate                     {n / (last_submit - first_submit):8.1f} jobs/s")
+    print(f"  end-to-end throughput               {throughput:8.1f} jobs/s   ({throughput / floor:.2f} x floor)")
+    print(f"  submit->running    p50 {1000 * statistics.median(to_running):8.1f} ms   p99 {1000 * pct(to_running, 0.99):8.1f} ms")
+    print(f"  submit->succeeded  p50 {1000 * statistics.median(to_done):8.1f} ms   p99 {1000 * pct(to_done, 0.99):8.1f} ms")
+    print(f"  idle cluster, one job at a time (client-side, {len(single)} trials): "
+          f"p50 {1000 * statistics.median(single):.1f} ms   p99 {1000 * pct(single, 0.99):.1f} ms")
+    print(f"  server RSS: start {rss[0] / 1024:.0f} MiB, middle {rss[len(rss) // 2] / 1024:.0f} MiB, "
+          f"end {rss[-1] / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
