@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from corral.client.client import Client  # noqa: E402
+from corral.client.client import Client
 
 
 def pct(values: list[float], q: float) -> float:
@@ -43,6 +44,13 @@ def memory_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """CPU seconds of a process: (user, system, its reaped children's), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
 def start_server(home: Path, port: int, database_url: str | None) -> subprocess.Popen[bytes]:
@@ -73,7 +81,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency-trials", type=int, default=30)
-    parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument(
         "--home-parent",
@@ -82,6 +90,10 @@ def main() -> None:
         "on some machines /tmp is far slower at creating directories)",
     )
     args = parser.parse_args()
+    if not args.port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            args.port = probe.getsockname()[1]
 
     t0 = time.perf_counter()
     for _ in range(args.jobs):
@@ -108,18 +120,25 @@ def main() -> None:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
 
-            clients = [Client(server=url, token=token, experiment="bench", timeout=120) for _ in range(args.concurrency)]
+            clients = [
+                Client(server=url, token=token, experiment="bench", timeout=120) for _ in range(args.concurrency)
+            ]
 
             def submit(i: int) -> str:
                 return clients[i % args.concurrency].create_job(spec).name
 
+            server_cpu0 = cpu_seconds(server.pid)
+            client_cpu0 = time.process_time()
             first_submit = time.time()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                names = list(pool.map(submit, range(args.jobs)))
+                list(pool.map(submit, range(args.jobs)))
             last_submit = time.time()
-            for name in names:
-                job = client.wait_job(name, timeout=600)
-                assert job.state.is_terminal, job
+            # Wait (long-poll) only for the jobs still running once all are submitted.
+            for job in client.list_jobs(limit=args.jobs + 10):
+                if not job.state.is_terminal:
+                    assert client.wait_job(job.name, timeout=600).state.is_terminal, job.name
+            server_cpu = [b - a for a, b in zip(server_cpu0, cpu_seconds(server.pid), strict=True)]
+            client_cpu = time.process_time() - client_cpu0
             sampling.set()
             sampler.join()
             jobs = client.list_jobs(limit=args.jobs + 10)
@@ -147,17 +166,34 @@ def main() -> None:
 
     n = args.jobs
     throughput = n / (last_done - first_submit)
-    print(f"dispatch benchmark: {n} `true` jobs, {args.nodes} one-cpu local nodes, {args.concurrency} submitters, "
-          f"{os.cpu_count()} cpus, database {'sqlite' if not args.database_url else args.database_url.split(':')[0]}")
+    print(
+        f"dispatch benchmark: {n} `true` jobs, {args.nodes} one-cpu local nodes, {args.concurrency} submitters, "
+        f"{os.cpu_count()} cpus, database {'sqlite' if not args.database_url else args.database_url.split(':')[0]}"
+    )
     print(f"  floor: subprocess.run loop          {floor:8.1f} jobs/s")
     print(f"  submission rate                     {n / (last_submit - first_submit):8.1f} jobs/s")
     print(f"  end-to-end throughput               {throughput:8.1f} jobs/s   ({throughput / floor:.2f} x floor)")
-    print(f"  submit->running    p50 {1000 * statistics.median(to_running):8.1f} ms   p99 {1000 * pct(to_running, 0.99):8.1f} ms")
-    print(f"  submit->succeeded  p50 {1000 * statistics.median(to_done):8.1f} ms   p99 {1000 * pct(to_done, 0.99):8.1f} ms")
-    print(f"  idle cluster, one job at a time (client-side, {len(single)} trials): "
-          f"p50 {1000 * statistics.median(single):.1f} ms   p99 {1000 * pct(single, 0.99):.1f} ms")
-    print(f"  server RSS: start {rss[0] / 1024:.0f} MiB, middle {rss[len(rss) // 2] / 1024:.0f} MiB, "
-          f"end {rss[-1] / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
+    print(
+        f"  submit->running    p50 {1000 * statistics.median(to_running):8.1f} ms"
+        f"   p99 {1000 * pct(to_running, 0.99):8.1f} ms"
+    )
+    print(
+        f"  submit->succeeded  p50 {1000 * statistics.median(to_done):8.1f} ms"
+        f"   p99 {1000 * pct(to_done, 0.99):8.1f} ms"
+    )
+    print(
+        f"  idle cluster, one job at a time (client-side, {len(single)} trials): "
+        f"p50 {1000 * statistics.median(single):.1f} ms   p99 {1000 * pct(single, 0.99):.1f} ms"
+    )
+    print(
+        f"  CPU per job: server {1000 * server_cpu[0] / n:.2f} ms user + {1000 * server_cpu[1] / n:.2f} ms system,"
+        f" its job processes {1000 * server_cpu[2] / n:.2f} ms,"
+        f" this benchmark's client {1000 * client_cpu / n:.2f} ms"
+    )
+    print(
+        f"  server RSS: start {rss[0] / 1024:.0f} MiB, middle {rss[len(rss) // 2] / 1024:.0f} MiB, "
+        f"end {rss[-1] / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -133,10 +133,13 @@ class ServerHandle:
 
 
 def _kill_leftover_jobs(home: Path) -> None:
-    """Tests must not leak job processes into each other: kill every node group still alive."""
-    for pid_file in home.glob("jobs/**/attempts/*/node-*/pid"):
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError, OSError):
-            os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+    """Tests must not leak job processes into each other: kill every node group of this home still alive."""
+    from corral.backends.local.backend import _wrapper_pids
+
+    for exit_file, pid in _wrapper_pids().items():
+        if exit_file.startswith(str(home)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture

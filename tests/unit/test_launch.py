@@ -31,8 +31,9 @@ def test_custom_plan_runs_the_command_once_per_node() -> None:
     assert all(len(n.processes) == 1 for n in plan.nodes)
     assert plan.nodes[1].processes[0].command == "python train.py $LR"
     assert plan.nodes[1].processes[0].stdout == "/jobs/ws/exp/j1/abc123/stdouterr/stdout-1.txt"
-    assert plan.nodes[0].control_dir == "/jobs/ws/exp/j1/abc123/attempts/2/node-0"
-    assert plan.nodes[0].workdir == "/nodes/n0/jobs/abc123/wd"
+    assert plan.nodes[0].exit_file == "/jobs/ws/exp/j1/abc123/attempts/2/node-0.exit"
+    assert plan.nodes[0].workdir == "/nodes/n0/jobs/abc123"
+    assert plan.shared_dirs[0] == "/jobs/ws/exp/j1/abc123/attempts/2", "the attempt dir is made first"
     assert plan.secret_values == ("s3cr3t",)
 
 
@@ -56,7 +57,7 @@ def test_environment_of_design_section_5_with_twins() -> None:
         "NUM_GPUS": "2",
         "OUTPUT_MODEL": "/out/ws/exp/j1/abc123/models",
         "INPUT_DATA": "/data/mnist",
-        "JOB_TEMP": "/nodes/n1/jobs/abc123/tmp",
+        "JOB_TEMP": "/nodes/n1/jobs/abc123",
         "SHARED_JOB_TEMP": "/jobs/ws/exp/j1/abc123/shared",
         "STDOUTERR_DIR": "/jobs/ws/exp/j1/abc123/stdouterr",
         "CHECKPOINT_DIR": "/jobs/ws/exp/j1/abc123/checkpoints",

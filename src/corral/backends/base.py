@@ -21,6 +21,7 @@ class ExitKind(StrEnum):
     PREPARE_FAILED = "prepare_failed"  # prepare.command ended with exit_code != 0
     LOST = "lost"  # the node's processes vanished without recording an exit
     NOT_STARTED = "not_started"  # found after a restart: the node was never launched
+    LAUNCH_FAILED = "launch_failed"  # the backend could not start the node (message says why)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class NodeExit:
     rank: int
     kind: ExitKind
     exit_code: int | None = None
+    message: str | None = None
 
 
 ExitListener = Callable[[NodeExit], None]
@@ -45,7 +47,10 @@ class Backend(Protocol):
         """Re-attach to a plan launched by an earlier server; report each node that has already ended."""
 
     def signal(self, plan: LaunchPlan, *, kill: bool) -> None:
-        """SIGTERM (or SIGKILL with ``kill``) every process of the plan still running."""
+        """SIGTERM (or SIGKILL with ``kill``) every process of the plan still running, or about to."""
+
+    def forget(self, plan: LaunchPlan) -> None:
+        """The plan's attempt has ended; drop what is kept about it."""
 
     def close(self) -> None:
         """Stop watching. Running processes are left running: jobs outlive the server."""

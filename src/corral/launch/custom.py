@@ -30,9 +30,8 @@ def plan_custom(ctx: JobContext, nodes: list[NodeAssignment]) -> LaunchPlan:
                 rank=rank,
                 node_id=node.node_id,
                 node_name=node.name,
-                control_dir=str(PurePath(ctx.attempt_dir, f"node-{rank}")),
-                workdir=paths["workdir"],
-                job_temp=paths["job_temp"],
+                exit_file=str(PurePath(ctx.attempt_dir, f"node-{rank}.exit")),
+                workdir=paths["job_temp"],
                 prepare_command=spec.prepare.command if spec.prepare else None,
                 prepare_log=str(PurePath(logs, f"prepare-{rank}.txt")),
                 processes=(process,),
@@ -40,6 +39,7 @@ def plan_custom(ctx: JobContext, nodes: list[NodeAssignment]) -> LaunchPlan:
             )
         )
     shared = [
+        ctx.attempt_dir,
         logs,
         str(PurePath(ctx.job_dir, "shared")),
         str(PurePath(ctx.job_dir, "checkpoints")),

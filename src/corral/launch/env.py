@@ -22,8 +22,7 @@ def node_paths(ctx: JobContext, node: NodeAssignment) -> dict[str, str]:
     job_root = PurePath(node.root, "jobs", ctx.job_uid)
     return {
         "job_temp_dir": str(PurePath(node.root, "jobs")),
-        "job_temp": str(job_root / "tmp"),
-        "workdir": str(job_root / "wd"),
+        "job_temp": str(job_root),
         "job_mount_root": str(job_root / "mounts"),
         "mount_root": str(PurePath(node.root, "mounts")),
     }

@@ -3,10 +3,14 @@
 Nomenclature:
 - *job dir*: ``<jobs root>/<workspace>/<experiment>/<job>/<uid>/``, shared by every
   attempt and every node (stdouterr/, checkpoints/, shared/, attempts/).
-- *attempt dir*: ``<job dir>/attempts/<n>/``; each node writes ``node-<rank>/pid`` when
-  it starts and ``node-<rank>/exit`` (atomically) when it ends.
+- *attempt dir*: ``<job dir>/attempts/<n>/``; each node writes ``node-<rank>.exit``
+  when it ends.
 - *node root*: a node's own disk (on the local backend, a folder per virtual node);
-  job temp, working directory and mounts live there.
+  the job's temp directory — which is also its working directory, where its code is
+  unpacked — and mounts live there.
+
+Directories and files are few on purpose: on the disks measured here, creating one
+costs 0.25 to 0.45 ms of CPU, the largest part of dispatching a short job.
 
 Plans are plain data: no I/O happens while building one.
 """
@@ -68,22 +72,14 @@ class NodePlan:
     rank: int
     node_id: int
     node_name: str
-    #: ``<attempt dir>/node-<rank>``: pid and exit files, the backend's bookkeeping.
-    control_dir: str
+    #: ``<attempt dir>/node-<rank>.exit``: the node's exit record, the backend's bookkeeping.
+    exit_file: str
+    #: The node's job temp directory, also the working directory.
     workdir: str
-    job_temp: str
     prepare_command: str | None
     prepare_log: str
     processes: tuple[ProcessPlan, ...]
     code_archive: str | None = None
-
-    @property
-    def exit_file(self) -> str:
-        return str(PurePath(self.control_dir, "exit"))
-
-    @property
-    def pid_file(self) -> str:
-        return str(PurePath(self.control_dir, "pid"))
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ class LaunchPlan:
     job_uid: str
     attempt: int
     attempt_dir: str
-    #: Directories to create once for the whole job before any node starts.
+    #: Directories to create once for the whole job before any node starts (the attempt dir among them).
     shared_dirs: tuple[str, ...]
     nodes: tuple[NodePlan, ...]
     grace_seconds: float

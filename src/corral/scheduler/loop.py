@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from corral.backends.base import Backend, ExitKind, NodeExit
+from corral.backends.base import Backend, NodeExit
 from corral.core.states import ErrorCode, JobState, NodeState
 from corral.scheduler.outcome import Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, plan_for
@@ -47,12 +47,14 @@ class Controller:
         node_root: NodeRootFn,
         on_jobs_ended: Callable[[list[int]], None] = lambda ids: None,
         tick_seconds: float = 5.0,
+        coalesce_seconds: float = 0.005,
     ) -> None:
         self._db = db
         self._backend = backend
         self._node_root = node_root
         self._on_jobs_ended = on_jobs_ended
         self._tick = tick_seconds
+        self._coalesce = coalesce_seconds
         self._inbox: deque[NodeExit] = deque()
         self._terminate_requests: deque[int] = deque()
         self._wake = threading.Event()
@@ -95,7 +97,9 @@ class Controller:
             timeout = self._tick
             if self._timers:
                 timeout = max(0.0, min(timeout, self._timers[0][0] - time.time()))
-            self._wake.wait(timeout)
+            if self._wake.wait(timeout):
+                # Let the events of the next millisecond join this pass: one transaction for many jobs.
+                time.sleep(self._coalesce)
             self._wake.clear()
             if self._stopped.is_set():
                 break
@@ -184,6 +188,7 @@ class Controller:
         for run in runs:
             del self._runs[run.key]
             self._runs_by_job.pop(run.job_id, None)
+            self._backend.forget(run.plan)
             job = jobs.get(run.job_id)
             if job is None:
                 continue
@@ -332,19 +337,7 @@ class Controller:
         return run
 
     def _launch(self, run: Run) -> None:
-        try:
-            self._backend.launch(run.plan)
-        except Exception as exc:
-            log.exception("launch of job %s failed", run.plan.job_uid)
-            self._fail_launch(run, f"{type(exc).__name__}: {exc}")
-
-    def _fail_launch(self, run: Run, message: str) -> None:
-        self._backend.signal(run.plan, kill=True)
-        run.failure = (ErrorCode.LAUNCH_FAILED, f"could not start the job: {message}", None)
-        # Nodes that did start report their (killed) exits; the rest never will.
-        for node in run.plan.nodes:
-            run.exits.setdefault(node.rank, NodeExit(run.plan.job_uid, run.plan.attempt, node.rank, ExitKind.LOST))
-        self._wake.set()
+        self._backend.launch(run.plan)
 
     # ------------------------------------------------------------ recovery
 

@@ -61,9 +61,11 @@ def failure_of(report: NodeExit) -> tuple[str, str, int | None] | None:
     if report.kind == ExitKind.PREPARE_FAILED:
         message = f"prepare.command failed on {node} with exit code {report.exit_code}"
         return (ErrorCode.PREPARE_FAILED, message, report.exit_code)
+    if report.kind == ExitKind.LAUNCH_FAILED:
+        return (ErrorCode.LAUNCH_FAILED, f"could not start {node}: {report.message}", None)
     if report.kind == ExitKind.NOT_STARTED:
         return (ErrorCode.NODE_LOST, f"{node} was never started (the server stopped during launch)", None)
-    return (ErrorCode.NODE_LOST, f"{node}'s processes vanished without recording an exit code", None)
+    return (ErrorCode.NODE_LOST, f"{node}'s processes are gone and recorded no exit code", None)
 
 
 def attempt_outcome(run: Run) -> Outcome:

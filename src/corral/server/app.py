@@ -17,6 +17,7 @@ from corral.server.auth import ensure_admin_token
 from corral.server.context import ServerContext
 from corral.server.errors import install_error_handlers
 from corral.server.routers import clusters, code, experiments, health, jobs, workspaces
+from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import Settings
 from corral.server.waiters import JobWaiters
@@ -46,8 +47,10 @@ def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
         node_root=_node_root,
         on_jobs_ended=waiters.notify,
         tick_seconds=settings.scheduler_tick,
+        coalesce_seconds=settings.scheduler_coalesce,
     )
-    return ServerContext(settings=settings, db=db, controller=controller, waiters=waiters), backend
+    context = ServerContext(settings=settings, db=db, controller=controller, waiters=waiters, names=NameCache())
+    return context, backend
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -7,6 +7,7 @@ token, creating one the first time. The access check is one dependency
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -59,9 +60,10 @@ def ensure_admin_token(db: Database, token_file: Path) -> None:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def authenticate(
+async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
+    """Async on purpose: a sync dependency costs every request a hop to the thread pool and back."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("a bearer token is required (see $CORRAL_HOME/token)")
     digest = token_hash(credentials.credentials)
@@ -69,8 +71,12 @@ def authenticate(
     principal = cache.get(digest)
     if principal is None:
         db: Database = request.app.state.context.db
-        with db.read() as session:
-            row = session.scalars(select(PrincipalRow).where(PrincipalRow.token_sha256 == digest)).first()
+
+        def lookup() -> PrincipalRow | None:
+            with db.read() as session:
+                return session.scalars(select(PrincipalRow).where(PrincipalRow.token_sha256 == digest)).first()
+
+        row = await asyncio.to_thread(lookup)
         if row is None:
             raise Unauthorized("the bearer token is not valid")
         principal = cache[digest] = Principal(name=row.name, is_admin=row.is_admin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corral.server.services.lookup import NameCache
 from corral.server.settings import Settings
 from corral.server.waiters import JobWaiters
 from corral.store.db import Database
@@ -19,3 +20,4 @@ class ServerContext:
     db: Database
     controller: Controller
     waiters: JobWaiters
+    names: NameCache

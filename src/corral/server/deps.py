@@ -10,7 +10,7 @@ from corral.server.auth import CurrentPrincipal, Principal
 from corral.server.context import ServerContext
 
 
-def get_context(request: Request) -> ServerContext:
+async def get_context(request: Request) -> ServerContext:
     return request.app.state.context
 
 

@@ -103,6 +103,6 @@ def transition_job(
     return bool(transition_jobs(session, [Move(job, target, reason, message, changes)], at=at))
 
 
-def record_created(session: Session, job: JobRow) -> None:
-    """The first event of a job's history."""
-    session.add(JobEventRow(job_id=job.id, at=job.created_at, from_state=None, to_state=job.state))
+def record_created(session: Session, *, job_id: int, at: float) -> None:
+    """The first event of a job's history: it was queued."""
+    session.execute(insert(JobEventRow).values(job_id=job_id, at=at, from_state=None, to_state=JobState.QUEUED.value))

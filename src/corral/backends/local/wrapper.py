@@ -1,43 +1,42 @@
 """The tiny shell wrapper every node's work runs under.
 
 It is ``/bin/sh`` rather than Python because it runs once per node per job and
-its start-up cost is the floor of Corral's dispatch latency. It:
+its cost is the floor of Corral's dispatch: it forks nothing but the subshells
+that run the user's commands. It:
 
-1. creates the node's directories (one ``mkdir -p``: directory creation is slow
-   enough on some disks that doing it in the server's control loop halved its
-   throughput) and writes its pid to ``<control dir>/pid`` (the backend
-   re-attaches to it after a restart);
-2. runs ``prepare.command`` (output to the prepare log) and stops there if it fails;
-3. runs the job's command in the working directory, stdout/stderr straight to files;
-4. writes ``exit <code>`` (or ``prepare <code>``) to ``exit.tmp`` and renames it to ``exit``,
-   so a reader never sees half a file.
+1. runs ``prepare.command`` (output to the prepare log) and stops there if it fails;
+2. runs the job's command in the working directory, stdout/stderr straight to files;
+3. writes ``exit <code>`` (or ``prepare <code>``) to the node's exit file in one
+   ``write()`` of a newline-terminated line. A reader accepts the file only with its
+   newline, so a wrapper killed mid-write reads as "no exit recorded", never as a
+   wrong code (and no ``mv`` process is spent on a rename).
 
 SIGTERM sent to the process group reaches the user's processes; the wrapper
-traps it so that it outlives them and records their true exit code.
+traps it so that it outlives them and records their true exit code. The user's
+commands run in subshells, where the trap is reset to the default.
+
+Its argv identifies it in ``/proc``: ``[sh, -c, SCRIPT, corral-node, <exit file>, ...]``;
+the backend re-attaches to it by that after a restart.
 """
 
 from __future__ import annotations
 
 WRAPPER_SCRIPT = r"""
-d=$1; wd=$2; cmd=$3; prep=$4; out=$5; err=$6; plog=$7
-shift 7
-mkdir -p "$d" "$wd" "$@" || exit 126
-echo $$ > "$d/pid"
+_corral_x=$1 _corral_cmd=$3 _corral_prep=$4
 trap ':' TERM INT HUP
-finish() { printf '%s\n' "$1" > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"; exit 0; }
-cd "$wd" || finish "exit 127"
-if [ -n "$prep" ]; then
-  /bin/sh -c "$prep" >> "$plog" 2>&1 < /dev/null
-  rc=$?
-  [ "$rc" -eq 0 ] || finish "prepare $rc"
+_corral_finish() { printf '%s\n' "$1" > "$_corral_x"; exit 0; }
+cd "$2" || _corral_finish "exit 127"
+if [ -n "$_corral_prep" ]; then
+  ( set --; eval "$_corral_prep" ) >> "$7" 2>&1 < /dev/null
+  _corral_rc=$?
+  [ "$_corral_rc" -eq 0 ] || _corral_finish "prepare $_corral_rc"
 fi
-/bin/sh -c "$cmd" >> "$out" 2>> "$err" < /dev/null
-finish "exit $?"
+( set --; eval "$_corral_cmd" ) >> "$5" 2>> "$6" < /dev/null
+_corral_finish "exit $?"
 """
 
-#: argv[0] of the wrapper; with the control dir as $1 it identifies a node's process in /proc.
-#: Arguments: control dir, working dir, command, prepare command, stdout, stderr, prepare log,
-#: then any further directories to create.
+#: argv[0] of the wrapper's script; with the exit file as $1 it identifies a node's process in /proc.
+#: Arguments: exit file, working dir, command, prepare command, stdout, stderr, prepare log.
 WRAPPER_NAME = "corral-node"
 
 

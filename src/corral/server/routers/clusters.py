@@ -15,6 +15,7 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 def create_cluster(ws: str, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
     with ctx.db.write() as session:
         cluster = service.create_cluster(session, workspace=ws, spec_data=spec)
+    ctx.names.invalidate()
     ctx.controller.wake()
     return cluster
 
@@ -35,6 +36,7 @@ def get_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
 def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
     with ctx.db.write() as session:
         service.delete_cluster(session, workspace=ws, name=name)
+    ctx.names.invalidate()
     return Response(status_code=204)
 
 

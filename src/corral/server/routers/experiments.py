@@ -32,5 +32,6 @@ def get_experiment(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Experi
 def delete_experiment(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
     with ctx.db.write() as session:
         job_dirs = service.delete_experiment(session, workspace=ws, name=name)
+    ctx.names.invalidate()
     remove_job_files(ctx.settings.home, job_dirs)
     return Response(status_code=204)

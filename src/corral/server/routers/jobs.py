@@ -16,20 +16,23 @@ from corral.server.services.logstream import follow_logs
 router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201)
-def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: CurrentPrincipal) -> Job:
+@router.post("", status_code=201, response_model=Job)
+async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+    # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
+    # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    with ctx.db.write() as session:
-        job = service.create_job(
-            session,
-            workspace=ws,
-            request=request,
-            submitted_by=principal.name,
-            jobs_dir=ctx.settings.jobs_dir,
-            code_dir=ctx.settings.code_dir,
-        )
+    job = service.create_job(
+        ctx.db,
+        ctx.names,
+        workspace=ws,
+        request=request,
+        submitted_by=principal.name,
+        jobs_dir=ctx.settings.jobs_dir,
+        code_dir=ctx.settings.code_dir,
+    )
     ctx.controller.wake()
-    return job
+    # The model is already valid: skip FastAPI's second validation on the submission hot path.
+    return Response(job.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.get("")
@@ -51,29 +54,29 @@ def get_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Job
         return service.get_job(session, workspace=ws, experiment=exp, name=name)
 
 
-@router.get("/{name}/wait")
+@router.get("/{name}/wait", response_model=Job)
 async def wait_job(
     ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal, timeout: float = Query(30.0, ge=0, le=300)
-) -> Job:
+) -> Response:
     """The job once it has ended, or as it is after ``timeout`` seconds (check its state)."""
 
-    def _identity() -> tuple[int, str]:
+    def _load() -> tuple[Job, int]:
         with ctx.db.read() as session:
-            return service.job_identity(session, workspace=ws, experiment=exp, name=name)
+            return service.load_job(session, workspace=ws, experiment=exp, name=name)
 
-    job_id, _ = await asyncio.to_thread(_identity)
-    with ctx.waiters.subscribe(job_id) as ended:
-        _, state = await asyncio.to_thread(_identity)  # after subscribing: an end in between is not missed
-        if not JobState(state).is_terminal:
-            await ended.wait(timeout)
-    return await asyncio.to_thread(get_job, ws, exp, name, ctx, _p)
+    job, job_id = await asyncio.to_thread(_load)
+    if not job.state.is_terminal:
+        with ctx.waiters.subscribe(job_id) as ended:
+            job, _ = await asyncio.to_thread(_load)  # after subscribing: an end in between is not missed
+            if not job.state.is_terminal and await ended.wait(timeout):
+                job, _ = await asyncio.to_thread(_load)
+    return Response(job.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{name}/terminate")
 def terminate_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Job:
     with ctx.db.write() as session:
-        job, action = service.terminate_job(session, workspace=ws, experiment=exp, name=name)
-        job_id = service.job_identity(session, workspace=ws, experiment=exp, name=name)[0]
+        job, job_id, action = service.terminate_job(session, workspace=ws, experiment=exp, name=name)
     if action == "signal":
         ctx.controller.request_terminate(job_id)
     elif action == "ended":

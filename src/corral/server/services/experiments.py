@@ -12,7 +12,7 @@ from corral.core.errors import AlreadyExists, Conflict
 from corral.core.models import Experiment
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.server.services.lookup import experiment_row, workspace_row
-from corral.store.tables import ExperimentRow, JobRow, WorkspaceRow
+from corral.store.tables import ExperimentRow, JobRow
 
 
 def to_model(session: Session, row: ExperimentRow, workspace: str) -> Experiment:
@@ -29,12 +29,12 @@ def to_model(session: Session, row: ExperimentRow, workspace: str) -> Experiment
     )
 
 
-def get_or_create(session: Session, workspace: WorkspaceRow, name: str) -> ExperimentRow:
+def get_or_create(session: Session, workspace_id: int, name: str) -> ExperimentRow:
     row = session.scalars(
-        select(ExperimentRow).where(ExperimentRow.workspace_id == workspace.id, ExperimentRow.name == name)
+        select(ExperimentRow).where(ExperimentRow.workspace_id == workspace_id, ExperimentRow.name == name)
     ).first()
     if row is None:
-        row = ExperimentRow(workspace_id=workspace.id, name=name, created_at=time.time())
+        row = ExperimentRow(workspace_id=workspace_id, name=name, created_at=time.time())
         session.add(row)
         session.flush()
     return row
@@ -46,7 +46,7 @@ def create_experiment(session: Session, *, workspace: str, name: str) -> Experim
         select(ExperimentRow).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == name)
     ).first():
         raise AlreadyExists(f"experiment {name!r} already exists in workspace {workspace!r}")
-    return to_model(session, get_or_create(session, ws, name), workspace)
+    return to_model(session, get_or_create(session, ws.id, name), workspace)
 
 
 def list_experiments(session: Session, *, workspace: str) -> list[Experiment]:

@@ -12,8 +12,9 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,8 +23,9 @@ from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, J
 from corral.core.specs import PRIORITY_RANK, JobSpec, parse_spec
 from corral.core.states import ErrorCode, JobState
 from corral.server.services import experiments
-from corral.server.services.lookup import cluster_row, job_row, workspace_row
-from corral.store.tables import AttemptRow, ClusterRow, JobEventRow, JobRow
+from corral.server.services.lookup import NameCache, experiment_row, job_row, workspace_row
+from corral.store.db import Database
+from corral.store.tables import AttemptRow, JobEventRow, JobRow
 from corral.store.transitions import record_created, transition_job
 
 PRIORITY_NAME = {v: k for k, v in PRIORITY_RANK.items()}
@@ -88,7 +90,8 @@ def _check_paths(spec: JobSpec) -> None:
 
 
 def create_job(
-    session: Session,
+    db: Database,
+    names: NameCache,
     *,
     workspace: str,
     request: JobCreate,
@@ -96,6 +99,10 @@ def create_job(
     jobs_dir: Path,
     code_dir: Path,
 ) -> Job:
+    """Validate, resolve names (cached), then hold the write lock for two inserts only.
+
+    Submission is the API's hot path, and SQLite has one writer at a time.
+    """
     spec = parse_spec(JobSpec, request.spec, source="job")
     if spec.code is not None:
         raise InvalidSpec(
@@ -105,52 +112,72 @@ def create_job(
     _check_paths(spec)
     if request.code_archive and not (code_dir / f"{request.code_archive}.tar.gz").exists():
         raise NotFound(f"code archive {request.code_archive} was not uploaded")
-    ws = workspace_row(session, workspace)
-    cluster: ClusterRow = cluster_row(session, ws, spec.cluster)
+    experiment_name = request.experiment or spec.experiment or "default"
+    with db.read() as session:
+        workspace_id, cluster, experiment_id = names.resolve(
+            session, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
+        )
     if spec.node_count > cluster.target_nodes:
         raise InvalidSpec(
             f"node_count: cluster {cluster.name!r} has {cluster.target_nodes} nodes; "
             f"this job needs {spec.node_count} and could never start",
             details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.target_nodes} nodes"}],
         )
-    experiment = experiments.get_or_create(session, ws, request.experiment or spec.experiment or "default")
     uid = uuid.uuid4().hex
     name = request.name or spec.name or f"job-{uid[:10]}"
-    if session.scalars(select(JobRow.id).where(JobRow.experiment_id == experiment.id, JobRow.name == name)).first():
-        raise AlreadyExists(f"job {name!r} already exists in experiment {experiment.name!r}")
-    stored = spec.model_dump(mode="json")
-    stored.update(name=name, experiment=experiment.name, secrets={k: SECRET_MASK for k in spec.secrets})
-    row = JobRow(
-        uid=uid,
-        workspace_id=ws.id,
-        experiment_id=experiment.id,
-        cluster_id=cluster.id,
-        cluster_name=cluster.name,
-        name=name,
-        state=JobState.QUEUED,
-        priority=PRIORITY_RANK[spec.priority],
-        node_count=spec.node_count,
-        spec=stored,
-        secrets=dict(spec.secrets),
-        code_archive=request.code_archive,
-        job_dir=str(jobs_dir / workspace / experiment.name / name / uid),
-        submitted_by=submitted_by,
-        created_at=time.time(),
+    public = spec.model_copy(
+        update={"name": name, "experiment": experiment_name, "secrets": {k: SECRET_MASK for k in spec.secrets}}
     )
-    session.add(row)
+    now = time.time()
+    values: dict[str, Any] = {
+        "uid": uid,
+        "workspace_id": workspace_id,
+        "cluster_id": cluster.id,
+        "cluster_name": cluster.name,
+        "name": name,
+        "state": JobState.QUEUED.value,
+        "priority": PRIORITY_RANK[spec.priority],
+        "node_count": spec.node_count,
+        "spec": public.model_dump(mode="json"),
+        "secrets": dict(spec.secrets),
+        "code_archive": request.code_archive,
+        "job_dir": str(jobs_dir / workspace / experiment_name / name / uid),
+        "submitted_by": submitted_by,
+        "created_at": now,
+        "attempt_count": 0,
+    }
     try:
-        session.flush()
+        with db.write() as session:
+            if experiment_id is None:
+                experiment_id = experiments.get_or_create(session, workspace_id, experiment_name).id
+            values["experiment_id"] = experiment_id
+            job_id = session.execute(insert(JobRow).values(**values).returning(JobRow.id)).scalar_one()
+            record_created(session, job_id=job_id, at=now)
     except IntegrityError:
-        raise AlreadyExists(f"job {name!r} already exists in experiment {experiment.name!r}") from None
-    record_created(session, row)
-    return to_model(row, workspace=workspace, experiment=experiment.name)
+        # The (experiment, name) unique constraint: cheaper than looking first on every submission.
+        raise AlreadyExists(f"job {name!r} already exists in experiment {experiment_name!r}") from None
+    return Job(
+        name=name,
+        uid=uid,
+        workspace=workspace,
+        experiment=experiment_name,
+        cluster=cluster.name,
+        state=JobState.QUEUED,
+        priority=spec.priority,
+        node_count=spec.node_count,
+        toolkit=spec.toolkit,
+        spec=public,
+        submitted_by=submitted_by,
+        created_at=datetime.fromtimestamp(now, UTC),
+        job_dir=values["job_dir"],
+    )
 
 
 def list_jobs(
     session: Session, *, workspace: str, experiment: str, state: JobState | None = None, limit: int = 1000
 ) -> list[Job]:
     ws = workspace_row(session, workspace)
-    exp = experiments.experiment_row(session, ws, experiment)
+    exp = experiment_row(session, ws, experiment)
     query = select(JobRow).where(JobRow.experiment_id == exp.id)
     if state is not None:
         query = query.where(JobRow.state == state.value)
@@ -159,13 +186,18 @@ def list_jobs(
 
 
 def get_job(session: Session, *, workspace: str, experiment: str, name: str) -> Job:
+    return load_job(session, workspace=workspace, experiment=experiment, name=name)[0]
+
+
+def load_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Job, int]:
+    """The job and its row id (for waiting on it)."""
     row, _ = job_row(session, workspace, experiment, name)
     attempts = list(session.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
-    return to_model(row, workspace=workspace, experiment=experiment, attempts=attempts)
+    return to_model(row, workspace=workspace, experiment=experiment, attempts=attempts), row.id
 
 
-def terminate_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Job, str]:
-    """Returns the job and what the caller must do next: ``"signal"``, ``"ended"`` or ``"none"``."""
+def terminate_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Job, int, str]:
+    """Returns the job, its id and what the caller must do next: ``"signal"``, ``"ended"`` or ``"none"``."""
     row, _ = job_row(session, workspace, experiment, name)
     state = JobState(row.state)
     if state.is_terminal:
@@ -191,7 +223,7 @@ def terminate_job(session: Session, *, workspace: str, experiment: str, name: st
         session, row, JobState.TERMINATING, reason="TerminateRequested", at=now, terminate_requested_at=now
     ):
         action = "signal"
-    return get_job(session, workspace=workspace, experiment=experiment, name=name), action
+    return get_job(session, workspace=workspace, experiment=experiment, name=name), row.id, action
 
 
 def delete_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[str, str]:
@@ -217,12 +249,6 @@ def list_events(session: Session, *, workspace: str, experiment: str, name: str)
         )
         for e in events
     ]
-
-
-def job_identity(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[int, str]:
-    """The job's id and state, for handlers that wait on it."""
-    row, _ = job_row(session, workspace, experiment, name)
-    return row.id, row.state
 
 
 def remove_job_files(home: Path, jobs: list[tuple[str, str]]) -> None:

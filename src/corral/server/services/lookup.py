@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,9 +38,62 @@ def experiment_row(session: Session, workspace: WorkspaceRow, name: str) -> Expe
 
 
 def job_row(session: Session, workspace: str, experiment: str, name: str) -> tuple[JobRow, ExperimentRow]:
+    found = session.execute(
+        select(JobRow, ExperimentRow)
+        .join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+        .join(WorkspaceRow, WorkspaceRow.id == ExperimentRow.workspace_id)
+        .where(WorkspaceRow.name == workspace, ExperimentRow.name == experiment, JobRow.name == name)
+    ).first()
+    if found is not None:
+        return found[0], found[1]
+    # Not found: look step by step to say what is missing.
     ws = workspace_row(session, workspace)
     exp = experiment_row(session, ws, experiment)
     row = session.scalars(select(JobRow).where(JobRow.experiment_id == exp.id, JobRow.name == name)).first()
     if row is None:
         raise NotFound(f"job {name!r} not found in experiment {experiment!r}")
     return row, exp
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    id: int
+    name: str
+    target_nodes: int
+
+
+class NameCache:
+    """Ids of workspaces, clusters and experiments by name, for the submission hot path.
+
+    The server is the only writer of these tables (one server per home), so the
+    cache is exact as long as every service that creates, changes or deletes one
+    of them is followed by :meth:`invalidate` — the routers do that.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str, str], tuple[int, ClusterRef, int | None]] = {}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def resolve(
+        self, session: Session, *, workspace: str, cluster: str, experiment: str
+    ) -> tuple[int, ClusterRef, int | None]:
+        """(workspace id, cluster, experiment id or None if it does not exist yet); NotFound names what is missing."""
+        key = (workspace, cluster, experiment)
+        with self._lock:
+            found = self._entries.get(key)
+        if found is not None:
+            return found
+        ws = workspace_row(session, workspace)
+        row = cluster_row(session, ws, cluster)
+        experiment_id = session.scalar(
+            select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
+        )
+        found = (ws.id, ClusterRef(row.id, row.name, row.target_nodes), experiment_id)
+        if experiment_id is not None:
+            with self._lock:
+                self._entries[key] = found
+        return found
