@@ -21,8 +21,9 @@ from corral.client import config
 from corral.client.client import Client
 from corral.core.errors import CorralError, ServerUnavailable
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output is read by people in logs and by scripts: no 80-column squeeze there.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", help="Workspace.", envvar="CORRAL_WORKSPACE")]
 ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", help="Experiment.")]

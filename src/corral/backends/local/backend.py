@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,10 @@ class LocalBackend:
     def __init__(self, *, code_dir: Path, base_env: dict[str, str] | None = None, launcher_threads: int = 4) -> None:
         self._code_dir = code_dir
         self._base_env = dict(os.environ if base_env is None else base_env)
+        if base_env is None and sys.prefix != sys.base_prefix:
+            # The server runs in a virtual environment: jobs find its python first, as `corral` users expect.
+            bin_dir = os.path.dirname(sys.executable)
+            self._base_env["PATH"] = bin_dir + os.pathsep + self._base_env.get("PATH", "")
         self._listener: ExitListener | None = None
         self._watcher = ExitWatcher()
         self._launcher = ThreadPoolExecutor(launcher_threads, thread_name_prefix="corral-launcher")
