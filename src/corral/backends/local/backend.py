@@ -184,7 +184,10 @@ class LocalBackend:
 
 
 def _wrapper_pids() -> dict[str, int]:
-    """Exit file -> pid of every wrapper alive on this machine, from one scan of /proc."""
+    """Exit file -> pid of every wrapper alive on this machine, from one scan of /proc.
+
+    The wrapper's subshells share its argv; the wrapper is the one that leads its session.
+    """
     found = {}
     name = WRAPPER_NAME.encode()
     for entry in os.listdir("/proc"):
@@ -192,8 +195,11 @@ def _wrapper_pids() -> dict[str, int]:
             continue
         try:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            if len(argv) <= 4 or argv[3] != name:
+                continue
+            session = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
             continue
-        if len(argv) > 4 and argv[3] == name:
+        if session == int(entry):
             found[argv[4].decode(errors="replace")] = int(entry)
     return found
