@@ -37,6 +37,9 @@ from corral.store.transitions import Move, transition_jobs
 
 log = logging.getLogger(__name__)
 
+#: Workspace and experiment names and cluster rows by id, for building launch plans.
+Names = dict[str, dict[int, Any]]
+
 
 class Controller:
     def __init__(
@@ -117,25 +120,25 @@ class Controller:
         while self._terminate_requests:
             terminations.append(self._terminate_requests.popleft())
         now = time.time()
-        ended: list[int] = []
+        # Signals and bookkeeping first, outside the transaction: it holds the database's one write lock,
+        # which every submission waits for.
+        for job_id in terminations:
+            run = self._runs_by_job.get(job_id)
+            if run is not None and not run.terminating:
+                run.terminating = True
+                self._stop_run(run, now)
+        for report in reports:
+            self._apply_report(report, now)
+        self._fire_timers(now)
+        done = [r for r in self._runs.values() if r.done]
         with self._db.write() as session:
-            for job_id in terminations:
-                run = self._runs_by_job.get(job_id)
-                if run is not None and not run.terminating:
-                    run.terminating = True
-                    self._stop_run(run, now)
-            for report in reports:
-                self._apply_report(report, now)
-            self._fire_timers(now)
-            done = [r for r in self._runs.values() if r.done]
             if done:
                 self._finish(session, done, now)
-                ended.extend(r.job_id for r in done)
-            launches = self._schedule(session, now)
-        if ended:
-            self._on_jobs_ended(ended)
-        for run in launches:
-            self._launch(run)
+            starts = self._schedule(session, now)
+        if done:
+            self._on_jobs_ended([r.job_id for r in done])
+        for start in starts:
+            self._launch(self._run_for(*start, started_at=now))
 
     # ------------------------------------------------------------ runs
 
@@ -212,7 +215,8 @@ class Controller:
 
     # ------------------------------------------------------------ scheduling
 
-    def _schedule(self, session: Session, now: float) -> list[Run]:
+    def _schedule(self, session: Session, now: float) -> list[tuple[JobRow, int, int, list[NodeRow], Names]]:
+        """Start what the policy places: commit them running, and return what :meth:`_run_for` needs."""
         free_rows = session.execute(
             select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
                 NodeRow.state == NodeState.IDLE, NodeRow.job_id.is_(None)
@@ -273,21 +277,14 @@ class Controller:
         attempt_ids = dict(
             session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).tuples().all()
         )
-        context = self._names(session, [jobs[p.job_id] for p in placements])
+        names = self._names(session, [jobs[p.job_id] for p in placements])
         return [
-            self._run_for(
-                jobs[p.job_id],
-                attempt_ids[p.job_id],
-                jobs[p.job_id].attempt_count,
-                now,
-                [nodes[n] for n in p.node_ids],
-                context,
-            )
+            (jobs[p.job_id], attempt_ids[p.job_id], jobs[p.job_id].attempt_count, [nodes[n] for n in p.node_ids], names)
             for p in placements
         ]
 
     @staticmethod
-    def _names(session: Session, jobs: list[JobRow]) -> dict[str, dict[int, Any]]:
+    def _names(session: Session, jobs: list[JobRow]) -> Names:
         """Workspaces' and experiments' names and clusters' rows of ``jobs``, in three queries."""
         ws_ids = {j.workspace_id for j in jobs}
         exp_ids = {j.experiment_id for j in jobs}
@@ -307,13 +304,7 @@ class Controller:
         }
 
     def _run_for(
-        self,
-        job: JobRow,
-        attempt_id: int,
-        number: int,
-        started_at: float,
-        nodes: list[NodeRow],
-        names: dict[str, dict[int, Any]],
+        self, job: JobRow, attempt_id: int, number: int, nodes: list[NodeRow], names: Names, *, started_at: float
     ) -> Run:
         assert job.cluster_id is not None, "a job being run has a cluster"
         plan = plan_for(
@@ -360,7 +351,7 @@ class Controller:
                 nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
                 busy.update(n.id for n in nodes)
                 run = self._run_for(
-                    job, attempt.id, attempt.number, attempt.started_at, nodes, self._names(session, [job])
+                    job, attempt.id, attempt.number, nodes, self._names(session, [job]), started_at=attempt.started_at
                 )
                 if job.state == JobState.TERMINATING:
                     run.terminating = True
