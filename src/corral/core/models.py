@@ -145,10 +145,3 @@ class FileEntry(Public):
 class FilePage(Public):
     entries: list[FileEntry]
     next_cursor: str | None = None
-
-
-class Page(Public):
-    """A page of any list: ``items`` and the cursor to the next page (None at the end)."""
-
-    items: list[Any]
-    next_cursor: str | None = None

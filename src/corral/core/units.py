@@ -66,16 +66,3 @@ def parse_duration(value: object) -> float:
             parts = {k: float(v) if v else 0.0 for k, v in iso.groupdict().items()}
             return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
     raise ValueError(f"expected a duration such as 90s, 2h, 1d or PT2H, got {value!r}")
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact form: 30s, 2m, 1h30m."""
-    if seconds < 60 or seconds != int(seconds):
-        return f"{seconds:g}s"
-    whole = int(seconds)
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if whole >= size:
-            out += f"{whole // size}{unit}"
-            whole %= size
-    return out

@@ -135,6 +135,10 @@ class Controller:
             if done:
                 self._finish(session, done, now)
             starts = self._schedule(session, now)
+        for run in done:  # only once committed: a failed pass must find its runs again
+            del self._runs[run.key]
+            self._runs_by_job.pop(run.job_id, None)
+            self._backend.forget(run.plan)
         if done:
             self._on_jobs_ended([r.job_id for r in done])
         for start in starts:
@@ -189,12 +193,12 @@ class Controller:
         )
         moves, attempts = [], []
         for run in runs:
-            del self._runs[run.key]
-            self._runs_by_job.pop(run.job_id, None)
-            self._backend.forget(run.plan)
             job = jobs.get(run.job_id)
             if job is None:
                 continue
+            if job.state == JobState.TERMINATING:
+                # Terminated by a request this pass has not drained yet: that is how it ended.
+                run.terminating = True
             outcome = attempt_outcome(run)
             attempts.append(
                 {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
@@ -275,7 +279,7 @@ class Controller:
             for p in placements
         ]
         attempt_ids = dict(
-            session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).tuples().all()
+            session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
         )
         names = self._names(session, [jobs[p.job_id] for p in placements])
         return [
@@ -291,14 +295,10 @@ class Controller:
         cluster_ids = {j.cluster_id for j in jobs}
         return {
             "workspace": dict(
-                session.execute(select(WorkspaceRow.id, WorkspaceRow.name).where(WorkspaceRow.id.in_(ws_ids)))
-                .tuples()
-                .all()
+                session.execute(select(WorkspaceRow.id, WorkspaceRow.name).where(WorkspaceRow.id.in_(ws_ids))).all()
             ),
             "experiment": dict(
-                session.execute(select(ExperimentRow.id, ExperimentRow.name).where(ExperimentRow.id.in_(exp_ids)))
-                .tuples()
-                .all()
+                session.execute(select(ExperimentRow.id, ExperimentRow.name).where(ExperimentRow.id.in_(exp_ids))).all()
             ),
             "cluster": {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))},
         }

@@ -9,11 +9,14 @@ here (no zombies); the callback runs on this thread and must be quick.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import subprocess
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[], None]
 
@@ -62,9 +65,12 @@ class ExitWatcher:
                 if entry is None:
                     continue
                 _pid, popen, callback = entry
-                if popen is not None:
-                    popen.wait()
-                callback()
+                try:
+                    if popen is not None:
+                        popen.wait()
+                    callback()
+                except Exception:  # one bad report must not blind the watcher to every later exit
+                    log.exception("handling the exit of pid %d failed", _pid)
         self._epoll.close()
         os.close(self._read_wake)
         os.close(self._write_wake)

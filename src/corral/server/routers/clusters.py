@@ -37,6 +37,7 @@ def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Respon
     with ctx.db.write() as session:
         service.delete_cluster(session, workspace=ws, name=name)
     ctx.names.invalidate()
+    service.remove_cluster_files(ctx.settings.home, workspace=ws, name=name)
     return Response(status_code=204)
 
 

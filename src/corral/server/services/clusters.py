@@ -7,19 +7,21 @@ the field, rather than accepted and ignored.
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from corral.backends.local.resources import LOCAL_IP, plan_local_nodes
+from corral.backends.local.resources import LOCAL_IP, node_root, plan_local_nodes
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
 from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.specs import ClusterSpec, parse_spec
-from corral.core.states import TERMINAL_JOB_STATES, NodeState
-from corral.server.services.lookup import cluster_row, workspace_row
+from corral.core.states import NodeState
+from corral.server.services.lookup import cluster_row, unfinished_jobs, workspace_row
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 
 _NOT_YET = {
@@ -117,11 +119,7 @@ def get_cluster(session: Session, *, workspace: str, name: str) -> Cluster:
 def delete_cluster(session: Session, *, workspace: str, name: str) -> None:
     ws = workspace_row(session, workspace)
     row = cluster_row(session, ws, name)
-    active = session.scalar(
-        select(func.count())
-        .select_from(JobRow)
-        .where(JobRow.cluster_id == row.id, JobRow.state.not_in([s.value for s in TERMINAL_JOB_STATES]))
-    )
+    active = unfinished_jobs(session, cluster_id=row.id)
     if active:
         raise Conflict(f"cluster {name!r} has {active} queued or running jobs; terminate them first")
     session.delete(row)
@@ -152,3 +150,8 @@ def list_nodes(session: Session, *, workspace: str, cluster: str) -> list[Node]:
             )
         )
     return out
+
+
+def remove_cluster_files(home: Path, *, workspace: str, name: str) -> None:
+    """Remove a deleted cluster's node directories (its nodes' disks, on the local backend)."""
+    shutil.rmtree(node_root(home, workspace, name, "x").parent, ignore_errors=True)

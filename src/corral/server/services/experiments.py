@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.errors import AlreadyExists, Conflict
 from corral.core.models import Experiment
-from corral.core.states import TERMINAL_JOB_STATES
-from corral.server.services.lookup import experiment_row, workspace_row
+from corral.server.services.lookup import experiment_row, unfinished_jobs, workspace_row
 from corral.store.tables import ExperimentRow, JobRow
 
 
@@ -66,11 +65,7 @@ def delete_experiment(session: Session, *, workspace: str, name: str) -> list[tu
     """Delete the experiment and its (finished) jobs; returns their (job dir, uid) to remove."""
     ws = workspace_row(session, workspace)
     row = experiment_row(session, ws, name)
-    active = session.scalar(
-        select(func.count())
-        .select_from(JobRow)
-        .where(JobRow.experiment_id == row.id, JobRow.state.not_in([s.value for s in TERMINAL_JOB_STATES]))
-    )
+    active = unfinished_jobs(session, experiment_id=row.id)
     if active:
         raise Conflict(f"experiment {name!r} has {active} queued or running jobs; terminate them first")
     jobs = [

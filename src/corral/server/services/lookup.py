@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.core.errors import NotFound
+from corral.core.states import TERMINAL_JOB_STATES
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, WorkspaceRow
 
 
@@ -35,6 +36,16 @@ def experiment_row(session: Session, workspace: WorkspaceRow, name: str) -> Expe
     if row is None:
         raise NotFound(f"experiment {name!r} not found in workspace {workspace.name!r}")
     return row
+
+
+def unfinished_jobs(session: Session, *, cluster_id: int | None = None, experiment_id: int | None = None) -> int:
+    """How many jobs of a cluster or an experiment are queued, running or terminating."""
+    query = select(func.count()).select_from(JobRow).where(JobRow.state.not_in([s.value for s in TERMINAL_JOB_STATES]))
+    if cluster_id is not None:
+        query = query.where(JobRow.cluster_id == cluster_id)
+    if experiment_id is not None:
+        query = query.where(JobRow.experiment_id == experiment_id)
+    return int(session.scalar(query) or 0)
 
 
 def job_row(session: Session, workspace: str, experiment: str, name: str) -> tuple[JobRow, ExperimentRow]:

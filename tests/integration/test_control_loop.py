@@ -1,0 +1,58 @@
+"""The control loop driven pass by pass (no thread), on a real database and real processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from corral.backends.local.backend import LocalBackend
+from corral.core.models import JobCreate
+from corral.core.states import JobState
+from corral.scheduler.loop import Controller
+from corral.server.services import clusters, jobs
+from corral.server.services.lookup import NameCache
+from corral.server.services.workspaces import ensure_defaults
+from corral.store.db import Database
+from corral.store.tables import JobEventRow, JobRow
+from corral.store.transitions import transition_job
+
+
+def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) -> None:
+    """The job ends while the API moves it to terminating, before the loop hears of the request."""
+    db = Database(database)
+    db.migrate()
+    with db.write() as session:
+        ensure_defaults(session)
+        clusters.create_cluster(session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}})
+    backend = LocalBackend(code_dir=tmp_path / "code")
+    controller = Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
+    try:
+        job = jobs.create_job(
+            db,
+            NameCache(),
+            workspace="default",
+            request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
+            submitted_by="test",
+            jobs_dir=tmp_path / "jobs",
+            code_dir=tmp_path / "code",
+        )
+        controller.run_once()  # places and launches it
+        deadline = time.monotonic() + 30
+        while not controller._inbox:  # its exit is reported by the watcher
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with db.write() as session:  # what POST .../terminate does, before the loop drains the request
+            row = session.scalars(select(JobRow).where(JobRow.name == job.name)).one()
+            assert transition_job(session, row, JobState.TERMINATING, terminate_requested_at=time.time())
+        controller.run_once()
+        with db.read() as session:
+            row = session.scalars(select(JobRow).where(JobRow.name == job.name)).one()
+            states = list(session.scalars(select(JobEventRow.to_state).where(JobEventRow.job_id == row.id)))
+        assert row.state == JobState.TERMINATED
+        assert states == ["queued", "running", "terminating", "terminated"]
+        assert not controller._runs, "the run is forgotten once its end is committed"
+    finally:
+        backend.close()
+        db.dispose()
