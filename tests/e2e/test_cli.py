@@ -144,6 +144,10 @@ def test_failed_job_exit_codes(cli: Cli, specs: Path) -> None:
 def test_follow_and_terminate(cli: Cli, specs: Path) -> None:
     followed = cli("job", "create", "-f", str(specs / "ok.yaml"), "--name", "followed", "--follow")
     assert followed.stdout.splitlines() == ["followed", "hello from 0"]
+    # The spec names its experiment: --follow finds the job there.
+    (specs / "named.yaml").write_text("experiment: named\ncluster: two\ncustom: {command: 'echo in named'}\n")
+    named = cli("job", "create", "-f", str(specs / "named.yaml"), "--follow")
+    assert named.stdout.splitlines()[1:] == ["in named"]
     cli("job", "create", "-f", str(specs / "long.yaml"), "--name", "long")
     assert "terminat" in cli("job", "terminate", "long").stdout
     waited = cli("job", "wait", "long", ok=False)

@@ -42,15 +42,15 @@ def _describe_end(job: Job) -> None:
         err_console.print(f"job {job.name} {job.state.value}{reason}")
 
 
-def _follow(c: Client, name: str, rank: int) -> Job:
-    for stream, line in c.follow_logs(name, rank=rank):
+def _follow(c: Client, name: str, rank: int, experiment: str | None = None) -> Job:
+    for stream, line in c.follow_logs(name, rank=rank, experiment=experiment):
         if stream == "stdout":
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         elif stream == "stderr":
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
-    return c.get_job(name)
+    return c.get_job(name, experiment=experiment)
 
 
 @app.command("create")
@@ -67,7 +67,7 @@ def create(
     job = c.create_job(file, experiment=experiment, name=name)
     console.print(job.name)
     if follow:
-        job = _follow(c, job.name, 0) if not job.state.is_terminal else job
+        _follow(c, job.name, 0, job.experiment)
         job = c.wait_job(job.name, experiment=job.experiment)
     elif wait:
         job = c.wait_job(job.name, experiment=job.experiment)
