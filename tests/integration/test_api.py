@@ -84,9 +84,14 @@ def test_cluster_lifecycle_and_unavailable_features(server: ServerHandle) -> Non
         c.create_cluster({"name": "auto", "scale": {"min_nodes": 0, "max_nodes": 2}})
     with pytest.raises(InvalidSpec, match=r"node.gpus: .* this machine has"):
         c.create_cluster({"name": "gpu", "node": {"gpus": 64}, "scale": {"nodes": 2}})
+    c.create_job({"cluster": "tmp", "custom": {"command": "true"}, "name": "on-tmp"})  # fills the name cache
+    c.wait_job("on-tmp", timeout=30)
     c.delete_cluster("tmp")
     with pytest.raises(NotFound):
         c.get_cluster("tmp")
+    with pytest.raises(NotFound, match="cluster 'tmp' not found"):
+        c.create_job({"cluster": "tmp", "custom": {"command": "true"}})
+    assert c.get_job("on-tmp").cluster == "tmp", "a job's history keeps its cluster's name"
 
 
 def test_oversubscription_is_allowed_with_a_warning(server: ServerHandle) -> None:

@@ -154,8 +154,16 @@ def create_job(
             job_id = session.execute(insert(JobRow).values(**values).returning(JobRow.id)).scalar_one()
             record_created(session, job_id=job_id, at=now)
     except IntegrityError:
-        # The (experiment, name) unique constraint: cheaper than looking first on every submission.
-        raise AlreadyExists(f"job {name!r} already exists in experiment {experiment_name!r}") from None
+        # Usually the (experiment, name) unique constraint: cheaper than looking first on every submission.
+        names.invalidate()
+        with db.read() as session:
+            taken = session.scalar(select(JobRow.id).where(JobRow.experiment_id == experiment_id, JobRow.name == name))
+        if taken is not None:
+            raise AlreadyExists(f"job {name!r} already exists in experiment {experiment_name!r}") from None
+        raise Conflict(
+            f"cluster {spec.cluster!r} or experiment {experiment_name!r} changed while the job was submitted; "
+            "submit it again"
+        ) from None
     return Job(
         name=name,
         uid=uid,
