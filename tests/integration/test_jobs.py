@@ -211,3 +211,21 @@ def test_follow_streams_logs_until_the_end(client: Client) -> None:
     assert [line for stream, line in events if stream == "stdout"] == ["line 1", "line 2", "line 3"]
     assert ("stderr", "oops") in events
     assert events[-1][0] == "end" and json.loads(events[-1][1])["state"] == "succeeded"
+
+
+def test_no_zombie_children_after_jobs(client: Client, server: ServerHandle) -> None:
+    """Every node process the server started has been reaped once its job ended."""
+    jobs = [client.create_job({"cluster": "local", "custom": {"command": "sleep 0.1 & true"}}) for _ in range(6)]
+    for job in jobs:
+        assert client.wait_job(job.name, timeout=60).state == "succeeded"
+    assert server.process is not None
+    zombies = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server.process.pid and fields[0] == "Z":
+                zombies.append(int(entry))
+    assert zombies == []
