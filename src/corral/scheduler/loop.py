@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from corral.backends.base import Backend, NodeExit
 from corral.core.states import ErrorCode, JobState, NodeState
@@ -37,7 +37,7 @@ from corral.store.transitions import Move, transition_jobs
 
 log = logging.getLogger(__name__)
 
-#: Workspace and experiment names and cluster rows by id, for building launch plans.
+#: For building launch plans: ``{"job": {id: (row, workspace, experiment)}, "cluster": {id: row}}``.
 Names = dict[str, dict[int, Any]]
 
 
@@ -187,7 +187,8 @@ class Controller:
 
     def _finish(self, session: Session, runs: list[Run], now: float) -> None:
         job_ids = [r.job_id for r in runs]
-        jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))}
+        light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
+        jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
         session.execute(
             update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(state=NodeState.IDLE.value, job_id=None)
         )
@@ -249,7 +250,8 @@ class Controller:
         if not placements:
             return []
         # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
-        jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_([p.job_id for p in placements])))}
+        names = self._load_for_launch(session, [p.job_id for p in placements])
+        jobs = {job_id: job for job_id, (job, _, _) in names["job"].items()}
         moves = [
             Move(
                 jobs[p.job_id],
@@ -281,25 +283,23 @@ class Controller:
         attempt_ids = dict(
             session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
         )
-        names = self._names(session, [jobs[p.job_id] for p in placements])
         return [
             (jobs[p.job_id], attempt_ids[p.job_id], jobs[p.job_id].attempt_count, [nodes[n] for n in p.node_ids], names)
             for p in placements
         ]
 
     @staticmethod
-    def _names(session: Session, jobs: list[JobRow]) -> Names:
-        """Workspaces' and experiments' names and clusters' rows of ``jobs``, in three queries."""
-        ws_ids = {j.workspace_id for j in jobs}
-        exp_ids = {j.experiment_id for j in jobs}
-        cluster_ids = {j.cluster_id for j in jobs}
+    def _load_for_launch(session: Session, job_ids: list[int]) -> Names:
+        """Jobs with their workspace's and experiment's names, and their clusters' rows: two queries."""
+        rows = session.execute(
+            select(JobRow, WorkspaceRow.name, ExperimentRow.name)
+            .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
+            .join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+            .where(JobRow.id.in_(job_ids))
+        ).all()
+        cluster_ids = {job.cluster_id for job, _, _ in rows}
         return {
-            "workspace": dict(
-                session.execute(select(WorkspaceRow.id, WorkspaceRow.name).where(WorkspaceRow.id.in_(ws_ids))).all()
-            ),
-            "experiment": dict(
-                session.execute(select(ExperimentRow.id, ExperimentRow.name).where(ExperimentRow.id.in_(exp_ids))).all()
-            ),
+            "job": {job.id: (job, workspace, experiment) for job, workspace, experiment in rows},
             "cluster": {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))},
         }
 
@@ -310,8 +310,8 @@ class Controller:
         plan = plan_for(
             job=job,
             attempt=number,
-            workspace=names["workspace"][job.workspace_id],
-            experiment=names["experiment"][job.experiment_id],
+            workspace=names["job"][job.id][1],
+            experiment=names["job"][job.id][2],
             cluster=names["cluster"][job.cluster_id],
             nodes=nodes,
             node_root=self._node_root,
@@ -350,8 +350,9 @@ class Controller:
                 }
                 nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
                 busy.update(n.id for n in nodes)
+                names = self._load_for_launch(session, [job.id])
                 run = self._run_for(
-                    job, attempt.id, attempt.number, nodes, self._names(session, [job]), started_at=attempt.started_at
+                    names["job"][job.id][0], attempt.id, attempt.number, nodes, names, started_at=attempt.started_at
                 )
                 if job.state == JobState.TERMINATING:
                     run.terminating = True
