@@ -37,19 +37,23 @@ def client(workspace: str = "default", experiment: str = "default") -> Client:
     return Client(workspace=workspace, experiment=experiment)
 
 
+def server_health(url: str) -> dict[str, Any] | None:
+    """What ``/api/v1/health`` says at ``url``, or None when nothing answers there."""
+    with Client(server=url, token="") as probe:
+        try:
+            return probe.health()
+        except ServerUnavailable:
+            return None
+
+
 def ensure_server() -> None:
     """If nothing answers at CORRAL_SERVER and it is local, start a server in the background."""
     url = config.server_url()
-    probe = Client(server=url, token="")
-    try:
-        probe.health()
+    if server_health(url) is not None:
         return
-    except ServerUnavailable:
-        parsed = urlparse(url)
-        if parsed.hostname not in LOCAL_HOSTS:
-            raise
-    finally:
-        probe.close()
+    parsed = urlparse(url)
+    if parsed.hostname not in LOCAL_HOSTS:
+        raise ServerUnavailable(f"cannot reach the Corral server at {url}")
     port = parsed.port or 8765
     pid = start_background_server(home=config.home(), host=parsed.hostname or "127.0.0.1", port=port)
     err_console.print(f"started a Corral server at {url} (pid {pid}, home {config.home()})")
@@ -57,13 +61,9 @@ def ensure_server() -> None:
 
 def start_background_server(*, home: Path, host: str, port: int, timeout: float = 60.0) -> int:
     url = f"http://{host}:{port}"
-    with Client(server=url, token="") as probe:
-        try:
-            pid = probe.health()["pid"]
-        except ServerUnavailable:
-            pass
-        else:
-            raise CorralError(f"a Corral server already runs at {url} (pid {pid})")
+    running = server_health(url)
+    if running is not None:
+        raise CorralError(f"a Corral server already runs at {url} (pid {running['pid']})")
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child
     argv = [sys.executable, "-m", "corral.server", "--home", str(home), "--host", host, "--port", str(port)]
@@ -71,17 +71,14 @@ def start_background_server(*, home: Path, host: str, port: int, timeout: float 
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
     log.close()
     deadline = time.monotonic() + timeout
-    with Client(server=url, token="") as probe:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = (home / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
-                raise ServerUnavailable(f"the server exited at start: {' | '.join(tail)}")
-            try:
-                if probe.health()["pid"] == process.pid:
-                    return process.pid
-            except ServerUnavailable:
-                pass
-            time.sleep(0.1)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (home / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise ServerUnavailable(f"the server exited at start: {' | '.join(tail)}")
+        health = server_health(url)
+        if health is not None and health["pid"] == process.pid:
+            return process.pid
+        time.sleep(0.1)
     raise ServerUnavailable(f"the server did not answer at {url} within {timeout:g}s; see {home / 'server.log'}")
 
 

@@ -10,10 +10,9 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.common import console, err_console, start_background_server
+from corral.cli.common import console, err_console, server_health, start_background_server
 from corral.client import config
-from corral.client.client import Client
-from corral.core.errors import CorralError, ServerUnavailable
+from corral.core.errors import CorralError
 
 app = typer.Typer(help="Run the Corral server.", no_args_is_help=True)
 
@@ -76,10 +75,8 @@ def stop(home: HomeOpt = None) -> None:
 def status() -> None:
     """Whether a server answers at CORRAL_SERVER."""
     url = config.server_url()
-    try:
-        with Client(server=url, token="") as probe:
-            health = probe.health()
-    except ServerUnavailable:
+    health = server_health(url)
+    if health is None:
         err_console.print(f"no Corral server answers at {url}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(1)
     console.print(f"Corral {health['version']} running at {url} (pid {health['pid']})")

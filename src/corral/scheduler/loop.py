@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
@@ -37,8 +37,15 @@ from corral.store.transitions import Move, transition_jobs
 
 log = logging.getLogger(__name__)
 
-#: For building launch plans: ``{"job": {id: (row, workspace, experiment)}, "cluster": {id: row}}``.
-Names = dict[str, dict[int, Any]]
+
+@dataclass(frozen=True)
+class Placed:
+    """What building a job's launch plan needs from the database, loaded within a pass."""
+
+    job: JobRow
+    workspace: str
+    experiment: str
+    cluster: ClusterRow
 
 
 class Controller:
@@ -141,8 +148,8 @@ class Controller:
             self._backend.forget(run.plan)
         if done:
             self._on_jobs_ended([r.job_id for r in done])
-        for start in starts:
-            self._launch(self._run_for(*start, started_at=now))
+        for placed, attempt_id, nodes in starts:
+            self._backend.launch(self._run_for(placed, attempt_id, nodes, started_at=now).plan)
 
     # ------------------------------------------------------------ runs
 
@@ -220,7 +227,7 @@ class Controller:
 
     # ------------------------------------------------------------ scheduling
 
-    def _schedule(self, session: Session, now: float) -> list[tuple[JobRow, int, int, list[NodeRow], Names]]:
+    def _schedule(self, session: Session, now: float) -> list[tuple[Placed, int, list[NodeRow]]]:
         """Start what the policy places: commit them running, and return what :meth:`_run_for` needs."""
         free_rows = session.execute(
             select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
@@ -250,8 +257,8 @@ class Controller:
         if not placements:
             return []
         # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
-        names = self._load_for_launch(session, [p.job_id for p in placements])
-        jobs = {job_id: job for job_id, (job, _, _) in names["job"].items()}
+        placed = self._load_for_launch(session, [p.job_id for p in placements])
+        jobs = {job_id: p.job for job_id, p in placed.items()}
         moves = [
             Move(
                 jobs[p.job_id],
@@ -283,14 +290,11 @@ class Controller:
         attempt_ids = dict(
             session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
         )
-        return [
-            (jobs[p.job_id], attempt_ids[p.job_id], jobs[p.job_id].attempt_count, [nodes[n] for n in p.node_ids], names)
-            for p in placements
-        ]
+        return [(placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids]) for p in placements]
 
     @staticmethod
-    def _load_for_launch(session: Session, job_ids: list[int]) -> Names:
-        """Jobs with their workspace's and experiment's names, and their clusters' rows: two queries."""
+    def _load_for_launch(session: Session, job_ids: list[int]) -> dict[int, Placed]:
+        """The jobs with their workspace's and experiment's names and their cluster's row: two queries."""
         rows = session.execute(
             select(JobRow, WorkspaceRow.name, ExperimentRow.name)
             .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
@@ -298,21 +302,22 @@ class Controller:
             .where(JobRow.id.in_(job_ids))
         ).all()
         cluster_ids = {job.cluster_id for job, _, _ in rows}
+        clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
         return {
-            "job": {job.id: (job, workspace, experiment) for job, workspace, experiment in rows},
-            "cluster": {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))},
+            job.id: Placed(job, workspace, experiment, clusters[job.cluster_id])
+            for job, workspace, experiment in rows
+            if job.cluster_id is not None  # a queued or running job keeps its cluster (deletion needs none)
         }
 
-    def _run_for(
-        self, job: JobRow, attempt_id: int, number: int, nodes: list[NodeRow], names: Names, *, started_at: float
-    ) -> Run:
-        assert job.cluster_id is not None, "a job being run has a cluster"
+    def _run_for(self, placed: Placed, attempt_id: int, nodes: list[NodeRow], *, started_at: float) -> Run:
+        """Track the run of the job's current attempt (its number is the job's attempt count)."""
+        job = placed.job
         plan = plan_for(
             job=job,
-            attempt=number,
-            workspace=names["job"][job.id][1],
-            experiment=names["job"][job.id][2],
-            cluster=names["cluster"][job.cluster_id],
+            attempt=job.attempt_count,
+            workspace=placed.workspace,
+            experiment=placed.experiment,
+            cluster=placed.cluster,
             nodes=nodes,
             node_root=self._node_root,
         )
@@ -326,9 +331,6 @@ class Controller:
         )
         self._track(run)
         return run
-
-    def _launch(self, run: Run) -> None:
-        self._backend.launch(run.plan)
 
     # ------------------------------------------------------------ recovery
 
@@ -350,10 +352,8 @@ class Controller:
                 }
                 nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
                 busy.update(n.id for n in nodes)
-                names = self._load_for_launch(session, [job.id])
-                run = self._run_for(
-                    names["job"][job.id][0], attempt.id, attempt.number, nodes, names, started_at=attempt.started_at
-                )
+                placed = self._load_for_launch(session, [job.id])[job.id]
+                run = self._run_for(placed, attempt.id, nodes, started_at=attempt.started_at)
                 if job.state == JobState.TERMINATING:
                     run.terminating = True
                     run.kill_at = (job.terminate_requested_at or now) + run.plan.grace_seconds

@@ -64,7 +64,7 @@ def transition_jobs(session: Session, moves: list[Move], *, at: float | None = N
             )
             moved = [m for m in group if states.get(m.job.id) == target]
             for move in group:
-                if move not in moved and move.job.id in states:
+                if states.get(move.job.id, target) != target:  # moved by another writer: show what it did
                     set_committed_value(move.job, "state", states[move.job.id])
         for move in moved:
             set_committed_value(move.job, "state", target)

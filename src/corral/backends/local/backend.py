@@ -69,9 +69,9 @@ class LocalBackend:
         except Exception as exc:
             log.exception("launch of job %s failed", plan.job_uid)
             self.signal(plan, kill=True)  # the nodes already started report their (killed) ends
+            message = f"{type(exc).__name__}: {exc}"
             for node in plan.nodes[started:]:
                 if self._listener is not None:
-                    message = f"{type(exc).__name__}: {exc}"
                     self._listener(
                         NodeExit(plan.job_uid, plan.attempt, node.rank, ExitKind.LAUNCH_FAILED, None, message)
                     )

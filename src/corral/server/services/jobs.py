@@ -113,10 +113,9 @@ def create_job(
     if request.code_archive and not (code_dir / f"{request.code_archive}.tar.gz").exists():
         raise NotFound(f"code archive {request.code_archive} was not uploaded")
     experiment_name = request.experiment or spec.experiment or "default"
-    with db.read() as session:
-        workspace_id, cluster, experiment_id = names.resolve(
-            session, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
-        )
+    workspace_id, cluster, experiment_id = names.resolve(
+        db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
+    )
     if spec.node_count > cluster.target_nodes:
         raise InvalidSpec(
             f"node_count: cluster {cluster.name!r} has {cluster.target_nodes} nodes; "

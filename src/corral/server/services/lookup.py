@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.errors import NotFound
 from corral.core.states import TERMINAL_JOB_STATES
+from corral.store.db import Database
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, WorkspaceRow
 
 
@@ -90,19 +91,23 @@ class NameCache:
             self._entries.clear()
 
     def resolve(
-        self, session: Session, *, workspace: str, cluster: str, experiment: str
+        self, db: Database, *, workspace: str, cluster: str, experiment: str
     ) -> tuple[int, ClusterRef, int | None]:
-        """(workspace id, cluster, experiment id or None if it does not exist yet); NotFound names what is missing."""
+        """(workspace id, cluster, experiment id or None if it does not exist yet); NotFound names what is missing.
+
+        Reads the database only on a miss.
+        """
         key = (workspace, cluster, experiment)
         with self._lock:
             found = self._entries.get(key)
         if found is not None:
             return found
-        ws = workspace_row(session, workspace)
-        row = cluster_row(session, ws, cluster)
-        experiment_id = session.scalar(
-            select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
-        )
+        with db.read() as session:
+            ws = workspace_row(session, workspace)
+            row = cluster_row(session, ws, cluster)
+            experiment_id = session.scalar(
+                select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
+            )
         found = (ws.id, ClusterRef(row.id, row.name, row.target_nodes), experiment_id)
         if experiment_id is not None:
             with self._lock:
