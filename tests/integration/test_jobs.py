@@ -86,7 +86,7 @@ def test_one_failed_node_ends_the_whole_job(client: Client) -> None:
     job = run(client, 'if [ "$CORRAL_NODE_RANK" = 1 ]; then exit 5; fi; sleep 120', node_count=2)
     assert time.monotonic() - started < 60
     assert job.state == "failed" and job.exit_code == 5  # type: ignore[attr-defined]
-    assert "node 1 exited with code 5" in job.error.message  # type: ignore[attr-defined]
+    assert job.error.message == "rank 1 on node 1 (node-1) exited with code 5"  # type: ignore[attr-defined]
 
 
 def test_gang_placement_uses_distinct_nodes(client: Client) -> None:

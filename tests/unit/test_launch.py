@@ -31,7 +31,7 @@ def test_custom_plan_runs_the_command_once_per_node() -> None:
     assert all(len(n.processes) == 1 for n in plan.nodes)
     assert plan.nodes[1].processes[0].command == "python train.py $LR"
     assert plan.nodes[1].processes[0].stdout == "/jobs/ws/exp/j1/abc123/stdouterr/stdout-1.txt"
-    assert plan.nodes[0].exit_file == "/jobs/ws/exp/j1/abc123/attempts/2/node-0.exit"
+    assert plan.nodes[1].processes[0].exit_file == "/jobs/ws/exp/j1/abc123/attempts/2/rank-1.exit"
     assert plan.nodes[0].workdir == "/nodes/n0/jobs/abc123"
     assert plan.shared_dirs[0] == "/jobs/ws/exp/j1/abc123/attempts/2", "the attempt dir is made first"
     assert plan.secret_values == ("s3cr3t",)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from corral.backends.base import ExitKind, NodeExit
+from corral.backends.base import ExitKind, ProcessExit
 from corral.backends.local.wrapper import parse_exit_file
 from corral.core.states import JobState, can_transition
-from corral.launch.plan import LaunchPlan, NodePlan
+from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
 from corral.scheduler.outcome import Run, attempt_outcome
 
 
@@ -13,18 +13,18 @@ def run_with(*reports: tuple[ExitKind, int | None]) -> Run:
             rank=i,
             node_id=i,
             node_name=f"n{i}",
-            exit_file="",
             workdir="",
             prepare_command=None,
             prepare_log="",
-            processes=(),
+            prepare_exit_file="",
+            processes=(ProcessPlan(rank=i, node_rank=i, command="", env={}, stdout="", stderr="", exit_file=""),),
         )
         for i in range(len(reports))
     )
     plan = LaunchPlan(job_uid="u", attempt=1, attempt_dir="", shared_dirs=(), nodes=nodes, grace_seconds=1)
     run = Run(job_id=1, attempt_id=1, plan=plan, started_at=0)
     for rank, (kind, code) in enumerate(reports):
-        run.exits[rank] = NodeExit("u", 1, rank, kind, code)
+        run.exits[rank] = ProcessExit("u", 1, rank, kind, code)
     return run
 
 
@@ -33,10 +33,11 @@ def test_all_zero_succeeds() -> None:
     assert (outcome.state, outcome.exit_code, outcome.error_code) == (JobState.SUCCEEDED, 0, None)
 
 
-def test_non_zero_fails_naming_the_node() -> None:
+def test_non_zero_fails_naming_the_rank_and_node() -> None:
     outcome = attempt_outcome(run_with((ExitKind.EXITED, 0), (ExitKind.EXITED, 3)))
     assert outcome.state == JobState.FAILED and outcome.exit_code == 3
-    assert outcome.error_code == "JobFailed" and "node 1 exited with code 3" in (outcome.error_message or "")
+    assert outcome.error_code == "JobFailed"
+    assert outcome.error_message == "rank 1 on node 1 (n1) exited with code 3"
 
 
 def test_prepare_failure() -> None:
@@ -45,7 +46,7 @@ def test_prepare_failure() -> None:
             (ExitKind.PREPARE_FAILED, 2),
         )
     )
-    assert outcome.error_code == "PrepareFailed" and "exit code 2" in (outcome.error_message or "")
+    assert outcome.error_code == "PrepareFailed" and outcome.exit_code == 2
 
 
 def test_first_failure_wins_over_later_kills() -> None:
@@ -82,8 +83,8 @@ def test_terminated_and_never_started() -> None:
 
 
 def test_exit_file_parsing() -> None:
-    assert parse_exit_file("exit 0\n") == ("exit", 0)
-    assert parse_exit_file("prepare 2\n") == ("prepare", 2)
+    assert parse_exit_file("exit 0\n") == 0
+    assert parse_exit_file("exit 130\n") == 130
     assert parse_exit_file("exit 0") is None  # not yet complete
     assert parse_exit_file("garbage\n") is None
 

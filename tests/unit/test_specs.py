@@ -49,9 +49,28 @@ def test_exactly_one_toolkit() -> None:
         parse_spec(JobSpec, job(mpi={"command": "x"}))
 
 
-def test_unavailable_toolkit_is_named() -> None:
-    with pytest.raises(InvalidSpec, match="the pytorch toolkit is not available"):
-        parse_spec(JobSpec, {"cluster": "local", "pytorch": {"script": "train.py"}})
+@pytest.mark.parametrize(
+    ("toolkit", "expected"),
+    [
+        ({"pytorch": {}}, "pytorch.script: required"),
+        ({"pytorch": {"script": "t.py", "backend": "tcp"}}, "pytorch.backend: must be one of 'gloo', 'nccl' or 'mpi'"),
+        ({"pytorch": {"script": "t.py", "processes_per_node": 0}}, "pytorch.processes_per_node: must be >= 1"),
+        ({"tensorflow": {"script": "t.py", "ps_count": -1}}, "tensorflow.ps_count: must be >= 0"),
+        ({"mpi": {"command": "x", "process_count": 2}}, "mpi.process_count: unknown field"),
+        ({"cntk": {"language": "brainscript", "script": "a.py"}}, "cntk: language brainscript needs config_file"),
+        ({"horovod": {"script": "t.py", "processes": "many"}}, "horovod.processes: must be an integer"),
+    ],
+)
+def test_toolkit_errors_name_the_field(toolkit: dict[str, object], expected: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(JobSpec, {"cluster": "local", **toolkit})
+    assert expected in info.value.message
+
+
+def test_toolkit_defaults() -> None:
+    spec = parse_spec(JobSpec, {"cluster": "local", "pytorch": {"script": "train.py"}})
+    assert spec.toolkit == "pytorch" and spec.pytorch is not None
+    assert (spec.pytorch.interpreter, spec.pytorch.args, spec.pytorch.backend) == ("python3", "", None)
 
 
 def test_env_and_secrets_may_not_overlap() -> None:

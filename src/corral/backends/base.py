@@ -1,9 +1,10 @@
 """The contract between the control loop and a backend.
 
-A backend starts the processes of a :class:`~corral.launch.plan.LaunchPlan`, tells
-the loop when each node's processes have ended (:class:`NodeExit`, through the
-listener it was given), signals them on request, and, after a server restart,
-says what became of the nodes of a plan it launched before (:meth:`Backend.recover`).
+A backend starts the processes of a :class:`~corral.launch.plan.LaunchPlan` (after
+every node's ``prepare.command``), tells the loop when each process has ended
+(:class:`ProcessExit`, through the listener it was given), signals them on request,
+and, after a server restart, says what became of the processes of a plan it
+launched before (:meth:`Backend.recover`).
 """
 
 from __future__ import annotations
@@ -17,34 +18,36 @@ from corral.launch.plan import LaunchPlan
 
 
 class ExitKind(StrEnum):
-    EXITED = "exited"  # the job's command ended with exit_code
-    PREPARE_FAILED = "prepare_failed"  # prepare.command ended with exit_code != 0
-    LOST = "lost"  # the node's processes vanished without recording an exit
-    NOT_STARTED = "not_started"  # found after a restart: the node was never launched
-    LAUNCH_FAILED = "launch_failed"  # the backend could not start the node (message says why)
+    EXITED = "exited"  # the process ended with exit_code
+    PREPARE_FAILED = "prepare_failed"  # a node's prepare.command failed, so the process never started
+    LOST = "lost"  # the process vanished without recording an exit
+    NOT_STARTED = "not_started"  # found after a restart: the attempt was never launched
+    LAUNCH_FAILED = "launch_failed"  # the backend could not start it (message says why)
 
 
 @dataclass(frozen=True)
-class NodeExit:
+class ProcessExit:
     job_uid: str
     attempt: int
+    #: The process's rank (``ProcessPlan.rank``).
     rank: int
     kind: ExitKind
     exit_code: int | None = None
+    #: What happened, where the kind and code alone do not say it (which node's prepare, which MPI rank).
     message: str | None = None
 
 
-ExitListener = Callable[[NodeExit], None]
+ExitListener = Callable[[ProcessExit], None]
 
 
 class Backend(Protocol):
     def set_listener(self, listener: ExitListener) -> None: ...
 
     def launch(self, plan: LaunchPlan) -> None:
-        """Start every node of the plan; each node's end is reported to the listener."""
+        """Prepare every node, then start every process of the plan; each process's end goes to the listener."""
 
     def recover(self, plan: LaunchPlan) -> None:
-        """Re-attach to a plan launched by an earlier server; report each node that has already ended."""
+        """Re-attach to a plan launched by an earlier server; report each process that has already ended."""
 
     def signal(self, plan: LaunchPlan, *, kill: bool) -> None:
         """SIGTERM (or SIGKILL with ``kill``) every process of the plan still running, or about to."""

@@ -113,6 +113,8 @@ class Job(Public):
     state: JobState
     priority: str
     node_count: int
+    #: Processes in all (each rank has its own logs).
+    rank_count: int
     toolkit: str
     spec: JobSpec
     submitted_by: str

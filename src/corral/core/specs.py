@@ -6,9 +6,9 @@ silently ignored setting. :func:`parse_spec` turns pydantic's errors into
 what was expected, e.g. ``node_count: must be >= 1, got 0``.
 
 Toolkits: a job names exactly one of ``custom``, ``pytorch``, ``tensorflow``,
-``horovod``, ``mpi``, ``chainer``, ``cntk``, ``caffe2``. This version launches
-``custom``; the others are recognised (so the error says what is missing, not
-"unknown key") and refused until their planners land.
+``horovod``, ``mpi``, ``chainer``, ``cntk``, ``caffe2``, with the fields Batch AI's
+toolkit settings had, in snake_case (``pythonScriptFilePath`` is ``script``,
+``commandLineArgs`` is ``args``, ``processCount`` is ``processes``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ Priority = Literal["low", "normal", "high"]
 
 PRIORITY_RANK: dict[str, int] = {"low": 0, "normal": 1, "high": 2}
 TOOLKITS = ("custom", "pytorch", "tensorflow", "horovod", "mpi", "chainer", "cntk", "caffe2")
-SUPPORTED_TOOLKITS = ("custom",)
+#: Toolkits whose processes OpenMPI's mpirun starts (on the job's first node, for every node).
+MPI_TOOLKITS = ("mpi", "horovod", "chainer", "cntk")
 
 
 class Strict(BaseModel):
@@ -109,6 +110,66 @@ class CustomToolkit(Strict):
     command: str = Field(min_length=1)
 
 
+class PythonScript(Strict):
+    """A Python script with its arguments; ``args`` is shell text, its ``$VARIABLES`` expanded on the node."""
+
+    script: str = Field(min_length=1)
+    args: str = ""
+    interpreter: str = Field("python3", min_length=1)
+
+
+class PyTorchToolkit(PythonScript):
+    #: Processes on every node; default: the node's GPUs, or 1 without GPUs.
+    processes_per_node: int | None = Field(None, ge=1)
+    #: torch.distributed backend; default nccl on GPU nodes, gloo otherwise. ``mpi`` launches through mpirun.
+    backend: Literal["gloo", "nccl", "mpi"] | None = None
+
+
+class TensorFlowToolkit(Strict):
+    script: str = Field(min_length=1)
+    interpreter: str = Field("python3", min_length=1)
+    master_args: str = ""
+    worker_args: str = ""
+    ps_args: str = ""
+    #: Worker tasks besides the chief; default node_count (none for a one-node job that gives no counts).
+    worker_count: int | None = Field(None, ge=0)
+    #: Parameter servers; default 1 when the job is distributed.
+    ps_count: int | None = Field(None, ge=0)
+
+
+class MpiToolkit(Strict):
+    command: str = Field(min_length=1)
+    #: Ranks in all; default node_count (one per node).
+    processes: int | None = Field(None, ge=1)
+
+
+class MpiScriptToolkit(PythonScript):
+    """Horovod and Chainer(MN): a script run by mpirun; ``processes`` defaults to the job's GPUs, or node_count."""
+
+    processes: int | None = Field(None, ge=1)
+
+
+class CntkToolkit(Strict):
+    language: Literal["python", "brainscript"] = "python"
+    script: str | None = Field(None, min_length=1)
+    config_file: str | None = Field(None, min_length=1)
+    args: str = ""
+    interpreter: str = Field("python3", min_length=1)
+    processes: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _language_fields(self) -> CntkToolkit:
+        if self.language == "python" and (self.script is None or self.config_file is not None):
+            raise ValueError("language python needs script (and no config_file)")
+        if self.language == "brainscript" and (self.config_file is None or self.script is not None):
+            raise ValueError("language brainscript needs config_file (and no script)")
+        return self
+
+
+class Caffe2Toolkit(PythonScript):
+    """One process per node, each a shard; shards meet through a file store in the shared job temp."""
+
+
 def _local_path(value: object) -> object:
     """``file:///data`` and ``/data`` name the same directory; keep the plain path."""
     return value.removeprefix("file://") if isinstance(value, str) else value
@@ -145,13 +206,13 @@ class JobSpec(Strict):
     priority: Priority = "normal"
     code: str | None = None
     custom: CustomToolkit | None = None
-    pytorch: dict[str, Any] | None = None
-    tensorflow: dict[str, Any] | None = None
-    horovod: dict[str, Any] | None = None
-    mpi: dict[str, Any] | None = None
-    chainer: dict[str, Any] | None = None
-    cntk: dict[str, Any] | None = None
-    caffe2: dict[str, Any] | None = None
+    pytorch: PyTorchToolkit | None = None
+    tensorflow: TensorFlowToolkit | None = None
+    horovod: MpiScriptToolkit | None = None
+    mpi: MpiToolkit | None = None
+    chainer: MpiScriptToolkit | None = None
+    cntk: CntkToolkit | None = None
+    caffe2: Caffe2Toolkit | None = None
     inputs: list[InputSpec] = Field(default_factory=list)
     outputs: list[OutputSpec] = Field(default_factory=list)
     env: dict[EnvName, str] = Field(default_factory=dict)
@@ -164,8 +225,6 @@ class JobSpec(Strict):
         given = [name for name in TOOLKITS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one toolkit ({' | '.join(TOOLKITS)}), got {', '.join(given) or 'none'}")
-        if given[0] not in SUPPORTED_TOOLKITS:
-            raise ValueError(f"the {given[0]} toolkit is not available in this version; use custom")
         for kind, items in (("inputs", self.inputs), ("outputs", self.outputs)):
             ids = [item.id for item in items]
             if len(ids) != len(set(ids)):

@@ -6,6 +6,7 @@ Azure Batch AI run unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import PurePath
 
 from corral.launch.plan import JobContext, NodeAssignment
@@ -28,8 +29,19 @@ def node_paths(ctx: JobContext, node: NodeAssignment) -> dict[str, str]:
     }
 
 
-def node_environment(ctx: JobContext, nodes: list[NodeAssignment], rank: int) -> dict[str, str]:
-    """Variables every process on node ``rank`` gets (before toolkit-specific ones)."""
+def twins(variables: dict[str, str]) -> dict[str, str]:
+    """``{"X": v}`` -> ``{"CORRAL_X": v, "AZ_BATCHAI_X": v}``."""
+    env: dict[str, str] = {}
+    for key, value in variables.items():
+        env[f"CORRAL_{key}"] = value
+        env[f"{TWIN_PREFIX}{key}"] = value
+    return env
+
+
+def node_environment(
+    ctx: JobContext, nodes: Sequence[NodeAssignment], rank: int, toolkit: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Variables every process on node ``rank`` gets: Corral's, then ``toolkit``'s, then the job's env and secrets."""
     node = nodes[rank]
     paths = node_paths(ctx, node)
     spec = ctx.spec
@@ -56,11 +68,10 @@ def node_environment(ctx: JobContext, nodes: list[NodeAssignment], rank: int) ->
         corral[f"INPUT_{item.id}"] = item.path
     for item in spec.outputs:
         corral[f"OUTPUT_{item.id}"] = output_dir(ctx, item.path, item.suffix or item.id)
-    env: dict[str, str] = {}
-    for key, value in corral.items():
-        env[f"CORRAL_{key}"] = value
-        env[f"{TWIN_PREFIX}{key}"] = value
+    env = twins(corral)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node.gpus)
+    if toolkit:
+        env.update(toolkit)
     env.update(spec.env)
     env.update(ctx.secrets)
     return env

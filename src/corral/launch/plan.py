@@ -3,8 +3,10 @@
 Nomenclature:
 - *job dir*: ``<jobs root>/<workspace>/<experiment>/<job>/<uid>/``, shared by every
   attempt and every node (stdouterr/, checkpoints/, shared/, attempts/).
-- *attempt dir*: ``<job dir>/attempts/<n>/``; each node writes ``node-<rank>.exit``
-  when it ends.
+- *attempt dir*: ``<job dir>/attempts/<n>/``; each process writes ``rank-<rank>.exit``
+  when it ends (and each node's ``prepare.command`` ``prepare-<node>.exit``).
+- *rank*: a process of the job, numbered from 0 across all nodes (for ``custom``,
+  one process per node, rank = node rank). Logs are ``stdout-<rank>.txt``.
 - *node root*: a node's own disk (on the local backend, a folder per virtual node);
   the job's temp directory — which is also its working directory, where its code is
   unpacked — and mounts live there.
@@ -18,8 +20,13 @@ Plans are plain data: no I/O happens while building one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import PurePath
 from typing import Any
+
+#: In the attempt dir: ``<rank> <exit code>`` of the first rank that failed, where a launcher
+#: (mpirun) runs many ranks as one process.
+FIRST_FAILURE = "first-failure"
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class JobContext:
     spec: Any  # corral.core.specs.JobSpec; Any keeps this module free of pydantic at import
     secrets: dict[str, str] = field(default_factory=dict)
     code_archive: str | None = None
+    #: Ports reserved for this attempt (see :func:`corral.launch.planner.ports_needed`).
+    ports: tuple[int, ...] = ()
 
     @property
     def attempt_dir(self) -> str:
@@ -61,10 +70,16 @@ class JobContext:
 @dataclass(frozen=True)
 class ProcessPlan:
     rank: int
+    node_rank: int
+    #: Shell text, evaluated by ``/bin/sh`` in the node's working directory.
     command: str
     env: dict[str, str]
     stdout: str
     stderr: str
+    #: ``<attempt dir>/rank-<rank>.exit``: the process's exit record, the backend's bookkeeping.
+    exit_file: str
+    #: The command's children may leave its process group (mpirun's ranks do): end them by session.
+    sweep_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,13 +87,15 @@ class NodePlan:
     rank: int
     node_id: int
     node_name: str
-    #: ``<attempt dir>/node-<rank>.exit``: the node's exit record, the backend's bookkeeping.
-    exit_file: str
     #: The node's job temp directory, also the working directory.
     workdir: str
+    #: Runs on every node before any process of the job starts on any node.
     prepare_command: str | None
     prepare_log: str
+    prepare_exit_file: str
+    #: In rank order; MPI toolkits have processes only on the first node (mpirun starts the ranks).
     processes: tuple[ProcessPlan, ...]
+    prepare_env: dict[str, str] = field(default_factory=dict)
     code_archive: str | None = None
 
 
@@ -93,3 +110,14 @@ class LaunchPlan:
     grace_seconds: float
     #: Values masked in logs served to users.
     secret_values: tuple[str, ...] = ()
+    #: Files to write (path, content) with the shared directories, e.g. an MPI hostfile.
+    files: tuple[tuple[str, str], ...] = ()
+    ports: tuple[int, ...] = ()
+
+    @cached_property
+    def processes(self) -> tuple[ProcessPlan, ...]:
+        return tuple(p for node in self.nodes for p in node.processes)
+
+    @property
+    def has_prepare(self) -> bool:
+        return any(node.prepare_command for node in self.nodes)

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
 
-from corral.backends.base import Backend, NodeExit
+from corral.backends.base import Backend, ProcessExit
+from corral.core.specs import JobSpec
 from corral.core.states import ErrorCode, JobState, NodeState
+from corral.launch.planner import ports_needed
 from corral.scheduler.outcome import Run, attempt_outcome, failure_of
-from corral.scheduler.plans import NodeRootFn, plan_for
+from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
 from corral.scheduler.policy import FreeNode, QueuedJob, Snapshot, place_jobs
+from corral.scheduler.ports import PortAllocator
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 from corral.store.transitions import Move, transition_jobs
@@ -43,6 +46,7 @@ class Placed:
     """What building a job's launch plan needs from the database, loaded within a pass."""
 
     job: JobRow
+    spec: JobSpec
     workspace: str
     experiment: str
     cluster: ClusterRow
@@ -58,14 +62,18 @@ class Controller:
         on_jobs_ended: Callable[[list[int]], None] = lambda ids: None,
         tick_seconds: float = 5.0,
         coalesce_seconds: float = 0.005,
+        ports: PortAllocator | None = None,
     ) -> None:
         self._db = db
+        self._ports = ports or PortAllocator()
+        #: Ports given out by the pass in progress: released again if its transaction fails.
+        self._pass_ports: list[int] = []
         self._backend = backend
         self._node_root = node_root
         self._on_jobs_ended = on_jobs_ended
         self._tick = tick_seconds
         self._coalesce = coalesce_seconds
-        self._inbox: deque[NodeExit] = deque()
+        self._inbox: deque[ProcessExit] = deque()
         self._terminate_requests: deque[int] = deque()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -73,7 +81,7 @@ class Controller:
         self._runs_by_job: dict[int, Run] = {}
         self._timers: list[tuple[float, tuple[str, int]]] = []
         self._thread: threading.Thread | None = None
-        backend.set_listener(self._node_exited)
+        backend.set_listener(self._process_exited)
 
     # ------------------------------------------------------------ outside world
 
@@ -96,7 +104,7 @@ class Controller:
         self._terminate_requests.append(job_id)
         self._wake.set()
 
-    def _node_exited(self, report: NodeExit) -> None:  # watcher thread
+    def _process_exited(self, report: ProcessExit) -> None:  # watcher thread
         self._inbox.append(report)
         self._wake.set()
 
@@ -138,18 +146,24 @@ class Controller:
             self._apply_report(report, now)
         self._fire_timers(now)
         done = [r for r in self._runs.values() if r.done]
-        with self._db.write() as session:
-            if done:
-                self._finish(session, done, now)
-            starts = self._schedule(session, now)
+        self._pass_ports = []
+        try:
+            with self._db.write() as session:
+                if done:
+                    self._finish(session, done, now)
+                starts = self._schedule(session, now)
+        except BaseException:
+            self._ports.release(self._pass_ports)
+            raise
         for run in done:  # only once committed: a failed pass must find its runs again
             del self._runs[run.key]
             self._runs_by_job.pop(run.job_id, None)
             self._backend.forget(run.plan)
+            self._ports.release(run.plan.ports)
         if done:
             self._on_jobs_ended([r.job_id for r in done])
-        for placed, attempt_id, nodes in starts:
-            self._backend.launch(self._run_for(placed, attempt_id, nodes, started_at=now).plan)
+        for placed, attempt_id, nodes, ports in starts:
+            self._backend.launch(self._run_for(placed, attempt_id, nodes, ports, started_at=now).plan)
 
     # ------------------------------------------------------------ runs
 
@@ -165,12 +179,12 @@ class Controller:
         run.kill_at = now + run.plan.grace_seconds
         heapq.heappush(self._timers, (run.kill_at, run.key))
 
-    def _apply_report(self, report: NodeExit, now: float) -> None:
+    def _apply_report(self, report: ProcessExit, now: float) -> None:
         run = self._runs.get((report.job_uid, report.attempt))
         if run is None or report.rank in run.exits:
             return
         run.exits[report.rank] = report
-        failure = failure_of(report)
+        failure = failure_of(report, run.plan)
         if failure is not None and not run.stopping and not run.done:
             run.failure = failure
             self._stop_run(run, now)
@@ -227,7 +241,7 @@ class Controller:
 
     # ------------------------------------------------------------ scheduling
 
-    def _schedule(self, session: Session, now: float) -> list[tuple[Placed, int, list[NodeRow]]]:
+    def _schedule(self, session: Session, now: float) -> list[tuple[Placed, int, list[NodeRow], tuple[int, ...]]]:
         """Start what the policy places: commit them running, and return what :meth:`_run_for` needs."""
         free_rows = session.execute(
             select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
@@ -258,6 +272,8 @@ class Controller:
             return []
         # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
         placed = self._load_for_launch(session, [p.job_id for p in placements])
+        ports = self._reserve_ports(placed)
+        placements = [p for p in placements if p.job_id in ports]
         jobs = {job_id: p.job for job_id, p in placed.items()}
         moves = [
             Move(
@@ -284,13 +300,29 @@ class Controller:
                 "node_ids": list(p.node_ids),
                 "node_names": [nodes[n].name for n in p.node_ids],
                 "started_at": now,
+                "ports": list(ports[p.job_id]),
             }
             for p in placements
         ]
         attempt_ids = dict(
             session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
         )
-        return [(placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids]) for p in placements]
+        return [
+            (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id])
+            for p in placements
+        ]
+
+    def _reserve_ports(self, placed: dict[int, Placed]) -> dict[int, tuple[int, ...]]:
+        """Ports for each placed job that needs some; a job for which none are free now stays queued."""
+        given: dict[int, tuple[int, ...]] = {}
+        for job_id, p in placed.items():
+            block = self._ports.allocate(ports_needed(p.spec, gpus_per_node(p.cluster)))
+            if block is None:
+                log.warning("no free block of ports for job %s; it waits for the next pass", p.job.name)
+                continue
+            self._pass_ports.extend(block)
+            given[job_id] = block
+        return given
 
     @staticmethod
     def _load_for_launch(session: Session, job_ids: list[int]) -> dict[int, Placed]:
@@ -304,17 +336,21 @@ class Controller:
         cluster_ids = {job.cluster_id for job, _, _ in rows}
         clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
         return {
-            job.id: Placed(job, workspace, experiment, clusters[job.cluster_id])
+            job.id: Placed(job, job_spec(job), workspace, experiment, clusters[job.cluster_id])
             for job, workspace, experiment in rows
             if job.cluster_id is not None  # a queued or running job keeps its cluster (deletion needs none)
         }
 
-    def _run_for(self, placed: Placed, attempt_id: int, nodes: list[NodeRow], *, started_at: float) -> Run:
+    def _run_for(
+        self, placed: Placed, attempt_id: int, nodes: list[NodeRow], ports: tuple[int, ...], *, started_at: float
+    ) -> Run:
         """Track the run of the job's current attempt (its number is the job's attempt count)."""
         job = placed.job
         plan = plan_for(
             job=job,
+            spec=placed.spec,
             attempt=job.attempt_count,
+            ports=ports,
             workspace=placed.workspace,
             experiment=placed.experiment,
             cluster=placed.cluster,
@@ -353,7 +389,9 @@ class Controller:
                 nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
                 busy.update(n.id for n in nodes)
                 placed = self._load_for_launch(session, [job.id])[job.id]
-                run = self._run_for(placed, attempt.id, nodes, started_at=attempt.started_at)
+                ports = tuple(attempt.ports or ())
+                self._ports.reserve(ports)
+                run = self._run_for(placed, attempt.id, nodes, ports, started_at=attempt.started_at)
                 if job.state == JobState.TERMINATING:
                     run.terminating = True
                     run.kill_at = (job.terminate_requested_at or now) + run.plan.grace_seconds

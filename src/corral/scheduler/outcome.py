@@ -1,17 +1,18 @@
 """How a running attempt ends, decided from what its nodes reported (pure).
 
-Nomenclature: a *run* is one attempt in flight. Its nodes report a
-:class:`~corral.backends.base.NodeExit` each. The first bad report (non-zero
-exit, failed prepare, lost node), an exceeded wall clock or a terminate request
-sets ``run.failure``/``run.terminating`` and the rest of the nodes are stopped;
-when every node has reported, :func:`attempt_outcome` gives the job's end.
+Nomenclature: a *run* is one attempt in flight. Its processes report a
+:class:`~corral.backends.base.ProcessExit` each. The first bad report (non-zero
+exit, failed prepare, lost process), an exceeded wall clock or a terminate request
+sets ``run.failure``/``run.terminating`` and the rest of the processes, on every
+node, are stopped (a distributed job never hangs on a dead peer); when every
+process has reported, :func:`attempt_outcome` gives the job's end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from corral.backends.base import ExitKind, NodeExit
+from corral.backends.base import ExitKind, ProcessExit
 from corral.core.states import ErrorCode, JobState
 from corral.launch.plan import LaunchPlan
 
@@ -26,7 +27,8 @@ class Run:
     kill_at: float | None = None  # SIGKILL after the grace period
     terminating: bool = False
     failure: tuple[str, str, int | None] | None = None  # (code, message, exit code)
-    exits: dict[int, NodeExit] = field(default_factory=dict)
+    #: Rank -> its report.
+    exits: dict[int, ProcessExit] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -34,7 +36,7 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return len(self.exits) == len(self.plan.nodes)
+        return len(self.exits) == len(self.plan.processes)
 
     @property
     def stopping(self) -> bool:
@@ -51,21 +53,24 @@ class Outcome:
     reason: str = "Exited"
 
 
-def failure_of(report: NodeExit) -> tuple[str, str, int | None] | None:
-    """The error a single node's report means, or None when it succeeded."""
-    node = f"node {report.rank}"
+def failure_of(report: ProcessExit, plan: LaunchPlan) -> tuple[str, str, int | None] | None:
+    """The error a single process's report means, or None when it succeeded."""
+    node_rank = next((p.node_rank for p in plan.processes if p.rank == report.rank), 0)
+    where = f"rank {report.rank} on node {node_rank} ({plan.nodes[node_rank].node_name})"
     if report.kind == ExitKind.EXITED:
         if report.exit_code == 0:
             return None
-        return (ErrorCode.JOB_FAILED, f"{node} exited with code {report.exit_code}", report.exit_code)
+        message = f"{where} exited with code {report.exit_code}"
+        if report.message:
+            message += f": {report.message}"
+        return (ErrorCode.JOB_FAILED, message, report.exit_code)
     if report.kind == ExitKind.PREPARE_FAILED:
-        message = f"prepare.command failed on {node} with exit code {report.exit_code}"
-        return (ErrorCode.PREPARE_FAILED, message, report.exit_code)
+        return (ErrorCode.PREPARE_FAILED, report.message or f"prepare.command failed for {where}", report.exit_code)
     if report.kind == ExitKind.LAUNCH_FAILED:
-        return (ErrorCode.LAUNCH_FAILED, f"could not start {node}: {report.message}", None)
+        return (ErrorCode.LAUNCH_FAILED, f"could not start {where}: {report.message}", None)
     if report.kind == ExitKind.NOT_STARTED:
-        return (ErrorCode.NODE_LOST, f"{node} was never started (the server stopped during launch)", None)
-    return (ErrorCode.NODE_LOST, f"{node}'s processes are gone and recorded no exit code", None)
+        return (ErrorCode.NODE_LOST, f"{where} was never started (the server stopped during launch)", None)
+    return (ErrorCode.NODE_LOST, f"{where} is gone and recorded no exit code", None)
 
 
 def attempt_outcome(run: Run) -> Outcome:
@@ -86,7 +91,7 @@ def attempt_outcome(run: Run) -> Outcome:
         code, message, exit_code = run.failure
         return Outcome(JobState.FAILED, exit_code, code, message, reason=code)
     for report in reports:
-        failure = failure_of(report)
+        failure = failure_of(report, run.plan)
         if failure is not None:
             return Outcome(JobState.FAILED, failure[2], failure[0], failure[1], reason=failure[0])
     return Outcome(JobState.SUCCEEDED, 0, reason="Exited")

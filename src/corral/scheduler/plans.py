@@ -12,17 +12,27 @@ from corral.store.tables import ClusterRow, JobRow, NodeRow
 NodeRootFn = Callable[[str, str, str], str]
 
 
+def job_spec(job: JobRow) -> JobSpec:
+    """The job's spec as the planners see it (secrets come from their own column)."""
+    return JobSpec.model_validate({**job.spec, "secrets": {}})
+
+
+def gpus_per_node(cluster: ClusterRow) -> int:
+    return int(cluster.spec.get("node", {}).get("gpus", 0))
+
+
 def plan_for(
     *,
     job: JobRow,
+    spec: JobSpec,
     attempt: int,
+    ports: Sequence[int],
     workspace: str,
     experiment: str,
     cluster: ClusterRow,
     nodes: Sequence[NodeRow],
     node_root: NodeRootFn,
 ) -> LaunchPlan:
-    spec = JobSpec.model_validate({**job.spec, "secrets": {}})
     shape = ClusterSpec.model_validate(cluster.spec).node
     ctx = JobContext(
         workspace=workspace,
@@ -34,6 +44,7 @@ def plan_for(
         spec=spec,
         secrets=dict(job.secrets),
         code_archive=job.code_archive,
+        ports=tuple(ports),
     )
     assignments = [
         NodeAssignment(

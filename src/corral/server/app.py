@@ -13,6 +13,7 @@ import corral
 from corral.backends.local.backend import LocalBackend
 from corral.backends.local.resources import node_root
 from corral.scheduler.loop import Controller
+from corral.scheduler.ports import PortAllocator
 from corral.server.auth import ensure_admin_token
 from corral.server.context import ServerContext
 from corral.server.errors import install_error_handlers
@@ -48,6 +49,7 @@ def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
         on_jobs_ended=waiters.notify,
         tick_seconds=settings.scheduler_tick,
         coalesce_seconds=settings.scheduler_coalesce,
+        ports=PortAllocator(*settings.ports),
     )
     context = ServerContext(settings=settings, db=db, controller=controller, waiters=waiters, names=NameCache())
     return context, backend

@@ -32,8 +32,15 @@ class Settings(BaseSettings):
     #: more throughput under load for a few milliseconds of latency.
     scheduler_coalesce: float = 0.005
     log_level: str = "info"
+    #: Ports given to distributed jobs (PyTorch's MASTER_PORT, TensorFlow's tasks), ``low-high``.
+    port_range: str = "29500-32767"
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
     gil_switch_interval: float = 0.0005
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        low, _, high = self.port_range.partition("-")
+        return int(low), int(high)
 
     @property
     def db_url(self) -> str:

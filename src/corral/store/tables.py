@@ -89,6 +89,8 @@ class JobRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(Integer)
     node_count: Mapped[int] = mapped_column(Integer)
+    #: Processes (ranks, each with its logs) on the job's cluster; fixed at submission.
+    rank_count: Mapped[int] = mapped_column(Integer)
     #: The validated spec with secret values removed (names kept, values masked).
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: Secret values; read only when building a launch plan.
@@ -119,6 +121,8 @@ class AttemptRow(Base):
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: Ports reserved for the attempt's processes (PyTorch's rendezvous, TensorFlow's tasks).
+    ports: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class JobEventRow(Base):

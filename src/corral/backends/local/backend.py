@@ -1,9 +1,16 @@
 """Run launch plans as process groups on this machine.
 
-Each node of a job runs the wrapper (``wrapper.py``) in a new session, so the
-node's whole process tree is one process group: ``killpg`` reaches all of it
-and nothing is left behind. Exits are reported through ``ExitWatcher``; the
-exit code is the one the wrapper wrote to disk, so it survives a server crash.
+Each process of a job (and each node's ``prepare.command``) runs under the wrapper
+(``wrapper.py``) in a new session, so its whole process tree is one process group:
+``killpg`` reaches all of it and nothing is left behind (a launcher whose children
+make groups of their own, mpirun, is swept by session when it ends). Exits are
+reported through ``ExitWatcher``; the exit code is the one the wrapper wrote to
+disk, so it survives a server crash.
+
+An attempt goes through two phases: every node's prepare (when the job has one),
+then, once all of them succeeded, every process. A failed prepare ends the others
+and reports every process ``PREPARE_FAILED``; ``<attempt dir>/started`` marks the
+second phase, so a restart knows which one it is in.
 
 Launching (creating the job's directories, unpacking code, spawning) runs on a
 few launcher threads: it is mostly system calls, which release the GIL, so the
@@ -21,15 +28,35 @@ import subprocess
 import sys
 import tarfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.backends.base import ExitKind, ExitListener, NodeExit
+from corral.backends.base import ExitKind, ExitListener, ProcessExit
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
-from corral.launch.plan import LaunchPlan, NodePlan
+from corral.launch.plan import FIRST_FAILURE, LaunchPlan, NodePlan, ProcessPlan
 
 log = logging.getLogger(__name__)
+
+STARTED_MARKER = "started"
+
+
+@dataclass
+class _Attempt:
+    """What the backend keeps about one plan while it runs (guarded by the backend's lock)."""
+
+    plan: LaunchPlan
+    #: exit file -> pid of each wrapper alive.
+    pids: dict[str, int] = field(default_factory=dict)
+    #: A signal asked for the whole plan: whatever starts later gets it at once.
+    signalled: signal.Signals | None = None
+    #: Node ranks whose prepare has not ended yet.
+    preparing: set[int] = field(default_factory=set)
+    #: (node rank, exit code or None when lost) of the first prepare that failed.
+    prepare_failure: tuple[int, int | None] | None = None
+    started: set[int] = field(default_factory=set)
 
 
 class LocalBackend:
@@ -43,62 +70,60 @@ class LocalBackend:
         self._listener: ExitListener | None = None
         self._watcher = ExitWatcher()
         self._launcher = ThreadPoolExecutor(launcher_threads, thread_name_prefix="corral-launcher")
-        #: (job uid, attempt, rank) -> wrapper pid, while it runs.
-        self._pids: dict[tuple[str, int, int], int] = {}
-        #: Plans being launched, so a signal that comes first is not lost.
-        self._signalled: dict[tuple[str, int], signal.Signals] = {}
+        self._attempts: dict[tuple[str, int], _Attempt] = {}
         self._lock = threading.Lock()
 
     def set_listener(self, listener: ExitListener) -> None:
         self._listener = listener
 
+    def _attempt(self, plan: LaunchPlan) -> _Attempt:
+        with self._lock:
+            state = self._attempts.get((plan.job_uid, plan.attempt))
+            if state is None:
+                state = self._attempts[(plan.job_uid, plan.attempt)] = _Attempt(plan)
+            return state
+
     # ------------------------------------------------------------ launch
 
     def launch(self, plan: LaunchPlan) -> None:
-        """Start the plan on a launcher thread; a node that cannot start is reported ``LAUNCH_FAILED``."""
-        self._launcher.submit(self._launch_now, plan)
+        """Start the plan on a launcher thread; a process that cannot start is reported ``LAUNCH_FAILED``."""
+        self._launcher.submit(self._launch_now, self._attempt(plan))
 
-    def _launch_now(self, plan: LaunchPlan) -> None:
-        started = 0
+    def _launch_now(self, state: _Attempt) -> None:
+        plan = state.plan
         try:
             for path in plan.shared_dirs:
                 os.makedirs(path, exist_ok=True)
+            for path, content in plan.files:
+                Path(path).write_text(content)
             for node in plan.nodes:
-                self._launch_node(plan, node)
-                started += 1
+                os.makedirs(node.workdir, exist_ok=True)
+                if node.code_archive:
+                    with tarfile.open(self._code_dir / f"{node.code_archive}.tar.gz") as tar:
+                        tar.extractall(node.workdir, filter="data")
+            if plan.has_prepare:
+                self._start_prepare(state)
+            else:
+                self._start_processes(state)
         except Exception as exc:
-            log.exception("launch of job %s failed", plan.job_uid)
-            self.signal(plan, kill=True)  # the nodes already started report their (killed) ends
-            message = f"{type(exc).__name__}: {exc}"
-            for node in plan.nodes[started:]:
-                if self._listener is not None:
-                    self._listener(
-                        NodeExit(plan.job_uid, plan.attempt, node.rank, ExitKind.LAUNCH_FAILED, None, message)
-                    )
+            self._launch_failed(state, exc)
 
-    def _launch_node(self, plan: LaunchPlan, node: NodePlan) -> None:
-        key = (plan.job_uid, plan.attempt, node.rank)
-        os.makedirs(node.workdir, exist_ok=True)
-        if node.code_archive:
-            with tarfile.open(self._code_dir / f"{node.code_archive}.tar.gz") as tar:
-                tar.extractall(node.workdir, filter="data")
-        process = node.processes[0]
-        argv = [
-            "/bin/sh",
-            "-c",
-            WRAPPER_SCRIPT,
-            WRAPPER_NAME,
-            node.exit_file,
-            node.workdir,
-            process.command,
-            node.prepare_command or "",
-            process.stdout,
-            process.stderr,
-            node.prepare_log,
-        ]
+    def _launch_failed(self, state: _Attempt, exc: Exception) -> None:
+        log.exception("launch of job %s failed", state.plan.job_uid)
+        self.signal(state.plan, kill=True)  # the processes already started report their (killed) ends
+        message = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            missing = [p for p in state.plan.processes if p.rank not in state.started]
+        for process in missing:
+            self._emit(state.plan, process.rank, ExitKind.LAUNCH_FAILED, None, message)
+
+    def _spawn(
+        self, state: _Attempt, exit_file: str, workdir: str, command: str, out: str, err: str, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        argv = ["/bin/sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file, workdir, command, out, err]
         popen = subprocess.Popen(
             argv,
-            env={**self._base_env, **process.env},
+            env={**self._base_env, **env},
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -106,81 +131,178 @@ class LocalBackend:
             start_new_session=True,
         )
         with self._lock:
-            self._pids[key] = popen.pid
-            pending = self._signalled.get((plan.job_uid, plan.attempt))
-        if pending is not None:  # terminated while it was being launched
+            state.pids[exit_file] = popen.pid
+            pending = state.signalled
+        if pending is not None:  # signalled while it was being launched
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(popen.pid, pending)
-        self._watcher.watch(popen.pid, functools.partial(self._node_ended, plan, node, popen.pid), popen)
+        return popen
+
+    def _start_prepare(self, state: _Attempt) -> None:
+        nodes = [node for node in state.plan.nodes if node.prepare_command]
+        with self._lock:
+            state.preparing = {node.rank for node in nodes}
+        for node in nodes:
+            assert node.prepare_command is not None
+            log_file = node.prepare_log
+            popen = self._spawn(
+                state, node.prepare_exit_file, node.workdir, node.prepare_command, log_file, log_file, node.prepare_env
+            )
+            self._watcher.watch(popen.pid, functools.partial(self._prepare_ended, state, node, popen.pid), popen)
+
+    def _start_processes(self, state: _Attempt) -> None:
+        plan = state.plan
+        if plan.has_prepare:
+            Path(plan.attempt_dir, STARTED_MARKER).touch()
+        workdirs = {node.rank: node.workdir for node in plan.nodes}
+        for process in plan.processes:
+            popen = self._spawn(
+                state, process.exit_file, workdirs[process.node_rank], process.command, process.stdout,
+                process.stderr, process.env,
+            )  # fmt: skip
+            with self._lock:
+                state.started.add(process.rank)
+            self._watcher.watch(popen.pid, functools.partial(self._process_ended, state, process, popen.pid), popen)
+
+    def _start_processes_or_fail(self, state: _Attempt) -> None:
+        try:
+            self._start_processes(state)
+        except Exception as exc:
+            self._launch_failed(state, exc)
 
     # ------------------------------------------------------------ exits
 
-    def _node_ended(self, plan: LaunchPlan, node: NodePlan, pid: int) -> None:
-        # Whatever the command left in its group (background children) goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    def _ended(self, state: _Attempt, exit_file: str, pid: int | None, *, sweep: bool = False) -> int | None:
+        """Clean up after a wrapper that ended; its exit code, or None when it recorded none."""
+        if pid is not None:
+            if sweep:
+                _kill_session(pid)
+            # Whatever the command left in its group (background children) goes with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         with self._lock:
-            self._pids.pop((plan.job_uid, plan.attempt, node.rank), None)
-        self._report(plan, node, self._read_exit(node))
+            state.pids.pop(exit_file, None)
+        return _read_exit(exit_file)
 
-    @staticmethod
-    def _read_exit(node: NodePlan) -> tuple[ExitKind, int | None] | None:
-        with contextlib.suppress(FileNotFoundError):
-            parsed = parse_exit_file(Path(node.exit_file).read_text())
-            if parsed is not None:
-                return (ExitKind.EXITED if parsed[0] == "exit" else ExitKind.PREPARE_FAILED), parsed[1]
-        return None
+    def _prepare_ended(self, state: _Attempt, node: NodePlan, pid: int | None) -> None:
+        code = self._ended(state, node.prepare_exit_file, pid)
+        with self._lock:
+            state.preparing.discard(node.rank)
+            first = code != 0 and state.prepare_failure is None
+            if first:
+                state.prepare_failure = (node.rank, code)
+            remaining = bool(state.preparing)
+            failure = state.prepare_failure
+            others = list(state.pids.values()) if first else []
+        for other in others:  # no process starts now: the other nodes need not finish preparing
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(other, signal.SIGTERM)
+        if remaining:
+            return
+        if failure is None:
+            self._launcher.submit(self._start_processes_or_fail, state)
+            return
+        rank, failed_code = failure
+        name = state.plan.nodes[rank].node_name
+        if failed_code is None:
+            message = f"prepare.command on node {rank} ({name}) vanished without an exit code"
+        else:
+            message = f"prepare.command failed on node {rank} ({name}) with exit code {failed_code}"
+        for process in state.plan.processes:
+            self._emit(state.plan, process.rank, ExitKind.PREPARE_FAILED, failed_code, message)
 
-    def _report(self, plan: LaunchPlan, node: NodePlan, found: tuple[ExitKind, int | None] | None) -> None:
-        kind, code = found if found is not None else (ExitKind.LOST, None)
+    def _process_ended(self, state: _Attempt, process: ProcessPlan, pid: int | None) -> None:
+        code = self._ended(state, process.exit_file, pid, sweep=process.sweep_session)
+        self._report(state.plan, process, code)
+
+    def _report(self, plan: LaunchPlan, process: ProcessPlan, code: int | None) -> None:
+        if code is None:
+            self._emit(plan, process.rank, ExitKind.LOST, None, None)
+            return
+        message = None
+        if code != 0:
+            with contextlib.suppress(OSError, ValueError):
+                rank, rank_code = Path(plan.attempt_dir, FIRST_FAILURE).read_text().split()
+                message = f"rank {int(rank)} exited with code {int(rank_code)} (the first to fail)"
+        self._emit(plan, process.rank, ExitKind.EXITED, code, message)
+
+    def _emit(self, plan: LaunchPlan, rank: int, kind: ExitKind, code: int | None, message: str | None) -> None:
         if self._listener is not None:
-            self._listener(NodeExit(plan.job_uid, plan.attempt, node.rank, kind, code))
+            self._listener(ProcessExit(plan.job_uid, plan.attempt, rank, kind, code, message))
 
     # ------------------------------------------------------------ recovery
 
     def recover(self, plan: LaunchPlan) -> None:
+        state = self._attempt(plan)
+        if not os.path.exists(plan.attempt_dir):
+            # The launcher makes the attempt dir before anything starts: without it nothing ever did.
+            for process in plan.processes:
+                self._emit(plan, process.rank, ExitKind.NOT_STARTED, None, None)
+            return
         live = _wrapper_pids()
-        for node in plan.nodes:
-            finished = self._read_exit(node)
-            if finished is not None:
-                self._report(plan, node, finished)
-                continue
-            pid = live.get(node.exit_file)
-            if pid is None:
-                # Not running and no exit recorded (unless it ended just now). The launcher makes the
-                # attempt dir just before spawning: without it the node surely never started.
-                finished = self._read_exit(node)
-                if finished is None:
-                    started = os.path.exists(plan.attempt_dir)
-                    finished = (ExitKind.LOST if started else ExitKind.NOT_STARTED, None)
-                self._report(plan, node, finished)
-                continue
+        if plan.has_prepare and not os.path.exists(os.path.join(plan.attempt_dir, STARTED_MARKER)):
+            nodes = [node for node in plan.nodes if node.prepare_command]
             with self._lock:
-                self._pids[(plan.job_uid, plan.attempt, node.rank)] = pid
-            ended = functools.partial(self._node_ended, plan, node, pid)
-            if not self._watcher.watch(pid, ended):
-                ended()
+                state.preparing = {node.rank for node in nodes}
+            for node in nodes:
+                self._reattach(state, node.prepare_exit_file, live, functools.partial(self._prepare_ended, state, node))
+            return
+        for process in plan.processes:
+            with self._lock:
+                state.started.add(process.rank)
+            self._reattach(state, process.exit_file, live, functools.partial(self._process_ended, state, process))
+
+    def _reattach(
+        self, state: _Attempt, exit_file: str, live: dict[str, int], ended: Callable[[int | None], None]
+    ) -> None:
+        pid = live.get(exit_file)
+        if pid is None or _read_exit(exit_file) is not None:
+            ended(None)  # ended while no server watched: its exit file says how (or nothing: lost)
+            return
+        with self._lock:
+            state.pids[exit_file] = pid
+        if not self._watcher.watch(pid, functools.partial(ended, pid)):
+            ended(pid)
 
     # ------------------------------------------------------------ signals
 
     def signal(self, plan: LaunchPlan, *, kill: bool) -> None:
         sig = signal.SIGKILL if kill else signal.SIGTERM
+        state = self._attempt(plan)
         with self._lock:
-            self._signalled[(plan.job_uid, plan.attempt)] = sig
-            pids = [self._pids.get((plan.job_uid, plan.attempt, node.rank)) for node in plan.nodes]
+            state.signalled = sig
+            pids = list(state.pids.values())
         for pid in pids:
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, sig)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
 
     def forget(self, plan: LaunchPlan) -> None:
         """The plan's attempt has ended: drop what was kept for signalling it."""
         with self._lock:
-            self._signalled.pop((plan.job_uid, plan.attempt), None)
+            self._attempts.pop((plan.job_uid, plan.attempt), None)
 
     def close(self) -> None:
         self._launcher.shutdown(wait=True)
         self._watcher.close()
+
+
+def _read_exit(exit_file: str) -> int | None:
+    with contextlib.suppress(FileNotFoundError):
+        return parse_exit_file(Path(exit_file).read_text())
+    return None
+
+
+def _session_of(pid: str) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
+def _kill_session(session: int) -> None:
+    """SIGKILL every process of a session (the wrapper's): its children may have left its process group."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if _session_of(entry) == session:
+                    os.kill(int(entry), signal.SIGKILL)
 
 
 def _wrapper_pids() -> dict[str, int]:
@@ -197,7 +319,7 @@ def _wrapper_pids() -> dict[str, int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             if len(argv) <= 4 or argv[3] != name:
                 continue
-            session = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[3])
+            session = _session_of(entry)
         except (OSError, ValueError, IndexError):
             continue
         if session == int(entry):

@@ -22,6 +22,7 @@ from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.specs import PRIORITY_RANK, JobSpec, parse_spec
 from corral.core.states import ErrorCode, JobState
+from corral.launch.planner import rank_count
 from corral.server.services import experiments
 from corral.server.services.lookup import NameCache, experiment_row, job_row, workspace_row
 from corral.store.db import Database
@@ -58,6 +59,7 @@ def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[Att
         state=JobState(row.state),
         priority=PRIORITY_NAME[row.priority],
         node_count=row.node_count,
+        rank_count=row.rank_count,
         toolkit=spec.toolkit,
         spec=spec,
         submitted_by=row.submitted_by,
@@ -122,6 +124,7 @@ def create_job(
             f"this job needs {spec.node_count} and could never start",
             details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.target_nodes} nodes"}],
         )
+    ranks = rank_count(spec, cluster.gpus_per_node)
     uid = uuid.uuid4().hex
     name = request.name or spec.name or f"job-{uid[:10]}"
     public = spec.model_copy(
@@ -137,6 +140,7 @@ def create_job(
         "state": JobState.QUEUED.value,
         "priority": PRIORITY_RANK[spec.priority],
         "node_count": spec.node_count,
+        "rank_count": ranks,
         "spec": public.model_dump(mode="json"),
         "secrets": dict(spec.secrets),
         "code_archive": request.code_archive,
@@ -172,6 +176,7 @@ def create_job(
         state=JobState.QUEUED,
         priority=spec.priority,
         node_count=spec.node_count,
+        rank_count=ranks,
         toolkit=spec.toolkit,
         spec=public,
         submitted_by=submitted_by,

@@ -72,6 +72,7 @@ class ClusterRef:
     id: int
     name: str
     target_nodes: int
+    gpus_per_node: int
 
 
 class NameCache:
@@ -108,7 +109,11 @@ class NameCache:
             experiment_id = session.scalar(
                 select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
             )
-        found = (ws.id, ClusterRef(row.id, row.name, row.target_nodes), experiment_id)
+        found = (
+            ws.id,
+            ClusterRef(row.id, row.name, row.target_nodes, int(row.spec.get("node", {}).get("gpus", 0))),
+            experiment_id,
+        )
         if experiment_id is not None:
             with self._lock:
                 self._entries[key] = found
