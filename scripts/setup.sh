@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install Corral with everything the demo and the tests use.
-# Sourced by demo.sh and test.sh; safe to run again.
+# With --distributed, also what the distributed toolkits' tests and examples run: PyTorch (the
+# CPU build), mpi4py and OpenMPI (apt-get, as root). Sourced by demo.sh and test.sh; safe to run again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
+quiet_pip() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+extras=dev
+if [ "${1:-}" = "--distributed" ]; then
+  extras=dev,distributed
+  if ! command -v mpirun >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing OpenMPI (apt-get)" >&2
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null
+    else
+      echo "OpenMPI's mpirun is missing and cannot be installed here: the MPI tests are skipped" >&2
+    fi
+  fi
+  # The CPU build first (a plain `torch` would pull a multi-GB CUDA build); the extra's range accepts it.
+  .venv/bin/python -c "import torch" 2>/dev/null || quiet_pip "torch==2.13.0"
+fi
+quiet_pip -e ".[$extras]"
 .venv/bin/python -c "import corral, fastapi, sqlalchemy, sklearn" >/dev/null

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --distributed
 
 if url=$(bash scripts/postgres.sh start); then
   export CORRAL_TEST_POSTGRES_URL="$url"

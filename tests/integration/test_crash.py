@@ -94,3 +94,36 @@ def test_attempt_marked_running_but_never_launched_is_requeued(
     assert (tmp_path / "victim.runs").read_text() == "run\n"
     assert [a.reason for a in victim_job.attempts] == ["NotStarted", "Exited"]
     assert [e.to_state for e in c.job_events("victim")] == ["queued", "running", "queued", "running", "succeeded"]
+
+
+@pytest.mark.parametrize("kind", DB_KINDS)
+def test_sigkill_during_prepare_then_restart(server_factory: object, kind: str, tmp_path: Path) -> None:
+    """Prepare is a barrier that survives a restart: one that ended meanwhile lets the processes start,
+    one still running is re-attached; every prepare and every process runs exactly once."""
+    srv = server_factory(kind)  # type: ignore[operator]
+    c = srv.client()
+    c.create_cluster({"name": "c4", "scale": {"nodes": 4}})
+    for name, seconds in (("short", 1.5), ("long", 6)):
+        c.create_job(
+            {
+                "name": name,
+                "cluster": "c4",
+                "node_count": 2,
+                "prepare": {"command": f"echo prep >> {tmp_path}/{name}-prep-$CORRAL_NODE_RANK; sleep {seconds}"},
+                "custom": {"command": f"echo run >> {tmp_path}/{name}.runs"},
+            }
+        )
+    wait_for_state(c, "short", "running")
+    wait_for_state(c, "long", "running")
+    time.sleep(0.5)
+    srv.kill()
+    time.sleep(2)  # short's prepare ends while no server watches; long's goes on
+    srv.start()
+    c = srv.client()
+    for name in ("short", "long"):
+        job = c.wait_job(name, timeout=60)
+        assert job.state == "succeeded", (name, job.error)
+        assert (tmp_path / f"{name}.runs").read_text() == "run\n" * 2, name
+        for rank in (0, 1):
+            assert (tmp_path / f"{name}-prep-{rank}").read_text() == "prep\n", (name, rank)
+        assert [e.to_state for e in c.job_events(name)] == ["queued", "running", "succeeded"]

@@ -97,7 +97,7 @@ def test_batchai_style_arguments_expand_on_the_node(tmp_path: Path) -> None:
         env={"LR": "0.5"},
     )  # fmt: skip
     assert expand(p.processes[1], tmp_path) == (
-        f"/n/1/jobs/abc123/train.py --out /out/ws/exp/j1/abc123/MODEL --rank 1 0.5"
+        "/n/1/jobs/abc123/train.py --out /out/ws/exp/j1/abc123/MODEL --rank 1 0.5"
     )
 
 

@@ -59,7 +59,7 @@ def create(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment (else the spec's).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Job name (else the spec's, else generated).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; exit with its code.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", help="Stream node 0's logs until the job ends.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Stream rank 0's logs until the job ends.")] = False,
     workspace: WorkspaceOpt = "default",
 ) -> None:
     """Submit a job; prints its name."""
@@ -115,6 +115,7 @@ def show(
         ("state", j.state.value),
         ("toolkit", j.toolkit),
         ("nodes", f"{j.node_count} {', '.join(j.nodes)}".strip()),
+        ("ranks", j.rank_count),
         ("priority", j.priority),
         ("submitted by", j.submitted_by),
         ("created", when(j.created_at)),
@@ -135,18 +136,20 @@ def show(
 def logs(
     name: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False,
-    node: Annotated[int, typer.Option("--node", "--rank", help="Node rank.")] = 0,
+    rank: Annotated[
+        int, typer.Option("--rank", "-r", "--node", help="Process rank (with --stream prepare: node rank).")
+    ] = 0,
     stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or prepare (not with -f).")] = "",
     experiment: ExperimentOpt = "default",
     workspace: WorkspaceOpt = "default",
 ) -> None:
-    """Print a node's logs: stdout to stdout, stderr to stderr."""
+    """Print a rank's logs: stdout to stdout, stderr to stderr."""
     c = client(workspace, experiment)
     if follow:
-        _follow(c, name, node)
+        _follow(c, name, rank)
         return
     for which in [stream] if stream else ["stdout", "stderr"]:
-        text = c.job_logs(name, rank=node, stream=which)
+        text = c.job_logs(name, rank=rank, stream=which)
         (sys.stderr if which == "stderr" else sys.stdout).write(text)
 
 

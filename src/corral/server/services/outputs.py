@@ -88,8 +88,9 @@ def mask(text: str, secrets: list[str]) -> str:
 
 
 def log_file(row: JobRow, stream: LogStream, rank: int) -> Path:
-    if rank < 0 or rank >= row.rank_count:
-        raise InvalidRequest(f"rank: job {row.name!r} has ranks 0..{row.rank_count - 1}, got {rank}")
+    count, what = (row.node_count, "nodes") if stream == "prepare" else (row.rank_count, "ranks")
+    if rank < 0 or rank >= count:
+        raise InvalidRequest(f"rank: job {row.name!r} has {what} 0..{count - 1}, got {rank}")
     return Path(row.job_dir) / STDOUTERR / f"{stream}-{rank}.txt"
 
 
