@@ -10,6 +10,7 @@ digest of its final parameters, which must be the same on all of them.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -88,6 +89,10 @@ def main() -> None:
             torch.save(model.module.state_dict(), out / "model.pt")
             metrics = {"losses": losses, "accuracy": accuracy, "world_size": world}
             (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    # Release everything that holds the process group (DDP's reducer) before destroying it, while the
+    # interpreter is fully alive: torch 2.13's gloo threads otherwise sometimes abort the exit.
+    del model, optimizer
+    gc.collect()
     dist.destroy_process_group()
 
 

@@ -284,6 +284,9 @@ class Controller:
             for p in placements
         ]
         moved = {m.job.id for m in transition_jobs(session, moves, at=now)}
+        for p in placements:
+            if p.job_id not in moved:  # changed under us (deleted, terminated): its ports go back
+                self._ports.release(ports[p.job_id])
         placements = [p for p in placements if p.job_id in moved]
         if not placements:
             return []

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     scheduler_coalesce: float = 0.005
     log_level: str = "info"
     #: Ports given to distributed jobs (PyTorch's MASTER_PORT, TensorFlow's tasks), ``low-high``.
-    port_range: str = "29500-32767"
+    port_range: str = Field("29500-32767", pattern=r"^\d{1,5}-\d{1,5}$")
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
     gil_switch_interval: float = 0.0005
 
