@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from corral.launch.common import Proc, build_plan, python_command
 from corral.launch.env import node_environment, twins
+from corral.launch.mpi import plan_mpi_command
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 
 if TYPE_CHECKING:
@@ -36,8 +37,6 @@ def processes_per_node(spec: JobSpec, gpus_per_node: int) -> int:
 
 
 def plan_pytorch(ctx: JobContext, nodes: Sequence[NodeAssignment]) -> LaunchPlan:
-    from corral.launch.mpi import plan_mpi_command
-
     tk = ctx.spec.pytorch
     node_list = list(nodes)
     gpus = len(node_list[0].gpus)
