@@ -29,7 +29,7 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
     backend = LocalBackend(code_dir=tmp_path / "code")
     controller = Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
     try:
-        job = jobs.create_job(
+        job, _ = jobs.create_job(
             db,
             NameCache(),
             workspace="default",

@@ -95,11 +95,12 @@ def list_(
             j.priority,
             j.exit_code,
             when(j.created_at),
-            j.error.code if j.error else "",
+            j.error.code if j.error else (j.reason or ""),
         )
         for j in jobs
     ]
-    emit(jobs, output, make_table(["NAME", "STATE", "CLUSTER", "NODES", "PRIORITY", "EXIT", "CREATED", "ERROR"], rows))
+    headers = ["NAME", "STATE", "CLUSTER", "NODES", "PRIORITY", "EXIT", "CREATED", "ERROR/REASON"]
+    emit(jobs, output, make_table(headers, rows))
 
 
 @app.command("show")
@@ -113,6 +114,7 @@ def show(
         ("experiment", j.experiment),
         ("cluster", j.cluster),
         ("state", j.state.value),
+        ("reason", j.reason or ""),
         ("toolkit", j.toolkit),
         ("nodes", f"{j.node_count} {', '.join(j.nodes)}".strip()),
         ("ranks", j.rank_count),

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from corral.cli import cluster, experiment, job, server
+from corral.cli import cluster, experiment, job, server, user, workspace
 from corral.core.errors import CorralError
 
 app = typer.Typer(
@@ -19,6 +19,9 @@ app.add_typer(server.app, name="server")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(job.app, name="job")
+app.add_typer(workspace.app, name="workspace")
+app.add_typer(user.app, name="user")
+app.command("usage")(workspace.usage)
 
 
 def main() -> None:

@@ -21,7 +21,20 @@ import httpx
 
 from corral.client import config
 from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
-from corral.core.models import Cluster, Experiment, FileEntry, FilePage, Job, JobEvent, Node, Workspace
+from corral.core.models import (
+    Cluster,
+    Experiment,
+    FileEntry,
+    FilePage,
+    Job,
+    JobEvent,
+    Node,
+    Quota,
+    Usage,
+    User,
+    UserCreated,
+    Workspace,
+)
 from corral.core.specs import load_spec_file
 from corral.storage.code import DEFAULT_MAX_CODE_BYTES, pack_directory
 
@@ -93,6 +106,25 @@ class Client:
 
     def create_workspace(self, name: str) -> Workspace:
         return Workspace.model_validate(self._request("POST", "/workspaces", json={"name": name}).json())
+
+    def set_quota(
+        self, *, max_nodes: int | None = None, max_gpus: int | None = None, workspace: str | None = None
+    ) -> Workspace:
+        """Nodes and GPUs the workspace's jobs may hold at once (None: no limit). Admins only."""
+        body = Quota(max_nodes=max_nodes, max_gpus=max_gpus).model_dump()
+        return Workspace.model_validate(self._request("PUT", f"{self._ws(workspace)}/quota", json=body).json())
+
+    def usage(self, *, workspace: str | None = None) -> Usage:
+        return Usage.model_validate(self._request("GET", f"{self._ws(workspace)}/usage").json())
+
+    # ------------------------------------------------------------ users
+
+    def create_user(self, name: str, *, admin: bool = False) -> UserCreated:
+        """A new user and its token (shown once). Admins only."""
+        return UserCreated.model_validate(self._request("POST", "/users", json={"name": name, "admin": admin}).json())
+
+    def list_users(self) -> list[User]:
+        return [User.model_validate(u) for u in self._request("GET", "/users").json()]
 
     # ------------------------------------------------------------ clusters
 

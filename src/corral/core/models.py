@@ -8,9 +8,9 @@ to ``"***"``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from corral.core.specs import ClusterSpec, JobSpec, Name
 from corral.core.states import JobState, NodeState
@@ -47,9 +47,49 @@ class JobCreate(Strict):
 # ---------------------------------------------------------------- resources
 
 
+class Quota(Public):
+    """At most this many nodes / GPUs in use at once by a workspace's jobs; None: no limit."""
+
+    max_nodes: int | None = Field(None, ge=0)
+    max_gpus: int | None = Field(None, ge=0)
+
+
 class Workspace(Public):
     name: str
     created_at: datetime
+    quota: Quota = Quota()
+
+
+class UserCreate(Public):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    admin: bool = False
+
+
+class User(Public):
+    name: str
+    admin: bool
+    created_at: datetime
+
+
+class UserCreated(User):
+    #: Shown once: only its SHA-256 is stored.
+    token: str
+
+
+class UsageRow(Public):
+    #: A user's name or an experiment's.
+    name: str
+    node_hours: float
+    gpu_hours: float
+    jobs: int
+
+
+class Usage(Public):
+    """Node-hours and GPU-hours of a workspace's attempts (running ones up to now), undecayed."""
+
+    workspace: str
+    by_user: list[UsageRow]
+    by_experiment: list[UsageRow]
 
 
 class NodeCounts(Public):
@@ -115,6 +155,8 @@ class Job(Public):
     node_count: int
     #: Processes in all (each rank has its own logs).
     rank_count: int
+    #: Why a queued job waits: ``Priority``, ``Resources``, ``Quota`` (None unless queued).
+    reason: str | None = None
     toolkit: str
     spec: JobSpec
     submitted_by: str

@@ -101,6 +101,8 @@ class ClusterSpec(Strict):
     scale: ScaleSpec = ScaleSpec(nodes=1)
     setup: SetupSpec | None = None
     mounts: list[MountSpec] = Field(default_factory=list)
+    #: A high-priority job that has waited this long may preempt (requeue) running low-priority jobs.
+    preempt_after: Duration | None = Field(None, ge=0)
 
 
 # ---------------------------------------------------------------- job

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
@@ -32,11 +32,15 @@ from corral.core.states import ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.outcome import Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
-from corral.scheduler.policy import FreeNode, QueuedJob, Snapshot, place_jobs
+from corral.scheduler.policy import FreeNode, QueuedJob, Quota, RunningJob, Snapshot, schedule
 from corral.scheduler.ports import PortAllocator
+from corral.scheduler.usage import Usage
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 from corral.store.transitions import Move, transition_jobs
+
+#: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
+QUEUE_RELOAD_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,22 @@ class Controller:
         tick_seconds: float = 5.0,
         coalesce_seconds: float = 0.005,
         ports: PortAllocator | None = None,
+        fairshare_half_life: float = 7 * 86400.0,
     ) -> None:
         self._db = db
+        #: The queue as the policy sees it (the database stays the truth: reloaded in full now and then).
+        self._queue: dict[int, QueuedJob] = {}
+        #: The wait reason last written for each queued job.
+        self._reasons: dict[int, str | None] = {}
+        self._submitted: deque[int] = deque()
+        self._dequeued: deque[int] = deque()
+        self._next_reload = 0.0
+        self._policy_stale = True
+        #: Cluster id -> (GPUs per node, preempt_after).
+        self._clusters: dict[int, tuple[int, float | None]] = {}
+        self._quotas: dict[int, Quota] = {}
+        self._usage = Usage(fairshare_half_life)
+        self._half_life = fairshare_half_life
         self._ports = ports or PortAllocator()
         #: Ports given out by the pass in progress: released again if its transaction fails.
         self._pass_ports: list[int] = []
@@ -97,6 +115,21 @@ class Controller:
             self._thread.join(timeout=10)
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def job_submitted(self, job_id: int) -> None:
+        """A job was committed to the queue."""
+        self._submitted.append(job_id)
+        self._wake.set()
+
+    def job_dequeued(self, job_id: int) -> None:
+        """A queued job left the queue without the loop (terminated by a request)."""
+        self._dequeued.append(job_id)
+        self._wake.set()
+
+    def policy_changed(self) -> None:
+        """A cluster or a workspace quota changed: reload them before the next placement."""
+        self._policy_stale = True
         self._wake.set()
 
     def request_terminate(self, job_id: int) -> None:
@@ -134,6 +167,10 @@ class Controller:
         terminations = []
         while self._terminate_requests:
             terminations.append(self._terminate_requests.popleft())
+        while self._dequeued:
+            job_id = self._dequeued.popleft()
+            self._queue.pop(job_id, None)
+            self._reasons.pop(job_id, None)
         now = time.time()
         # Signals and bookkeeping first, outside the transaction: it holds the database's one write lock,
         # which every submission waits for.
@@ -149,8 +186,7 @@ class Controller:
         self._pass_ports = []
         try:
             with self._db.write() as session:
-                if done:
-                    self._finish(session, done, now)
+                requeued = self._finish(session, done, now) if done else []
                 starts = self._schedule(session, now)
         except BaseException:
             self._ports.release(self._pass_ports)
@@ -160,6 +196,11 @@ class Controller:
             self._runs_by_job.pop(run.job_id, None)
             self._backend.forget(run.plan)
             self._ports.release(run.plan.ports)
+            if run.shape is not None:
+                self._usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
+        self._submitted.extend(requeued)  # back in the queue: the next pass sees them
+        if requeued:
+            self._wake.set()
         if done:
             self._on_jobs_ended([r.job_id for r in done])
         for placed, attempt_id, nodes, ports in starts:
@@ -206,7 +247,8 @@ class Controller:
                 )
                 self._stop_run(run, now)
 
-    def _finish(self, session: Session, runs: list[Run], now: float) -> None:
+    def _finish(self, session: Session, runs: list[Run], now: float) -> list[int]:
+        """Commit how the runs ended; the ids of the jobs that went back to the queue."""
         job_ids = [r.job_id for r in runs]
         light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
         jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
@@ -226,7 +268,7 @@ class Controller:
                 {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
             )
             if outcome.state == JobState.QUEUED:
-                moves.append(Move(job, JobState.QUEUED, outcome.reason, "requeued"))
+                moves.append(Move(job, JobState.QUEUED, outcome.reason, "requeued", {"queued_at": now}))
                 continue
             changes = {
                 "ended_at": now,
@@ -237,41 +279,59 @@ class Controller:
             moves.append(Move(job, outcome.state, outcome.error_code or "Exited", outcome.error_message, changes))
         if attempts:
             session.execute(update(AttemptRow), attempts)
-        transition_jobs(session, moves, at=now)
+        moved = transition_jobs(session, moves, at=now)
+        return [m.job.id for m in moved if m.target == JobState.QUEUED]
 
     # ------------------------------------------------------------ scheduling
 
     def _schedule(self, session: Session, now: float) -> list[tuple[Placed, int, list[NodeRow], tuple[int, ...]]]:
-        """Start what the policy places: commit them running, and return what :meth:`_run_for` needs."""
+        """Run the queue's policy: record why jobs wait, preempt, commit the placed jobs running, and return
+        what :meth:`_run_for` needs for each."""
+        self._refresh(session, now)
+        if not self._queue:
+            return []
         free_rows = session.execute(
             select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
                 NodeRow.state == NodeState.IDLE, NodeRow.job_id.is_(None)
             )
         ).all()
-        if not free_rows:
-            return []
-        free_by_cluster: dict[int, int] = {}
-        for row in free_rows:
-            free_by_cluster[row.cluster_id] = free_by_cluster.get(row.cluster_id, 0) + 1
-        queued: list[QueuedJob] = []
-        for cluster_id, free in free_by_cluster.items():
-            # Strict order: only the first `free` jobs (+1, the head that may block) can start.
-            rows = session.execute(
-                select(JobRow.id, JobRow.priority, JobRow.node_count)
-                .where(JobRow.cluster_id == cluster_id, JobRow.state == JobState.QUEUED)
-                .order_by(JobRow.priority.desc(), JobRow.id)
-                .limit(free + 1)
-            ).all()
-            queued.extend(QueuedJob(r.id, cluster_id, r.priority, r.id, r.node_count) for r in rows)
-        if not queued:
-            return []
-        placements = place_jobs(
-            Snapshot(queued=queued, free_nodes=[FreeNode(r.id, r.cluster_id, r.idx) for r in free_rows])
+        shapes = [
+            replace(r.shape, preempting=r.preempted) if r.preempted else r.shape
+            for r in self._runs.values()
+            if r.shape is not None
+        ]
+        running_usage = [
+            (r.user, r.shape.node_count * max(0.0, now - r.started_at)) for r in self._runs.values() if r.shape
+        ]
+        decision = schedule(
+            Snapshot(
+                queued=list(self._queue.values()),
+                free_nodes=[FreeNode(r.id, r.cluster_id, r.idx) for r in free_rows],
+                running=shapes,
+                usage=self._usage.snapshot(now, running_usage),
+                quotas=self._quotas,
+                preempt_after={c: after for c, (_, after) in self._clusters.items() if after is not None},
+                now=now,
+            )
         )
+        changed = {j: r for j, r in decision.reasons.items() if self._reasons.get(j) != r}
+        if changed:
+            session.execute(update(JobRow), [{"id": j, "reason": r} for j, r in changed.items()])
+            self._reasons.update(changed)
+        for job_id in decision.preempt:
+            run = self._runs_by_job.get(job_id)
+            if run is not None and not run.stopping:
+                log.info("preempting job %s for a waiting high-priority job", job_id)
+                run.preempted = True
+                self._stop_run(run, now)
+        placements = decision.placements
         if not placements:
             return []
         # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
         placed = self._load_for_launch(session, [p.job_id for p in placements])
+        for p in placements:
+            if p.job_id not in placed:  # deleted meanwhile
+                self._queue.pop(p.job_id, None)
         ports = self._reserve_ports(placed)
         placements = [p for p in placements if p.job_id in ports]
         jobs = {job_id: p.job for job_id, p in placed.items()}
@@ -279,13 +339,21 @@ class Controller:
             Move(
                 jobs[p.job_id],
                 JobState.RUNNING,
-                changes={"started_at": now, "exit_code": None, "attempt_count": jobs[p.job_id].attempt_count + 1},
+                changes={
+                    "started_at": now,
+                    "exit_code": None,
+                    "attempt_count": jobs[p.job_id].attempt_count + 1,
+                    "reason": None,
+                },
             )
             for p in placements
         ]
         moved = {m.job.id for m in transition_jobs(session, moves, at=now)}
         for p in placements:
-            if p.job_id not in moved:  # changed under us (deleted, terminated): its ports go back
+            # Placed, or no longer queued (terminated, deleted): out of the queue either way.
+            self._queue.pop(p.job_id, None)
+            self._reasons.pop(p.job_id, None)
+            if p.job_id in ports and p.job_id not in moved:
                 self._ports.release(ports[p.job_id])
         placements = [p for p in placements if p.job_id in moved]
         if not placements:
@@ -314,6 +382,65 @@ class Controller:
             (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id])
             for p in placements
         ]
+
+    def _refresh(self, session: Session, now: float) -> None:
+        """Bring the in-memory queue, clusters and quotas up to date: what changed, or all of it now and then."""
+        if self._policy_stale:
+            self._policy_stale = False
+            self._clusters = {}
+            for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
+                self._clusters[cluster_id] = (int(spec.get("node", {}).get("gpus", 0)), spec.get("preempt_after"))
+            self._quotas = {
+                ws_id: Quota(max_nodes, max_gpus)
+                for ws_id, max_nodes, max_gpus in session.execute(
+                    select(WorkspaceRow.id, WorkspaceRow.max_nodes, WorkspaceRow.max_gpus)
+                )
+                if max_nodes is not None or max_gpus is not None
+            }
+        query = select(
+            JobRow.id,
+            JobRow.cluster_id,
+            JobRow.priority,
+            JobRow.node_count,
+            JobRow.submitted_by,
+            JobRow.workspace_id,
+            JobRow.wall_clock,
+            JobRow.queued_at,
+            JobRow.created_at,
+            JobRow.reason,
+        ).where(JobRow.state == JobState.QUEUED)
+        if now >= self._next_reload:
+            self._next_reload = now + QUEUE_RELOAD_SECONDS
+            self._submitted.clear()
+            self._queue.clear()
+            self._reasons.clear()
+        elif self._submitted:
+            ids = set()
+            while self._submitted:
+                ids.add(self._submitted.popleft())
+            query = query.where(JobRow.id.in_(ids))
+        else:
+            return
+        for row in session.execute(query):
+            if row.cluster_id is None:
+                continue
+            if row.cluster_id not in self._clusters:
+                self._policy_stale = True  # a cluster made since the last reload: the next pass knows it
+                continue
+            gpus = self._clusters[row.cluster_id][0]
+            self._queue[row.id] = QueuedJob(
+                row.id,
+                row.cluster_id,
+                row.priority,
+                row.id,
+                row.node_count,
+                row.submitted_by,
+                row.workspace_id,
+                row.wall_clock,
+                gpus,
+                row.queued_at if row.queued_at is not None else row.created_at,
+            )
+            self._reasons[row.id] = row.reason
 
     def _reserve_ports(self, placed: dict[int, Placed]) -> dict[int, tuple[int, ...]]:
         """Ports for each placed job that needs some; a job for which none are free now stays queued."""
@@ -361,12 +488,24 @@ class Controller:
             node_root=self._node_root,
         )
         limit = (job.spec.get("limits") or {}).get("max_wall_clock")
+        shape = RunningJob(
+            job.id,
+            job.cluster_id or 0,
+            job.priority,
+            job.node_count,
+            job.workspace_id,
+            started_at,
+            limit,
+            gpus_per_node(placed.cluster),
+        )
         run = Run(
             job_id=job.id,
             attempt_id=attempt_id,
             plan=plan,
             started_at=started_at,
             deadline=started_at + limit if limit else None,
+            shape=shape,
+            user=job.submitted_by,
         )
         self._track(run)
         return run
@@ -374,10 +513,18 @@ class Controller:
     # ------------------------------------------------------------ recovery
 
     def recover(self) -> None:
-        """Rebuild runs of jobs that were running when the last server stopped."""
+        """Rebuild runs of jobs that were running when the last server stopped, and the users' usage."""
         runs: list[Run] = []
         now = time.time()
         with self._db.write() as session:
+            ended = session.execute(
+                select(JobRow.submitted_by, AttemptRow.started_at, AttemptRow.ended_at, AttemptRow.node_ids)
+                .join(JobRow, JobRow.id == AttemptRow.job_id)
+                .where(AttemptRow.ended_at > now - 8 * self._half_life)
+                .order_by(AttemptRow.ended_at)
+            )
+            for user, started_at, ended_at, node_ids in ended:
+                self._usage.add(user, len(node_ids) * max(0.0, ended_at - started_at), ended_at)
             rows = session.scalars(
                 select(JobRow).where(JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]))
             ).all()

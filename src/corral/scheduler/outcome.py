@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from corral.backends.base import ExitKind, ProcessExit
 from corral.core.states import ErrorCode, JobState
 from corral.launch.plan import LaunchPlan
+from corral.scheduler.policy import RunningJob
 
 
 @dataclass
@@ -26,9 +27,14 @@ class Run:
     deadline: float | None = None  # wall clock limit
     kill_at: float | None = None  # SIGKILL after the grace period
     terminating: bool = False
+    #: Stopped to give its nodes to a waiting high-priority job: it goes back to the queue.
+    preempted: bool = False
     failure: tuple[str, str, int | None] | None = None  # (code, message, exit code)
     #: Rank -> its report.
     exits: dict[int, ProcessExit] = field(default_factory=dict)
+    #: What the queue's policy needs of a running job (see ``policy.RunningJob``).
+    shape: RunningJob | None = None
+    user: str = ""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -40,7 +46,7 @@ class Run:
 
     @property
     def stopping(self) -> bool:
-        return self.terminating or self.failure is not None
+        return self.terminating or self.preempted or self.failure is not None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,9 @@ def attempt_outcome(run: Run) -> Outcome:
         # Nothing ran: the job goes back to the queue for a fresh attempt.
         return Outcome(JobState.QUEUED, None, reason="NotStarted")
     first_code = next((r.exit_code for r in reports if r.exit_code is not None), None)
+    finished = all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in reports)
+    if run.preempted and not run.terminating and not finished:
+        return Outcome(JobState.QUEUED, first_code, reason="Preempted")
     if run.terminating:
         return Outcome(
             JobState.TERMINATED,

@@ -17,7 +17,7 @@ from corral.scheduler.ports import PortAllocator
 from corral.server.auth import ensure_admin_token
 from corral.server.context import ServerContext
 from corral.server.errors import install_error_handlers
-from corral.server.routers import clusters, code, experiments, health, jobs, workspaces
+from corral.server.routers import clusters, code, experiments, health, jobs, users, workspaces
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import Settings
@@ -50,6 +50,7 @@ def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
         tick_seconds=settings.scheduler_tick,
         coalesce_seconds=settings.scheduler_coalesce,
         ports=PortAllocator(*settings.ports),
+        fairshare_half_life=settings.fairshare_half_life,
     )
     context = ServerContext(settings=settings, db=db, controller=controller, waiters=waiters, names=NameCache())
     return context, backend
@@ -79,6 +80,6 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    for module in (health, workspaces, clusters, experiments, jobs, code):
+    for module in (health, workspaces, users, clusters, experiments, jobs, code):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     #: more throughput under load for a few milliseconds of latency.
     scheduler_coalesce: float = 0.005
     log_level: str = "info"
+    #: Fair share: usage this many seconds old counts half (Slurm's PriorityDecayHalfLife; default 7 days).
+    fairshare_half_life: float = Field(7 * 86400.0, gt=0)
     #: Ports given to distributed jobs (PyTorch's MASTER_PORT, TensorFlow's tasks), ``low-high``.
     port_range: str = Field("29500-32767", pattern=r"^\d{1,5}-\d{1,5}$")
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).

@@ -23,6 +23,9 @@ class WorkspaceRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    #: Quota: at most this many nodes / GPUs in use at once by the workspace's jobs (None: no limit).
+    max_nodes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_gpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class PrincipalRow(Base):
@@ -102,6 +105,12 @@ class JobRow(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     terminate_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: When the job last entered the queue (submission or requeue).
+    queued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Why a queued job waits (``Priority``, ``Resources``, ``Quota``, ...); None once it runs.
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: ``limits.max_wall_clock`` in seconds, for backfill (also in the spec; here for the scheduler's query).
+    wall_clock: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)

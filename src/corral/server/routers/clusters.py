@@ -16,7 +16,7 @@ def create_cluster(ws: str, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any]
     with ctx.db.write() as session:
         cluster = service.create_cluster(session, workspace=ws, spec_data=spec)
     ctx.names.invalidate()
-    ctx.controller.wake()
+    ctx.controller.policy_changed()
     return cluster
 
 
@@ -37,6 +37,7 @@ def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Respon
     with ctx.db.write() as session:
         service.delete_cluster(session, workspace=ws, name=name)
     ctx.names.invalidate()
+    ctx.controller.policy_changed()
     service.remove_cluster_files(ctx.settings.home, workspace=ws, name=name)
     return Response(status_code=204)
 

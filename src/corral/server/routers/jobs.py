@@ -21,7 +21,7 @@ async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: Cu
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    job = service.create_job(
+    job, job_id = service.create_job(
         ctx.db,
         ctx.names,
         workspace=ws,
@@ -30,7 +30,7 @@ async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: Cu
         jobs_dir=ctx.settings.jobs_dir,
         code_dir=ctx.settings.code_dir,
     )
-    ctx.controller.wake()
+    ctx.controller.job_submitted(job_id)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
     return Response(job.model_dump_json(), status_code=201, media_type="application/json")
 
@@ -80,6 +80,7 @@ def terminate_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) 
     if action == "signal":
         ctx.controller.request_terminate(job_id)
     elif action == "ended":
+        ctx.controller.job_dequeued(job_id)
         ctx.waiters.notify([job_id])
     return job
 

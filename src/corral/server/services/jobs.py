@@ -71,6 +71,7 @@ def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[Att
         attempts=attempt_models,
         nodes=attempt_models[-1].nodes if attempt_models and row.state != JobState.QUEUED else [],
         job_dir=row.job_dir,
+        reason=row.reason if row.state == JobState.QUEUED else None,
     )
 
 
@@ -100,8 +101,8 @@ def create_job(
     submitted_by: str,
     jobs_dir: Path,
     code_dir: Path,
-) -> Job:
-    """Validate, resolve names (cached), then hold the write lock for two inserts only.
+) -> tuple[Job, int]:
+    """Validate, resolve names (cached), then hold the write lock for two inserts only; the job and its id.
 
     Submission is the API's hot path, and SQLite has one writer at a time.
     """
@@ -147,6 +148,8 @@ def create_job(
         "job_dir": str(jobs_dir / workspace / experiment_name / name / uid),
         "submitted_by": submitted_by,
         "created_at": now,
+        "queued_at": now,
+        "wall_clock": spec.limits.max_wall_clock,
         "attempt_count": 0,
     }
     try:
@@ -167,7 +170,7 @@ def create_job(
             f"cluster {spec.cluster!r} or experiment {experiment_name!r} changed while the job was submitted; "
             "submit it again"
         ) from None
-    return Job(
+    job = Job(
         name=name,
         uid=uid,
         workspace=workspace,
@@ -182,7 +185,9 @@ def create_job(
         submitted_by=submitted_by,
         created_at=datetime.fromtimestamp(now, UTC),
         job_dir=values["job_dir"],
+        reason=None,
     )
+    return job, job_id
 
 
 def list_jobs(

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.core.errors import AlreadyExists
-from corral.core.models import Workspace
+from corral.core.models import Quota, Workspace
 from corral.server.services.lookup import workspace_row
 from corral.store.tables import ExperimentRow, WorkspaceRow
 
@@ -17,7 +17,11 @@ DEFAULT = "default"
 
 
 def to_model(row: WorkspaceRow) -> Workspace:
-    return Workspace(name=row.name, created_at=datetime.fromtimestamp(row.created_at, UTC))
+    return Workspace(
+        name=row.name,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        quota=Quota(max_nodes=row.max_nodes, max_gpus=row.max_gpus),
+    )
 
 
 def ensure_defaults(session: Session) -> None:
@@ -47,3 +51,10 @@ def list_workspaces(session: Session) -> list[Workspace]:
 
 def get_workspace(session: Session, *, name: str) -> Workspace:
     return to_model(workspace_row(session, name))
+
+
+def set_quota(session: Session, *, name: str, quota: Quota) -> Workspace:
+    row = workspace_row(session, name)
+    row.max_nodes, row.max_gpus = quota.max_nodes, quota.max_gpus
+    session.flush()
+    return to_model(row)
