@@ -74,7 +74,7 @@ class Controller:
         self._queue: dict[int, QueuedJob] = {}
         #: The wait reason last written for each queued job.
         self._reasons: dict[int, str | None] = {}
-        self._submitted: deque[int] = deque()
+        self._submitted: deque[QueuedJob] = deque()
         self._dequeued: deque[int] = deque()
         self._next_reload = 0.0
         self._policy_stale = True
@@ -117,9 +117,9 @@ class Controller:
     def wake(self) -> None:
         self._wake.set()
 
-    def job_submitted(self, job_id: int) -> None:
-        """A job was committed to the queue."""
-        self._submitted.append(job_id)
+    def job_submitted(self, job: QueuedJob) -> None:
+        """A job was committed to the queue (given whole: the loop need not read it back)."""
+        self._submitted.append(job)
         self._wake.set()
 
     def job_dequeued(self, job_id: int) -> None:
@@ -198,7 +198,23 @@ class Controller:
             self._ports.release(run.plan.ports)
             if run.shape is not None:
                 self._usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
-        self._submitted.extend(requeued)  # back in the queue: the next pass sees them
+        for run in requeued:  # back in the queue: the next pass sees them
+            assert run.shape is not None
+            shape = run.shape
+            self._submitted.append(
+                QueuedJob(
+                    run.job_id,
+                    shape.cluster_id,
+                    shape.priority,
+                    run.job_id,
+                    shape.node_count,
+                    run.user,
+                    shape.workspace_id,
+                    shape.wall_clock,
+                    shape.gpus_per_node,
+                    now,
+                )
+            )
         if requeued:
             self._wake.set()
         if done:
@@ -247,8 +263,8 @@ class Controller:
                 )
                 self._stop_run(run, now)
 
-    def _finish(self, session: Session, runs: list[Run], now: float) -> list[int]:
-        """Commit how the runs ended; the ids of the jobs that went back to the queue."""
+    def _finish(self, session: Session, runs: list[Run], now: float) -> list[Run]:
+        """Commit how the runs ended; the runs whose jobs went back to the queue."""
         job_ids = [r.job_id for r in runs]
         light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
         jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
@@ -279,8 +295,8 @@ class Controller:
             moves.append(Move(job, outcome.state, outcome.error_code or "Exited", outcome.error_message, changes))
         if attempts:
             session.execute(update(AttemptRow), attempts)
-        moved = transition_jobs(session, moves, at=now)
-        return [m.job.id for m in moved if m.target == JobState.QUEUED]
+        requeued = {m.job.id for m in transition_jobs(session, moves, at=now) if m.target == JobState.QUEUED}
+        return [r for r in runs if r.job_id in requeued and r.shape is not None]
 
     # ------------------------------------------------------------ scheduling
 
@@ -397,6 +413,17 @@ class Controller:
                 )
                 if max_nodes is not None or max_gpus is not None
             }
+        if now < self._next_reload:
+            while self._submitted:
+                job = self._submitted.popleft()
+                if job.job_id not in self._runs_by_job:  # a full reload may have seen it, and placed it, first
+                    self._queue[job.job_id] = job
+                    self._reasons.setdefault(job.job_id, None)
+            return
+        self._next_reload = now + QUEUE_RELOAD_SECONDS
+        self._submitted.clear()
+        self._queue.clear()
+        self._reasons.clear()
         query = select(
             JobRow.id,
             JobRow.cluster_id,
@@ -409,23 +436,12 @@ class Controller:
             JobRow.created_at,
             JobRow.reason,
         ).where(JobRow.state == JobState.QUEUED)
-        if now >= self._next_reload:
-            self._next_reload = now + QUEUE_RELOAD_SECONDS
-            self._submitted.clear()
-            self._queue.clear()
-            self._reasons.clear()
-        elif self._submitted:
-            ids = set()
-            while self._submitted:
-                ids.add(self._submitted.popleft())
-            query = query.where(JobRow.id.in_(ids))
-        else:
-            return
         for row in session.execute(query):
             if row.cluster_id is None:
                 continue
             if row.cluster_id not in self._clusters:
-                self._policy_stale = True  # a cluster made since the last reload: the next pass knows it
+                # A cluster made since the policy was loaded: reload both at the next pass.
+                self._policy_stale, self._next_reload = True, 0.0
                 continue
             gpus = self._clusters[row.cluster_id][0]
             self._queue[row.id] = QueuedJob(

@@ -21,7 +21,7 @@ async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: Cu
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    job, job_id = service.create_job(
+    job, queued = service.create_job(
         ctx.db,
         ctx.names,
         workspace=ws,
@@ -30,7 +30,7 @@ async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: Cu
         jobs_dir=ctx.settings.jobs_dir,
         code_dir=ctx.settings.code_dir,
     )
-    ctx.controller.job_submitted(job_id)
+    ctx.controller.job_submitted(queued)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
     return Response(job.model_dump_json(), status_code=201, media_type="application/json")
 

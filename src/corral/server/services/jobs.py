@@ -23,6 +23,7 @@ from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, J
 from corral.core.specs import PRIORITY_RANK, JobSpec, parse_spec
 from corral.core.states import ErrorCode, JobState
 from corral.launch.planner import rank_count
+from corral.scheduler.policy import QueuedJob
 from corral.server.services import experiments
 from corral.server.services.lookup import NameCache, experiment_row, job_row, workspace_row
 from corral.store.db import Database
@@ -101,8 +102,10 @@ def create_job(
     submitted_by: str,
     jobs_dir: Path,
     code_dir: Path,
-) -> tuple[Job, int]:
-    """Validate, resolve names (cached), then hold the write lock for two inserts only; the job and its id.
+) -> tuple[Job, QueuedJob]:
+    """Validate, resolve names (cached), then hold the write lock for two inserts only.
+
+    Returns the job and what the queue's policy needs of it (for the control loop).
 
     Submission is the API's hot path, and SQLite has one writer at a time.
     """
@@ -187,7 +190,19 @@ def create_job(
         job_dir=values["job_dir"],
         reason=None,
     )
-    return job, job_id
+    queued = QueuedJob(
+        job_id,
+        cluster.id,
+        values["priority"],
+        job_id,
+        spec.node_count,
+        submitted_by,
+        workspace_id,
+        spec.limits.max_wall_clock,
+        cluster.gpus_per_node,
+        now,
+    )
+    return job, queued
 
 
 def list_jobs(
