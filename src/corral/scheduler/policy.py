@@ -218,35 +218,42 @@ class _ClusterPass:
     def _backfill(self, rest: list[QueuedJob], shadow: float, extra: int) -> None:
         """The jobs behind the head: those that cannot delay it start, the others wait (``Priority``)."""
         reasons = self.d.reasons
+        now, quotas, usage = self.s.now, self.s.quotas, self.usage
         available = len(self.free) - self.taken
+        # A first sieve, cheap tests first: most jobs of a long queue cannot backfill at all.
         candidates = []
         for job in rest:
-            if self._over_quota(job):
-                reasons[job.job_id] = QUOTA
-            elif (
-                job.wall_clock is None
+            wall = job.wall_clock
+            if (
+                wall is None
                 or shadow == math.inf
                 or job.node_count > available
-                or (self.s.now + job.wall_clock > shadow and job.node_count > extra)  # extra only shrinks
+                or (now + wall > shadow and job.node_count > extra)  # extra only shrinks
             ):
-                reasons[job.job_id] = PRIORITY
+                reasons[job.job_id] = QUOTA if job.workspace_id in quotas and self._over_quota(job) else PRIORITY
             else:
-                candidates.append(job)
-        # Queue order again, with the users' usage as it stands now (placements of this pass included).
-        candidates.sort(key=lambda j: (-j.priority, self.usage.get(j.user, 0.0), j.seq))
-        for job in candidates:
+                candidates.append((-job.priority, usage.get(job.user, 0.0), job.seq, job))
+        # Then queue order (usage as it stands now, this pass's placements included), only as far as needed.
+        heapq.heapify(candidates)
+        while candidates and len(self.free) > self.taken:
+            job = heapq.heappop(candidates)[3]
             wall = job.wall_clock
             assert wall is not None
-            fits = job.node_count <= len(self.free) - self.taken and not self._over_quota(job)
-            if fits and self.s.now + wall <= shadow:
+            if self._over_quota(job):
+                reasons[job.job_id] = QUOTA
+            elif job.node_count > len(self.free) - self.taken:
+                reasons[job.job_id] = PRIORITY
+            elif now + wall <= shadow:
                 self._place(job)
                 self.d.backfilled.add(job.job_id)
-            elif fits and job.node_count <= extra:
+            elif job.node_count <= extra:
                 extra -= job.node_count  # runs past the shadow time: only on nodes the head won't need
                 self._place(job)
                 self.d.backfilled.add(job.job_id)
             else:
-                reasons[job.job_id] = QUOTA if self._over_quota(job) else PRIORITY
+                reasons[job.job_id] = PRIORITY
+        for *_, job in candidates:  # no idle node left
+            reasons[job.job_id] = QUOTA if self._over_quota(job) else PRIORITY
 
     def _over_quota(self, job: QueuedJob) -> bool:
         quota = self.s.quotas.get(job.workspace_id)
