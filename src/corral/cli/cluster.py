@@ -59,6 +59,21 @@ def show(name: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "ta
     emit(c, output, make_table(["FIELD", "VALUE"], rows))
 
 
+@app.command("resize")
+def resize(
+    name: str,
+    nodes: Annotated[int, typer.Option("--nodes", min=0, help="The node count to reach.")],
+    deallocation: Annotated[
+        str | None,
+        typer.Option("--deallocation", help="What a shrink does to running jobs: requeue, terminate or wait."),
+    ] = None,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Grow or shrink a cluster (manual scale); `cluster show` follows it to steady."""
+    c = client(workspace).resize_cluster(name, nodes, deallocation=deallocation)
+    console.print(f"{c.name}: {c.current_nodes} nodes, target {c.target_nodes} ({c.allocation_state})")
+
+
 @app.command("delete")
 def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
     """Delete a cluster that runs no job."""

@@ -142,6 +142,15 @@ class Client:
     def delete_cluster(self, name: str, *, workspace: str | None = None) -> None:
         self._request("DELETE", f"{self._ws(workspace)}/clusters/{name}")
 
+    def resize_cluster(
+        self, name: str, nodes: int, *, deallocation: str | None = None, workspace: str | None = None
+    ) -> Cluster:
+        """Grow or shrink a cluster to ``nodes`` (``deallocation``: requeue, terminate or wait)."""
+        body = {"nodes": nodes, "deallocation": deallocation}
+        return Cluster.model_validate(
+            self._request("POST", f"{self._ws(workspace)}/clusters/{name}/resize", json=body).json()
+        )
+
     def list_nodes(self, cluster: str, *, workspace: str | None = None) -> list[Node]:
         response = self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes")
         return [Node.model_validate(n) for n in response.json()]

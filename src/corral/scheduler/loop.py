@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import shutil
 import threading
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from corral.backends.base import Backend, ProcessExit
 from corral.core.specs import JobSpec
 from corral.core.states import ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
+from corral.scheduler.nodes import reconcile
 from corral.scheduler.outcome import Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
 from corral.scheduler.policy import FreeNode, QueuedJob, Quota, RunningJob, Snapshot, schedule
@@ -82,6 +84,9 @@ class Controller:
         self._clusters: dict[int, tuple[int, float | None]] = {}
         self._quotas: dict[int, Quota] = {}
         self._usage = Usage(fairshare_half_life)
+        #: Clusters' nodes need bringing to their targets (a resize, a leaving node freed).
+        self._reconcile = True
+        self._leaving = 0
         self._half_life = fairshare_half_life
         self._ports = ports or PortAllocator()
         #: Ports given out by the pass in progress: released again if its transaction fails.
@@ -128,8 +133,9 @@ class Controller:
         self._wake.set()
 
     def policy_changed(self) -> None:
-        """A cluster or a workspace quota changed: reload them before the next placement."""
+        """A cluster (its size included) or a workspace quota changed: reload them before the next placement."""
         self._policy_stale = True
+        self._reconcile = True
         self._wake.set()
 
     def request_terminate(self, job_id: int) -> None:
@@ -187,6 +193,7 @@ class Controller:
         try:
             with self._db.write() as session:
                 requeued = self._finish(session, done, now) if done else []
+                removed = self._reconcile_nodes(session, now) if self._reconcile else []
                 starts = self._schedule(session, now)
         except BaseException:
             self._ports.release(self._pass_ports)
@@ -198,6 +205,8 @@ class Controller:
             self._ports.release(run.plan.ports)
             if run.shape is not None:
                 self._usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
+        for workspace, cluster, node in removed:
+            shutil.rmtree(self._node_root(workspace, cluster, node), ignore_errors=True)
         for run in requeued:  # back in the queue: the next pass sees them
             assert run.shape is not None
             shape = run.shape
@@ -269,8 +278,13 @@ class Controller:
         light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
         jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
         session.execute(
-            update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(state=NodeState.IDLE.value, job_id=None)
+            update(NodeRow)
+            .where(NodeRow.job_id.in_(job_ids), NodeRow.state != NodeState.LEAVING)
+            .values(state=NodeState.IDLE.value, job_id=None)
         )
+        if self._leaving:  # a leaving node whose job ended goes now
+            session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
+            self._reconcile = True
         moves, attempts = [], []
         for run in runs:
             job = jobs.get(run.job_id)
@@ -398,6 +412,30 @@ class Controller:
             (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id])
             for p in placements
         ]
+
+    def _reconcile_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
+        """Bring clusters to their target node counts; stop the jobs of removed nodes as the cluster says."""
+        self._reconcile = False
+        result = reconcile(session)
+        self._leaving = result.leaving
+        if result.requeue or result.terminate:
+            jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(result.terminate)))}
+            changes = {"terminate_requested_at": now}
+            moves = [
+                Move(job, JobState.TERMINATING, "NodeRemoved", "its node was removed", changes) for job in jobs.values()
+            ]
+            terminating = {m.job.id for m in transition_jobs(session, moves, at=now)}
+            for job_id in [*result.requeue, *terminating]:
+                run = self._runs_by_job.get(job_id)
+                if run is None or run.stopping:
+                    continue
+                if job_id in terminating:
+                    run.terminating = True
+                else:
+                    run.preempted, run.requeue_reason = True, "NodeRemoved"
+                self._stop_run(run, now)
+        self._policy_stale = True  # the nodes changed
+        return result.removed
 
     def _refresh(self, session: Session, now: float) -> None:
         """Bring the in-memory queue, clusters and quotas up to date: what changed, or all of it now and then."""
@@ -564,9 +602,11 @@ class Controller:
                     heapq.heappush(self._timers, (run.kill_at, run.key))
                 runs.append(run)
             # Repair: a node marked running for a job that is not running any more.
-            for node in session.scalars(select(NodeRow).where(NodeRow.state == NodeState.RUNNING)):
+            stale = select(NodeRow).where(NodeRow.state.in_([NodeState.RUNNING, NodeState.LEAVING]))
+            for node in session.scalars(stale):
                 if node.id not in busy:
-                    node.state = NodeState.IDLE
+                    if node.state == NodeState.RUNNING:
+                        node.state = NodeState.IDLE
                     node.job_id = None
         for run in runs:
             self._backend.recover(run.plan)

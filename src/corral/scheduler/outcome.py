@@ -27,8 +27,9 @@ class Run:
     deadline: float | None = None  # wall clock limit
     kill_at: float | None = None  # SIGKILL after the grace period
     terminating: bool = False
-    #: Stopped to give its nodes to a waiting high-priority job: it goes back to the queue.
+    #: Stopped to give its nodes to a waiting high-priority job (or its node was removed): back to the queue.
     preempted: bool = False
+    requeue_reason: str = "Preempted"
     failure: tuple[str, str, int | None] | None = None  # (code, message, exit code)
     #: Rank -> its report.
     exits: dict[int, ProcessExit] = field(default_factory=dict)
@@ -87,7 +88,7 @@ def attempt_outcome(run: Run) -> Outcome:
     first_code = next((r.exit_code for r in reports if r.exit_code is not None), None)
     finished = all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in reports)
     if run.preempted and not run.terminating and not finished:
-        return Outcome(JobState.QUEUED, first_code, reason="Preempted")
+        return Outcome(JobState.QUEUED, first_code, reason=run.requeue_reason)
     if run.terminating:
         return Outcome(
             JobState.TERMINATED,

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
 from corral.server.deps import Ctx, CurrentPrincipal
@@ -15,6 +16,24 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 def create_cluster(ws: str, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
     with ctx.db.write() as session:
         cluster = service.create_cluster(session, workspace=ws, spec_data=spec)
+    ctx.names.invalidate()
+    ctx.controller.policy_changed()
+    return cluster
+
+
+class ResizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nodes: int = Field(ge=0)
+    deallocation: Literal["requeue", "terminate", "wait"] | None = None
+
+
+@router.post("/{name}/resize")
+def resize_cluster(ws: str, name: str, body: ResizeRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+    """Grow or shrink to ``nodes``; a shrink treats running jobs by ``deallocation`` (else the cluster's)."""
+    with ctx.db.write() as session:
+        cluster = service.resize_cluster(
+            session, workspace=ws, name=name, nodes=body.nodes, deallocation=body.deallocation
+        )
     ctx.names.invalidate()
     ctx.controller.policy_changed()
     return cluster

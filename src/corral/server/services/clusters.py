@@ -155,3 +155,21 @@ def list_nodes(session: Session, *, workspace: str, cluster: str) -> list[Node]:
 def remove_cluster_files(home: Path, *, workspace: str, name: str) -> None:
     """Remove a deleted cluster's node directories (its nodes' disks, on the local backend)."""
     shutil.rmtree(node_root(home, workspace, name, "x").parent, ignore_errors=True)
+
+
+def resize_cluster(
+    session: Session, *, workspace: str, name: str, nodes: int, deallocation: str | None = None
+) -> Cluster:
+    """Set a manual node count (and what a shrink does to running jobs); the control loop gets there."""
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, name)
+    spec = ClusterSpec.model_validate(row.spec)
+    scale = {"nodes": nodes, "deallocation": deallocation or spec.scale.deallocation}
+    updated = parse_spec(ClusterSpec, {**spec.model_dump(mode="json"), "scale": scale}, source="cluster")
+    plan_local_nodes(updated, nodes)  # refuses GPUs this machine does not have
+    row.spec = updated.model_dump(mode="json")
+    if row.target_nodes != nodes:
+        row.allocation_state = "resizing"
+    row.target_nodes = nodes
+    session.flush()
+    return to_model(session, row, workspace)

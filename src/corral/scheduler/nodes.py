@@ -1,0 +1,93 @@
+"""Clusters' nodes brought to their target count (run by the control loop when something changed).
+
+Growing adds nodes (``idle``; GPUs none of the machine's other nodes hold). Shrinking
+removes nodes, idle ones first (highest index first); a busy node being removed is
+``leaving`` and what happens to its job is the cluster's ``scale.deallocation``:
+``requeue`` (the job is stopped and goes back to the queue), ``terminate`` (the job is
+stopped and ends ``terminated``) or ``wait`` (the job finishes; the node takes no new
+work). A leaving node goes once its job has ended. A cluster is ``resizing`` while its
+node count differs from its target or a node is leaving, else ``steady``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.backends.local.resources import LOCAL_IP, machine_gpus
+from corral.core.states import NodeState
+from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
+
+
+@dataclass
+class Reconciled:
+    #: Jobs on removed nodes to stop, by what happens to them then.
+    requeue: list[int] = field(default_factory=list)
+    terminate: list[int] = field(default_factory=list)
+    #: (workspace, cluster, node) of the nodes removed: their directories can go.
+    removed: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Nodes still leaving (the loop reconciles again when their jobs end).
+    leaving: int = 0
+
+
+def reconcile(session: Session) -> Reconciled:
+    out = Reconciled()
+    used_gpus = {g for gpus in session.scalars(select(NodeRow.gpus)) for g in gpus}
+    clusters = session.execute(select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow)).all()
+    for cluster, workspace in clusters:
+        nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
+        gone: set[int] = set()
+        staying = [n for n in nodes if n.state != NodeState.LEAVING]
+        excess = len(staying) - cluster.target_nodes
+        if excess < 0:
+            _grow(session, cluster, nodes, -excess, used_gpus)
+        elif excess > 0:
+            order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
+            victims = sorted(staying, key=lambda n: (order.get(NodeState(n.state), 4), -n.index))[:excess]
+            deallocation = (cluster.spec.get("scale") or {}).get("deallocation", "requeue")
+            for node in victims:
+                if node.job_id is None:
+                    out.removed.append((workspace, cluster.name, node.name))
+                    session.delete(node)
+                    gone.add(node.id)
+                    continue
+                node.state = NodeState.LEAVING
+                if deallocation == "requeue":
+                    out.requeue.append(node.job_id)
+                elif deallocation == "terminate":
+                    out.terminate.append(node.job_id)
+        # Leaving nodes whose job has ended go now.
+        for node in nodes:
+            if node.state == NodeState.LEAVING and node.job_id is None and node.id not in gone:
+                out.removed.append((workspace, cluster.name, node.name))
+                session.delete(node)
+        session.flush()
+        remaining = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
+        leaving = sum(1 for n in remaining if n.state == NodeState.LEAVING)
+        out.leaving += leaving
+        steady = leaving == 0 and len(remaining) == cluster.target_nodes
+        cluster.allocation_state = "steady" if steady else "resizing"
+    return out
+
+
+def _grow(session: Session, cluster: ClusterRow, nodes: list[NodeRow], count: int, used_gpus: set[int]) -> None:
+    per_node = int((cluster.spec.get("node") or {}).get("gpus", 0))
+    free_gpus = [g for g in machine_gpus() if g not in used_gpus]
+    taken = {n.index for n in nodes}
+    index = 0
+    for _ in range(count):
+        while index in taken:
+            index += 1
+        gpus = free_gpus[:per_node]
+        if len(gpus) < per_node:
+            break  # the machine has no more GPUs for another node: the cluster stays resizing
+        del free_gpus[:per_node]
+        used_gpus.update(gpus)
+        session.add(
+            NodeRow(
+                cluster_id=cluster.id, name=f"node-{index}", index=index, state=NodeState.IDLE, ip=LOCAL_IP, gpus=gpus
+            )
+        )
+        taken.add(index)
