@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -85,5 +86,11 @@ def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
 def node_list(cluster: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
     """List the nodes of a cluster."""
     nodes = client(workspace).list_nodes(cluster)
-    rows = [(n.name, n.state.value, n.ip, ",".join(map(str, n.gpus)), n.job, n.experiment) for n in nodes]
-    emit(nodes, output, make_table(["NAME", "STATE", "IP", "GPUS", "JOB", "EXPERIMENT"], rows))
+    rows = [(n.name, n.state.value, n.ip, ",".join(map(str, n.gpus)), n.job, n.experiment, n.error) for n in nodes]
+    emit(nodes, output, make_table(["NAME", "STATE", "IP", "GPUS", "JOB", "EXPERIMENT", "ERROR"], rows))
+
+
+@node_app.command("logs")
+def node_logs(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
+    """Print the output of a node's setup.command."""
+    sys.stdout.write(client(workspace).node_logs(cluster, node))

@@ -151,6 +151,10 @@ class Client:
             self._request("POST", f"{self._ws(workspace)}/clusters/{name}/resize", json=body).json()
         )
 
+    def node_logs(self, cluster: str, node: str, *, workspace: str | None = None) -> str:
+        """The output of the node's setup.command."""
+        return self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/logs").text
+
     def list_nodes(self, cluster: str, *, workspace: str | None = None) -> list[Node]:
         response = self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes")
         return [Node.model_validate(n) for n in response.json()]

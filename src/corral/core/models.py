@@ -121,6 +121,8 @@ class Node(Public):
     gpus: list[int] = []
     job: str | None = None
     experiment: str | None = None
+    #: Why the node is unusable.
+    error: str | None = None
 
 
 class Experiment(Public):

@@ -23,19 +23,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
 
-from corral.backends.base import Backend, ProcessExit
+from corral.backends.base import Backend, ExitKind, ProcessExit
 from corral.core.specs import JobSpec
 from corral.core.states import ErrorCode, JobState, NodeState
+from corral.launch.plan import LaunchPlan
 from corral.launch.planner import ports_needed
 from corral.scheduler.nodes import reconcile
 from corral.scheduler.outcome import Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
 from corral.scheduler.policy import FreeNode, QueuedJob, Quota, RunningJob, Snapshot, schedule
 from corral.scheduler.ports import PortAllocator
+from corral.scheduler.setup import setup_plan, setup_uid
 from corral.scheduler.usage import Usage
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
@@ -87,6 +90,10 @@ class Controller:
         #: Clusters' nodes need bringing to their targets (a resize, a leaving node freed).
         self._reconcile = True
         self._leaving = 0
+        #: Setups running: uid -> (node id, plan); their reports, and plans to launch once committed.
+        self._setups: dict[str, tuple[int, LaunchPlan]] = {}
+        self._setup_reports: list[ProcessExit] = []
+        self._setup_launches: list[LaunchPlan] = []
         self._half_life = fairshare_half_life
         self._ports = ports or PortAllocator()
         #: Ports given out by the pass in progress: released again if its transaction fails.
@@ -193,6 +200,8 @@ class Controller:
         try:
             with self._db.write() as session:
                 requeued = self._finish(session, done, now) if done else []
+                if self._setup_reports:
+                    self._finish_setups(session, now)
                 removed = self._reconcile_nodes(session, now) if self._reconcile else []
                 starts = self._schedule(session, now)
         except BaseException:
@@ -207,6 +216,9 @@ class Controller:
                 self._usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
         for workspace, cluster, node in removed:
             shutil.rmtree(self._node_root(workspace, cluster, node), ignore_errors=True)
+        launches, self._setup_launches = self._setup_launches, []
+        for plan in launches:
+            self._backend.launch(plan)
         for run in requeued:  # back in the queue: the next pass sees them
             assert run.shape is not None
             shape = run.shape
@@ -246,6 +258,9 @@ class Controller:
         heapq.heappush(self._timers, (run.kill_at, run.key))
 
     def _apply_report(self, report: ProcessExit, now: float) -> None:
+        if report.job_uid in self._setups:
+            self._setup_reports.append(report)
+            return
         run = self._runs.get((report.job_uid, report.attempt))
         if run is None or report.rank in run.exits:
             return
@@ -280,7 +295,7 @@ class Controller:
         session.execute(
             update(NodeRow)
             .where(NodeRow.job_id.in_(job_ids), NodeRow.state != NodeState.LEAVING)
-            .values(state=NodeState.IDLE.value, job_id=None)
+            .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
         )
         if self._leaving:  # a leaving node whose job ended goes now
             session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
@@ -416,7 +431,7 @@ class Controller:
     def _reconcile_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """Bring clusters to their target node counts; stop the jobs of removed nodes as the cluster says."""
         self._reconcile = False
-        result = reconcile(session)
+        result = reconcile(session, now)
         self._leaving = result.leaving
         if result.requeue or result.terminate:
             jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(result.terminate)))}
@@ -435,7 +450,62 @@ class Controller:
                     run.preempted, run.requeue_reason = True, "NodeRemoved"
                 self._stop_run(run, now)
         self._policy_stale = True  # the nodes changed
+        self._start_setups(session)
         return result.removed
+
+    def _start_setups(self, session: Session) -> None:
+        """Plan the setup of every preparing node that has none running (launched once committed)."""
+        rows = session.execute(
+            select(NodeRow, ClusterRow.name, ClusterRow.spec, WorkspaceRow.name)
+            .join(ClusterRow, ClusterRow.id == NodeRow.cluster_id)
+            .join(WorkspaceRow, WorkspaceRow.id == ClusterRow.workspace_id)
+            .where(NodeRow.state == NodeState.PREPARING)
+        ).all()
+        alive = {node.id for node, _, _, _ in rows}
+        for node_id, plan in list(self._setups.values()):
+            if node_id not in alive:  # removed while preparing
+                self._backend.signal(plan, kill=True)
+        for node, cluster, spec, workspace in rows:
+            uid = setup_uid(node.id)
+            if uid in self._setups or not spec.get("setup"):
+                continue
+            plan = self._setup_plan(node, cluster, spec, workspace)
+            self._setups[uid] = (node.id, plan)
+            self._setup_launches.append(plan)
+
+    def _setup_plan(self, node: NodeRow, cluster: str, spec: dict[str, Any], workspace: str) -> LaunchPlan:
+        return setup_plan(
+            node_id=node.id,
+            node_name=node.name,
+            cluster=cluster,
+            workspace=workspace,
+            gpus=list(node.gpus),
+            root=self._node_root(workspace, cluster, node.name),
+            command=spec["setup"]["command"],
+            env=dict(spec["setup"].get("env") or {}),
+        )
+
+    def _finish_setups(self, session: Session, now: float) -> None:
+        """Preparing nodes whose setup ended become idle, or unusable with the error."""
+        reports, self._setup_reports = self._setup_reports, []
+        for report in reports:
+            node_id, plan = self._setups.pop(report.job_uid)
+            self._backend.forget(plan)
+            node = session.get(NodeRow, node_id)
+            if node is None or node.state != NodeState.PREPARING:
+                continue
+            if report.kind == ExitKind.NOT_STARTED:
+                self._reconcile = True  # never launched (the server stopped first): start it again
+            elif report.kind == ExitKind.EXITED and report.exit_code == 0:
+                node.state, node.idle_since, node.error = NodeState.IDLE, now, None
+            else:
+                code = report.exit_code
+                node.state = NodeState.UNUSABLE
+                node.error = (
+                    f"setup.command failed with exit code {code} (see corral cluster node logs)"
+                    if code is not None
+                    else f"setup.command could not run: {report.message or 'it vanished without an exit code'}"
+                )
 
     def _refresh(self, session: Session, now: float) -> None:
         """Bring the in-memory queue, clusters and quotas up to date: what changed, or all of it now and then."""
@@ -608,6 +678,17 @@ class Controller:
                     if node.state == NodeState.RUNNING:
                         node.state = NodeState.IDLE
                     node.job_id = None
+            for node, cluster, spec, workspace in session.execute(
+                select(NodeRow, ClusterRow.name, ClusterRow.spec, WorkspaceRow.name)
+                .join(ClusterRow, ClusterRow.id == NodeRow.cluster_id)
+                .join(WorkspaceRow, WorkspaceRow.id == ClusterRow.workspace_id)
+                .where(NodeRow.state == NodeState.PREPARING)
+            ).all():
+                if spec.get("setup"):
+                    plan = self._setup_plan(node, cluster, spec, workspace)
+                    self._setups[plan.job_uid] = (node.id, plan)
+        for _, plan in list(self._setups.values()):
+            self._backend.recover(plan)  # reports NOT_STARTED when it never ran: it is launched then
         for run in runs:
             self._backend.recover(run.plan)
             if run.terminating:

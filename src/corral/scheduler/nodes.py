@@ -1,6 +1,7 @@
 """Clusters' nodes brought to their target count (run by the control loop when something changed).
 
-Growing adds nodes (``idle``; GPUs none of the machine's other nodes hold). Shrinking
+Growing adds nodes (``idle``, or ``preparing`` while their setup runs; GPUs none of the
+machine's other nodes hold). Shrinking
 removes nodes, idle ones first (highest index first); a busy node being removed is
 ``leaving`` and what happens to its job is the cluster's ``scale.deallocation``:
 ``requeue`` (the job is stopped and goes back to the queue), ``terminate`` (the job is
@@ -32,7 +33,7 @@ class Reconciled:
     leaving: int = 0
 
 
-def reconcile(session: Session) -> Reconciled:
+def reconcile(session: Session, now: float) -> Reconciled:
     out = Reconciled()
     used_gpus = {g for gpus in session.scalars(select(NodeRow.gpus)) for g in gpus}
     clusters = session.execute(select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow)).all()
@@ -42,7 +43,7 @@ def reconcile(session: Session) -> Reconciled:
         staying = [n for n in nodes if n.state != NodeState.LEAVING]
         excess = len(staying) - cluster.target_nodes
         if excess < 0:
-            _grow(session, cluster, nodes, -excess, used_gpus)
+            _grow(session, cluster, nodes, -excess, used_gpus, now)
         elif excess > 0:
             order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
             victims = sorted(staying, key=lambda n: (order.get(NodeState(n.state), 4), -n.index))[:excess]
@@ -72,7 +73,9 @@ def reconcile(session: Session) -> Reconciled:
     return out
 
 
-def _grow(session: Session, cluster: ClusterRow, nodes: list[NodeRow], count: int, used_gpus: set[int]) -> None:
+def _grow(
+    session: Session, cluster: ClusterRow, nodes: list[NodeRow], count: int, used_gpus: set[int], now: float
+) -> None:
     per_node = int((cluster.spec.get("node") or {}).get("gpus", 0))
     free_gpus = [g for g in machine_gpus() if g not in used_gpus]
     taken = {n.index for n in nodes}

@@ -72,6 +72,10 @@ class NodeRow(Base):
     ip: Mapped[str] = mapped_column(String(64))
     gpus: Mapped[list[Any]] = mapped_column(JSON, default=list)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    #: Why the node is unusable (its setup failed, ...).
+    error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    #: Since when the node has been idle (automatic scaling removes nodes idle past ``idle_timeout``).
+    idle_since: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class JobRow(Base):

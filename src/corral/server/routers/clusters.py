@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
@@ -65,3 +66,10 @@ def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Respon
 def list_nodes(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> list[Node]:
     with ctx.db.read() as session:
         return service.list_nodes(session, workspace=ws, cluster=name)
+
+
+@router.get("/{name}/nodes/{node}/logs", response_class=PlainTextResponse)
+def node_logs(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> str:
+    """The output of the node's ``setup.command``."""
+    with ctx.db.read() as session:
+        return service.node_setup_log(session, ctx.settings.home, workspace=ws, cluster=name, node=node)

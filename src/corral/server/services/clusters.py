@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.backends.local.resources import LOCAL_IP, node_root, plan_local_nodes
-from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
+from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.specs import ClusterSpec, parse_spec
 from corral.core.states import NodeState
@@ -27,7 +27,6 @@ from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 _NOT_YET = {
     "backend": "only the local backend is available in this version",
     "scale.max_nodes": "automatic scaling is not available in this version; give scale.nodes",
-    "setup": "node setup is not available in this version",
     "mounts": "volume mounts are not available in this version",
     "priority": "low-priority (preemptible) clusters are not available in this version",
 }
@@ -39,8 +38,6 @@ def _refuse_unavailable(spec: ClusterSpec) -> None:
         problems.append("backend")
     if spec.scale.is_auto:
         problems.append("scale.max_nodes")
-    if spec.setup is not None:
-        problems.append("setup")
     if spec.mounts:
         problems.append("mounts")
     if spec.priority != "dedicated":
@@ -96,7 +93,8 @@ def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any
                 cluster_id=row.id,
                 name=f"node-{index}",
                 index=index,
-                state=NodeState.IDLE,
+                state=NodeState.PREPARING if spec.setup else NodeState.IDLE,
+                idle_since=row.created_at,
                 ip=LOCAL_IP,
                 gpus=list(gpus[index]),
             )
@@ -147,6 +145,7 @@ def list_nodes(session: Session, *, workspace: str, cluster: str) -> list[Node]:
                 gpus=list(node.gpus),
                 job=job_name,
                 experiment=exp_name,
+                error=node.error,
             )
         )
     return out
@@ -173,3 +172,16 @@ def resize_cluster(
     row.target_nodes = nodes
     session.flush()
     return to_model(session, row, workspace)
+
+
+def node_setup_log(session: Session, home: Path, *, workspace: str, cluster: str, node: str) -> str:
+    """The output of the node's setup.command ('' when it has none or it has not written yet)."""
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, cluster)
+    if session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first() is None:
+        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+    path = node_root(home, workspace, cluster, node) / "setup.txt"
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,80 @@
+"""Node setup: ``setup.command`` runs on every node as it joins, before any job.
+
+The node is ``preparing`` meanwhile; it becomes ``idle`` when the command exits 0,
+else ``unusable`` with the error, its output in ``<node root>/setup.txt``. A setup
+runs as a one-process launch plan (``job_uid`` ``setup-<node id>``), so the backend
+starts, watches, signals and re-attaches to it after a restart as it does jobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from corral.launch.env import twins
+from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
+
+PREFIX = "setup-"
+LOG_NAME = "setup.txt"
+
+
+def setup_uid(node_id: int) -> str:
+    return f"{PREFIX}{node_id}"
+
+
+def setup_log(root: str) -> str:
+    return str(PurePath(root, LOG_NAME))
+
+
+def setup_plan(
+    *,
+    node_id: int,
+    node_name: str,
+    cluster: str,
+    workspace: str,
+    gpus: list[int],
+    root: str,
+    command: str,
+    env: dict[str, str],
+) -> LaunchPlan:
+    attempt_dir = str(PurePath(root, "setup"))
+    variables = {
+        **twins(
+            {
+                "WORKSPACE": workspace,
+                "CLUSTER": cluster,
+                "NODE_NAME": node_name,
+                "MOUNT_ROOT": str(PurePath(root, "mounts")),
+                "NUM_GPUS": str(len(gpus)),
+            }
+        ),
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
+        **env,
+    }
+    log = setup_log(root)
+    process = ProcessPlan(
+        rank=0,
+        node_rank=0,
+        command=command,
+        env=variables,
+        stdout=log,
+        stderr=log,
+        exit_file=str(PurePath(attempt_dir, "rank-0.exit")),
+    )
+    node = NodePlan(
+        rank=0,
+        node_id=node_id,
+        node_name=node_name,
+        workdir=root,
+        prepare_command=None,
+        prepare_log="",
+        prepare_exit_file="",
+        processes=(process,),
+    )
+    return LaunchPlan(
+        job_uid=setup_uid(node_id),
+        attempt=1,
+        attempt_dir=attempt_dir,
+        shared_dirs=(attempt_dir,),
+        nodes=(node,),
+        grace_seconds=10.0,
+    )
