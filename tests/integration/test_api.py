@@ -102,7 +102,7 @@ def test_oversubscription_is_allowed_with_a_warning(server: ServerHandle) -> Non
 
 
 def test_job_that_could_never_fit_is_rejected(server: ServerHandle) -> None:
-    with pytest.raises(InvalidSpec, match="node_count: cluster 'local' has 4 nodes; this job needs 5"):
+    with pytest.raises(InvalidSpec, match="node_count: cluster 'local' has at most 4 nodes; this job needs 5"):
         server.client().create_job({"cluster": "local", "node_count": 5, "custom": {"command": "true"}})
 
 

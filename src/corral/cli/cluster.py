@@ -75,6 +75,21 @@ def resize(
     console.print(f"{c.name}: {c.current_nodes} nodes, target {c.target_nodes} ({c.allocation_state})")
 
 
+@app.command("autoscale")
+def autoscale(
+    name: str,
+    min_nodes: Annotated[int, typer.Option("--min", min=0, help="Fewest nodes (0: none while idle).")] = 0,
+    max_nodes: Annotated[int, typer.Option("--max", min=1, help="Most nodes.")] = 1,
+    idle_timeout: Annotated[
+        str | None, typer.Option("--idle-timeout", help="Remove nodes idle this long (e.g. 10m; default 10m).")
+    ] = None,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Scale a cluster with its queue: grow for waiting jobs, shrink idle nodes, within --min and --max."""
+    c = client(workspace).autoscale_cluster(name, min_nodes=min_nodes, max_nodes=max_nodes, idle_timeout=idle_timeout)
+    console.print(f"{c.name}: {c.current_nodes} nodes, {min_nodes} to {max_nodes} ({c.allocation_state})")
+
+
 @app.command("delete")
 def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
     """Delete a cluster that runs no job."""

@@ -151,6 +151,20 @@ class Client:
             self._request("POST", f"{self._ws(workspace)}/clusters/{name}/resize", json=body).json()
         )
 
+    def autoscale_cluster(
+        self,
+        name: str,
+        *,
+        min_nodes: int = 0,
+        max_nodes: int,
+        idle_timeout: str | float | None = None,
+        workspace: str | None = None,
+    ) -> Cluster:
+        """Scale a cluster with its queue between ``min_nodes`` and ``max_nodes``."""
+        body = {"min_nodes": min_nodes, "max_nodes": max_nodes, "idle_timeout": idle_timeout}
+        path = f"{self._ws(workspace)}/clusters/{name}/autoscale"
+        return Cluster.model_validate(self._request("POST", path, json=body).json())
+
     def node_logs(self, cluster: str, node: str, *, workspace: str | None = None) -> str:
         """The output of the node's setup.command."""
         return self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/logs").text

@@ -76,6 +76,12 @@ class ScaleSpec(Strict):
             raise ValueError("give either nodes (manual) or min_nodes/max_nodes (automatic), not both")
         if self.nodes is None and self.max_nodes is None:
             raise ValueError("give nodes (manual scale) or max_nodes (automatic scale)")
+        if self.max_nodes is not None:
+            low = self.min_nodes or 0
+            if low > self.max_nodes:
+                raise ValueError(f"min_nodes ({low}) must be <= max_nodes ({self.max_nodes})")
+            if self.initial_nodes is not None and not low <= self.initial_nodes <= self.max_nodes:
+                raise ValueError(f"initial_nodes must be between min_nodes and max_nodes, got {self.initial_nodes}")
         return self
 
     @property

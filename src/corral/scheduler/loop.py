@@ -36,7 +36,16 @@ from corral.launch.planner import ports_needed
 from corral.scheduler.nodes import reconcile
 from corral.scheduler.outcome import Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
-from corral.scheduler.policy import FreeNode, QueuedJob, Quota, RunningJob, Snapshot, schedule
+from corral.scheduler.policy import (
+    CLUSTER_SCALING,
+    RESOURCES,
+    FreeNode,
+    QueuedJob,
+    Quota,
+    RunningJob,
+    Snapshot,
+    schedule,
+)
 from corral.scheduler.ports import PortAllocator
 from corral.scheduler.setup import setup_plan, setup_uid
 from corral.scheduler.usage import Usage
@@ -44,6 +53,8 @@ from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 from corral.store.transitions import Move, transition_jobs
 
+#: Automatic scale removes nodes idle this long when the cluster gives no ``idle_timeout``.
+DEFAULT_IDLE_TIMEOUT = 600.0
 #: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
 QUEUE_RELOAD_SECONDS = 30.0
 
@@ -86,6 +97,10 @@ class Controller:
         #: Cluster id -> (GPUs per node, preempt_after).
         self._clusters: dict[int, tuple[int, float | None]] = {}
         self._quotas: dict[int, Quota] = {}
+        #: Cluster id -> its automatic scale settings (``min_nodes``, ``max_nodes``, ``idle_timeout``).
+        self._auto: dict[int, dict[str, Any]] = {}
+        #: Automatic clusters adding nodes now: their waiting head jobs wait for ``ClusterScaling``.
+        self._scaling_up: set[int] = set()
         self._usage = Usage(fairshare_half_life)
         #: Clusters' nodes need bringing to their targets (a resize, a leaving node freed).
         self._reconcile = True
@@ -202,6 +217,9 @@ class Controller:
                 requeued = self._finish(session, done, now) if done else []
                 if self._setup_reports:
                     self._finish_setups(session, now)
+                self._load_policy(session)
+                if self._auto:
+                    self._autoscale(session, now)
                 removed = self._reconcile_nodes(session, now) if self._reconcile else []
                 starts = self._schedule(session, now)
         except BaseException:
@@ -359,6 +377,10 @@ class Controller:
                 now=now,
             )
         )
+        if self._scaling_up:
+            for job_id, reason in decision.reasons.items():
+                if reason == RESOURCES and self._queue[job_id].cluster_id in self._scaling_up:
+                    decision.reasons[job_id] = CLUSTER_SCALING
         changed = {j: r for j, r in decision.reasons.items() if self._reasons.get(j) != r}
         if changed:
             session.execute(update(JobRow), [{"id": j, "reason": r} for j, r in changed.items()])
@@ -427,6 +449,40 @@ class Controller:
             (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id])
             for p in placements
         ]
+
+    def _autoscale(self, session: Session, now: float) -> None:
+        """Automatic scale: grow to what the queue needs (up to max_nodes), shrink nodes idle past idle_timeout."""
+        demand: dict[int, int] = {}
+        for job in self._queue.values():
+            if job.cluster_id in self._auto:
+                demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count
+        nodes = session.execute(
+            select(NodeRow.cluster_id, NodeRow.state, NodeRow.idle_since).where(
+                NodeRow.cluster_id.in_(self._auto), NodeRow.state != NodeState.LEAVING
+            )
+        ).all()
+        for cluster_id, scale in self._auto.items():
+            mine = [n for n in nodes if n.cluster_id == cluster_id]
+            low, high = int(scale.get("min_nodes") or 0), int(scale["max_nodes"])
+            busy = sum(1 for n in mine if n.state in (NodeState.RUNNING, NodeState.PREPARING))
+            wanted = max(low, min(high, busy + demand.get(cluster_id, 0)))
+            timeout = float(scale.get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)
+            idle_long = sum(
+                1
+                for n in mine
+                if n.state == NodeState.IDLE and n.idle_since is not None and now - n.idle_since >= timeout
+            )
+            current = len(mine)
+            target = wanted if wanted > current else max(wanted, current - idle_long)
+            if target > current or any(n.state == NodeState.PREPARING for n in mine):
+                self._scaling_up.add(cluster_id)
+            else:
+                self._scaling_up.discard(cluster_id)
+            cluster = session.get(ClusterRow, cluster_id)
+            if cluster is not None and cluster.target_nodes != target:
+                log.info("autoscale: cluster %s from %d to %d nodes", cluster.name, cluster.target_nodes, target)
+                cluster.target_nodes = target
+                self._reconcile = True
 
     def _reconcile_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """Bring clusters to their target node counts; stop the jobs of removed nodes as the cluster says."""
@@ -507,13 +563,16 @@ class Controller:
                     else f"setup.command could not run: {report.message or 'it vanished without an exit code'}"
                 )
 
-    def _refresh(self, session: Session, now: float) -> None:
-        """Bring the in-memory queue, clusters and quotas up to date: what changed, or all of it now and then."""
+    def _load_policy(self, session: Session) -> None:
+        """Clusters (GPUs, preemption, automatic scale) and quotas, after one of them changed."""
         if self._policy_stale:
             self._policy_stale = False
-            self._clusters = {}
+            self._clusters, self._auto = {}, {}
             for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
                 self._clusters[cluster_id] = (int(spec.get("node", {}).get("gpus", 0)), spec.get("preempt_after"))
+                scale = spec.get("scale") or {}
+                if scale.get("max_nodes") is not None:
+                    self._auto[cluster_id] = scale
             self._quotas = {
                 ws_id: Quota(max_nodes, max_gpus)
                 for ws_id, max_nodes, max_gpus in session.execute(
@@ -521,6 +580,9 @@ class Controller:
                 )
                 if max_nodes is not None or max_gpus is not None
             }
+
+    def _refresh(self, session: Session, now: float) -> None:
+        """Bring the in-memory queue up to date: what was submitted or requeued, or all of it now and then."""
         if now < self._next_reload:
             while self._submitted:
                 job = self._submitted.popleft()

@@ -43,6 +43,8 @@ HIGH, NORMAL, LOW = 2, 1, 0
 PRIORITY = "Priority"
 RESOURCES = "Resources"
 QUOTA = "Quota"
+#: Set by the control loop (not the policy): the head waits for nodes an automatic cluster is adding.
+CLUSTER_SCALING = "ClusterScaling"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
+from corral.core.specs import Duration
 from corral.server.deps import Ctx, CurrentPrincipal
 from corral.server.services import clusters as service
 
@@ -34,6 +35,30 @@ def resize_cluster(ws: str, name: str, body: ResizeRequest, ctx: Ctx, _p: Curren
     with ctx.db.write() as session:
         cluster = service.resize_cluster(
             session, workspace=ws, name=name, nodes=body.nodes, deallocation=body.deallocation
+        )
+    ctx.names.invalidate()
+    ctx.controller.policy_changed()
+    return cluster
+
+
+class AutoscaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_nodes: int = Field(0, ge=0)
+    max_nodes: int = Field(ge=1)
+    idle_timeout: Duration | None = None
+
+
+@router.post("/{name}/autoscale")
+def autoscale_cluster(ws: str, name: str, body: AutoscaleRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+    """Scale between ``min_nodes`` and ``max_nodes`` with the queue; idle nodes go after ``idle_timeout``."""
+    with ctx.db.write() as session:
+        cluster = service.autoscale_cluster(
+            session,
+            workspace=ws,
+            name=name,
+            min_nodes=body.min_nodes,
+            max_nodes=body.max_nodes,
+            idle_timeout=body.idle_timeout,
         )
     ctx.names.invalidate()
     ctx.controller.policy_changed()

@@ -26,7 +26,6 @@ from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 
 _NOT_YET = {
     "backend": "only the local backend is available in this version",
-    "scale.max_nodes": "automatic scaling is not available in this version; give scale.nodes",
     "mounts": "volume mounts are not available in this version",
     "priority": "low-priority (preemptible) clusters are not available in this version",
 }
@@ -36,8 +35,6 @@ def _refuse_unavailable(spec: ClusterSpec) -> None:
     problems = []
     if spec.backend != "local":
         problems.append("backend")
-    if spec.scale.is_auto:
-        problems.append("scale.max_nodes")
     if spec.mounts:
         problems.append("mounts")
     if spec.priority != "dedicated":
@@ -45,6 +42,12 @@ def _refuse_unavailable(spec: ClusterSpec) -> None:
     if problems:
         details = [{"loc": loc, "message": _NOT_YET[loc]} for loc in problems]
         raise InvalidSpec("cluster: " + "; ".join(f"{d['loc']}: {d['message']}" for d in details), details=details)
+
+
+def initial_nodes(spec: ClusterSpec) -> int:
+    if not spec.scale.is_auto:
+        return spec.scale.nodes or 0
+    return spec.scale.initial_nodes if spec.scale.initial_nodes is not None else spec.scale.min_nodes or 0
 
 
 def to_model(session: Session, row: ClusterRow, workspace: str) -> Cluster:
@@ -74,8 +77,9 @@ def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any
         select(ClusterRow).where(ClusterRow.workspace_id == ws.id, ClusterRow.name == spec.name)
     ).first():
         raise AlreadyExists(f"cluster {spec.name!r} already exists in workspace {workspace!r}")
-    count = spec.scale.nodes or 0
-    gpus, warnings = plan_local_nodes(spec, count)
+    count = initial_nodes(spec)
+    gpus, warnings = plan_local_nodes(spec, spec.scale.max_nodes if spec.scale.is_auto else count)  # type: ignore[arg-type]
+    gpus = gpus[:count]
     row = ClusterRow(
         workspace_id=ws.id,
         name=spec.name,
@@ -185,3 +189,32 @@ def node_setup_log(session: Session, home: Path, *, workspace: str, cluster: str
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def autoscale_cluster(
+    session: Session,
+    *,
+    workspace: str,
+    name: str,
+    min_nodes: int,
+    max_nodes: int,
+    idle_timeout: float | None = None,
+) -> Cluster:
+    """Switch a cluster to automatic scale between ``min_nodes`` and ``max_nodes``."""
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, name)
+    spec = ClusterSpec.model_validate(row.spec)
+    scale: dict[str, Any] = {"min_nodes": min_nodes, "max_nodes": max_nodes, "deallocation": spec.scale.deallocation}
+    if idle_timeout is not None:
+        scale["idle_timeout"] = idle_timeout
+    elif spec.scale.idle_timeout is not None:
+        scale["idle_timeout"] = spec.scale.idle_timeout
+    updated = parse_spec(ClusterSpec, {**spec.model_dump(mode="json"), "scale": scale}, source="cluster")
+    plan_local_nodes(updated, max_nodes)  # refuses GPUs this machine does not have
+    row.spec = updated.model_dump(mode="json")
+    target = max(min_nodes, min(max_nodes, row.target_nodes))
+    if row.target_nodes != target:
+        row.allocation_state = "resizing"
+    row.target_nodes = target
+    session.flush()
+    return to_model(session, row, workspace)

@@ -122,11 +122,11 @@ def create_job(
     workspace_id, cluster, experiment_id = names.resolve(
         db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
     )
-    if spec.node_count > cluster.target_nodes:
+    if spec.node_count > cluster.max_nodes:
         raise InvalidSpec(
-            f"node_count: cluster {cluster.name!r} has {cluster.target_nodes} nodes; "
+            f"node_count: cluster {cluster.name!r} has at most {cluster.max_nodes} nodes; "
             f"this job needs {spec.node_count} and could never start",
-            details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.target_nodes} nodes"}],
+            details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.max_nodes} nodes"}],
         )
     ranks = rank_count(spec, cluster.gpus_per_node)
     uid = uuid.uuid4().hex

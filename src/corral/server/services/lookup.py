@@ -71,7 +71,8 @@ def job_row(session: Session, workspace: str, experiment: str, name: str) -> tup
 class ClusterRef:
     id: int
     name: str
-    target_nodes: int
+    #: The most nodes the cluster may have (its target, or max_nodes when it scales itself).
+    max_nodes: int
     gpus_per_node: int
 
 
@@ -109,11 +110,9 @@ class NameCache:
             experiment_id = session.scalar(
                 select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
             )
-        found = (
-            ws.id,
-            ClusterRef(row.id, row.name, row.target_nodes, int(row.spec.get("node", {}).get("gpus", 0))),
-            experiment_id,
-        )
+        gpus = int(row.spec.get("node", {}).get("gpus", 0))
+        most = (row.spec.get("scale") or {}).get("max_nodes") or row.target_nodes  # automatic scale: its maximum
+        found = (ws.id, ClusterRef(row.id, row.name, most, gpus), experiment_id)
         if experiment_id is not None:
             with self._lock:
                 self._entries[key] = found
