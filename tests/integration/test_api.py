@@ -80,8 +80,8 @@ def test_cluster_lifecycle_and_unavailable_features(server: ServerHandle) -> Non
     assert cluster.current_nodes == 3 and cluster.node_counts.idle == 3
     assert [n.name for n in c.list_nodes("tmp")] == ["node-0", "node-1", "node-2"]
     assert "tmp" in [x.name for x in c.list_clusters()]
-    with pytest.raises(InvalidSpec, match="automatic scaling is not available"):
-        c.create_cluster({"name": "auto", "scale": {"min_nodes": 0, "max_nodes": 2}})
+    with pytest.raises(InvalidSpec, match="mounts: volume mounts are not available"):
+        c.create_cluster({"name": "mnt", "scale": {"nodes": 1}, "mounts": [{"volume": "v", "path": "data"}]})
     with pytest.raises(InvalidSpec, match=r"node.gpus: .* this machine has"):
         c.create_cluster({"name": "gpu", "node": {"gpus": 64}, "scale": {"nodes": 2}})
     c.create_job({"cluster": "tmp", "custom": {"command": "true"}, "name": "on-tmp"})  # fills the name cache
