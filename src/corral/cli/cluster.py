@@ -109,3 +109,27 @@ def node_list(cluster: str, workspace: WorkspaceOpt = "default", output: OutputO
 def node_logs(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
     """Print the output of a node's setup.command."""
     sys.stdout.write(client(workspace).node_logs(cluster, node))
+
+
+@node_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def node_exec(
+    cluster: str,
+    node: str,
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Run a command in a node's environment (its GPUs, its mounts) and stream its output; exit with its code."""
+    code = 1
+    for stream, line in client(workspace).node_exec(cluster, node, command):
+        if stream == "exit":
+            code = int(line)
+        else:
+            print(line, file=sys.stderr if stream == "stderr" else sys.stdout, flush=True)
+    raise typer.Exit(code)
+
+
+@node_app.command("preempt")
+def node_preempt(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
+    """Preempt a node of a low-priority cluster now, to rehearse it: notice to its job, grace, eviction."""
+    n = client(workspace).preempt_node(cluster, node)
+    console.print(f"preempting {n.name} of {cluster}" + (f" (job {n.job})" if n.job else ""))

@@ -165,6 +165,18 @@ class Client:
         path = f"{self._ws(workspace)}/clusters/{name}/autoscale"
         return Cluster.model_validate(self._request("POST", path, json=body).json())
 
+    def node_exec(
+        self, cluster: str, node: str, command: list[str], *, workspace: str | None = None
+    ) -> Iterator[tuple[str, str]]:
+        """Run ``command`` in the node's environment: yield ``(stream, line)``, then ``("exit", code)``."""
+        path = f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/exec"
+        yield from self._events("POST", path, json={"command": command}, last="exit")
+
+    def preempt_node(self, cluster: str, node: str, *, workspace: str | None = None) -> Node:
+        """Evict a node of a low-priority cluster now (notice, grace, eviction), as the cloud would."""
+        path = f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/preempt"
+        return Node.model_validate(self._request("POST", path).json())
+
     def node_logs(self, cluster: str, node: str, *, workspace: str | None = None) -> str:
         """The output of the node's setup.command."""
         return self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/logs").text
@@ -284,9 +296,12 @@ class Client:
     ) -> Iterator[tuple[str, str]]:
         """Yield ``(stream, line)`` as the job writes them, then ``("end", '{"state": ...}')``."""
         path = self._job(name, experiment, workspace) + "/logs"
-        params: dict[str, str | int] = {"rank": rank, "follow": "true"}
+        yield from self._events("GET", path, params={"rank": rank, "follow": "true"}, last="end")
+
+    def _events(self, method: str, path: str, *, last: str, **kwargs: Any) -> Iterator[tuple[str, str]]:
+        """Server-Sent Events as ``(event, data)``, until the ``last`` event."""
         try:
-            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
+            with self._http.stream(method, path, timeout=httpx.Timeout(30, read=None), **kwargs) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise error_from_payload(response.json(), f"HTTP {response.status_code}")
@@ -296,7 +311,7 @@ class Client:
                         event = line[7:]
                     elif line.startswith("data: "):
                         yield event, line[6:]
-                        if event == "end":
+                        if event == last:
                             return
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None

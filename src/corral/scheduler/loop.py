@@ -120,6 +120,7 @@ class Controller:
         self._coalesce = coalesce_seconds
         self._inbox: deque[ProcessExit] = deque()
         self._terminate_requests: deque[int] = deque()
+        self._node_preemptions: deque[int] = deque()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._runs: dict[tuple[str, int], Run] = {}
@@ -158,6 +159,15 @@ class Controller:
         """A cluster (its size included) or a workspace quota changed: reload them before the next placement."""
         self._policy_stale = True
         self._reconcile = True
+        self._wake.set()
+
+    def preempt_node(self, node_id: int) -> None:
+        """Evict a node of a low-priority cluster: notice (SIGTERM) to its job, the grace period, removal.
+
+        The job goes back to the queue (reason ``Preempted``); the cluster, still at its target count, gets a
+        new node in its place.
+        """
+        self._node_preemptions.append(node_id)
         self._wake.set()
 
     def request_terminate(self, job_id: int) -> None:
@@ -220,6 +230,8 @@ class Controller:
                 self._load_policy(session)
                 if self._auto:
                     self._autoscale(session, now)
+                if self._node_preemptions:
+                    self._evict_nodes(session, now)
                 removed = self._reconcile_nodes(session, now) if self._reconcile else []
                 starts = self._schedule(session, now)
         except BaseException:
@@ -483,6 +495,20 @@ class Controller:
                 log.info("autoscale: cluster %s from %d to %d nodes", cluster.name, cluster.target_nodes, target)
                 cluster.target_nodes = target
                 self._reconcile = True
+
+    def _evict_nodes(self, session: Session, now: float) -> None:
+        while self._node_preemptions:
+            node = session.get(NodeRow, self._node_preemptions.popleft())
+            if node is None or node.state == NodeState.LEAVING:
+                continue
+            log.info("preempting node %s", node.name)
+            node.state = NodeState.LEAVING
+            self._leaving += 1
+            self._reconcile = True
+            run = self._runs_by_job.get(node.job_id) if node.job_id is not None else None
+            if run is not None and not run.stopping:
+                run.preempted, run.requeue_reason = True, "Preempted"
+                self._stop_run(run, now)
 
     def _reconcile_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """Bring clusters to their target node counts; stop the jobs of removed nodes as the cluster says."""

@@ -59,14 +59,19 @@ class _Attempt:
     started: set[int] = field(default_factory=set)
 
 
+def server_environment() -> dict[str, str]:
+    """What jobs start from: the server's environment, its virtual environment's ``bin`` first on PATH."""
+    env = dict(os.environ)
+    if sys.prefix != sys.base_prefix:
+        # The server runs in a virtual environment: jobs find its python first, as `corral` users expect.
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 class LocalBackend:
     def __init__(self, *, code_dir: Path, base_env: dict[str, str] | None = None, launcher_threads: int = 4) -> None:
         self._code_dir = code_dir
-        self._base_env = dict(os.environ if base_env is None else base_env)
-        if base_env is None and sys.prefix != sys.base_prefix:
-            # The server runs in a virtual environment: jobs find its python first, as `corral` users expect.
-            bin_dir = os.path.dirname(sys.executable)
-            self._base_env["PATH"] = bin_dir + os.pathsep + self._base_env.get("PATH", "")
+        self._base_env = server_environment() if base_env is None else dict(base_env)
         self._listener: ExitListener | None = None
         self._watcher = ExitWatcher()
         self._launcher = ThreadPoolExecutor(launcher_threads, thread_name_prefix="corral-launcher")

@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
 from corral.core.specs import Duration
 from corral.server.deps import Ctx, CurrentPrincipal
 from corral.server.services import clusters as service
+from corral.server.services.node_exec import exec_on_node
 
 router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 
@@ -98,3 +99,25 @@ def node_logs(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> 
     """The output of the node's ``setup.command``."""
     with ctx.db.read() as session:
         return service.node_setup_log(session, ctx.settings.home, workspace=ws, cluster=name, node=node)
+
+
+class ExecRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    command: list[str] = Field(min_length=1)
+
+
+@router.post("/{name}/nodes/{node}/exec")
+async def node_exec(ws: str, name: str, node: str, body: ExecRequest, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+    """Run a command in the node's environment; its output as Server-Sent Events, then ``exit``."""
+    events = await exec_on_node(ctx, workspace=ws, cluster=name, node=node, argv=body.command)
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+@router.post("/{name}/nodes/{node}/preempt", status_code=202)
+def node_preempt(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> Node:
+    """Preempt a node of a low-priority cluster on purpose: notice (SIGTERM) to its job, grace, eviction."""
+    with ctx.db.read() as session:
+        found = service.preemptible_node(session, workspace=ws, cluster=name, node=node)
+        shown = next(n for n in service.list_nodes(session, workspace=ws, cluster=name) if n.name == node)
+    ctx.controller.preempt_node(found.id)
+    return shown

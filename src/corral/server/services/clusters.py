@@ -27,7 +27,6 @@ from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 _NOT_YET = {
     "backend": "only the local backend is available in this version",
     "mounts": "volume mounts are not available in this version",
-    "priority": "low-priority (preemptible) clusters are not available in this version",
 }
 
 
@@ -37,8 +36,6 @@ def _refuse_unavailable(spec: ClusterSpec) -> None:
         problems.append("backend")
     if spec.mounts:
         problems.append("mounts")
-    if spec.priority != "dedicated":
-        problems.append("priority")
     if problems:
         details = [{"loc": loc, "message": _NOT_YET[loc]} for loc in problems]
         raise InvalidSpec("cluster: " + "; ".join(f"{d['loc']}: {d['message']}" for d in details), details=details)
@@ -139,20 +136,36 @@ def list_nodes(session: Session, *, workspace: str, cluster: str) -> list[Node]:
         .order_by(NodeRow.index)
     )
     for node, job_name, exp_name in session.execute(query).all():
-        out.append(
-            Node(
-                name=node.name,
-                cluster=cluster,
-                index=node.index,
-                state=NodeState(node.state),
-                ip=node.ip,
-                gpus=list(node.gpus),
-                job=job_name,
-                experiment=exp_name,
-                error=node.error,
-            )
-        )
+        out.append(node_model(node, cluster=cluster, job=job_name, experiment=exp_name))
     return out
+
+
+def node_model(node: NodeRow, *, cluster: str, job: str | None = None, experiment: str | None = None) -> Node:
+    return Node(
+        name=node.name,
+        cluster=cluster,
+        index=node.index,
+        state=NodeState(node.state),
+        ip=node.ip,
+        gpus=list(node.gpus),
+        job=job,
+        experiment=experiment,
+        error=node.error,
+    )
+
+
+def preemptible_node(session: Session, *, workspace: str, cluster: str, node: str) -> NodeRow:
+    """The node to preempt; only nodes of a ``priority: low`` cluster can be."""
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, cluster)
+    if row.spec.get("priority") != "low":
+        raise Conflict(f"cluster {cluster!r} is dedicated; only the nodes of a priority: low cluster can be preempted")
+    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
+    if found is None:
+        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+    if found.state == NodeState.LEAVING:
+        raise Conflict(f"node {node!r} is already leaving")
+    return found
 
 
 def remove_cluster_files(home: Path, *, workspace: str, name: str) -> None:

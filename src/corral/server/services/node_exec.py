@@ -1,0 +1,103 @@
+"""``corral cluster node exec``: a command in a node's environment, its output streamed back.
+
+The command runs on the node (on the local backend: this machine, in the node's
+directory, with its GPUs in ``CUDA_VISIBLE_DEVICES`` and its mount root), in its own
+session, as Server-Sent Events: ``stdout`` and ``stderr`` (a line each), then ``exit``
+with the exit code. A client that goes away takes the command with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import select
+
+from corral.backends.local.backend import server_environment
+from corral.backends.local.resources import node_root
+from corral.core.errors import InvalidRequest, NotFound
+from corral.launch.env import twins
+from corral.server.context import ServerContext
+from corral.server.services.logstream import _sse
+from corral.server.services.lookup import cluster_row, workspace_row
+from corral.store.tables import NodeRow
+
+
+def node_environment(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> tuple[Path, dict[str, str]]:
+    with ctx.db.read() as session:
+        ws = workspace_row(session, workspace)
+        row = cluster_row(session, ws, cluster)
+        found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
+        if found is None:
+            raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+        gpus = list(found.gpus)
+    root = node_root(ctx.settings.home, workspace, cluster, node)
+    env = {
+        **server_environment(),
+        **twins(
+            {
+                "WORKSPACE": workspace,
+                "CLUSTER": cluster,
+                "NODE_NAME": node,
+                "MOUNT_ROOT": str(root / "mounts"),
+                "NUM_GPUS": str(len(gpus)),
+            }
+        ),
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
+    }
+    return root, env
+
+
+async def exec_on_node(
+    ctx: ServerContext, *, workspace: str, cluster: str, node: str, argv: list[str]
+) -> AsyncIterator[str]:
+    if not argv:
+        raise InvalidRequest("command: give the command to run, e.g. ['nvidia-smi']")
+    root, env = await asyncio.to_thread(node_environment, ctx, workspace=workspace, cluster=cluster, node=node)
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=root,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise InvalidRequest(f"command: cannot run {argv[0]!r}: {exc.strerror}") from None
+    lines: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+
+    async def pump(name: str, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            await lines.put((name, raw.decode(errors="replace").rstrip("\n")))
+        await lines.put(None)
+
+    assert process.stdout is not None and process.stderr is not None
+    pumps = [asyncio.create_task(pump("stdout", process.stdout)), asyncio.create_task(pump("stderr", process.stderr))]
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            open_streams = 2
+            while open_streams:
+                item = await lines.get()
+                if item is None:
+                    open_streams -= 1
+                    continue
+                yield _sse(item[0], item[1])
+            code = await process.wait()
+            yield _sse("exit", str(code))
+        finally:
+            if process.returncode is None:  # the client went away: so does the command
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+            for task in pumps:
+                task.cancel()
+
+    return stream()
