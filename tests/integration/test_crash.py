@@ -127,3 +127,28 @@ def test_sigkill_during_prepare_then_restart(server_factory: object, kind: str, 
         for rank in (0, 1):
             assert (tmp_path / f"{name}-prep-{rank}").read_text() == "prep\n", (name, rank)
         assert [e.to_state for e in c.job_events(name)] == ["queued", "running", "succeeded"]
+
+
+def test_sigkill_while_a_job_is_being_preempted(server_factory: object, tmp_path: Path) -> None:
+    """The server dies between the preemption notice and the job's end: the job is still requeued, not failed."""
+    srv = server_factory()  # type: ignore[operator]
+    c = srv.client()
+    c.create_cluster({"name": "p1", "scale": {"nodes": 1}, "preempt_after": "0s"})
+    command = (
+        f'trap "sleep 2; echo saved >> {tmp_path}/saves; exit 143" TERM; '
+        'if [ "$CORRAL_ATTEMPT" = 1 ]; then sleep 300 & wait; fi; echo attempt $CORRAL_ATTEMPT'
+    )
+    c.create_job({"name": "low", "cluster": "p1", "priority": "low", "custom": {"command": command}})
+    wait_for_state(c, "low", "running")
+    c.create_job({"name": "high", "cluster": "p1", "priority": "high", "custom": {"command": "true"}})
+    deadline = time.monotonic() + 30
+    while [a.reason for a in c.get_job("low").attempts] != ["Preempted"]:  # the notice was given
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    srv.kill()
+    srv.start()
+    c = srv.client()
+    assert c.wait_job("high", timeout=60).state == "succeeded"
+    low = c.wait_job("low", timeout=60)
+    assert low.state == "succeeded" and [a.reason for a in low.attempts] == ["Preempted", "Exited"]
+    assert (tmp_path / "saves").read_text() == "saved\n"

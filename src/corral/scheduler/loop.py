@@ -53,6 +53,8 @@ from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 from corral.store.transitions import Move, transition_jobs
 
+#: Attempt reasons set while the attempt still runs: its job goes back to the queue when it ends.
+REQUEUE_REASONS = ("Preempted", "NodeRemoved")
 #: Automatic scale removes nodes idle this long when the cluster gives no ``idle_timeout``.
 DEFAULT_IDLE_TIMEOUT = 600.0
 #: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
@@ -401,8 +403,7 @@ class Controller:
             run = self._runs_by_job.get(job_id)
             if run is not None and not run.stopping:
                 log.info("preempting job %s for a waiting high-priority job", job_id)
-                run.preempted = True
-                self._stop_run(run, now)
+                self._requeue_run(session, run, "Preempted", now)
         placements = decision.placements
         if not placements:
             return []
@@ -496,6 +497,13 @@ class Controller:
                 cluster.target_nodes = target
                 self._reconcile = True
 
+    def _requeue_run(self, session: Session, run: Run, reason: str, now: float) -> None:
+        """Stop a run to put its job back in the queue. The reason is on its attempt at once: a restart
+        before the processes end still requeues the job instead of failing it."""
+        run.preempted, run.requeue_reason = True, reason
+        session.execute(update(AttemptRow).where(AttemptRow.id == run.attempt_id).values(reason=reason))
+        self._stop_run(run, now)
+
     def _evict_nodes(self, session: Session, now: float) -> None:
         while self._node_preemptions:
             node = session.get(NodeRow, self._node_preemptions.popleft())
@@ -507,8 +515,7 @@ class Controller:
             self._reconcile = True
             run = self._runs_by_job.get(node.job_id) if node.job_id is not None else None
             if run is not None and not run.stopping:
-                run.preempted, run.requeue_reason = True, "Preempted"
-                self._stop_run(run, now)
+                self._requeue_run(session, run, "Preempted", now)
 
     def _reconcile_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """Bring clusters to their target node counts; stop the jobs of removed nodes as the cluster says."""
@@ -528,9 +535,9 @@ class Controller:
                     continue
                 if job_id in terminating:
                     run.terminating = True
+                    self._stop_run(run, now)
                 else:
-                    run.preempted, run.requeue_reason = True, "NodeRemoved"
-                self._stop_run(run, now)
+                    self._requeue_run(session, run, "NodeRemoved", now)
         self._policy_stale = True  # the nodes changed
         self._start_setups(session)
         return result.removed
@@ -754,6 +761,10 @@ class Controller:
                 ports = tuple(attempt.ports or ())
                 self._ports.reserve(ports)
                 run = self._run_for(placed, attempt.id, nodes, ports, started_at=attempt.started_at)
+                if attempt.reason in REQUEUE_REASONS:  # being preempted when the last server stopped
+                    run.preempted, run.requeue_reason = True, attempt.reason
+                    run.kill_at = now + run.plan.grace_seconds
+                    heapq.heappush(self._timers, (run.kill_at, run.key))
                 if job.state == JobState.TERMINATING:
                     run.terminating = True
                     run.kill_at = (job.terminate_requested_at or now) + run.plan.grace_seconds
@@ -779,6 +790,6 @@ class Controller:
             self._backend.recover(plan)  # reports NOT_STARTED when it never ran: it is launched then
         for run in runs:
             self._backend.recover(run.plan)
-            if run.terminating:
+            if run.terminating or run.preempted:
                 self._backend.signal(run.plan, kill=False)
         log.info("recovered %d running jobs", len(runs))
