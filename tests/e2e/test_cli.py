@@ -164,6 +164,42 @@ def test_bad_spec_is_one_clear_line(cli: Cli, specs: Path) -> None:
     assert missing.returncode == 1 and "cannot read" in missing.stderr
 
 
+def test_users_quotas_usage_and_cluster_sizes(cli: Cli, specs: Path) -> None:
+    token = cli("user", "create", "carol").stdout.strip()
+    assert len(token) > 20 and "carol" in cli("user", "list").stdout
+    as_carol = subprocess.run(
+        [CORRAL, "user", "create", "dave"], env={**cli.env, "CORRAL_TOKEN": token}, capture_output=True, text=True
+    )
+    assert as_carol.returncode == 1 and "is not an admin" in as_carol.stderr
+    cli("workspace", "create", "team")
+    assert "max nodes 1" in cli("workspace", "quota", "team", "--nodes", "1").stdout
+    listed = json.loads(cli("workspace", "list", "-o", "json").stdout)
+    assert {"name": "team", "max_nodes": 1} in [
+        {"name": w["name"], "max_nodes": w["quota"]["max_nodes"]} for w in listed
+    ]
+    assert "target 3" in cli("cluster", "resize", "two", "--nodes", "3").stdout
+    cli("cluster", "resize", "two", "--nodes", "2")
+    (specs / "auto.yaml").write_text(
+        "name: auto\nscale: {min_nodes: 0, max_nodes: 2}\nsetup: {command: 'echo ready'}\n"
+    )
+    cli("cluster", "create", "-f", str(specs / "auto.yaml"))
+    (specs / "on-auto.yaml").write_text("cluster: auto\ncustom: {command: 'echo grown'}\n")
+    cli("job", "create", "-f", str(specs / "on-auto.yaml"), "--name", "on-auto", "--wait")  # from 0 nodes
+    assert cli("job", "logs", "on-auto").stdout == "grown\n"
+    assert cli("cluster", "node", "logs", "auto", "node-0").stdout == "ready\n"
+    usage = cli("usage").stdout
+    assert "USER" in usage and "EXPERIMENT" in usage and "admin" in usage
+    assert "0 to 3" in cli("cluster", "autoscale", "auto", "--min", "0", "--max", "3").stdout
+    exec_ = subprocess.run(
+        [CORRAL, "cluster", "node", "exec", "two", "node-0", "--", "sh", "-c", "echo $CORRAL_NODE_NAME"],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (exec_.returncode, exec_.stdout) == (0, "node-0\n")
+
+
 def test_no_token_means_a_clear_error(cli: Cli) -> None:
     env = {**cli.env, "CORRAL_TOKEN": "wrong"}
     result = subprocess.run([CORRAL, "cluster", "list"], env=env, capture_output=True, text=True, timeout=60)

@@ -88,9 +88,8 @@ def _grow(
             break  # the machine has no more GPUs for another node: the cluster stays resizing
         del free_gpus[:per_node]
         used_gpus.update(gpus)
-        session.add(
-            NodeRow(
-                cluster_id=cluster.id, name=f"node-{index}", index=index, state=NodeState.IDLE, ip=LOCAL_IP, gpus=gpus
-            )
-        )
+        state = NodeState.PREPARING if cluster.spec.get("setup") else NodeState.IDLE
+        node = NodeRow(cluster_id=cluster.id, name=f"node-{index}", index=index, state=state, ip=LOCAL_IP, gpus=gpus)
+        node.idle_since = now
+        session.add(node)
         taken.add(index)

@@ -1,8 +1,9 @@
 """Clusters and their nodes.
 
-This version runs ``backend: local`` clusters with a manual node count; the
-other settings of the spec are validated but refused with an error that names
-the field, rather than accepted and ignored.
+This version runs ``backend: local`` clusters, manual or automatic in size, with
+node setup and low-priority (preemptible) nodes; the control loop brings their
+nodes to the target count. Settings not available yet (mounts, other backends)
+are refused with an error that names the field, rather than accepted and ignored.
 """
 
 from __future__ import annotations
