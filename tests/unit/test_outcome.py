@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from corral.backends.base import ExitKind, ProcessExit
 from corral.backends.local.wrapper import parse_exit_file
 from corral.core.states import JobState, can_transition
 from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
-from corral.scheduler.outcome import Run, attempt_outcome
+from corral.scheduler.outcome import RetryPolicy, Run, attempt_outcome
 
 
 def run_with(*reports: tuple[ExitKind, int | None]) -> Run:
@@ -71,15 +73,10 @@ def test_terminated_and_never_started() -> None:
         == JobState.QUEUED
     )
     mixed = attempt_outcome(run_with((ExitKind.EXITED, 0), (ExitKind.NOT_STARTED, None)))
-    assert mixed.state == JobState.FAILED and mixed.error_code == "NodeLost"
-    assert (
-        attempt_outcome(
-            run_with(
-                (ExitKind.LOST, None),
-            )
-        ).error_code
-        == "NodeLost"
-    )
+    assert mixed.state == JobState.QUEUED and mixed.reason == "NodeLost", "a node failure is retried by default"
+    lost = run_with((ExitKind.LOST, None))
+    lost.retry = RetryPolicy(max_attempts=1)
+    assert attempt_outcome(lost).error_code == "NodeLost"
 
 
 def test_exit_file_parsing() -> None:
@@ -94,3 +91,32 @@ def test_terminal_states_never_change() -> None:
         assert not any(can_transition(terminal, target) for target in JobState)
     assert can_transition(JobState.RUNNING, JobState.QUEUED)
     assert not can_transition(JobState.TERMINATING, JobState.RUNNING)
+
+
+def test_retry_policy() -> None:
+    def outcome(kind: ExitKind, code: int | None, attempt: int, **policy: object) -> tuple[str, str | None]:
+        run = run_with((kind, code))
+        run.plan = replace(run.plan, attempt=attempt)
+        run.retry = RetryPolicy(**policy)  # type: ignore[arg-type]
+        result = attempt_outcome(run)
+        return result.state.value, result.reason
+
+    assert outcome(ExitKind.LOST, None, 1) == ("queued", "NodeLost")
+    assert outcome(ExitKind.LOST, None, 3) == ("failed", "NodeLost"), "attempts ran out"
+    assert outcome(ExitKind.LOST, None, 1, on=frozenset({"preemption"})) == ("failed", "NodeLost")
+    assert outcome(ExitKind.EXITED, 7, 1) == ("failed", "ExitCode"), "a user's exit code fails the job"
+    assert outcome(ExitKind.EXITED, 7, 1, exit_codes=frozenset({7})) == ("queued", "ExitCode")
+    assert outcome(ExitKind.EXITED, 8, 1, exit_codes=frozenset({7})) == ("failed", "ExitCode")
+    last = run_with((ExitKind.EXITED, 7))
+    last.plan = replace(last.plan, attempt=2)
+    last.retry = RetryPolicy(max_attempts=2, exit_codes=frozenset({7}))
+    failed = attempt_outcome(last)
+    assert (
+        failed.error_message is not None
+        and "attempt 2 of retry.max_attempts=2: no attempts left" in failed.error_message
+    )
+    preempted = run_with((ExitKind.EXITED, 143))
+    preempted.preempted = True
+    assert attempt_outcome(preempted).state == JobState.QUEUED
+    preempted.plan = replace(preempted.plan, attempt=3)
+    assert attempt_outcome(preempted).error_code == "Preempted"

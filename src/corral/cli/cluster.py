@@ -133,3 +133,10 @@ def node_preempt(cluster: str, node: str, workspace: WorkspaceOpt = "default") -
     """Preempt a node of a low-priority cluster now, to rehearse it: notice to its job, grace, eviction."""
     n = client(workspace).preempt_node(cluster, node)
     console.print(f"preempting {n.name} of {cluster}" + (f" (job {n.job})" if n.job else ""))
+
+
+@node_app.command("recover")
+def node_recover(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
+    """Return an unusable node (lost, or its setup failed) to service."""
+    n = client(workspace).recover_node(cluster, node)
+    console.print(f"{n.name}: {n.state.value}")

@@ -177,6 +177,11 @@ class Client:
         path = f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/preempt"
         return Node.model_validate(self._request("POST", path).json())
 
+    def recover_node(self, cluster: str, node: str, *, workspace: str | None = None) -> Node:
+        """Return an unusable node to service (its setup runs again, if the cluster has one)."""
+        path = f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/recover"
+        return Node.model_validate(self._request("POST", path).json())
+
     def node_logs(self, cluster: str, node: str, *, workspace: str | None = None) -> str:
         """The output of the node's setup.command."""
         return self._request("GET", f"{self._ws(workspace)}/clusters/{cluster}/nodes/{node}/logs").text

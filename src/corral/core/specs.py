@@ -201,6 +201,24 @@ class PrepareSpec(Strict):
     command: str = Field(min_length=1)
 
 
+RetryOn = Literal["node_failure", "preemption"]
+
+
+def _retry_on_default() -> list[RetryOn]:
+    return ["node_failure", "preemption"]
+
+
+class RetrySpec(Strict):
+    """When a job's attempt ends badly, whether it goes back to the queue for another one."""
+
+    #: Attempts in all, the first included.
+    max_attempts: int = Field(3, ge=1, le=100)
+    #: What is retried besides the listed exit codes: a lost node, a preemption (or a node removed by a resize).
+    on: list[RetryOn] = Field(default_factory=_retry_on_default)
+    #: Exit codes of the job's own processes that are worth another attempt (others fail the job).
+    exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(default_factory=list)
+
+
 class LimitsSpec(Strict):
     max_wall_clock: Duration | None = None
     termination_grace: Duration = 30.0
@@ -227,6 +245,7 @@ class JobSpec(Strict):
     secrets: dict[EnvName, str] = Field(default_factory=dict)
     prepare: PrepareSpec | None = None
     limits: LimitsSpec = LimitsSpec()
+    retry: RetrySpec = RetrySpec()
 
     @model_validator(mode="after")
     def _one_toolkit(self) -> JobSpec:

@@ -61,5 +61,6 @@ class ErrorCode(StrEnum):
     PREPARE_FAILED = "PrepareFailed"
     WALL_CLOCK_EXCEEDED = "WallClockExceeded"
     NODE_LOST = "NodeLost"
+    PREEMPTED = "Preempted"
     TERMINATED = "Terminated"
     LAUNCH_FAILED = "LaunchFailed"

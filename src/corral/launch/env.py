@@ -12,6 +12,8 @@ from pathlib import PurePath
 from corral.launch.plan import JobContext, NodeAssignment
 
 TWIN_PREFIX = "AZ_BATCHAI_"
+#: In the checkpoint directory: the name of the newest checkpoint (written by ``corral.runtime.save``).
+CHECKPOINT_LATEST = "LATEST"
 
 
 def output_dir(ctx: JobContext, path: str, suffix: str) -> str:

@@ -34,7 +34,7 @@ from corral.core.states import ErrorCode, JobState, NodeState
 from corral.launch.plan import LaunchPlan
 from corral.launch.planner import ports_needed
 from corral.scheduler.nodes import reconcile
-from corral.scheduler.outcome import Run, attempt_outcome, failure_of
+from corral.scheduler.outcome import RetryPolicy, Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
@@ -332,6 +332,25 @@ class Controller:
         if self._leaving:  # a leaving node whose job ended goes now
             session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
             self._reconcile = True
+        lost = {
+            run.plan.nodes[process.node_rank].node_id: run
+            for run in runs
+            for process in run.plan.processes
+            if run.exits.get(process.rank) is not None and run.exits[process.rank].kind == ExitKind.LOST
+        }
+        if lost:  # its processes vanished without an exit code: not to be trusted until recovered
+            session.execute(
+                update(NodeRow),
+                [
+                    {
+                        "id": node_id,
+                        "state": NodeState.UNUSABLE.value,
+                        "error": f"lost during attempt {run.plan.attempt} of job {run.job_id}: its processes vanished "
+                        "without an exit code (corral cluster node recover returns it)",
+                    }
+                    for node_id, run in lost.items()
+                ],
+            )
         moves, attempts = [], []
         for run in runs:
             job = jobs.get(run.job_id)
@@ -725,6 +744,9 @@ class Controller:
             deadline=started_at + limit if limit else None,
             shape=shape,
             user=job.submitted_by,
+            retry=RetryPolicy(
+                placed.spec.retry.max_attempts, frozenset(placed.spec.retry.on), frozenset(placed.spec.retry.exit_codes)
+            ),
         )
         self._track(run)
         return run

@@ -18,6 +18,15 @@ from corral.launch.plan import LaunchPlan
 from corral.scheduler.policy import RunningJob
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A job's ``retry`` spec, as the outcome needs it."""
+
+    max_attempts: int = 3
+    on: frozenset[str] = frozenset({"node_failure", "preemption"})
+    exit_codes: frozenset[int] = frozenset()
+
+
 @dataclass
 class Run:
     job_id: int
@@ -33,6 +42,7 @@ class Run:
     failure: tuple[str, str, int | None] | None = None  # (code, message, exit code)
     #: Rank -> its report.
     exits: dict[int, ProcessExit] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
     #: What the queue's policy needs of a running job (see ``policy.RunningJob``).
     shape: RunningJob | None = None
     user: str = ""
@@ -81,27 +91,37 @@ def failure_of(report: ProcessExit, plan: LaunchPlan) -> tuple[str, str, int | N
 
 
 def attempt_outcome(run: Run) -> Outcome:
+    """How the attempt ended, and whether the job gets another (``QUEUED``) under its retry policy."""
     reports = [run.exits[rank] for rank in sorted(run.exits)]
     if reports and all(r.kind == ExitKind.NOT_STARTED for r in reports):
         # Nothing ran: the job goes back to the queue for a fresh attempt.
         return Outcome(JobState.QUEUED, None, reason="NotStarted")
     first_code = next((r.exit_code for r in reports if r.exit_code is not None), None)
-    finished = all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in reports)
-    if run.preempted and not run.terminating and not finished:
-        return Outcome(JobState.QUEUED, first_code, reason=run.requeue_reason)
     if run.terminating:
-        return Outcome(
-            JobState.TERMINATED,
-            first_code,
-            ErrorCode.TERMINATED,
-            "terminated on request",
-            reason="Terminated",
-        )
-    if run.failure is not None:
-        code, message, exit_code = run.failure
-        return Outcome(JobState.FAILED, exit_code, code, message, reason=code)
-    for report in reports:
-        failure = failure_of(report, run.plan)
-        if failure is not None:
-            return Outcome(JobState.FAILED, failure[2], failure[0], failure[1], reason=failure[0])
-    return Outcome(JobState.SUCCEEDED, 0, reason="Exited")
+        return Outcome(JobState.TERMINATED, first_code, ErrorCode.TERMINATED, "terminated on request", "Terminated")
+    retry = run.retry
+    number = run.plan.attempt
+    left = number < retry.max_attempts
+    last = f"attempt {number} of retry.max_attempts={retry.max_attempts}: no attempts left"
+    finished = all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in reports)
+    if run.preempted and not finished:
+        reason = run.requeue_reason
+        if "preemption" in retry.on and left:
+            return Outcome(JobState.QUEUED, first_code, reason=reason)
+        what = "preempted" if reason == "Preempted" else "its node was removed"
+        return Outcome(JobState.FAILED, first_code, ErrorCode.PREEMPTED, f"{what} ({last})", reason)
+    failure = run.failure
+    if failure is None:
+        failure = next((f for f in (failure_of(r, run.plan) for r in reports) if f is not None), None)
+    if failure is None:
+        return Outcome(JobState.SUCCEEDED, 0, reason="Exited")
+    code, message, exit_code = failure
+    reason = "ExitCode" if code == ErrorCode.JOB_FAILED else code
+    retryable = (code == ErrorCode.NODE_LOST and "node_failure" in retry.on) or (
+        code == ErrorCode.JOB_FAILED and exit_code in retry.exit_codes
+    )
+    if retryable and left:
+        return Outcome(JobState.QUEUED, exit_code, reason=reason)
+    if retryable:
+        message = f"{message} ({last})"
+    return Outcome(JobState.FAILED, exit_code, code, message, reason=reason)

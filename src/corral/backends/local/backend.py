@@ -36,6 +36,7 @@ from pathlib import Path
 from corral.backends.base import ExitKind, ExitListener, ProcessExit
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
+from corral.launch.env import CHECKPOINT_LATEST
 from corral.launch.plan import FIRST_FAILURE, LaunchPlan, NodePlan, ProcessPlan
 
 log = logging.getLogger(__name__)
@@ -160,10 +161,12 @@ class LocalBackend:
         if plan.has_prepare:
             Path(plan.attempt_dir, STARTED_MARKER).touch()
         workdirs = {node.rank: node.workdir for node in plan.nodes}
+        resumed = _resumed_from(plan)
         for process in plan.processes:
+            env = process.env if resumed is None else {**process.env, "CORRAL_RESUMED_FROM": resumed}
             popen = self._spawn(
                 state, process.exit_file, workdirs[process.node_rank], process.command, process.stdout,
-                process.stderr, process.env,
+                process.stderr, env,
             )  # fmt: skip
             with self._lock:
                 state.started.add(process.rank)
@@ -289,6 +292,19 @@ class LocalBackend:
     def close(self) -> None:
         self._launcher.shutdown(wait=True)
         self._watcher.close()
+
+
+def _resumed_from(plan: LaunchPlan) -> str | None:
+    """The job's newest checkpoint, when there is one: a new attempt starts from it."""
+    folder = plan.processes[0].env.get("CORRAL_CHECKPOINT_DIR") if plan.processes else None
+    if not folder:
+        return None
+    try:
+        name = Path(folder, CHECKPOINT_LATEST).read_text().strip()
+    except OSError:
+        return None
+    path = Path(folder, name)
+    return str(path) if name and path.exists() else None
 
 
 def _read_exit(exit_file: str) -> int | None:

@@ -8,9 +8,13 @@ stderr straight to files, then writes ``exit <code>`` to its exit file in one
 newline, so a wrapper killed mid-write reads as "no exit recorded", never as a
 wrong code (and no ``mv`` process is spent on a rename).
 
-SIGTERM sent to the process group reaches the user's processes; the wrapper
-traps it so that it outlives them and records their true exit code. The user's
-command runs in a subshell, where the trap is reset to the default.
+SIGTERM sent to the process group reaches the user's processes; the wrapper traps
+it so that it outlives them and records their true exit code. The subshell that runs
+the user's command traps it too (programs it starts do not inherit a trap): a shell
+runs a trap only once its foreground command has ended, so a program that handles
+SIGTERM (to save a checkpoint) gets the whole grace period, and then the subshell
+exits with that program's code (143 if it was 0: the command as a whole did not
+finish) instead of running the rest of the user's commands.
 
 Its argv identifies it in ``/proc``: ``[sh, -c, SCRIPT, corral-node, <exit file>, ...]``;
 the backend re-attaches to it by that after a restart.
@@ -22,7 +26,8 @@ WRAPPER_SCRIPT = r"""
 _corral_x=$1 _corral_cmd=$3
 trap ':' TERM INT HUP
 cd "$2" || { printf 'exit 127\n' > "$_corral_x"; exit 0; }
-( set --; eval "$_corral_cmd" ) >> "$4" 2>> "$5" < /dev/null
+( trap '_corral_rc=$?; [ "$_corral_rc" -eq 0 ] && _corral_rc=143; exit "$_corral_rc"' TERM INT HUP
+  set --; eval "$_corral_cmd" ) >> "$4" 2>> "$5" < /dev/null
 printf 'exit %s\n' "$?" > "$_corral_x"
 """
 

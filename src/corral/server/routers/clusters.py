@@ -121,3 +121,12 @@ def node_preempt(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) 
         shown = next(n for n in service.list_nodes(session, workspace=ws, cluster=name) if n.name == node)
     ctx.controller.preempt_node(found.id)
     return shown
+
+
+@router.post("/{name}/nodes/{node}/recover")
+def node_recover(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> Node:
+    """Return an unusable node (lost, or its setup failed) to service; its setup runs again if there is one."""
+    with ctx.db.write() as session:
+        recovered = service.recover_node(session, workspace=ws, cluster=name, node=node)
+    ctx.controller.policy_changed()
+    return recovered

@@ -232,3 +232,18 @@ def autoscale_cluster(
     row.target_nodes = target
     session.flush()
     return to_model(session, row, workspace)
+
+
+def recover_node(session: Session, *, workspace: str, cluster: str, node: str) -> Node:
+    """Return an unusable node to service: idle again, or preparing when the cluster has a setup to rerun."""
+    ws = workspace_row(session, workspace)
+    row = cluster_row(session, ws, cluster)
+    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
+    if found is None:
+        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+    if found.state != NodeState.UNUSABLE:
+        raise Conflict(f"node {node!r} is {found.state}, not unusable: nothing to recover")
+    found.state = NodeState.PREPARING if row.spec.get("setup") else NodeState.IDLE
+    found.error, found.job_id, found.idle_since = None, None, time.time()
+    session.flush()
+    return node_model(found, cluster=cluster)
