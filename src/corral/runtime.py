@@ -1,7 +1,8 @@
 """What a job's own code can use inside Corral: the preemption notice and checkpoints.
 
-Importing this module installs a SIGTERM handler (when the process has none of its
-own): Corral sends SIGTERM before it takes a job's nodes away — a preemption, a node
+The first call to :func:`preemption_requested` or :func:`on_preemption` installs a
+SIGTERM handler (when the process has none of its own): Corral sends SIGTERM before
+it takes a job's nodes away — a preemption, a node
 removed by a resize, a terminate request — and SIGKILL after ``limits.termination_grace``.
 In between, the job can save its state::
 
@@ -49,23 +50,27 @@ def _on_sigterm(signum: int, frame: object) -> None:
         callback()
 
 
+_installed = False
+
+
 def _install() -> None:
-    if threading.current_thread() is not threading.main_thread():
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
         return
+    _installed = True
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-_install()
-
-
 def preemption_requested() -> bool:
     """True once Corral has asked the job to stop (SIGTERM): save what matters and exit."""
+    _install()
     return _requested.is_set()
 
 
 def on_preemption(callback: Callable[[], None]) -> None:
     """Call ``callback`` (in the signal handler, on the main thread) when the notice comes."""
+    _install()
     _callbacks.append(callback)
     if _requested.is_set():
         callback()

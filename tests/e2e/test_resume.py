@@ -37,9 +37,9 @@ def test_preempted_training_resumes_with_the_same_final_weights(server_factory: 
     assert done.state == "succeeded", done.error
     assert [a.reason for a in done.attempts] == ["Preempted", "Exited"]
     assert done.attempts[1].nodes != [node], "resumed on another node"
-    logs = c.job_logs(job.name)
-    stopped = int(re.search(r"notice at step (\d+)", logs).group(1))  # type: ignore[union-attr]
-    resumed = int(re.search(r"attempt 2 starts at step (\d+)", logs).group(1))  # type: ignore[union-attr]
+    first, second = c.job_logs(job.name, attempt=1), c.job_logs(job.name, attempt=2)
+    stopped = int(re.search(r"notice at step (\d+)", first).group(1))  # type: ignore[union-attr]
+    resumed = int(re.search(r"attempt 2 starts at step (\d+)", second).group(1))  # type: ignore[union-attr]
     assert 0 <= stopped - resumed <= 50, (stopped, resumed)
 
     def weights(name: str) -> dict[str, object]:

@@ -30,7 +30,7 @@ def test_custom_plan_runs_the_command_once_per_node() -> None:
     assert [n.rank for n in plan.nodes] == [0, 1]
     assert all(len(n.processes) == 1 for n in plan.nodes)
     assert plan.nodes[1].processes[0].command == "python train.py $LR"
-    assert plan.nodes[1].processes[0].stdout == "/jobs/ws/exp/j1/abc123/stdouterr/stdout-1.txt"
+    assert plan.nodes[1].processes[0].stdout == "/jobs/ws/exp/j1/abc123/stdouterr/attempt-2/stdout-1.txt"
     assert plan.nodes[1].processes[0].exit_file == "/jobs/ws/exp/j1/abc123/attempts/2/rank-1.exit"
     assert plan.nodes[0].workdir == "/nodes/n0/jobs/abc123"
     assert plan.shared_dirs[0] == "/jobs/ws/exp/j1/abc123/attempts/2", "the attempt dir is made first"
@@ -59,7 +59,7 @@ def test_environment_of_design_section_5_with_twins() -> None:
         "INPUT_DATA": "/data/mnist",
         "JOB_TEMP": "/nodes/n1/jobs/abc123",
         "SHARED_JOB_TEMP": "/jobs/ws/exp/j1/abc123/shared",
-        "STDOUTERR_DIR": "/jobs/ws/exp/j1/abc123/stdouterr",
+        "STDOUTERR_DIR": "/jobs/ws/exp/j1/abc123/stdouterr/attempt-2",
         "CHECKPOINT_DIR": "/jobs/ws/exp/j1/abc123/checkpoints",
         "MOUNT_ROOT": "/nodes/n1/mounts",
     }

@@ -42,14 +42,16 @@ def _describe_end(job: Job) -> None:
         err_console.print(f"job {job.name} {job.state.value}{reason}")
 
 
-def _follow(c: Client, name: str, rank: int, experiment: str | None = None) -> Job:
-    for stream, line in c.follow_logs(name, rank=rank, experiment=experiment):
+def _follow(c: Client, name: str, rank: int, experiment: str | None = None, attempt: int | None = None) -> Job:
+    for stream, line in c.follow_logs(name, rank=rank, experiment=experiment, attempt=attempt):
         if stream == "stdout":
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         elif stream == "stderr":
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
+        elif stream == "attempt":
+            err_console.print(f"(attempt {line} starts)")
     return c.get_job(name, experiment=experiment)
 
 
@@ -141,6 +143,9 @@ def logs(
     rank: Annotated[
         int, typer.Option("--rank", "-r", "--node", help="Process rank (with --stream prepare: node rank).")
     ] = 0,
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", "-a", min=1, help="Attempt (default: the latest).")
+    ] = None,
     stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or prepare (not with -f).")] = "",
     experiment: ExperimentOpt = "default",
     workspace: WorkspaceOpt = "default",
@@ -148,10 +153,10 @@ def logs(
     """Print a rank's logs: stdout to stdout, stderr to stderr."""
     c = client(workspace, experiment)
     if follow:
-        _follow(c, name, rank)
+        _follow(c, name, rank, attempt=attempt)
         return
     for which in [stream] if stream else ["stdout", "stderr"]:
-        text = c.job_logs(name, rank=rank, stream=which)
+        text = c.job_logs(name, rank=rank, stream=which, attempt=attempt)
         (sys.stderr if which == "stderr" else sys.stdout).write(text)
 
 

@@ -290,18 +290,32 @@ class Client:
         *,
         rank: int = 0,
         stream: str = "stdout",
+        attempt: int | None = None,
         experiment: str | None = None,
         workspace: str | None = None,
     ) -> str:
-        params = {"rank": rank, "stream": stream}
+        """A rank's log of the latest attempt, or of ``attempt``."""
+        params: dict[str, str | int] = {"rank": rank, "stream": stream}
+        if attempt is not None:
+            params["attempt"] = attempt
         return self._request("GET", self._job(name, experiment, workspace) + "/logs", params=params).text
 
     def follow_logs(
-        self, name: str, *, rank: int = 0, experiment: str | None = None, workspace: str | None = None
+        self,
+        name: str,
+        *,
+        rank: int = 0,
+        attempt: int | None = None,
+        experiment: str | None = None,
+        workspace: str | None = None,
     ) -> Iterator[tuple[str, str]]:
-        """Yield ``(stream, line)`` as the job writes them, then ``("end", '{"state": ...}')``."""
+        """Yield ``(stream, line)`` as the job writes them (``("attempt", n)`` when a new attempt starts),
+        then ``("end", '{"state": ...}')``."""
         path = self._job(name, experiment, workspace) + "/logs"
-        yield from self._events("GET", path, params={"rank": rank, "follow": "true"}, last="end")
+        params: dict[str, str | int] = {"rank": rank, "follow": "true"}
+        if attempt is not None:
+            params["attempt"] = attempt
+        yield from self._events("GET", path, params=params, last="end")
 
     def _events(self, method: str, path: str, *, last: str, **kwargs: Any) -> Iterator[tuple[str, str]]:
         """Server-Sent Events as ``(event, data)``, until the ``last`` event."""

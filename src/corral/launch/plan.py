@@ -6,7 +6,7 @@ Nomenclature:
 - *attempt dir*: ``<job dir>/attempts/<n>/``; each process writes ``rank-<rank>.exit``
   when it ends (and each node's ``prepare.command`` ``prepare-<node>.exit``).
 - *rank*: a process of the job, numbered from 0 across all nodes (for ``custom``,
-  one process per node, rank = node rank). Logs are ``stdout-<rank>.txt``.
+  one process per node, rank = node rank). Logs are ``stdouterr/attempt-<n>/stdout-<rank>.txt``.
 - *node root*: a node's own disk (on the local backend, a folder per virtual node);
   the job's temp directory — which is also its working directory, where its code is
   unpacked — and mounts live there.
@@ -64,7 +64,8 @@ class JobContext:
 
     @property
     def stdouterr_dir(self) -> str:
-        return str(PurePath(self.job_dir, "stdouterr"))
+        """This attempt's logs: ``<job dir>/stdouterr/attempt-<n>`` (every attempt keeps its own)."""
+        return str(PurePath(self.job_dir, "stdouterr", f"attempt-{self.attempt}"))
 
 
 @dataclass(frozen=True)

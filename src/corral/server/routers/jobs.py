@@ -109,16 +109,20 @@ def get_logs(
     rank: int = 0,
     stream: Literal["stdout", "stderr", "prepare"] = "stdout",
     follow: bool = False,
+    attempt: int | None = Query(None, ge=1),
 ) -> PlainTextResponse | StreamingResponse:
-    """The log of one node (``rank``); ``follow=true`` streams stdout and stderr as SSE until the job ends."""
+    """The log of one rank (of the latest attempt, or ``attempt``); ``follow=true`` streams stdout and stderr
+    as SSE until the job ends."""
     if follow:
         with ctx.db.read() as session:  # fail fast (404, bad rank) before the stream starts
             row, _ = service.job_row(session, ws, exp, name)
-            outputs.log_file(row, "stdout", rank)
-        events = follow_logs(ctx, workspace=ws, experiment=exp, job=name, rank=rank)
+            outputs.log_file(row, "stdout", rank, attempt)
+        events = follow_logs(ctx, workspace=ws, experiment=exp, job=name, rank=rank, attempt=attempt)
         return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     with ctx.db.read() as session:
-        text = outputs.read_log(session, workspace=ws, experiment=exp, job=name, stream=stream, rank=rank)
+        text = outputs.read_log(
+            session, workspace=ws, experiment=exp, job=name, stream=stream, rank=rank, attempt=attempt
+        )
     return PlainTextResponse(text)
 
 

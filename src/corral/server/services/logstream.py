@@ -50,29 +50,42 @@ class _Tail:
 
 
 async def follow_logs(
-    ctx: ServerContext, *, workspace: str, experiment: str, job: str, rank: int
+    ctx: ServerContext, *, workspace: str, experiment: str, job: str, rank: int, attempt: int | None = None
 ) -> AsyncIterator[str]:
-    def _load() -> tuple[int, dict[str, Path], list[str]]:
+    """Without ``attempt``, follow the latest one: when the job is requeued, an ``attempt`` event (its
+    number) comes and the new attempt's lines follow."""
+
+    def _load(number: int | None) -> tuple[int, dict[str, Path], list[str]]:
         with ctx.db.read() as session:
             row, _ = job_row(session, workspace, experiment, job)
-            files = {s: log_file(row, s, rank) for s in STREAMS}  # type: ignore[arg-type]
+            files = {s: log_file(row, s, rank, number) for s in STREAMS}  # type: ignore[arg-type]
             return row.id, files, [v for v in row.secrets.values() if v]
 
-    def _state() -> tuple[str, int | None]:
+    def _state() -> tuple[str, int | None, int]:
         with ctx.db.read() as session:
             row, _ = job_row(session, workspace, experiment, job)
-            return row.state, row.exit_code
+            return row.state, row.exit_code, max(1, row.attempt_count)
 
-    job_id, files, secrets = await asyncio.to_thread(_load)
+    job_id, files, secrets = await asyncio.to_thread(_load, attempt)
     tails = {stream: _Tail(path) for stream, path in files.items()}
+    following = attempt
     while True:
-        state, exit_code = await asyncio.to_thread(_state)
+        state, exit_code, latest = await asyncio.to_thread(_state)
         final = JobState(state).is_terminal
+        moved_on = attempt is None and following is not None and latest > following
         sent = False
         for stream, tail in tails.items():
-            for line in tail.read_lines(final=final):
+            for line in tail.read_lines(final=final or moved_on):
                 sent = True
                 yield _sse(stream, mask(line, secrets))
+        if following is None:
+            following = latest
+        if moved_on:
+            following = latest
+            _, files, _ = await asyncio.to_thread(_load, latest)
+            tails = {stream: _Tail(path) for stream, path in files.items()}
+            yield _sse("attempt", str(latest))
+            continue
         if final:
             yield _sse("end", json.dumps({"state": state, "exit_code": exit_code}))
             return

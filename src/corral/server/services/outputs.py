@@ -87,15 +87,28 @@ def mask(text: str, secrets: list[str]) -> str:
     return text
 
 
-def log_file(row: JobRow, stream: LogStream, rank: int) -> Path:
+def log_file(row: JobRow, stream: LogStream, rank: int, attempt: int | None = None) -> Path:
+    """``<job dir>/stdouterr/attempt-<n>/<stream>-<rank>.txt``; the latest attempt when none is given."""
     count, what = (row.node_count, "nodes") if stream == "prepare" else (row.rank_count, "ranks")
     if rank < 0 or rank >= count:
         raise InvalidRequest(f"rank: job {row.name!r} has {what} 0..{count - 1}, got {rank}")
-    return Path(row.job_dir) / STDOUTERR / f"{stream}-{rank}.txt"
+    latest = max(1, row.attempt_count)
+    if attempt is not None and not 1 <= attempt <= latest:
+        raise InvalidRequest(f"attempt: job {row.name!r} has attempts 1..{latest}, got {attempt}")
+    return Path(row.job_dir) / STDOUTERR / f"attempt-{attempt or latest}" / f"{stream}-{rank}.txt"
 
 
-def read_log(session: Session, *, workspace: str, experiment: str, job: str, stream: LogStream, rank: int) -> str:
+def read_log(
+    session: Session,
+    *,
+    workspace: str,
+    experiment: str,
+    job: str,
+    stream: LogStream,
+    rank: int,
+    attempt: int | None = None,
+) -> str:
     row, _ = job_row(session, workspace, experiment, job)
-    path = log_file(row, stream, rank)
+    path = log_file(row, stream, rank, attempt)
     text = path.read_text(errors="replace") if path.exists() else ""
     return mask(text, [v for v in row.secrets.values() if v])
