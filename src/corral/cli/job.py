@@ -129,7 +129,11 @@ def show(
         ("error", f"{j.error.code}: {j.error.message}" if j.error else ""),
         ("job dir", j.job_dir),
         *(
-            (f"attempt {a.number}", f"{', '.join(a.nodes)} exit {a.exit_code} {a.reason or ''}".strip())
+            (
+                f"attempt {a.number}",
+                f"{a.reason or 'running'}, exit {a.exit_code}, {when(a.started_at)} -> {when(a.ended_at) or '…'}"
+                f" on {', '.join(a.nodes)}",
+            )
             for a in j.attempts
         ),
     ]
