@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,3 +182,11 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     handle.stop()
     _kill_leftover_jobs(home)
     drop_database(name)
+
+
+def until(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Wait for ``predicate()`` to hold; fail the test when it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.05)

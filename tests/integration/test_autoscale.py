@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
 from corral.core.errors import InvalidSpec
-from tests.conftest import ServerHandle
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+from tests.conftest import ServerHandle, until
 
 
 def test_grow_from_zero_and_back_after_idle_timeout(server: ServerHandle) -> None:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from corral.core.errors import Conflict, InvalidSpec, NotFound
-from tests.conftest import ServerHandle
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+from tests.conftest import ServerHandle, until
 
 
 def test_node_exec_streams_in_the_node_environment(server: ServerHandle) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -10,14 +9,7 @@ import pytest
 
 from corral.client.client import Client
 from corral.core.errors import Forbidden
-from tests.conftest import ServerHandle
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+from tests.conftest import ServerHandle, until
 
 
 @pytest.fixture

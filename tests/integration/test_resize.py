@@ -10,14 +10,7 @@ import pytest
 
 from corral.client.client import Client
 from corral.core.errors import InvalidSpec
-from tests.conftest import ServerHandle
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+from tests.conftest import ServerHandle, until
 
 
 @pytest.fixture

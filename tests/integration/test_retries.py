@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -13,14 +12,7 @@ import pytest
 from corral.backends.local.backend import _wrapper_pids
 from corral.client.client import Client
 from corral.core.errors import InvalidRequest
-from tests.conftest import ServerHandle
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+from tests.conftest import ServerHandle, until
 
 
 @pytest.fixture

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
-from tests.conftest import ServerHandle
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+from tests.conftest import ServerHandle, until
 
 
 def test_setup_runs_before_jobs_and_a_failure_is_shown(server: ServerHandle, tmp_path: Path) -> None:
