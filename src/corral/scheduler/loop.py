@@ -23,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
@@ -31,9 +30,8 @@ from sqlalchemy.orm import Session, load_only
 from corral.backends.base import Backend, ExitKind, ProcessExit
 from corral.core.specs import JobSpec
 from corral.core.states import ErrorCode, JobState, NodeState
-from corral.launch.plan import LaunchPlan
 from corral.launch.planner import ports_needed
-from corral.scheduler.nodes import reconcile
+from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.outcome import RetryPolicy, Run, attempt_outcome, failure_of
 from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
 from corral.scheduler.policy import (
@@ -47,7 +45,6 @@ from corral.scheduler.policy import (
     schedule,
 )
 from corral.scheduler.ports import PortAllocator
-from corral.scheduler.setup import setup_plan, setup_uid
 from corral.scheduler.usage import Usage
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
@@ -55,8 +52,6 @@ from corral.store.transitions import Move, transition_jobs
 
 #: Attempt reasons set while the attempt still runs: its job goes back to the queue when it ends.
 REQUEUE_REASONS = ("Preempted", "NodeRemoved")
-#: Automatic scale removes nodes idle this long when the cluster gives no ``idle_timeout``.
-DEFAULT_IDLE_TIMEOUT = 600.0
 #: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
 QUEUE_RELOAD_SECONDS = 30.0
 
@@ -99,18 +94,10 @@ class Controller:
         #: Cluster id -> (GPUs per node, preempt_after).
         self._clusters: dict[int, tuple[int, float | None]] = {}
         self._quotas: dict[int, Quota] = {}
-        #: Cluster id -> its automatic scale settings (``min_nodes``, ``max_nodes``, ``idle_timeout``).
-        self._auto: dict[int, dict[str, Any]] = {}
-        #: Automatic clusters adding nodes now: their waiting head jobs wait for ``ClusterScaling``.
-        self._scaling_up: set[int] = set()
+
         self._usage = Usage(fairshare_half_life)
-        #: Clusters' nodes need bringing to their targets (a resize, a leaving node freed).
-        self._reconcile = True
-        self._leaving = 0
-        #: Setups running: uid -> (node id, plan); their reports, and plans to launch once committed.
-        self._setups: dict[str, tuple[int, LaunchPlan]] = {}
-        self._setup_reports: list[ProcessExit] = []
-        self._setup_launches: list[LaunchPlan] = []
+        #: Clusters' nodes: setups, resizes, automatic scale, evictions.
+        self._nodes = NodeLifecycle(backend, node_root)
         self._half_life = fairshare_half_life
         self._ports = ports or PortAllocator()
         #: Ports given out by the pass in progress: released again if its transaction fails.
@@ -122,7 +109,6 @@ class Controller:
         self._coalesce = coalesce_seconds
         self._inbox: deque[ProcessExit] = deque()
         self._terminate_requests: deque[int] = deque()
-        self._node_preemptions: deque[int] = deque()
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._runs: dict[tuple[str, int], Run] = {}
@@ -160,7 +146,7 @@ class Controller:
     def policy_changed(self) -> None:
         """A cluster (its size included) or a workspace quota changed: reload them before the next placement."""
         self._policy_stale = True
-        self._reconcile = True
+        self._nodes.reconcile_needed = True
         self._wake.set()
 
     def preempt_node(self, node_id: int) -> None:
@@ -169,7 +155,7 @@ class Controller:
         The job goes back to the queue (reason ``Preempted``); the cluster, still at its target count, gets a
         new node in its place.
         """
-        self._node_preemptions.append(node_id)
+        self._nodes.evictions.append(node_id)
         self._wake.set()
 
     def request_terminate(self, job_id: int) -> None:
@@ -227,14 +213,8 @@ class Controller:
         try:
             with self._db.write() as session:
                 requeued = self._finish(session, done, now) if done else []
-                if self._setup_reports:
-                    self._finish_setups(session, now)
                 self._load_policy(session)
-                if self._auto:
-                    self._autoscale(session, now)
-                if self._node_preemptions:
-                    self._evict_nodes(session, now)
-                removed = self._reconcile_nodes(session, now) if self._reconcile else []
+                removed = self._step_nodes(session, now)
                 starts = self._schedule(session, now)
         except BaseException:
             self._ports.release(self._pass_ports)
@@ -248,9 +228,7 @@ class Controller:
                 self._usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
         for workspace, cluster, node in removed:
             shutil.rmtree(self._node_root(workspace, cluster, node), ignore_errors=True)
-        launches, self._setup_launches = self._setup_launches, []
-        for plan in launches:
-            self._backend.launch(plan)
+        self._nodes.launch_pending()
         for run in requeued:  # back in the queue: the next pass sees them
             assert run.shape is not None
             shape = run.shape
@@ -290,8 +268,7 @@ class Controller:
         heapq.heappush(self._timers, (run.kill_at, run.key))
 
     def _apply_report(self, report: ProcessExit, now: float) -> None:
-        if report.job_uid in self._setups:
-            self._setup_reports.append(report)
+        if self._nodes.take_report(report):
             return
         run = self._runs.get((report.job_uid, report.attempt))
         if run is None or report.rank in run.exits:
@@ -329,9 +306,9 @@ class Controller:
             .where(NodeRow.job_id.in_(job_ids), NodeRow.state != NodeState.LEAVING)
             .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
         )
-        if self._leaving:  # a leaving node whose job ended goes now
+        if self._nodes.leaving:  # a leaving node whose job ended goes now
             session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
-            self._reconcile = True
+            self._nodes.reconcile_needed = True
         lost = {
             run.plan.nodes[process.node_rank].node_id: run
             for run in runs
@@ -410,9 +387,9 @@ class Controller:
                 now=now,
             )
         )
-        if self._scaling_up:
+        if self._nodes.scaling_up:
             for job_id, reason in decision.reasons.items():
-                if reason == RESOURCES and self._queue[job_id].cluster_id in self._scaling_up:
+                if reason == RESOURCES and self._queue[job_id].cluster_id in self._nodes.scaling_up:
                     decision.reasons[job_id] = CLUSTER_SCALING
         changed = {j: r for j, r in decision.reasons.items() if self._reasons.get(j) != r}
         if changed:
@@ -482,39 +459,29 @@ class Controller:
             for p in placements
         ]
 
-    def _autoscale(self, session: Session, now: float) -> None:
-        """Automatic scale: grow to what the queue needs (up to max_nodes), shrink nodes idle past idle_timeout."""
+    def _step_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
+        """The nodes' pass (setups ended, automatic scale, evictions, resizes); stop the runs it says to."""
         demand: dict[int, int] = {}
         for job in self._queue.values():
-            if job.cluster_id in self._auto:
+            if job.cluster_id in self._nodes.auto:
                 demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count
-        nodes = session.execute(
-            select(NodeRow.cluster_id, NodeRow.state, NodeRow.idle_since).where(
-                NodeRow.cluster_id.in_(self._auto), NodeRow.state != NodeState.LEAVING
-            )
-        ).all()
-        for cluster_id, scale in self._auto.items():
-            mine = [n for n in nodes if n.cluster_id == cluster_id]
-            low, high = int(scale.get("min_nodes") or 0), int(scale["max_nodes"])
-            busy = sum(1 for n in mine if n.state in (NodeState.RUNNING, NodeState.PREPARING))
-            wanted = max(low, min(high, busy + demand.get(cluster_id, 0)))
-            timeout = float(scale.get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)
-            idle_long = sum(
-                1
-                for n in mine
-                if n.state == NodeState.IDLE and n.idle_since is not None and now - n.idle_since >= timeout
-            )
-            current = len(mine)
-            target = wanted if wanted > current else max(wanted, current - idle_long)
-            if target > current or any(n.state == NodeState.PREPARING for n in mine):
-                self._scaling_up.add(cluster_id)
-            else:
-                self._scaling_up.discard(cluster_id)
-            cluster = session.get(ClusterRow, cluster_id)
-            if cluster is not None and cluster.target_nodes != target:
-                log.info("autoscale: cluster %s from %d to %d nodes", cluster.name, cluster.target_nodes, target)
-                cluster.target_nodes = target
-                self._reconcile = True
+        actions = self._nodes.step(session, now, demand)
+        if actions.terminate:
+            rows = session.scalars(select(JobRow).where(JobRow.id.in_(actions.terminate)))
+            why, changes = "its node was removed by a resize", {"terminate_requested_at": now}
+            moves = [Move(job, JobState.TERMINATING, "NodeRemoved", why, changes) for job in rows]
+            for move in transition_jobs(session, moves, at=now):
+                run = self._runs_by_job.get(move.job.id)
+                if run is not None and not run.stopping:
+                    run.terminating = True
+                    self._stop_run(run, now)
+        for job_id, reason in actions.requeue:
+            run = self._runs_by_job.get(job_id)
+            if run is not None and not run.stopping:
+                self._requeue_run(session, run, reason, now)
+        if actions.changed:
+            self._policy_stale = True
+        return actions.removed
 
     def _requeue_run(self, session: Session, run: Run, reason: str, now: float) -> None:
         """Stop a run to put its job back in the queue. The reason is on its attempt at once: a restart
@@ -523,108 +490,16 @@ class Controller:
         session.execute(update(AttemptRow).where(AttemptRow.id == run.attempt_id).values(reason=reason))
         self._stop_run(run, now)
 
-    def _evict_nodes(self, session: Session, now: float) -> None:
-        while self._node_preemptions:
-            node = session.get(NodeRow, self._node_preemptions.popleft())
-            if node is None or node.state == NodeState.LEAVING:
-                continue
-            log.info("preempting node %s", node.name)
-            node.state = NodeState.LEAVING
-            self._leaving += 1
-            self._reconcile = True
-            run = self._runs_by_job.get(node.job_id) if node.job_id is not None else None
-            if run is not None and not run.stopping:
-                self._requeue_run(session, run, "Preempted", now)
-
-    def _reconcile_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
-        """Bring clusters to their target node counts; stop the jobs of removed nodes as the cluster says."""
-        self._reconcile = False
-        result = reconcile(session, now)
-        self._leaving = result.leaving
-        if result.requeue or result.terminate:
-            jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(result.terminate)))}
-            changes = {"terminate_requested_at": now}
-            moves = [
-                Move(job, JobState.TERMINATING, "NodeRemoved", "its node was removed", changes) for job in jobs.values()
-            ]
-            terminating = {m.job.id for m in transition_jobs(session, moves, at=now)}
-            for job_id in [*result.requeue, *terminating]:
-                run = self._runs_by_job.get(job_id)
-                if run is None or run.stopping:
-                    continue
-                if job_id in terminating:
-                    run.terminating = True
-                    self._stop_run(run, now)
-                else:
-                    self._requeue_run(session, run, "NodeRemoved", now)
-        self._policy_stale = True  # the nodes changed
-        self._start_setups(session)
-        return result.removed
-
-    def _start_setups(self, session: Session) -> None:
-        """Plan the setup of every preparing node that has none running (launched once committed)."""
-        rows = session.execute(
-            select(NodeRow, ClusterRow.name, ClusterRow.spec, WorkspaceRow.name)
-            .join(ClusterRow, ClusterRow.id == NodeRow.cluster_id)
-            .join(WorkspaceRow, WorkspaceRow.id == ClusterRow.workspace_id)
-            .where(NodeRow.state == NodeState.PREPARING)
-        ).all()
-        alive = {node.id for node, _, _, _ in rows}
-        for node_id, plan in list(self._setups.values()):
-            if node_id not in alive:  # removed while preparing
-                self._backend.signal(plan, kill=True)
-        for node, cluster, spec, workspace in rows:
-            uid = setup_uid(node.id)
-            if uid in self._setups or not spec.get("setup"):
-                continue
-            plan = self._setup_plan(node, cluster, spec, workspace)
-            self._setups[uid] = (node.id, plan)
-            self._setup_launches.append(plan)
-
-    def _setup_plan(self, node: NodeRow, cluster: str, spec: dict[str, Any], workspace: str) -> LaunchPlan:
-        return setup_plan(
-            node_id=node.id,
-            node_name=node.name,
-            cluster=cluster,
-            workspace=workspace,
-            gpus=list(node.gpus),
-            root=self._node_root(workspace, cluster, node.name),
-            command=spec["setup"]["command"],
-            env=dict(spec["setup"].get("env") or {}),
-        )
-
-    def _finish_setups(self, session: Session, now: float) -> None:
-        """Preparing nodes whose setup ended become idle, or unusable with the error."""
-        reports, self._setup_reports = self._setup_reports, []
-        for report in reports:
-            node_id, plan = self._setups.pop(report.job_uid)
-            self._backend.forget(plan)
-            node = session.get(NodeRow, node_id)
-            if node is None or node.state != NodeState.PREPARING:
-                continue
-            if report.kind == ExitKind.NOT_STARTED:
-                self._reconcile = True  # never launched (the server stopped first): start it again
-            elif report.kind == ExitKind.EXITED and report.exit_code == 0:
-                node.state, node.idle_since, node.error = NodeState.IDLE, now, None
-            else:
-                code = report.exit_code
-                node.state = NodeState.UNUSABLE
-                node.error = (
-                    f"setup.command failed with exit code {code} (see corral cluster node logs)"
-                    if code is not None
-                    else f"setup.command could not run: {report.message or 'it vanished without an exit code'}"
-                )
-
     def _load_policy(self, session: Session) -> None:
         """Clusters (GPUs, preemption, automatic scale) and quotas, after one of them changed."""
         if self._policy_stale:
             self._policy_stale = False
-            self._clusters, self._auto = {}, {}
+            self._clusters, self._nodes.auto = {}, {}
             for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
                 self._clusters[cluster_id] = (int(spec.get("node", {}).get("gpus", 0)), spec.get("preempt_after"))
                 scale = spec.get("scale") or {}
                 if scale.get("max_nodes") is not None:
-                    self._auto[cluster_id] = scale
+                    self._nodes.auto[cluster_id] = scale
             self._quotas = {
                 ws_id: Quota(max_nodes, max_gpus)
                 for ws_id, max_nodes, max_gpus in session.execute(
@@ -799,17 +674,7 @@ class Controller:
                     if node.state == NodeState.RUNNING:
                         node.state = NodeState.IDLE
                     node.job_id = None
-            for node, cluster, spec, workspace in session.execute(
-                select(NodeRow, ClusterRow.name, ClusterRow.spec, WorkspaceRow.name)
-                .join(ClusterRow, ClusterRow.id == NodeRow.cluster_id)
-                .join(WorkspaceRow, WorkspaceRow.id == ClusterRow.workspace_id)
-                .where(NodeRow.state == NodeState.PREPARING)
-            ).all():
-                if spec.get("setup"):
-                    plan = self._setup_plan(node, cluster, spec, workspace)
-                    self._setups[plan.job_uid] = (node.id, plan)
-        for _, plan in list(self._setups.values()):
-            self._backend.recover(plan)  # reports NOT_STARTED when it never ran: it is launched then
+            self._nodes.recover(session)
         for run in runs:
             self._backend.recover(run.plan)
             if run.terminating or run.preempted:
