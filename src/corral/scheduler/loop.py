@@ -39,21 +39,18 @@ from corral.scheduler.policy import (
     RESOURCES,
     FreeNode,
     QueuedJob,
-    Quota,
     RunningJob,
     Snapshot,
     schedule,
 )
 from corral.scheduler.ports import PortAllocator
-from corral.scheduler.usage import Usage
+from corral.scheduler.queue_view import QueueView
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 from corral.store.transitions import Move, transition_jobs
 
 #: Attempt reasons set while the attempt still runs: its job goes back to the queue when it ends.
 REQUEUE_REASONS = ("Preempted", "NodeRemoved")
-#: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
-QUEUE_RELOAD_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +80,10 @@ class Controller:
         fairshare_half_life: float = 7 * 86400.0,
     ) -> None:
         self._db = db
-        #: The queue as the policy sees it (the database stays the truth: reloaded in full now and then).
-        self._queue: dict[int, QueuedJob] = {}
-        #: The wait reason last written for each queued job.
-        self._reasons: dict[int, str | None] = {}
-        self._submitted: deque[QueuedJob] = deque()
-        self._dequeued: deque[int] = deque()
-        self._next_reload = 0.0
-        self._policy_stale = True
-        #: Cluster id -> (GPUs per node, preempt_after).
-        self._clusters: dict[int, tuple[int, float | None]] = {}
-        self._quotas: dict[int, Quota] = {}
-
-        self._usage = Usage(fairshare_half_life)
         #: Clusters' nodes: setups, resizes, automatic scale, evictions.
         self._nodes = NodeLifecycle(backend, node_root)
-        self._half_life = fairshare_half_life
+        #: The queue as the policy sees it (the database stays the truth), with clusters, quotas and usage.
+        self._queue = QueueView(self._nodes, fairshare_half_life)
         self._ports = ports or PortAllocator()
         #: Ports given out by the pass in progress: released again if its transaction fails.
         self._pass_ports: list[int] = []
@@ -135,17 +120,17 @@ class Controller:
 
     def job_submitted(self, job: QueuedJob) -> None:
         """A job was committed to the queue (given whole: the loop need not read it back)."""
-        self._submitted.append(job)
+        self._queue.submitted(job)
         self._wake.set()
 
     def job_dequeued(self, job_id: int) -> None:
         """A queued job left the queue without the loop (terminated by a request)."""
-        self._dequeued.append(job_id)
+        self._queue.dequeued(job_id)
         self._wake.set()
 
     def policy_changed(self) -> None:
         """A cluster (its size included) or a workspace quota changed: reload them before the next placement."""
-        self._policy_stale = True
+        self._queue.stale = True
         self._nodes.reconcile_needed = True
         self._wake.set()
 
@@ -193,10 +178,7 @@ class Controller:
         terminations = []
         while self._terminate_requests:
             terminations.append(self._terminate_requests.popleft())
-        while self._dequeued:
-            job_id = self._dequeued.popleft()
-            self._queue.pop(job_id, None)
-            self._reasons.pop(job_id, None)
+        self._queue.drain_dequeued()
         now = time.time()
         # Signals and bookkeeping first, outside the transaction: it holds the database's one write lock,
         # which every submission waits for.
@@ -213,7 +195,7 @@ class Controller:
         try:
             with self._db.write() as session:
                 requeued = self._finish(session, done, now) if done else []
-                self._load_policy(session)
+                self._queue.load_policy(session)
                 removed = self._step_nodes(session, now)
                 starts = self._schedule(session, now)
         except BaseException:
@@ -225,14 +207,14 @@ class Controller:
             self._backend.forget(run.plan)
             self._ports.release(run.plan.ports)
             if run.shape is not None:
-                self._usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
+                self._queue.usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
         for workspace, cluster, node in removed:
             shutil.rmtree(self._node_root(workspace, cluster, node), ignore_errors=True)
         self._nodes.launch_pending()
         for run in requeued:  # back in the queue: the next pass sees them
             assert run.shape is not None
             shape = run.shape
-            self._submitted.append(
+            self._queue.submitted(
                 QueuedJob(
                     run.job_id,
                     shape.cluster_id,
@@ -360,8 +342,8 @@ class Controller:
     def _schedule(self, session: Session, now: float) -> list[tuple[Placed, int, list[NodeRow], tuple[int, ...]]]:
         """Run the queue's policy: record why jobs wait, preempt, commit the placed jobs running, and return
         what :meth:`_run_for` needs for each."""
-        self._refresh(session, now)
-        if not self._queue:
+        self._queue.refresh(session, now, self._runs_by_job)
+        if not self._queue.jobs:
             return []
         free_rows = session.execute(
             select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
@@ -378,23 +360,20 @@ class Controller:
         ]
         decision = schedule(
             Snapshot(
-                queued=list(self._queue.values()),
+                queued=list(self._queue.jobs.values()),
                 free_nodes=[FreeNode(r.id, r.cluster_id, r.idx) for r in free_rows],
                 running=shapes,
-                usage=self._usage.snapshot(now, running_usage),
-                quotas=self._quotas,
-                preempt_after={c: after for c, (_, after) in self._clusters.items() if after is not None},
+                usage=self._queue.usage.snapshot(now, running_usage),
+                quotas=self._queue.quotas,
+                preempt_after=self._queue.preempt_after(),
                 now=now,
             )
         )
         if self._nodes.scaling_up:
             for job_id, reason in decision.reasons.items():
-                if reason == RESOURCES and self._queue[job_id].cluster_id in self._nodes.scaling_up:
+                if reason == RESOURCES and self._queue.jobs[job_id].cluster_id in self._nodes.scaling_up:
                     decision.reasons[job_id] = CLUSTER_SCALING
-        changed = {j: r for j, r in decision.reasons.items() if self._reasons.get(j) != r}
-        if changed:
-            session.execute(update(JobRow), [{"id": j, "reason": r} for j, r in changed.items()])
-            self._reasons.update(changed)
+        self._queue.write_reasons(session, decision.reasons)
         for job_id in decision.preempt:
             run = self._runs_by_job.get(job_id)
             if run is not None and not run.stopping:
@@ -407,7 +386,7 @@ class Controller:
         placed = self._load_for_launch(session, [p.job_id for p in placements])
         for p in placements:
             if p.job_id not in placed:  # deleted meanwhile
-                self._queue.pop(p.job_id, None)
+                self._queue.remove(p.job_id)
         ports = self._reserve_ports(placed)
         placements = [p for p in placements if p.job_id in ports]
         jobs = {job_id: p.job for job_id, p in placed.items()}
@@ -427,8 +406,7 @@ class Controller:
         moved = {m.job.id for m in transition_jobs(session, moves, at=now)}
         for p in placements:
             # Placed, or no longer queued (terminated, deleted): out of the queue either way.
-            self._queue.pop(p.job_id, None)
-            self._reasons.pop(p.job_id, None)
+            self._queue.remove(p.job_id)
             if p.job_id in ports and p.job_id not in moved:
                 self._ports.release(ports[p.job_id])
         placements = [p for p in placements if p.job_id in moved]
@@ -462,7 +440,7 @@ class Controller:
     def _step_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """The nodes' pass (setups ended, automatic scale, evictions, resizes); stop the runs it says to."""
         demand: dict[int, int] = {}
-        for job in self._queue.values():
+        for job in self._queue.jobs.values():
             if job.cluster_id in self._nodes.auto:
                 demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count
         actions = self._nodes.step(session, now, demand)
@@ -480,7 +458,7 @@ class Controller:
             if run is not None and not run.stopping:
                 self._requeue_run(session, run, reason, now)
         if actions.changed:
-            self._policy_stale = True
+            self._queue.stale = True
         return actions.removed
 
     def _requeue_run(self, session: Session, run: Run, reason: str, now: float) -> None:
@@ -489,71 +467,6 @@ class Controller:
         run.preempted, run.requeue_reason = True, reason
         session.execute(update(AttemptRow).where(AttemptRow.id == run.attempt_id).values(reason=reason))
         self._stop_run(run, now)
-
-    def _load_policy(self, session: Session) -> None:
-        """Clusters (GPUs, preemption, automatic scale) and quotas, after one of them changed."""
-        if self._policy_stale:
-            self._policy_stale = False
-            self._clusters, self._nodes.auto = {}, {}
-            for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
-                self._clusters[cluster_id] = (int(spec.get("node", {}).get("gpus", 0)), spec.get("preempt_after"))
-                scale = spec.get("scale") or {}
-                if scale.get("max_nodes") is not None:
-                    self._nodes.auto[cluster_id] = scale
-            self._quotas = {
-                ws_id: Quota(max_nodes, max_gpus)
-                for ws_id, max_nodes, max_gpus in session.execute(
-                    select(WorkspaceRow.id, WorkspaceRow.max_nodes, WorkspaceRow.max_gpus)
-                )
-                if max_nodes is not None or max_gpus is not None
-            }
-
-    def _refresh(self, session: Session, now: float) -> None:
-        """Bring the in-memory queue up to date: what was submitted or requeued, or all of it now and then."""
-        if now < self._next_reload:
-            while self._submitted:
-                job = self._submitted.popleft()
-                if job.job_id not in self._runs_by_job:  # a full reload may have seen it, and placed it, first
-                    self._queue[job.job_id] = job
-                    self._reasons.setdefault(job.job_id, None)
-            return
-        self._next_reload = now + QUEUE_RELOAD_SECONDS
-        self._submitted.clear()
-        self._queue.clear()
-        self._reasons.clear()
-        query = select(
-            JobRow.id,
-            JobRow.cluster_id,
-            JobRow.priority,
-            JobRow.node_count,
-            JobRow.submitted_by,
-            JobRow.workspace_id,
-            JobRow.wall_clock,
-            JobRow.queued_at,
-            JobRow.created_at,
-            JobRow.reason,
-        ).where(JobRow.state == JobState.QUEUED)
-        for row in session.execute(query):
-            if row.cluster_id is None:
-                continue
-            if row.cluster_id not in self._clusters:
-                # A cluster made since the policy was loaded: reload both at the next pass.
-                self._policy_stale, self._next_reload = True, 0.0
-                continue
-            gpus = self._clusters[row.cluster_id][0]
-            self._queue[row.id] = QueuedJob(
-                row.id,
-                row.cluster_id,
-                row.priority,
-                row.id,
-                row.node_count,
-                row.submitted_by,
-                row.workspace_id,
-                row.wall_clock,
-                gpus,
-                row.queued_at if row.queued_at is not None else row.created_at,
-            )
-            self._reasons[row.id] = row.reason
 
     def _reserve_ports(self, placed: dict[int, Placed]) -> dict[int, tuple[int, ...]]:
         """Ports for each placed job that needs some; a job for which none are free now stays queued."""
@@ -636,11 +549,11 @@ class Controller:
             ended = session.execute(
                 select(JobRow.submitted_by, AttemptRow.started_at, AttemptRow.ended_at, AttemptRow.node_ids)
                 .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(AttemptRow.ended_at > now - 8 * self._half_life)
+                .where(AttemptRow.ended_at > now - 8 * self._queue.usage.half_life)
                 .order_by(AttemptRow.ended_at)
             )
             for user, started_at, ended_at, node_ids in ended:
-                self._usage.add(user, len(node_ids) * max(0.0, ended_at - started_at), ended_at)
+                self._queue.usage.add(user, len(node_ids) * max(0.0, ended_at - started_at), ended_at)
             rows = session.scalars(
                 select(JobRow).where(JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]))
             ).all()

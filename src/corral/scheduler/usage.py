@@ -16,6 +16,7 @@ class Usage:
     def __init__(self, half_life: float) -> None:
         if half_life <= 0:
             raise ValueError(f"fair-share half-life must be > 0 seconds, got {half_life}")
+        self.half_life = half_life
         self._rate = math.log(2) / half_life
         #: User -> (decayed value, as of when).
         self._values: dict[str, tuple[float, float]] = {}

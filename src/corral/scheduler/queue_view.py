@@ -1,0 +1,134 @@
+"""The queue as the control loop's policy sees it, kept in memory between passes.
+
+The database stays the truth; this view is what a pass needs without reading it
+back: the queued jobs (the API hands each one over once committed, the loop adds
+the jobs it requeues, jobs terminated while queued are taken out, and the whole
+queue is reloaded every :data:`RELOAD_SECONDS`), the wait reason last written for
+each, the clusters' GPUs and preemption settings, the workspaces' quotas (reloaded
+when one changes), and the users' fair-share usage.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Container, Mapping
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from corral.core.states import JobState
+from corral.scheduler.lifecycle import NodeLifecycle
+from corral.scheduler.policy import QueuedJob, Quota
+from corral.scheduler.usage import Usage
+from corral.store.tables import ClusterRow, JobRow, WorkspaceRow
+
+#: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
+RELOAD_SECONDS = 30.0
+
+
+class QueueView:
+    def __init__(self, nodes: NodeLifecycle, fairshare_half_life: float) -> None:
+        self._nodes = nodes
+        self.jobs: dict[int, QueuedJob] = {}
+        #: The wait reason last written for each queued job.
+        self._reasons: dict[int, str | None] = {}
+        self._submitted: deque[QueuedJob] = deque()
+        self._dequeued: deque[int] = deque()
+        self._next_reload = 0.0
+        #: Clusters or quotas changed: reload them before the next placement.
+        self.stale = True
+        #: Cluster id -> (GPUs per node, preempt_after).
+        self.clusters: dict[int, tuple[int, float | None]] = {}
+        self.quotas: dict[int, Quota] = {}
+        self.usage = Usage(fairshare_half_life)
+
+    # Thread-safe (deque appends): called from the API's threads.
+    def submitted(self, job: QueuedJob) -> None:
+        self._submitted.append(job)
+
+    def dequeued(self, job_id: int) -> None:
+        self._dequeued.append(job_id)
+
+    def drain_dequeued(self) -> None:
+        while self._dequeued:
+            self.remove(self._dequeued.popleft())
+
+    def remove(self, job_id: int) -> None:
+        """Out of the queue: placed, or no longer queued."""
+        self.jobs.pop(job_id, None)
+        self._reasons.pop(job_id, None)
+
+    def preempt_after(self) -> dict[int, float]:
+        return {c: after for c, (_, after) in self.clusters.items() if after is not None}
+
+    def load_policy(self, session: Session) -> None:
+        """Clusters (GPUs, preemption, automatic scale) and quotas, after one of them changed."""
+        if not self.stale:
+            return
+        self.stale = False
+        self.clusters, self._nodes.auto = {}, {}
+        for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
+            self.clusters[cluster_id] = (int(spec.get("node", {}).get("gpus", 0)), spec.get("preempt_after"))
+            scale = spec.get("scale") or {}
+            if scale.get("max_nodes") is not None:
+                self._nodes.auto[cluster_id] = scale
+        self.quotas = {
+            ws_id: Quota(max_nodes, max_gpus)
+            for ws_id, max_nodes, max_gpus in session.execute(
+                select(WorkspaceRow.id, WorkspaceRow.max_nodes, WorkspaceRow.max_gpus)
+            )
+            if max_nodes is not None or max_gpus is not None
+        }
+
+    def refresh(self, session: Session, now: float, running: Container[int]) -> None:
+        """Take in what was submitted or requeued, or reload the whole queue now and then."""
+        if now < self._next_reload:
+            while self._submitted:
+                job = self._submitted.popleft()
+                if job.job_id not in running:  # a full reload may have seen it, and placed it, first
+                    self.jobs[job.job_id] = job
+                    self._reasons.setdefault(job.job_id, None)
+            return
+        self._next_reload = now + RELOAD_SECONDS
+        self._submitted.clear()
+        self.jobs.clear()
+        self._reasons.clear()
+        query = select(
+            JobRow.id,
+            JobRow.cluster_id,
+            JobRow.priority,
+            JobRow.node_count,
+            JobRow.submitted_by,
+            JobRow.workspace_id,
+            JobRow.wall_clock,
+            JobRow.queued_at,
+            JobRow.created_at,
+            JobRow.reason,
+        ).where(JobRow.state == JobState.QUEUED)
+        for row in session.execute(query):
+            if row.cluster_id is None:
+                continue
+            if row.cluster_id not in self.clusters:
+                # A cluster made since the policy was loaded: reload both at the next pass.
+                self.stale, self._next_reload = True, 0.0
+                continue
+            self.jobs[row.id] = QueuedJob(
+                row.id,
+                row.cluster_id,
+                row.priority,
+                row.id,
+                row.node_count,
+                row.submitted_by,
+                row.workspace_id,
+                row.wall_clock,
+                self.clusters[row.cluster_id][0],
+                row.queued_at if row.queued_at is not None else row.created_at,
+            )
+            self._reasons[row.id] = row.reason
+
+    def write_reasons(self, session: Session, reasons: Mapping[int, str]) -> None:
+        """Record why jobs wait, writing only the reasons that changed."""
+        changed = {j: r for j, r in reasons.items() if self._reasons.get(j) != r}
+        if changed:
+            session.execute(update(JobRow), [{"id": j, "reason": r} for j, r in changed.items()])
+            self._reasons.update(changed)
