@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.backends.local.resources import LOCAL_IP, node_root, plan_local_nodes
-from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
+from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
 from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.specs import ClusterSpec, parse_spec
 from corral.core.states import NodeState
-from corral.server.services.lookup import cluster_row, unfinished_jobs, workspace_row
+from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 
 _NOT_YET = {
@@ -157,13 +157,9 @@ def node_model(node: NodeRow, *, cluster: str, job: str | None = None, experimen
 
 def preemptible_node(session: Session, *, workspace: str, cluster: str, node: str) -> NodeRow:
     """The node to preempt; only nodes of a ``priority: low`` cluster can be."""
-    ws = workspace_row(session, workspace)
-    row = cluster_row(session, ws, cluster)
+    row, found = node_row(session, workspace=workspace, cluster=cluster, node=node)
     if row.spec.get("priority") != "low":
         raise Conflict(f"cluster {cluster!r} is dedicated; only the nodes of a priority: low cluster can be preempted")
-    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
-    if found is None:
-        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
     if found.state == NodeState.LEAVING:
         raise Conflict(f"node {node!r} is already leaving")
     return found
@@ -194,10 +190,7 @@ def resize_cluster(
 
 def node_setup_log(session: Session, home: Path, *, workspace: str, cluster: str, node: str) -> str:
     """The output of the node's setup.command ('' when it has none or it has not written yet)."""
-    ws = workspace_row(session, workspace)
-    row = cluster_row(session, ws, cluster)
-    if session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first() is None:
-        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+    node_row(session, workspace=workspace, cluster=cluster, node=node)  # NotFound unless it exists
     path = node_root(home, workspace, cluster, node) / "setup.txt"
     try:
         return path.read_text(errors="replace")
@@ -236,11 +229,7 @@ def autoscale_cluster(
 
 def recover_node(session: Session, *, workspace: str, cluster: str, node: str) -> Node:
     """Return an unusable node to service: idle again, or preparing when the cluster has a setup to rerun."""
-    ws = workspace_row(session, workspace)
-    row = cluster_row(session, ws, cluster)
-    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
-    if found is None:
-        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+    row, found = node_row(session, workspace=workspace, cluster=cluster, node=node)
     if found.state != NodeState.UNUSABLE:
         raise Conflict(f"node {node!r} is {found.state}, not unusable: nothing to recover")
     found.state = NodeState.PREPARING if row.spec.get("setup") else NodeState.IDLE

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from corral.core.errors import NotFound
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.store.db import Database
-from corral.store.tables import ClusterRow, ExperimentRow, JobRow, WorkspaceRow
+from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 
 
 def workspace_row(session: Session, name: str) -> WorkspaceRow:
@@ -28,6 +28,15 @@ def cluster_row(session: Session, workspace: WorkspaceRow, name: str) -> Cluster
     if row is None:
         raise NotFound(f"cluster {name!r} not found in workspace {workspace.name!r}")
     return row
+
+
+def node_row(session: Session, *, workspace: str, cluster: str, node: str) -> tuple[ClusterRow, NodeRow]:
+    """A node by its name, with its cluster's row; NotFound names what is missing."""
+    row = cluster_row(session, workspace_row(session, workspace), cluster)
+    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
+    if found is None:
+        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+    return row, found
 
 
 def experiment_row(session: Session, workspace: WorkspaceRow, name: str) -> ExperimentRow:

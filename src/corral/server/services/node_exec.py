@@ -15,26 +15,18 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import select
-
 from corral.backends.local.backend import server_environment
 from corral.backends.local.resources import node_root
-from corral.core.errors import InvalidRequest, NotFound
+from corral.core.errors import InvalidRequest
 from corral.launch.env import twins
 from corral.server.context import ServerContext
 from corral.server.services.logstream import _sse
-from corral.server.services.lookup import cluster_row, workspace_row
-from corral.store.tables import NodeRow
+from corral.server.services.lookup import node_row
 
 
 def node_environment(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> tuple[Path, dict[str, str]]:
     with ctx.db.read() as session:
-        ws = workspace_row(session, workspace)
-        row = cluster_row(session, ws, cluster)
-        found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
-        if found is None:
-            raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
-        gpus = list(found.gpus)
+        gpus = list(node_row(session, workspace=workspace, cluster=cluster, node=node)[1].gpus)
     root = node_root(ctx.settings.home, workspace, cluster, node)
     env = {
         **server_environment(),
