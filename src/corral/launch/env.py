@@ -40,6 +40,21 @@ def twins(variables: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def node_own_environment(*, workspace: str, cluster: str, node: str, root: str, gpus: Sequence[int]) -> dict[str, str]:
+    """What a node's own commands (its setup, ``corral cluster node exec``) see: the node, its mount root, its GPUs."""
+    env = twins(
+        {
+            "WORKSPACE": workspace,
+            "CLUSTER": cluster,
+            "NODE_NAME": node,
+            "MOUNT_ROOT": str(PurePath(root, "mounts")),
+            "NUM_GPUS": str(len(gpus)),
+        }
+    )
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    return env
+
+
 def node_environment(
     ctx: JobContext, nodes: Sequence[NodeAssignment], rank: int, toolkit: dict[str, str] | None = None
 ) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from corral.launch.env import twins
+from corral.launch.env import node_own_environment
 from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
 
 PREFIX = "setup-"
@@ -38,16 +38,7 @@ def setup_plan(
 ) -> LaunchPlan:
     attempt_dir = str(PurePath(root, "setup"))
     variables = {
-        **twins(
-            {
-                "WORKSPACE": workspace,
-                "CLUSTER": cluster,
-                "NODE_NAME": node_name,
-                "MOUNT_ROOT": str(PurePath(root, "mounts")),
-                "NUM_GPUS": str(len(gpus)),
-            }
-        ),
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
+        **node_own_environment(workspace=workspace, cluster=cluster, node=node_name, root=root, gpus=gpus),
         **env,
     }
     log = setup_log(root)

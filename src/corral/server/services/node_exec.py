@@ -18,7 +18,7 @@ from pathlib import Path
 from corral.backends.local.backend import server_environment
 from corral.backends.local.resources import node_root
 from corral.core.errors import InvalidRequest
-from corral.launch.env import twins
+from corral.launch.env import node_own_environment
 from corral.server.context import ServerContext
 from corral.server.services.logstream import _sse
 from corral.server.services.lookup import node_row
@@ -28,19 +28,8 @@ def node_environment(ctx: ServerContext, *, workspace: str, cluster: str, node: 
     with ctx.db.read() as session:
         gpus = list(node_row(session, workspace=workspace, cluster=cluster, node=node)[1].gpus)
     root = node_root(ctx.settings.home, workspace, cluster, node)
-    env = {
-        **server_environment(),
-        **twins(
-            {
-                "WORKSPACE": workspace,
-                "CLUSTER": cluster,
-                "NODE_NAME": node,
-                "MOUNT_ROOT": str(root / "mounts"),
-                "NUM_GPUS": str(len(gpus)),
-            }
-        ),
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
-    }
+    own = node_own_environment(workspace=workspace, cluster=cluster, node=node, root=str(root), gpus=gpus)
+    env = {**server_environment(), **own}
     return root, env
 
 
