@@ -14,6 +14,7 @@ toolkit settings had, in snake_case (``pythonScriptFilePath`` is ``script``,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -109,6 +110,11 @@ class ClusterSpec(Strict):
     mounts: list[MountSpec] = Field(default_factory=list)
     #: A high-priority job that has waited this long may preempt (requeue) running low-priority jobs.
     preempt_after: Duration | None = Field(None, ge=0)
+
+
+def node_gpus(stored: Mapping[str, Any]) -> int:
+    """GPUs per node of a cluster spec as stored (JSON), without validating the whole spec again."""
+    return int((stored.get("node") or {}).get("gpus", 0))
 
 
 # ---------------------------------------------------------------- job

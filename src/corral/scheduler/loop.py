@@ -28,12 +28,12 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
 
 from corral.backends.base import Backend, ExitKind, ProcessExit
-from corral.core.specs import JobSpec
+from corral.core.specs import JobSpec, node_gpus
 from corral.core.states import ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.outcome import RetryPolicy, Run, attempt_outcome, failure_of
-from corral.scheduler.plans import NodeRootFn, gpus_per_node, job_spec, plan_for
+from corral.scheduler.plans import NodeRootFn, job_spec, plan_for
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
     RESOURCES,
@@ -472,7 +472,7 @@ class Controller:
         """Ports for each placed job that needs some; a job for which none are free now stays queued."""
         given: dict[int, tuple[int, ...]] = {}
         for job_id, p in placed.items():
-            block = self._ports.allocate(ports_needed(p.spec, gpus_per_node(p.cluster)))
+            block = self._ports.allocate(ports_needed(p.spec, node_gpus(p.cluster.spec)))
             if block is None:
                 log.warning("no free block of ports for job %s; it waits for the next pass", p.job.name)
                 continue
@@ -522,7 +522,7 @@ class Controller:
             job.workspace_id,
             started_at,
             limit,
-            gpus_per_node(placed.cluster),
+            node_gpus(placed.cluster.spec),
         )
         run = Run(
             job_id=job.id,

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.backends.local.resources import LOCAL_IP, machine_gpus
+from corral.core.specs import node_gpus
 from corral.core.states import NodeState
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
 
@@ -76,7 +77,7 @@ def reconcile(session: Session, now: float) -> Reconciled:
 def _grow(
     session: Session, cluster: ClusterRow, nodes: list[NodeRow], count: int, used_gpus: set[int], now: float
 ) -> None:
-    per_node = int((cluster.spec.get("node") or {}).get("gpus", 0))
+    per_node = node_gpus(cluster.spec)
     free_gpus = [g for g in machine_gpus() if g not in used_gpus]
     taken = {n.index for n in nodes}
     index = 0

@@ -17,10 +17,6 @@ def job_spec(job: JobRow) -> JobSpec:
     return JobSpec.model_validate({**job.spec, "secrets": {}})
 
 
-def gpus_per_node(cluster: ClusterRow) -> int:
-    return int(cluster.spec.get("node", {}).get("gpus", 0))
-
-
 def plan_for(
     *,
     job: JobRow,

@@ -16,6 +16,7 @@ from collections.abc import Container, Mapping
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from corral.core.specs import node_gpus
 from corral.core.states import JobState
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.policy import QueuedJob, Quota
@@ -68,7 +69,7 @@ class QueueView:
         self.stale = False
         self.clusters, self._nodes.auto = {}, {}
         for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
-            self.clusters[cluster_id] = (int(spec.get("node", {}).get("gpus", 0)), spec.get("preempt_after"))
+            self.clusters[cluster_id] = (node_gpus(spec), spec.get("preempt_after"))
             scale = spec.get("scale") or {}
             if scale.get("max_nodes") is not None:
                 self._nodes.auto[cluster_id] = scale

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.core.errors import NotFound
+from corral.core.specs import node_gpus
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.store.db import Database
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
@@ -119,7 +120,7 @@ class NameCache:
             experiment_id = session.scalar(
                 select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
             )
-        gpus = int(row.spec.get("node", {}).get("gpus", 0))
+        gpus = node_gpus(row.spec)
         most = (row.spec.get("scale") or {}).get("max_nodes") or row.target_nodes  # automatic scale: its maximum
         found = (ws.id, ClusterRef(row.id, row.name, most, gpus), experiment_id)
         if experiment_id is not None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.core.models import Usage, UsageRow
+from corral.core.specs import node_gpus
 from corral.server.services.lookup import workspace_row
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow
 
@@ -38,7 +39,7 @@ def workspace_usage(session: Session, *, workspace: str) -> Usage:
     jobs: dict[str, dict[str, set[int]]] = {"user": defaultdict(set), "exp": defaultdict(set)}
     for job_id, user, experiment, cluster_spec, node_ids, started_at, ended_at in rows:
         hours = len(node_ids) * max(0.0, (ended_at or now) - started_at) / 3600
-        gpus = int(((cluster_spec or {}).get("node") or {}).get("gpus", 0))
+        gpus = node_gpus(cluster_spec or {})
         for kind, key in (("user", user), ("exp", experiment)):
             totals[kind][key][0] += hours
             totals[kind][key][1] += hours * gpus
