@@ -440,9 +440,10 @@ class Controller:
     def _step_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """The nodes' pass (setups ended, automatic scale, evictions, resizes); stop the runs it says to."""
         demand: dict[int, int] = {}
-        for job in self._queue.jobs.values():
-            if job.cluster_id in self._nodes.auto:
-                demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count
+        if self._nodes.auto:  # only automatic clusters need it: not a walk over the queue on every pass
+            for job in self._queue.jobs.values():
+                if job.cluster_id in self._nodes.auto:
+                    demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count
         actions = self._nodes.step(session, now, demand)
         if actions.terminate:
             rows = session.scalars(select(JobRow).where(JobRow.id.in_(actions.terminate)))
@@ -513,7 +514,7 @@ class Controller:
             nodes=nodes,
             node_root=self._node_root,
         )
-        limit = (job.spec.get("limits") or {}).get("max_wall_clock")
+        limit = placed.spec.limits.max_wall_clock
         shape = RunningJob(
             job.id,
             job.cluster_id or 0,
