@@ -174,16 +174,29 @@ def resize_cluster(
     session: Session, *, workspace: str, name: str, nodes: int, deallocation: str | None = None
 ) -> Cluster:
     """Set a manual node count (and what a shrink does to running jobs); the control loop gets there."""
-    ws = workspace_row(session, workspace)
-    row = cluster_row(session, ws, name)
+    row = cluster_row(session, workspace_row(session, workspace), name)
     spec = ClusterSpec.model_validate(row.spec)
     scale = {"nodes": nodes, "deallocation": deallocation or spec.scale.deallocation}
+    return _rescale(session, row, workspace, spec, scale, most=nodes, target=nodes)
+
+
+def _rescale(
+    session: Session,
+    row: ClusterRow,
+    workspace: str,
+    spec: ClusterSpec,
+    scale: dict[str, Any],
+    *,
+    most: int,
+    target: int,
+) -> Cluster:
+    """Give the cluster new scale settings and target; the control loop brings its nodes there."""
     updated = parse_spec(ClusterSpec, {**spec.model_dump(mode="json"), "scale": scale}, source="cluster")
-    plan_local_nodes(updated, nodes)  # refuses GPUs this machine does not have
+    plan_local_nodes(updated, most)  # refuses GPUs this machine does not have
     row.spec = updated.model_dump(mode="json")
-    if row.target_nodes != nodes:
+    if row.target_nodes != target:
         row.allocation_state = "resizing"
-    row.target_nodes = nodes
+    row.target_nodes = target
     session.flush()
     return to_model(session, row, workspace)
 
@@ -208,23 +221,15 @@ def autoscale_cluster(
     idle_timeout: float | None = None,
 ) -> Cluster:
     """Switch a cluster to automatic scale between ``min_nodes`` and ``max_nodes``."""
-    ws = workspace_row(session, workspace)
-    row = cluster_row(session, ws, name)
+    row = cluster_row(session, workspace_row(session, workspace), name)
     spec = ClusterSpec.model_validate(row.spec)
     scale: dict[str, Any] = {"min_nodes": min_nodes, "max_nodes": max_nodes, "deallocation": spec.scale.deallocation}
     if idle_timeout is not None:
         scale["idle_timeout"] = idle_timeout
     elif spec.scale.idle_timeout is not None:
         scale["idle_timeout"] = spec.scale.idle_timeout
-    updated = parse_spec(ClusterSpec, {**spec.model_dump(mode="json"), "scale": scale}, source="cluster")
-    plan_local_nodes(updated, max_nodes)  # refuses GPUs this machine does not have
-    row.spec = updated.model_dump(mode="json")
     target = max(min_nodes, min(max_nodes, row.target_nodes))
-    if row.target_nodes != target:
-        row.allocation_state = "resizing"
-    row.target_nodes = target
-    session.flush()
-    return to_model(session, row, workspace)
+    return _rescale(session, row, workspace, spec, scale, most=max_nodes, target=target)
 
 
 def recover_node(session: Session, *, workspace: str, cluster: str, node: str) -> Node:
