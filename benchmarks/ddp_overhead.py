@@ -27,7 +27,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.dispatch import start_server  # noqa: E402
+from benchmarks.dispatch import bench_server  # noqa: E402
 from corral.client.client import Client  # noqa: E402
 
 SCRIPT = ROOT / "examples" / "pytorch-ddp" / "train.py"
@@ -91,26 +90,18 @@ def main() -> None:
     train_args = ["--epochs", str(opts.epochs), "--hidden", str(opts.hidden), "--batch-size", str(opts.batch_size)]
     train_args.append("--out=")  # no model files: both ways do the same work
 
-    with tempfile.TemporaryDirectory(prefix="corral-ddp-bench-", dir=Path.home()) as tmp:
-        home = Path(tmp)
-        server = start_server(home, opts.port, None)
-        try:
-            token = (home / "token").read_text().strip()
-            with Client(server=f"http://127.0.0.1:{opts.port}", token=token, experiment="ddp-bench") as client:
-                client.create_cluster({"name": "bench", "node": {"cpus": 2}, "scale": {"nodes": 1}})
-                corral: list[tuple[float, float]] = []
-                direct: list[tuple[float, float]] = []
-                for round_ in range(opts.rounds):
-                    corral.append(run_corral(client, train_args))
-                    direct.append(run_torchrun(train_args, home))
-                    print(
-                        f"round {round_ + 1}: corral first step {corral[-1][0]:.2f} s, {corral[-1][1]:.0f} samples/s;"
-                        f" torchrun first step {direct[-1][0]:.2f} s, {direct[-1][1]:.0f} samples/s",
-                        flush=True,
-                    )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with bench_server("corral-ddp-bench-", opts.port, "ddp-bench") as (home, client):
+        client.create_cluster({"name": "bench", "node": {"cpus": 2}, "scale": {"nodes": 1}})
+        corral: list[tuple[float, float]] = []
+        direct: list[tuple[float, float]] = []
+        for round_ in range(opts.rounds):
+            corral.append(run_corral(client, train_args))
+            direct.append(run_torchrun(train_args, home))
+            print(
+                f"round {round_ + 1}: corral first step {corral[-1][0]:.2f} s, {corral[-1][1]:.0f} samples/s;"
+                f" torchrun first step {direct[-1][0]:.2f} s, {direct[-1][1]:.0f} samples/s",
+                flush=True,
+            )
 
     c_first = statistics.median(x[0] for x in corral)
     c_rate = statistics.median(x[1] for x in corral)

@@ -18,6 +18,7 @@ It prints figures only; it never fails on time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,6 +75,21 @@ def start_server(home: Path, port: int, database_url: str | None) -> subprocess.
         except Exception:
             time.sleep(0.1)
     raise SystemExit("server did not start; see " + str(home / "server.log"))
+
+
+@contextlib.contextmanager
+def bench_server(prefix: str, port: int, experiment: str) -> Iterator[tuple[Path, Client]]:
+    """A real server in a temporary home under your home directory, and a client of it; both go at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=Path.home()) as tmp:
+        home = Path(tmp)
+        server = start_server(home, port, None)
+        try:
+            token = (home / "token").read_text().strip()
+            with Client(server=f"http://127.0.0.1:{port}", token=token, experiment=experiment) as client:
+                yield home, client
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.dispatch import pct, start_server  # noqa: E402
+from benchmarks.dispatch import bench_server, pct  # noqa: E402
 from corral.backends.local.backend import _wrapper_pids  # noqa: E402
-from corral.client.client import Client  # noqa: E402
 
 
 def main() -> None:
@@ -40,45 +38,37 @@ def main() -> None:
     opts = parser.parse_args()
     committed: list[float] = []
     first_line: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="corral-recovery-", dir=Path.home()) as tmp:
-        home = Path(tmp)
-        server = start_server(home, opts.port, None)
-        try:
-            token = (home / "token").read_text().strip()
-            with Client(server=f"http://127.0.0.1:{opts.port}", token=token, experiment="recovery") as c:
-                c.create_cluster({"name": "pair", "scale": {"nodes": 2}})
-                command = 'if [ "$CORRAL_ATTEMPT" = 1 ]; then sleep 300; fi; echo again; sleep 300'
-                for trial in range(opts.trials):
-                    job = c.create_job({"cluster": "pair", "custom": {"command": command}})
-                    while c.get_job(job.name).state != "running":
-                        time.sleep(0.01)
-                    time.sleep(0.2)  # well started
-                    pids = [pid for path, pid in _wrapper_pids().items() if job.uid in path]
-                    lost_node = c.get_job(job.name).nodes[0]
-                    killed_at = time.time()
-                    os.killpg(pids[0], signal.SIGKILL)
-                    while True:
-                        current = c.get_job(job.name)
-                        if len(current.attempts) == 2 and current.state == "running":
-                            break
-                        time.sleep(0.002)
-                    started = current.attempts[1].started_at
-                    assert started is not None
-                    committed.append(started.timestamp() - killed_at)
-                    while c.job_logs(job.name) != "again\n":
-                        time.sleep(0.002)
-                    first_line.append(time.time() - killed_at)
-                    c.terminate_job(job.name)
-                    c.wait_job(job.name, timeout=60)
-                    c.recover_node("pair", lost_node)
-                    print(
-                        f"trial {trial + 1}: running again after {committed[-1] * 1000:.0f} ms, "
-                        f"first line after {first_line[-1] * 1000:.0f} ms",
-                        flush=True,
-                    )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with bench_server("corral-recovery-", opts.port, "recovery") as (_home, c):
+        c.create_cluster({"name": "pair", "scale": {"nodes": 2}})
+        command = 'if [ "$CORRAL_ATTEMPT" = 1 ]; then sleep 300; fi; echo again; sleep 300'
+        for trial in range(opts.trials):
+            job = c.create_job({"cluster": "pair", "custom": {"command": command}})
+            while c.get_job(job.name).state != "running":
+                time.sleep(0.01)
+            time.sleep(0.2)  # well started
+            pids = [pid for path, pid in _wrapper_pids().items() if job.uid in path]
+            lost_node = c.get_job(job.name).nodes[0]
+            killed_at = time.time()
+            os.killpg(pids[0], signal.SIGKILL)
+            while True:
+                current = c.get_job(job.name)
+                if len(current.attempts) == 2 and current.state == "running":
+                    break
+                time.sleep(0.002)
+            started = current.attempts[1].started_at
+            assert started is not None
+            committed.append(started.timestamp() - killed_at)
+            while c.job_logs(job.name) != "again\n":
+                time.sleep(0.002)
+            first_line.append(time.time() - killed_at)
+            c.terminate_job(job.name)
+            c.wait_job(job.name, timeout=60)
+            c.recover_node("pair", lost_node)
+            print(
+                f"trial {trial + 1}: running again after {committed[-1] * 1000:.0f} ms, "
+                f"first line after {first_line[-1] * 1000:.0f} ms",
+                flush=True,
+            )
     print()
     print(f"node loss -> job running on another node ({opts.trials} trials, local backend)")
     print(
