@@ -5,7 +5,20 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.scheduler.policy import FreeNode, QueuedJob, Snapshot, place_jobs
+from corral.scheduler.policy import (
+    HIGH,
+    LOW,
+    NORMAL,
+    PRIORITY,
+    QUOTA,
+    RESOURCES,
+    FreeNode,
+    QueuedJob,
+    Quota,
+    RunningJob,
+    Snapshot,
+    schedule,
+)
 
 
 def q(job_id: int, priority: int = 1, nodes: int = 1, cluster: int = 1) -> QueuedJob:
@@ -20,28 +33,28 @@ def test_priority_then_fifo() -> None:
     snapshot = Snapshot(
         queued=[q(1, priority=0), q(2, priority=1), q(3, priority=2), q(4, priority=1)], free_nodes=free(3)
     )
-    assert [p.job_id for p in place_jobs(snapshot)] == [3, 2, 4]
+    assert [p.job_id for p in schedule(snapshot).placements] == [3, 2, 4]
 
 
 def test_gang_takes_all_nodes_or_waits() -> None:
-    placements = place_jobs(Snapshot(queued=[q(1, nodes=3)], free_nodes=free(2)))
+    placements = schedule(Snapshot(queued=[q(1, nodes=3)], free_nodes=free(2))).placements
     assert placements == []
-    placements = place_jobs(Snapshot(queued=[q(1, nodes=3)], free_nodes=free(3)))
+    placements = schedule(Snapshot(queued=[q(1, nodes=3)], free_nodes=free(3))).placements
     assert len(placements[0].node_ids) == 3
 
 
 def test_head_of_line_blocks_smaller_jobs_behind_it() -> None:
-    placements = place_jobs(Snapshot(queued=[q(1, nodes=4), q(2, nodes=1)], free_nodes=free(2)))
+    placements = schedule(Snapshot(queued=[q(1, nodes=4), q(2, nodes=1)], free_nodes=free(2))).placements
     assert placements == []
 
 
 def test_clusters_are_independent() -> None:
     snapshot = Snapshot(queued=[q(1, nodes=4, cluster=1), q(2, cluster=2)], free_nodes=free(2, 1) + free(1, 2))
-    assert [p.job_id for p in place_jobs(snapshot)] == [2]
+    assert [p.job_id for p in schedule(snapshot).placements] == [2]
 
 
 def test_lowest_node_index_first() -> None:
-    placements = place_jobs(Snapshot(queued=[q(1, nodes=2)], free_nodes=list(reversed(free(4)))))
+    placements = schedule(Snapshot(queued=[q(1, nodes=2)], free_nodes=list(reversed(free(4))))).placements
     assert placements[0].node_ids == (1000, 1001)
 
 
@@ -53,7 +66,7 @@ jobs_strategy = st.lists(st.tuples(st.integers(0, 2), st.integers(1, 4), st.inte
 def test_placement_invariants(jobs: list[tuple[int, int, int]], free_counts: list[int]) -> None:
     queued = [q(i, priority=p, nodes=n, cluster=c) for i, (p, n, c) in enumerate(jobs)]
     nodes = [node for c, count in enumerate(free_counts, start=1) for node in free(count, c)]
-    placements = place_jobs(Snapshot(queued=queued, free_nodes=nodes))
+    placements = schedule(Snapshot(queued=queued, free_nodes=nodes)).placements
     by_id = {job.job_id: job for job in queued}
     node_cluster = {n.node_id: n.cluster_id for n in nodes}
     given_nodes = [n for p in placements for n in p.node_ids]
@@ -73,18 +86,6 @@ def test_placement_invariants(jobs: list[tuple[int, int, int]], free_counts: lis
 
 
 # ---------------------------------------------------------------- fair share, quotas, backfill, preemption
-
-from corral.scheduler.policy import (  # noqa: E402
-    HIGH,
-    LOW,
-    NORMAL,
-    PRIORITY,
-    QUOTA,
-    RESOURCES,
-    Quota,
-    RunningJob,
-    schedule,
-)
 
 
 def job(

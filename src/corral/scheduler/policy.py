@@ -129,10 +129,6 @@ class Decision:
     heads: dict[int, tuple[int, float]] = field(default_factory=dict)
 
 
-def place_jobs(snapshot: Snapshot) -> list[Placement]:
-    return schedule(snapshot).placements
-
-
 def schedule(snapshot: Snapshot) -> Decision:
     decision = Decision()
     free: dict[int, list[FreeNode]] = defaultdict(list)
