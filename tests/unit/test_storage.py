@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.core.errors import InvalidRequest, InvalidSpec, NotFound
-from corral.storage.code import check_archive, pack_directory
+from corral.core.errors import InvalidRequest, InvalidSpec, NotFound, TooLarge
+from corral.storage.code import ArchiveUpload, check_archive_file, pack_directory
 from corral.storage.files import file_to_read, list_directory
 
 
@@ -73,7 +73,21 @@ def test_pack_honours_corralignore_over_gitignore(tmp_path: Path) -> None:
     (tmp_path / ".corralignore").write_text("data/\n")
     data, sha = pack_directory(tmp_path)
     assert _names(data) == {"train.py", "model.pt", ".gitignore", ".corralignore"}
-    check_archive(data, sha, max_bytes=10**6)
+    _upload(tmp_path / "code", data, sha)
+    assert (tmp_path / "code" / f"{sha}.tar.gz").read_bytes() == data
+
+
+def _upload(code_dir: Path, data: bytes, sha: str, **limits: int) -> None:
+    upload = ArchiveUpload(code_dir, sha, max_bytes=limits.pop("max_bytes", 10**6))
+    try:
+        for start in range(0, len(data), 1000):
+            upload.write(data[start : start + 1000])
+        upload.finish(
+            max_unpacked_bytes=limits.get("max_unpacked_bytes", 10**6), max_members=limits.get("members", 100)
+        )
+    finally:
+        upload.discard()
+    assert not [p for p in code_dir.iterdir() if p.suffix == ".tmp"]
 
 
 def test_pack_size_limit_is_a_clear_error(tmp_path: Path) -> None:
@@ -92,6 +106,31 @@ def test_archive_checks(tmp_path: Path) -> None:
 
     data = buffer.getvalue()
     with pytest.raises(InvalidRequest, match="not a safe"):
-        check_archive(data, hashlib.sha256(data).hexdigest(), max_bytes=10**6)
+        _upload(tmp_path, data, hashlib.sha256(data).hexdigest())
     with pytest.raises(InvalidRequest, match="does not match"):
-        check_archive(data, "0" * 64, max_bytes=10**6)
+        _upload(tmp_path, data, "0" * 64)
+    with pytest.raises(TooLarge, match="max_code_bytes"):
+        _upload(tmp_path, data, hashlib.sha256(data).hexdigest(), max_bytes=len(data) - 1)
+    assert not list(tmp_path.glob("*.tar.gz"))
+
+
+def _bomb(path: Path, members: int, size: int) -> Path:
+    """A gzipped tar of ``members`` files of ``size`` zero bytes each (tiny once compressed)."""
+    with tarfile.open(path, mode="w:gz") as tar:
+        for i in range(members):
+            info = tarfile.TarInfo(f"f{i}")
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes(size)))
+    return path
+
+
+def test_archive_limits_on_unpacked_size_and_members(tmp_path: Path) -> None:
+    big = _bomb(tmp_path / "big.tar.gz", 2, 4 * 1024 * 1024)
+    assert big.stat().st_size < 64 * 1024
+    with pytest.raises(TooLarge, match="max_code_unpacked_bytes"):
+        check_archive_file(big, max_unpacked_bytes=6 * 1024 * 1024, max_members=10)
+    check_archive_file(big, max_unpacked_bytes=8 * 1024 * 1024, max_members=10)
+    many = _bomb(tmp_path / "many.tar.gz", 11, 0)
+    with pytest.raises(TooLarge, match="max_code_members"):
+        check_archive_file(many, max_unpacked_bytes=10**6, max_members=10)
+    check_archive_file(many, max_unpacked_bytes=10**6, max_members=11)

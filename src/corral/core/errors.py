@@ -63,6 +63,22 @@ class Forbidden(CorralError):
     code = "Forbidden"
 
 
+class TooLarge(CorralError):
+    """A request, or what it would make, passes one of the server's limits (docs/limits.md)."""
+
+    code = "TooLarge"
+
+
+class TooManyRequests(CorralError):
+    """A user passed a rate or count limit; ``retry_after`` says when to try again (seconds)."""
+
+    code = "TooManyRequests"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ServerUnavailable(CorralError):
     """The client could not reach a Corral server."""
 
@@ -80,6 +96,8 @@ _BY_CODE: dict[str, type[CorralError]] = {
         Conflict,
         Unauthorized,
         Forbidden,
+        TooLarge,
+        TooManyRequests,
         ServerUnavailable,
     )
 }

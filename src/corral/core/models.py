@@ -160,7 +160,8 @@ class Job(Public):
     #: Why a queued job waits: ``Priority``, ``Resources``, ``Quota`` (None unless queued).
     reason: str | None = None
     toolkit: str
-    spec: JobSpec
+    #: None only for a job whose stored spec does not load in this version (it is failed with ``InvalidSpec``).
+    spec: JobSpec | None
     submitted_by: str
     created_at: datetime
     started_at: datetime | None = None

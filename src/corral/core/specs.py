@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,10 +36,52 @@ from corral.core.units import parse_duration, parse_size
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
+#: The kernel's limit on one argument or one ``NAME=value`` of a process's environment (MAX_ARG_STRLEN, 128 KiB
+#: with its NUL): a longer command or variable could never be started, so it is refused at submission.
+MAX_ARG_BYTES = 128 * 1024 - 1
+#: The most processes one node of a job may run (processes_per_node, an MPI job's ranks over its nodes).
+MAX_PROCESSES = 4096
+#: The most inputs, outputs or retried exit codes one job lists.
+MAX_LIST_ITEMS = 256
+#: The longest duration a spec may give (``max_wall_clock``, ``idle_timeout``, ``preempt_after``): a year.
+MAX_DURATION_SECONDS = 366 * 86400.0
+#: The longest ``termination_grace``: a day.
+MAX_GRACE_SECONDS = 86400.0
+
+
+def _no_bool(value: object) -> object:
+    """JSON's ``true`` is not the number 1 here: a boolean where a number belongs is an error."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not a boolean, got {value!r}")
+    return value
+
+
+def _no_nul(value: object) -> object:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _fits_argument(value: object) -> object:
+    if isinstance(value, str) and len(value.encode(errors="surrogatepass")) > MAX_ARG_BYTES:
+        raise ValueError(f"is longer than {MAX_ARG_BYTES} bytes, the most one process argument may hold")
+    return value
+
+
+def _no_dot_segments(value: object) -> object:
+    if isinstance(value, str) and any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"must not have '.' or '..' segments, got {value!r}")
+    return value
+
+
+#: Every integer of a spec: a boolean is refused (pydantic would take ``true`` as 1).
+Int = Annotated[int, BeforeValidator(_no_bool)]
+#: Text that reaches a process (a command, an argument, a variable's value): no NUL, within one argument's limit.
+Text = Annotated[str, AfterValidator(_no_nul), AfterValidator(_fits_argument)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=1024)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(allow_inf_nan=False, le=MAX_DURATION_SECONDS)]
 Priority = Literal["low", "normal", "high"]
 
 PRIORITY_RANK: dict[str, int] = {"low": 0, "normal": 1, "high": 2}
@@ -48,26 +91,26 @@ MPI_TOOLKITS = ("mpi", "horovod", "chainer", "cntk")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- cluster
 
 
 class NodeShape(Strict):
-    cpus: int = Field(1, ge=1)
-    gpus: int = Field(0, ge=0)
+    cpus: Int = Field(1, ge=1, le=MAX_PROCESSES)
+    gpus: Int = Field(0, ge=0, le=64)
     memory: Size | None = None
 
 
 class ScaleSpec(Strict):
     """Manual (``nodes``) or automatic (``min_nodes``/``max_nodes``) scaling."""
 
-    nodes: int | None = Field(None, ge=0)
+    nodes: Int | None = Field(None, ge=0)
     deallocation: Literal["requeue", "terminate", "wait"] = "requeue"
-    min_nodes: int | None = Field(None, ge=0)
-    max_nodes: int | None = Field(None, ge=1)
-    initial_nodes: int | None = Field(None, ge=0)
+    min_nodes: Int | None = Field(None, ge=0)
+    max_nodes: Int | None = Field(None, ge=1)
+    initial_nodes: Int | None = Field(None, ge=0)
     idle_timeout: Duration | None = None
 
     @model_validator(mode="after")
@@ -91,8 +134,8 @@ class ScaleSpec(Strict):
 
 
 class SetupSpec(Strict):
-    command: str
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    command: Text
+    env: dict[EnvName, Text] = Field(default_factory=dict)
 
 
 class MountSpec(Strict):
@@ -121,55 +164,55 @@ def node_gpus(stored: Mapping[str, Any]) -> int:
 
 
 class CustomToolkit(Strict):
-    command: str = Field(min_length=1)
+    command: Text = Field(min_length=1)
 
 
 class PythonScript(Strict):
     """A Python script with its arguments; ``args`` is shell text, its ``$VARIABLES`` expanded on the node."""
 
-    script: str = Field(min_length=1)
-    args: str = ""
-    interpreter: str = Field("python3", min_length=1)
+    script: Text = Field(min_length=1)
+    args: Text = ""
+    interpreter: Text = Field("python3", min_length=1)
 
 
 class PyTorchToolkit(PythonScript):
     #: Processes on every node; default: the node's GPUs, or 1 without GPUs.
-    processes_per_node: int | None = Field(None, ge=1)
+    processes_per_node: Int | None = Field(None, ge=1, le=MAX_PROCESSES)
     #: torch.distributed backend; default nccl on GPU nodes, gloo otherwise. ``mpi`` launches through mpirun.
     backend: Literal["gloo", "nccl", "mpi"] | None = None
 
 
 class TensorFlowToolkit(Strict):
-    script: str = Field(min_length=1)
-    interpreter: str = Field("python3", min_length=1)
-    master_args: str = ""
-    worker_args: str = ""
-    ps_args: str = ""
+    script: Text = Field(min_length=1)
+    interpreter: Text = Field("python3", min_length=1)
+    master_args: Text = ""
+    worker_args: Text = ""
+    ps_args: Text = ""
     #: Worker tasks besides the chief; default node_count (none for a one-node job that gives no counts).
-    worker_count: int | None = Field(None, ge=0)
+    worker_count: Int | None = Field(None, ge=0, le=MAX_PROCESSES)
     #: Parameter servers; default 1 when the job is distributed.
-    ps_count: int | None = Field(None, ge=0)
+    ps_count: Int | None = Field(None, ge=0, le=MAX_PROCESSES)
 
 
 class MpiToolkit(Strict):
-    command: str = Field(min_length=1)
+    command: Text = Field(min_length=1)
     #: Ranks in all; default node_count (one per node).
-    processes: int | None = Field(None, ge=1)
+    processes: Int | None = Field(None, ge=1, le=MAX_PROCESSES)
 
 
 class MpiScriptToolkit(PythonScript):
     """Horovod and Chainer(MN): a script run by mpirun; ``processes`` defaults to the job's GPUs, or node_count."""
 
-    processes: int | None = Field(None, ge=1)
+    processes: Int | None = Field(None, ge=1, le=MAX_PROCESSES)
 
 
 class CntkToolkit(Strict):
     language: Literal["python", "brainscript"] = "python"
-    script: str | None = Field(None, min_length=1)
-    config_file: str | None = Field(None, min_length=1)
-    args: str = ""
-    interpreter: str = Field("python3", min_length=1)
-    processes: int | None = Field(None, ge=1)
+    script: Text | None = Field(None, min_length=1)
+    config_file: Text | None = Field(None, min_length=1)
+    args: Text = ""
+    interpreter: Text = Field("python3", min_length=1)
+    processes: Int | None = Field(None, ge=1, le=MAX_PROCESSES)
 
     @model_validator(mode="after")
     def _language_fields(self) -> CntkToolkit:
@@ -189,7 +232,9 @@ def _local_path(value: object) -> object:
     return value.removeprefix("file://") if isinstance(value, str) else value
 
 
-LocationPath = Annotated[str, BeforeValidator(_local_path), StringConstraints(min_length=1)]
+LocationPath = Annotated[
+    str, BeforeValidator(_local_path), StringConstraints(min_length=1, max_length=4096), AfterValidator(_no_nul)
+]
 
 
 class InputSpec(Strict):
@@ -200,11 +245,19 @@ class InputSpec(Strict):
 class OutputSpec(Strict):
     id: EnvName
     path: LocationPath
-    suffix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] | None = None
+    #: A relative path under the output's directory: no ``.`` or ``..`` segment, so it never leads out of it.
+    suffix: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", max_length=1024),
+            AfterValidator(_no_dot_segments),
+        ]
+        | None
+    ) = None
 
 
 class PrepareSpec(Strict):
-    command: str = Field(min_length=1)
+    command: Text = Field(min_length=1)
 
 
 RetryOn = Literal["node_failure", "preemption"]
@@ -218,23 +271,23 @@ class RetrySpec(Strict):
     """When a job's attempt ends badly, whether it goes back to the queue for another one."""
 
     #: Attempts in all, the first included.
-    max_attempts: int = Field(3, ge=1, le=100)
+    max_attempts: Int = Field(3, ge=1, le=100)
     #: What is retried besides the listed exit codes: a lost node, a preemption (or a node removed by a resize).
     on: list[RetryOn] = Field(default_factory=_retry_on_default)
     #: Exit codes of the job's own processes that are worth another attempt (others fail the job).
-    exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(default_factory=list)
+    exit_codes: list[Annotated[Int, Field(ge=1, le=255)]] = Field(default_factory=list, max_length=255)
 
 
 class LimitsSpec(Strict):
     max_wall_clock: Duration | None = None
-    termination_grace: Duration = 30.0
+    termination_grace: Duration = Field(30.0, le=MAX_GRACE_SECONDS)
 
 
 class JobSpec(Strict):
     name: Name | None = None
     experiment: Name | None = None
     cluster: Name
-    node_count: int = Field(1, ge=1)
+    node_count: Int = Field(1, ge=1)
     priority: Priority = "normal"
     code: str | None = None
     custom: CustomToolkit | None = None
@@ -245,10 +298,11 @@ class JobSpec(Strict):
     chainer: MpiScriptToolkit | None = None
     cntk: CntkToolkit | None = None
     caffe2: Caffe2Toolkit | None = None
-    inputs: list[InputSpec] = Field(default_factory=list)
-    outputs: list[OutputSpec] = Field(default_factory=list)
-    env: dict[EnvName, str] = Field(default_factory=dict)
-    secrets: dict[EnvName, str] = Field(default_factory=dict)
+    inputs: list[InputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    outputs: list[OutputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    #: Each ``NAME=value`` within one argument's limit; all of them together within the server's ``max_env_bytes``.
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    secrets: dict[EnvName, Text] = Field(default_factory=dict)
     prepare: PrepareSpec | None = None
     limits: LimitsSpec = LimitsSpec()
     retry: RetrySpec = RetrySpec()
@@ -286,6 +340,9 @@ _MESSAGES = {
     "list_type": "must be a list",
     "model_type": "must be a mapping",
     "model_attributes_type": "must be a mapping",
+    "finite_number": "must be a finite number",
+    "too_long": "is too long",
+    "string_too_long": "is too long",
 }
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -322,6 +379,11 @@ def spec_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def exc_summary(exc: ValidationError) -> str:
+    """``loc: message; loc: message`` of a validation error, as :func:`parse_spec` words it."""
+    return "; ".join(f"{d['loc']}: {d['message']}" for d in spec_errors(exc))
+
+
 def parse_spec(model: type[SpecT], data: Any, *, source: str = "spec") -> SpecT:
     """Validate ``data`` as ``model``; on failure raise InvalidSpec naming every bad field."""
     if not isinstance(data, dict):
@@ -329,9 +391,7 @@ def parse_spec(model: type[SpecT], data: Any, *, source: str = "spec") -> SpecT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        details = spec_errors(exc)
-        lines = "; ".join(f"{d['loc']}: {d['message']}" for d in details)
-        raise InvalidSpec(f"{source}: {lines}", details=details) from None
+        raise InvalidSpec(f"{source}: {exc_summary(exc)}", details=spec_errors(exc)) from None
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:

@@ -64,3 +64,5 @@ class ErrorCode(StrEnum):
     PREEMPTED = "Preempted"
     TERMINATED = "Terminated"
     LAUNCH_FAILED = "LaunchFailed"
+    #: The job's stored spec does not load any more (stored by an older version, or corrupted).
+    INVALID_SPEC = "InvalidSpec"

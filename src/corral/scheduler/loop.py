@@ -24,11 +24,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
 
 from corral.backends.base import Backend, ExitKind, ProcessExit
-from corral.core.specs import JobSpec, node_gpus
+from corral.core.specs import ClusterSpec, JobSpec, exc_summary, node_gpus
 from corral.core.states import ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.lifecycle import NodeLifecycle
@@ -87,6 +88,8 @@ class Controller:
         self._ports = ports or PortAllocator()
         #: Ports given out by the pass in progress: released again if its transaction fails.
         self._pass_ports: list[int] = []
+        #: Jobs the pass in progress failed without running them (their waiters are told once it commits).
+        self._failed_in_pass: list[int] = []
         self._backend = backend
         self._node_root = node_root
         self._on_jobs_ended = on_jobs_ended
@@ -191,7 +194,7 @@ class Controller:
             self._apply_report(report, now)
         self._fire_timers(now)
         done = [r for r in self._runs.values() if r.done]
-        self._pass_ports = []
+        self._pass_ports, self._failed_in_pass = [], []
         try:
             with self._db.write() as session:
                 requeued = self._finish(session, done, now) if done else []
@@ -230,8 +233,8 @@ class Controller:
             )
         if requeued:
             self._wake.set()
-        if done:
-            self._on_jobs_ended([r.job_id for r in done])
+        if done or self._failed_in_pass:
+            self._on_jobs_ended([r.job_id for r in done] + self._failed_in_pass)
         for placed, attempt_id, nodes, ports in starts:
             self._backend.launch(self._run_for(placed, attempt_id, nodes, ports, started_at=now).plan)
 
@@ -383,9 +386,10 @@ class Controller:
         if not placements:
             return []
         # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
-        placed = self._load_for_launch(session, [p.job_id for p in placements])
+        placed, broken = self._load_for_launch(session, [p.job_id for p in placements])
+        self._fail_unlaunchable(session, broken, now)
         for p in placements:
-            if p.job_id not in placed:  # deleted meanwhile
+            if p.job_id not in placed:  # deleted meanwhile, or failed because it cannot be launched
                 self._queue.remove(p.job_id)
         ports = self._reserve_ports(placed)
         placements = [p for p in placements if p.job_id in ports]
@@ -481,9 +485,22 @@ class Controller:
             given[job_id] = block
         return given
 
+    def _fail_unlaunchable(self, session: Session, broken: dict[int, tuple[JobRow, str]], now: float) -> None:
+        """Fail the queued jobs whose stored spec no longer loads, each with its reason: one such job must not
+        stop the pass (and with it every other job) again and again."""
+        moves = []
+        for job, message in broken.values():
+            log.error("job %s (id %s) cannot be launched: %s", job.name, job.id, message)
+            changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
+            moves.append(Move(job, JobState.FAILED, ErrorCode.INVALID_SPEC, message, changes))
+        self._failed_in_pass.extend(m.job.id for m in transition_jobs(session, moves, at=now))
+
     @staticmethod
-    def _load_for_launch(session: Session, job_ids: list[int]) -> dict[int, Placed]:
-        """The jobs with their workspace's and experiment's names and their cluster's row: two queries."""
+    def _load_for_launch(
+        session: Session, job_ids: list[int]
+    ) -> tuple[dict[int, Placed], dict[int, tuple[JobRow, str]]]:
+        """The jobs with their workspace's and experiment's names and their cluster's row (two queries), and
+        apart those whose stored spec (or their cluster's) no longer loads, each with what is wrong."""
         rows = session.execute(
             select(JobRow, WorkspaceRow.name, ExperimentRow.name)
             .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
@@ -492,11 +509,20 @@ class Controller:
         ).all()
         cluster_ids = {job.cluster_id for job, _, _ in rows}
         clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
-        return {
-            job.id: Placed(job, job_spec(job), workspace, experiment, clusters[job.cluster_id])
-            for job, workspace, experiment in rows
-            if job.cluster_id is not None  # a queued or running job keeps its cluster (deletion needs none)
-        }
+        placed: dict[int, Placed] = {}
+        broken: dict[int, tuple[JobRow, str]] = {}
+        for job, workspace, experiment in rows:
+            if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
+                continue
+            cluster = clusters[job.cluster_id]
+            try:
+                spec = job_spec(job)
+                ClusterSpec.model_validate(cluster.spec)
+            except ValidationError as exc:
+                broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
+                continue
+            placed[job.id] = Placed(job, spec, workspace, experiment, cluster)
+        return placed, broken
 
     def _run_for(
         self, placed: Placed, attempt_id: int, nodes: list[NodeRow], ports: tuple[int, ...], *, started_at: float
@@ -542,6 +568,20 @@ class Controller:
 
     # ------------------------------------------------------------ recovery
 
+    @staticmethod
+    def _fail_unrecoverable(session: Session, job: JobRow, attempt: AttemptRow, message: str, now: float) -> None:
+        """A running job found at restart whose plan cannot be rebuilt: it ends failed, its nodes are freed."""
+        log.error("job %s (id %s) cannot be recovered: %s", job.name, job.id, message)
+        attempt.ended_at, attempt.reason = now, ErrorCode.INVALID_SPEC
+        session.execute(
+            update(NodeRow)
+            .where(NodeRow.job_id == job.id, NodeRow.state != NodeState.LEAVING)
+            .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
+        )
+        target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
+        changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
+        transition_jobs(session, [Move(job, target, ErrorCode.INVALID_SPEC, message, changes)], at=now)
+
     def recover(self) -> None:
         """Rebuild runs of jobs that were running when the last server stopped, and the users' usage."""
         runs: list[Run] = []
@@ -568,7 +608,11 @@ class Controller:
                 }
                 nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
                 busy.update(n.id for n in nodes)
-                placed = self._load_for_launch(session, [job.id])[job.id]
+                loaded, broken = self._load_for_launch(session, [job.id])
+                if job.id in broken:  # it cannot be followed without its plan: say so rather than hang
+                    self._fail_unrecoverable(session, job, attempt, broken[job.id][1], now)
+                    continue
+                placed = loaded[job.id]
                 ports = tuple(attempt.ports or ())
                 self._ports.reserve(ports)
                 run = self._run_for(placed, attempt.id, nodes, ports, started_at=attempt.started_at)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
+from corral.core.specs import NAME_PATTERN
 from corral.server.auth import CurrentPrincipal, Principal
 from corral.server.context import ServerContext
 
@@ -15,5 +16,8 @@ async def get_context(request: Request) -> ServerContext:
 
 
 Ctx = Annotated[ServerContext, Depends(get_context)]
+#: A workspace's, experiment's, cluster's, node's or job's name in a URL: the pattern names have in bodies, so a
+#: name no body could create (a space, ``..``) is refused with 422 before it reaches a service.
+PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="a name: letters, digits, '_', '.', '-'")]
 
-__all__ = ["Ctx", "CurrentPrincipal", "Principal"]
+__all__ = ["Ctx", "CurrentPrincipal", "PathName", "Principal"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +19,8 @@ STATUS_BY_CODE = {
     errors.Conflict.code: 409,
     errors.Unauthorized.code: 401,
     errors.Forbidden.code: 403,
+    errors.TooLarge.code: 413,
+    errors.TooManyRequests.code: 429,
     errors.ServerUnavailable.code: 503,
 }
 
@@ -24,7 +28,11 @@ STATUS_BY_CODE = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.CorralError)
     async def _corral_error(_request: Request, exc: errors.CorralError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
+        headers = None
+        if isinstance(exc, errors.Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, errors.TooManyRequests):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return JSONResponse(exc.to_payload(), status_code=STATUS_BY_CODE.get(exc.code, 500), headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.storage.code import DEFAULT_MAX_CODE_BYTES
+from corral.storage.code import DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_CODE_MEMBERS, DEFAULT_MAX_CODE_UNPACKED_BYTES
 
 
 def default_home() -> Path:
@@ -25,7 +25,23 @@ class Settings(BaseSettings):
     port: int = 8765
     #: Root of job directories (stdouterr, checkpoints, attempts); ``<home>/jobs`` when unset.
     jobs_root: Path | None = None
-    max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
+    # ---- limits on what one request may make the server hold or do (docs/limits.md lists them all)
+    #: A code archive's size as uploaded (gzipped).
+    max_code_bytes: int = Field(DEFAULT_MAX_CODE_BYTES, ge=1)
+    #: A code archive's size once unpacked (what every node of a job writes), and its number of members.
+    max_code_unpacked_bytes: int = Field(DEFAULT_MAX_CODE_UNPACKED_BYTES, ge=1)
+    max_code_members: int = Field(DEFAULT_MAX_CODE_MEMBERS, ge=1)
+    #: Nodes a cluster may have (``scale.nodes``, ``max_nodes``, a resize or an automatic scale).
+    max_nodes_per_cluster: int = Field(10_000, ge=1)
+    #: A job's ``env`` and ``secrets`` together, names and values in bytes (Linux starts no process whose
+    #: arguments and environment pass 2 MiB; Corral's own variables need room too).
+    max_env_bytes: int = Field(256 * 1024, ge=1)
+    #: Jobs one user may have queued at once (0: no limit); a submission past it gets 429.
+    max_queued_jobs_per_user: int = Field(10_000, ge=0)
+    #: Submissions per second one user may make on average (0: no limit), with bursts of ``submit_burst``;
+    #: past it a submission gets 429 with ``Retry-After``.
+    submit_rate: float = Field(100.0, ge=0, allow_inf_nan=False)
+    submit_burst: int = Field(2000, ge=1)
     #: Safety tick of the control loop (it is woken by events; this only bounds a missed one).
     scheduler_tick: float = 5.0
     #: After a wake-up the control loop waits this long for more events, to handle them in one transaction:

@@ -16,6 +16,8 @@ from corral.core.models import FileEntry, FilePage
 
 
 def resolve_inside(root: Path, path: str) -> Path:
+    if "\x00" in path:
+        raise InvalidRequest("path: must not contain a NUL character")
     pure = PurePosixPath(path or ".")
     if pure.is_absolute() or path.startswith("\\"):
         raise InvalidRequest(f"path: must be relative to the directory, got {path!r}")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
 from corral.core.specs import Duration
-from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.services import clusters as service
 from corral.server.services.node_exec import exec_on_node
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 
 
 @router.post("", status_code=201)
-def create_cluster(ws: str, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
+def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
     with ctx.db.write() as session:
         cluster = service.create_cluster(session, workspace=ws, spec_data=spec)
     ctx.names.invalidate()
@@ -31,7 +31,7 @@ class ResizeRequest(BaseModel):
 
 
 @router.post("/{name}/resize")
-def resize_cluster(ws: str, name: str, body: ResizeRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
     """Grow or shrink to ``nodes``; a shrink treats running jobs by ``deallocation`` (else the cluster's)."""
     with ctx.db.write() as session:
         cluster = service.resize_cluster(
@@ -50,7 +50,7 @@ class AutoscaleRequest(BaseModel):
 
 
 @router.post("/{name}/autoscale")
-def autoscale_cluster(ws: str, name: str, body: AutoscaleRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
     """Scale between ``min_nodes`` and ``max_nodes`` with the queue; idle nodes go after ``idle_timeout``."""
     with ctx.db.write() as session:
         cluster = service.autoscale_cluster(
@@ -67,19 +67,19 @@ def autoscale_cluster(ws: str, name: str, body: AutoscaleRequest, ctx: Ctx, _p: 
 
 
 @router.get("")
-def list_clusters(ws: str, ctx: Ctx, _p: CurrentPrincipal) -> list[Cluster]:
+def list_clusters(ws: PathName, ctx: Ctx, _p: CurrentPrincipal) -> list[Cluster]:
     with ctx.db.read() as session:
         return service.list_clusters(session, workspace=ws)
 
 
 @router.get("/{name}")
-def get_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+def get_cluster(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
     with ctx.db.read() as session:
         return service.get_cluster(session, workspace=ws, name=name)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+def delete_cluster(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
     with ctx.db.write() as session:
         service.delete_cluster(session, workspace=ws, name=name)
     ctx.names.invalidate()
@@ -89,13 +89,13 @@ def delete_cluster(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Respon
 
 
 @router.get("/{name}/nodes")
-def list_nodes(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> list[Node]:
+def list_nodes(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> list[Node]:
     with ctx.db.read() as session:
         return service.list_nodes(session, workspace=ws, cluster=name)
 
 
 @router.get("/{name}/nodes/{node}/logs", response_class=PlainTextResponse)
-def node_logs(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> str:
+def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> str:
     """The output of the node's ``setup.command``."""
     with ctx.db.read() as session:
         return service.node_setup_log(session, ctx.settings.home, workspace=ws, cluster=name, node=node)
@@ -107,14 +107,16 @@ class ExecRequest(BaseModel):
 
 
 @router.post("/{name}/nodes/{node}/exec")
-async def node_exec(ws: str, name: str, node: str, body: ExecRequest, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+async def node_exec(
+    ws: PathName, name: PathName, node: PathName, body: ExecRequest, ctx: Ctx, _p: CurrentPrincipal
+) -> Response:
     """Run a command in the node's environment; its output as Server-Sent Events, then ``exit``."""
     events = await exec_on_node(ctx, workspace=ws, cluster=name, node=node, argv=body.command)
     return StreamingResponse(events, media_type="text/event-stream")
 
 
 @router.post("/{name}/nodes/{node}/preempt", status_code=202)
-def node_preempt(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> Node:
+def node_preempt(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Node:
     """Preempt a node of a low-priority cluster on purpose: notice (SIGTERM) to its job, grace, eviction."""
     with ctx.db.read() as session:
         found = service.preemptible_node(session, workspace=ws, cluster=name, node=node)
@@ -124,7 +126,7 @@ def node_preempt(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) 
 
 
 @router.post("/{name}/nodes/{node}/recover")
-def node_recover(ws: str, name: str, node: str, ctx: Ctx, _p: CurrentPrincipal) -> Node:
+def node_recover(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Node:
     """Return an unusable node (lost, or its setup failed) to service; its setup runs again if there is one."""
     with ctx.db.write() as session:
         recovered = service.recover_node(session, workspace=ws, cluster=name, node=node)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 
 from corral.core.errors import NotFound
-from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.services import code as service
 
 router = APIRouter(prefix="/workspaces/{ws}/code", tags=["code"])
@@ -11,14 +11,16 @@ Sha = Path(pattern=r"^[0-9a-f]{64}$")
 
 
 @router.get("/{sha256}", status_code=204)
-def has_code(ws: str, ctx: Ctx, _p: CurrentPrincipal, sha256: str = Sha) -> Response:
+def has_code(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, sha256: str = Sha) -> Response:
     if not service.has_archive(ctx.settings.code_dir, sha256):
         raise NotFound(f"code archive {sha256} was not uploaded")
     return Response(status_code=204)
 
 
 @router.put("/{sha256}", status_code=204)
-async def put_code(ws: str, request: Request, ctx: Ctx, _p: CurrentPrincipal, sha256: str = Sha) -> Response:
-    data = await request.body()
-    service.store_archive(ctx.settings.code_dir, sha256, data, max_bytes=ctx.settings.max_code_bytes)
+async def put_code(ws: PathName, request: Request, ctx: Ctx, _p: CurrentPrincipal, sha256: str = Sha) -> Response:
+    """Upload a gzipped tar named by its SHA-256 (the body is streamed to disk, never held whole)."""
+    length = request.headers.get("content-length")
+    declared = int(length) if length and length.isdigit() else None
+    await service.receive_archive(ctx.settings, sha256, body=request.stream(), declared_size=declared)
     return Response(status_code=204)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from corral.core.models import Experiment, ExperimentCreate
-from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.services import experiments as service
 from corral.server.services.jobs import remove_job_files
 
@@ -11,25 +11,25 @@ router = APIRouter(prefix="/workspaces/{ws}/experiments", tags=["experiments"])
 
 
 @router.post("", status_code=201)
-def create_experiment(ws: str, body: ExperimentCreate, ctx: Ctx, _p: CurrentPrincipal) -> Experiment:
+def create_experiment(ws: PathName, body: ExperimentCreate, ctx: Ctx, _p: CurrentPrincipal) -> Experiment:
     with ctx.db.write() as session:
         return service.create_experiment(session, workspace=ws, name=body.name)
 
 
 @router.get("")
-def list_experiments(ws: str, ctx: Ctx, _p: CurrentPrincipal) -> list[Experiment]:
+def list_experiments(ws: PathName, ctx: Ctx, _p: CurrentPrincipal) -> list[Experiment]:
     with ctx.db.read() as session:
         return service.list_experiments(session, workspace=ws)
 
 
 @router.get("/{name}")
-def get_experiment(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Experiment:
+def get_experiment(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Experiment:
     with ctx.db.read() as session:
         return service.get_experiment(session, workspace=ws, name=name)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_experiment(ws: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+def delete_experiment(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
     with ctx.db.write() as session:
         job_dirs = service.delete_experiment(session, workspace=ws, name=name)
     ctx.names.invalidate()

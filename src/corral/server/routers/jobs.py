@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from corral.core.models import FilePage, Job, JobCreate, JobEvent
 from corral.core.states import JobState
-from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.services import jobs as service
 from corral.server.services import outputs
 from corral.server.services.logstream import follow_logs
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs
 
 
 @router.post("", status_code=201, response_model=Job)
-async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+async def create_job(ws: PathName, exp: PathName, body: JobCreate, ctx: Ctx, principal: CurrentPrincipal) -> Response:
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
@@ -37,8 +37,8 @@ async def create_job(ws: str, exp: str, body: JobCreate, ctx: Ctx, principal: Cu
 
 @router.get("")
 def list_jobs(
-    ws: str,
-    exp: str,
+    ws: PathName,
+    exp: PathName,
     ctx: Ctx,
     _p: CurrentPrincipal,
     state: JobState | None = None,
@@ -49,14 +49,19 @@ def list_jobs(
 
 
 @router.get("/{name}")
-def get_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Job:
+def get_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Job:
     with ctx.db.read() as session:
         return service.get_job(session, workspace=ws, experiment=exp, name=name)
 
 
 @router.get("/{name}/wait", response_model=Job)
 async def wait_job(
-    ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal, timeout: float = Query(30.0, ge=0, le=300)
+    ws: PathName,
+    exp: PathName,
+    name: PathName,
+    ctx: Ctx,
+    _p: CurrentPrincipal,
+    timeout: float = Query(30.0, ge=0, le=300),
 ) -> Response:
     """The job once it has ended, or as it is after ``timeout`` seconds (check its state)."""
 
@@ -74,7 +79,7 @@ async def wait_job(
 
 
 @router.post("/{name}/terminate")
-def terminate_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Job:
+def terminate_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Job:
     with ctx.db.write() as session:
         job, job_id, action = service.terminate_job(session, workspace=ws, experiment=exp, name=name)
     if action == "signal":
@@ -86,7 +91,7 @@ def terminate_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) 
 
 
 @router.delete("/{name}", status_code=204)
-def delete_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> Response:
+def delete_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
     with ctx.db.write() as session:
         found = service.delete_job(session, workspace=ws, experiment=exp, name=name)
     service.remove_job_files(ctx.settings.home, [found])
@@ -94,16 +99,16 @@ def delete_job(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> 
 
 
 @router.get("/{name}/events")
-def list_events(ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal) -> list[JobEvent]:
+def list_events(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> list[JobEvent]:
     with ctx.db.read() as session:
         return service.list_events(session, workspace=ws, experiment=exp, name=name)
 
 
 @router.get("/{name}/logs", response_model=None)
 def get_logs(
-    ws: str,
-    exp: str,
-    name: str,
+    ws: PathName,
+    exp: PathName,
+    name: PathName,
     ctx: Ctx,
     _p: CurrentPrincipal,
     rank: int = 0,
@@ -128,9 +133,9 @@ def get_logs(
 
 @router.get("/{name}/files")
 def list_files(
-    ws: str,
-    exp: str,
-    name: str,
+    ws: PathName,
+    exp: PathName,
+    name: PathName,
     ctx: Ctx,
     _p: CurrentPrincipal,
     output: str | None = None,
@@ -153,7 +158,7 @@ def list_files(
 
 @router.get("/{name}/files/content", response_model=None)
 def download_file(
-    ws: str, exp: str, name: str, ctx: Ctx, _p: CurrentPrincipal, output: str, path: str
+    ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal, output: str, path: str
 ) -> FileResponse | PlainTextResponse:
     with ctx.db.read() as session:
         target, secrets = outputs.file_path(session, workspace=ws, experiment=exp, job=name, output=output, path=path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from corral.core.models import Quota, Usage, Workspace, WorkspaceCreate
-from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.routers.users import require_admin
 from corral.server.services import usage as usage_service
 from corral.server.services import workspaces as service
@@ -24,13 +24,13 @@ def create_workspace(body: WorkspaceCreate, ctx: Ctx, _p: CurrentPrincipal) -> W
 
 
 @router.get("/workspaces/{ws}")
-def get_workspace(ws: str, ctx: Ctx, _p: CurrentPrincipal) -> Workspace:
+def get_workspace(ws: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Workspace:
     with ctx.db.read() as session:
         return service.get_workspace(session, name=ws)
 
 
 @router.put("/workspaces/{ws}/quota")
-def set_quota(ws: str, body: Quota, ctx: Ctx, principal: CurrentPrincipal) -> Workspace:
+def set_quota(ws: PathName, body: Quota, ctx: Ctx, principal: CurrentPrincipal) -> Workspace:
     """Nodes and GPUs the workspace's jobs may hold at once (null: no limit). Admins only."""
     require_admin(principal)
     with ctx.db.write() as session:
@@ -40,6 +40,6 @@ def set_quota(ws: str, body: Quota, ctx: Ctx, principal: CurrentPrincipal) -> Wo
 
 
 @router.get("/workspaces/{ws}/usage")
-def get_usage(ws: str, ctx: Ctx, _p: CurrentPrincipal) -> Usage:
+def get_usage(ws: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Usage:
     with ctx.db.read() as session:
         return usage_service.workspace_usage(session, workspace=ws)

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from corral.storage.code import check_archive
+from corral.core.errors import TooLarge
+from corral.server.settings import Settings
+from corral.storage.code import ArchiveUpload
 
 
 def has_archive(code_dir: Path, sha256: str) -> bool:
     return (code_dir / f"{sha256}.tar.gz").exists()
 
 
-def store_archive(code_dir: Path, sha256: str, data: bytes, *, max_bytes: int) -> None:
-    check_archive(data, sha256, max_bytes=max_bytes)
-    code_dir.mkdir(parents=True, exist_ok=True)
-    final = code_dir / f"{sha256}.tar.gz"
-    tmp = code_dir / f".{sha256}.{os.getpid()}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, final)
+async def receive_archive(
+    settings: Settings, sha256: str, *, body: AsyncIterator[bytes], declared_size: int | None
+) -> None:
+    """Store an upload as it arrives: refused at once when its declared size passes the limit, as soon as the
+    bytes do otherwise; checked (members, unpacked size) off the event loop, then moved in place."""
+    limit = settings.max_code_bytes
+    if declared_size is not None and declared_size > limit:
+        raise TooLarge(f"code archive: {declared_size} bytes, more than the {limit}-byte limit (max_code_bytes)")
+    upload = ArchiveUpload(settings.code_dir, sha256, max_bytes=limit)
+    try:
+        async for chunk in body:
+            upload.write(chunk)
+        await asyncio.to_thread(
+            upload.finish,
+            max_unpacked_bytes=settings.max_code_unpacked_bytes,
+            max_members=settings.max_code_members,
+        )
+    finally:
+        upload.discard()

@@ -25,7 +25,14 @@ from corral.core.states import ErrorCode, JobState
 from corral.launch.planner import rank_count
 from corral.scheduler.policy import QueuedJob
 from corral.server.services import experiments
-from corral.server.services.lookup import NameCache, experiment_row, job_row, workspace_row
+from corral.server.services.lookup import (
+    NameCache,
+    experiment_row,
+    job_row,
+    stored_job_spec,
+    stored_toolkit,
+    workspace_row,
+)
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, JobEventRow, JobRow
 from corral.store.transitions import record_created, transition_job
@@ -50,7 +57,7 @@ def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[Att
         )
         for a in attempts or []
     ]
-    spec = JobSpec.model_validate(row.spec)
+    spec = stored_job_spec(row)
     return Job(
         name=row.name,
         uid=row.uid,
@@ -61,7 +68,7 @@ def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[Att
         priority=PRIORITY_NAME[row.priority],
         node_count=row.node_count,
         rank_count=row.rank_count,
-        toolkit=spec.toolkit,
+        toolkit=stored_toolkit(row.spec),
         spec=spec,
         submitted_by=row.submitted_by,
         created_at=datetime.fromtimestamp(row.created_at, UTC),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.core.errors import NotFound
-from corral.core.specs import node_gpus
+from corral.core.specs import TOOLKITS, JobSpec, node_gpus
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.store.db import Database
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
@@ -57,6 +58,20 @@ def unfinished_jobs(session: Session, *, cluster_id: int | None = None, experime
     if experiment_id is not None:
         query = query.where(JobRow.experiment_id == experiment_id)
     return int(session.scalar(query) or 0)
+
+
+def stored_toolkit(stored: dict[str, object]) -> str:
+    """The toolkit a stored spec names (read without validating it)."""
+    return next((name for name in TOOLKITS if stored.get(name) is not None), "unknown")
+
+
+def stored_job_spec(row: JobRow) -> JobSpec | None:
+    """The job's spec as stored, or None when it does not load in this version (the loop fails such a job
+    with ``InvalidSpec``; showing, terminating and deleting it still work)."""
+    try:
+        return JobSpec.model_validate(row.spec)
+    except ValidationError:
+        return None
 
 
 def job_row(session: Session, workspace: str, experiment: str, name: str) -> tuple[JobRow, ExperimentRow]:

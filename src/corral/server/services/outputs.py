@@ -6,6 +6,7 @@ as in Batch AI.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -14,10 +15,9 @@ from sqlalchemy.orm import Session
 
 from corral.core.errors import InvalidRequest
 from corral.core.models import FileEntry, FilePage
-from corral.core.specs import JobSpec
 from corral.launch.env import output_dir
 from corral.launch.plan import JobContext
-from corral.server.services.lookup import job_row
+from corral.server.services.lookup import job_row, stored_job_spec
 from corral.storage.files import file_to_read, list_directory
 from corral.store.tables import JobRow
 
@@ -26,11 +26,17 @@ LogStream = Literal["stdout", "stderr", "prepare"]
 
 
 def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
-    spec = JobSpec.model_validate(row.spec)
-    ctx = JobContext(workspace, experiment, row.name, row.uid, 0, row.job_dir, spec)
     roots = {STDOUTERR: Path(row.job_dir) / STDOUTERR}
+    spec = stored_job_spec(row)
+    if spec is None:  # a spec that no longer loads: its logs only
+        return roots
+    ctx = JobContext(workspace, experiment, row.name, row.uid, 0, row.job_dir, spec)
     for item in spec.outputs:
-        roots[item.id] = Path(output_dir(ctx, item.path, item.suffix or item.id))
+        root = Path(os.path.normpath(output_dir(ctx, item.path, item.suffix or item.id)))
+        # The spec refuses '..' in a suffix; an output stored before it did, leading out of the job's own
+        # directory under its path, is not served at all.
+        if root.is_relative_to(os.path.normpath(output_dir(ctx, item.path, ""))):
+            roots[item.id] = root
     return roots
 
 
