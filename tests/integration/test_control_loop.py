@@ -25,7 +25,9 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
     db.migrate()
     with db.write() as session:
         ensure_defaults(session)
-        clusters.create_cluster(session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}})
+        clusters.create_cluster(
+            session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}}, max_nodes=10
+        )
     backend = LocalBackend(code_dir=tmp_path / "code")
     controller = Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
     try:
@@ -37,6 +39,7 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
             submitted_by="test",
             jobs_dir=tmp_path / "jobs",
             code_dir=tmp_path / "code",
+            max_env_bytes=1 << 16,
         )
         controller.run_once()  # places and launches it
         deadline = time.monotonic() + 30
@@ -53,6 +56,53 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
         assert row.state == JobState.TERMINATED
         assert states == ["queued", "running", "terminating", "terminated"]
         assert not controller._runs, "the run is forgotten once its end is committed"
+    finally:
+        backend.close()
+        db.dispose()
+
+
+def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_path: Path) -> None:
+    """One bad row must not stop every pass: it fails with InvalidSpec, the job behind it runs."""
+    db = Database(database)
+    db.migrate()
+    with db.write() as session:
+        ensure_defaults(session)
+        clusters.create_cluster(
+            session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}}, max_nodes=10
+        )
+    backend = LocalBackend(code_dir=tmp_path / "code")
+    controller = Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
+    names = NameCache()
+    try:
+        made = []
+        for _ in range(2):
+            job, queued = jobs.create_job(
+                db,
+                names,
+                workspace="default",
+                request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
+                submitted_by="test",
+                jobs_dir=tmp_path / "jobs",
+                code_dir=tmp_path / "code",
+                max_env_bytes=1 << 16,
+            )
+            controller.job_submitted(queued)
+            made.append(job.name)
+        with db.write() as session:  # as an older server, or a bad name from a URL, could have stored it
+            row = session.scalars(select(JobRow).where(JobRow.name == made[0])).one()
+            row.spec = {**row.spec, "experiment": " "}
+        controller.run_once()  # fails the bad job (which the policy had given the one node)
+        controller.run_once()  # the good one gets the node
+        with db.read() as session:
+            bad = session.scalars(select(JobRow).where(JobRow.name == made[0])).one()
+            good = session.scalars(select(JobRow).where(JobRow.name == made[1])).one()
+            assert (bad.state, bad.error_code) == (JobState.FAILED, "InvalidSpec")
+            assert "experiment" in (bad.error_message or "")
+            assert good.state == JobState.RUNNING
+            shown = jobs.get_job(session, workspace="default", experiment="default", name=made[0])
+            assert shown.spec is None and shown.toolkit == "custom" and shown.state == JobState.FAILED
+            found = jobs.delete_job(session, workspace="default", experiment="default", name=made[0])
+            assert found[0] == bad.job_dir
     finally:
         backend.close()
         db.dispose()

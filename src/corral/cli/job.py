@@ -151,6 +151,7 @@ def logs(
         int | None, typer.Option("--attempt", "-a", min=1, help="Attempt (default: the latest).")
     ] = None,
     stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or prepare (not with -f).")] = "",
+    tail: Annotated[int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.")] = None,
     experiment: ExperimentOpt = "default",
     workspace: WorkspaceOpt = "default",
 ) -> None:
@@ -160,8 +161,11 @@ def logs(
         _follow(c, name, rank, attempt=attempt)
         return
     for which in [stream] if stream else ["stdout", "stderr"]:
-        text = c.job_logs(name, rank=rank, stream=which, attempt=attempt)
-        (sys.stderr if which == "stderr" else sys.stdout).write(text)
+        out = sys.stderr if which == "stderr" else sys.stdout
+        out.flush()
+        for chunk in c.stream_logs(name, rank=rank, stream=which, attempt=attempt, tail=tail):
+            out.buffer.write(chunk)
+        out.buffer.flush()
 
 
 @app.command("terminate")

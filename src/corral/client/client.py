@@ -83,11 +83,7 @@ class Client:
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach the Corral server at {self.server}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = None
-            raise error_from_payload(payload, f"HTTP {response.status_code}: {response.text[:200]}")
+            raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}: {response.text[:200]}")
         return response
 
     def _ws(self, workspace: str | None) -> str:
@@ -291,14 +287,43 @@ class Client:
         rank: int = 0,
         stream: str = "stdout",
         attempt: int | None = None,
+        tail: int | None = None,
         experiment: str | None = None,
         workspace: str | None = None,
     ) -> str:
-        """A rank's log of the latest attempt, or of ``attempt``."""
+        """A rank's log of the latest attempt, or of ``attempt``; with ``tail``, only its last lines."""
+        return b"".join(
+            self.stream_logs(
+                name, rank=rank, stream=stream, attempt=attempt, tail=tail, experiment=experiment, workspace=workspace
+            )
+        ).decode(errors="replace")
+
+    def stream_logs(
+        self,
+        name: str,
+        *,
+        rank: int = 0,
+        stream: str = "stdout",
+        attempt: int | None = None,
+        tail: int | None = None,
+        experiment: str | None = None,
+        workspace: str | None = None,
+    ) -> Iterator[bytes]:
+        """A rank's log as it is now, in chunks as they arrive (a log of any size, in little memory)."""
         params: dict[str, str | int] = {"rank": rank, "stream": stream}
         if attempt is not None:
             params["attempt"] = attempt
-        return self._request("GET", self._job(name, experiment, workspace) + "/logs", params=params).text
+        if tail is not None:
+            params["tail"] = tail
+        path = self._job(name, experiment, workspace) + "/logs"
+        try:
+            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}")
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
 
     def follow_logs(
         self,
@@ -323,7 +348,7 @@ class Client:
             with self._http.stream(method, path, timeout=httpx.Timeout(30, read=None), **kwargs) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise error_from_payload(response.json(), f"HTTP {response.status_code}")
+                    raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}")
                 event = "message"
                 for line in response.iter_lines():
                     if line.startswith("event: "):
@@ -378,3 +403,10 @@ class Client:
         response = self._request("GET", url, params={"output": output, "path": path})
         dest.write_bytes(response.content)
         return dest
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

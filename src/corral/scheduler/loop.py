@@ -231,7 +231,7 @@ class Controller:
                     now,
                 )
             )
-        if requeued:
+        if requeued or self._failed_in_pass:  # nodes the policy gave to them are free for the next pass
             self._wake.set()
         if done or self._failed_in_pass:
             self._on_jobs_ended([r.job_id for r in done] + self._failed_in_pass)

@@ -18,6 +18,7 @@ from corral.server.auth import ensure_admin_token
 from corral.server.context import ServerContext
 from corral.server.errors import install_error_handlers
 from corral.server.routers import clusters, code, experiments, health, jobs, users, workspaces
+from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import Settings
@@ -52,7 +53,12 @@ def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
         ports=PortAllocator(*settings.ports),
         fairshare_half_life=settings.fairshare_half_life,
     )
-    context = ServerContext(settings=settings, db=db, controller=controller, waiters=waiters, names=NameCache())
+    admission = Admission(
+        rate=settings.submit_rate, burst=settings.submit_burst, max_queued=settings.max_queued_jobs_per_user
+    )
+    context = ServerContext(
+        settings=settings, db=db, controller=controller, waiters=waiters, names=NameCache(), admission=admission
+    )
     return context, backend
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.settings import Settings
 from corral.server.waiters import JobWaiters
@@ -21,3 +22,4 @@ class ServerContext:
     controller: Controller
     waiters: JobWaiters
     names: NameCache
+    admission: Admission

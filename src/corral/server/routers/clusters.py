@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
-from corral.core.specs import Duration
+from corral.core.specs import Duration, Int
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.services import clusters as service
 from corral.server.services.node_exec import exec_on_node
@@ -18,7 +18,9 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 @router.post("", status_code=201)
 def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
     with ctx.db.write() as session:
-        cluster = service.create_cluster(session, workspace=ws, spec_data=spec)
+        cluster = service.create_cluster(
+            session, workspace=ws, spec_data=spec, max_nodes=ctx.settings.max_nodes_per_cluster
+        )
     ctx.names.invalidate()
     ctx.controller.policy_changed()
     return cluster
@@ -26,7 +28,7 @@ def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str,
 
 class ResizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    nodes: int = Field(ge=0)
+    nodes: Int = Field(ge=0)
     deallocation: Literal["requeue", "terminate", "wait"] | None = None
 
 
@@ -35,7 +37,12 @@ def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx, 
     """Grow or shrink to ``nodes``; a shrink treats running jobs by ``deallocation`` (else the cluster's)."""
     with ctx.db.write() as session:
         cluster = service.resize_cluster(
-            session, workspace=ws, name=name, nodes=body.nodes, deallocation=body.deallocation
+            session,
+            workspace=ws,
+            name=name,
+            nodes=body.nodes,
+            max_nodes=ctx.settings.max_nodes_per_cluster,
+            deallocation=body.deallocation,
         )
     ctx.names.invalidate()
     ctx.controller.policy_changed()
@@ -44,8 +51,8 @@ def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx, 
 
 class AutoscaleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    min_nodes: int = Field(0, ge=0)
-    max_nodes: int = Field(ge=1)
+    min_nodes: Int = Field(0, ge=0)
+    max_nodes: Int = Field(ge=1)
     idle_timeout: Duration | None = None
 
 
@@ -59,6 +66,7 @@ def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx:
             name=name,
             min_nodes=body.min_nodes,
             max_nodes=body.max_nodes,
+            limit=ctx.settings.max_nodes_per_cluster,
             idle_timeout=body.idle_timeout,
         )
     ctx.names.invalidate()

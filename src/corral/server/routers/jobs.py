@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
@@ -21,6 +22,7 @@ async def create_job(ws: PathName, exp: PathName, body: JobCreate, ctx: Ctx, pri
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
+    ctx.admission.admit(ctx.db, user=principal.name)
     job, queued = service.create_job(
         ctx.db,
         ctx.names,
@@ -29,6 +31,7 @@ async def create_job(ws: PathName, exp: PathName, body: JobCreate, ctx: Ctx, pri
         submitted_by=principal.name,
         jobs_dir=ctx.settings.jobs_dir,
         code_dir=ctx.settings.code_dir,
+        max_env_bytes=ctx.settings.max_env_bytes,
     )
     ctx.controller.job_submitted(queued)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
@@ -42,7 +45,7 @@ def list_jobs(
     ctx: Ctx,
     _p: CurrentPrincipal,
     state: JobState | None = None,
-    limit: int = Query(1000, ge=1),
+    limit: int = Query(1000, ge=1, le=10_000),
 ) -> list[Job]:
     with ctx.db.read() as session:
         return service.list_jobs(session, workspace=ws, experiment=exp, state=state, limit=limit)
@@ -104,20 +107,39 @@ def list_events(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: Curre
         return service.list_events(session, workspace=ws, experiment=exp, name=name)
 
 
-@router.get("/{name}/logs", response_model=None)
+@router.get(
+    "/{name}/logs",
+    response_model=None,
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "The log as text (``follow=false``), or Server-Sent Events (``follow=true``): "
+            "``stdout`` and ``stderr`` events of one line each, ``attempt`` when a new attempt starts, then ``end`` "
+            'with ``{"state": ..., "exit_code": ...}``. ``X-Log-Size`` is where a later read goes on '
+            "(``offset``).",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+            "headers": {"X-Log-Size": {"description": "The log's size when read", "schema": {"type": "integer"}}},
+        }
+    },
+)
 def get_logs(
     ws: PathName,
     exp: PathName,
     name: PathName,
     ctx: Ctx,
     _p: CurrentPrincipal,
-    rank: int = 0,
+    rank: int = Query(0, ge=0),
     stream: Literal["stdout", "stderr", "prepare"] = "stdout",
     follow: bool = False,
     attempt: int | None = Query(None, ge=1),
-) -> PlainTextResponse | StreamingResponse:
-    """The log of one rank (of the latest attempt, or ``attempt``); ``follow=true`` streams stdout and stderr
-    as SSE until the job ends."""
+    tail: int | None = Query(None, ge=0, description="Only the last lines, this many."),
+    offset: int = Query(0, ge=0, description="Start at this byte (a previous read's X-Log-Size)."),
+) -> StreamingResponse:
+    """The log of one rank (of the latest attempt, or ``attempt``), streamed whatever its size; ``follow=true``
+    streams stdout and stderr as SSE until the job ends, every byte of both included."""
     if follow:
         with ctx.db.read() as session:  # fail fast (404, bad rank) before the stream starts
             row, _ = service.job_row(session, ws, exp, name)
@@ -125,10 +147,15 @@ def get_logs(
         events = follow_logs(ctx, workspace=ws, experiment=exp, job=name, rank=rank, attempt=attempt)
         return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     with ctx.db.read() as session:
-        text = outputs.read_log(
+        path, secrets = outputs.log_path(
             session, workspace=ws, experiment=exp, job=name, stream=stream, rank=rank, attempt=attempt
         )
-    return PlainTextResponse(text)
+    start, end = outputs.log_range(path, offset=offset, tail=tail)
+    return StreamingResponse(
+        outputs.read_masked(path, secrets, start=start, end=end),
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Log-Size": str(end)},
+    )
 
 
 @router.get("/{name}/files")
@@ -156,12 +183,25 @@ def list_files(
         )
 
 
-@router.get("/{name}/files/content", response_model=None)
+@router.get(
+    "/{name}/files/content",
+    response_model=None,
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file's bytes (a log of a job with secrets: as text, each secret shown as ***)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def download_file(
     ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal, output: str, path: str
-) -> FileResponse | PlainTextResponse:
+) -> FileResponse | StreamingResponse:
     with ctx.db.read() as session:
         target, secrets = outputs.file_path(session, workspace=ws, experiment=exp, job=name, output=output, path=path)
     if secrets:  # a log of a job with secrets: served masked
-        return PlainTextResponse(outputs.mask(target.read_text(errors="replace"), secrets))
-    return FileResponse(target, filename=target.name)
+        disposition = {"Content-Disposition": f"attachment; filename*=utf-8''{quote(target.name)}"}
+        return StreamingResponse(
+            outputs.read_masked(target, secrets), media_type="application/octet-stream", headers=disposition
+        )
+    return FileResponse(target, filename=target.name, media_type="application/octet-stream")

@@ -67,9 +67,20 @@ def to_model(session: Session, row: ClusterRow, workspace: str) -> Cluster:
     )
 
 
-def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any]) -> Cluster:
+def _check_size(most: int, limit: int, loc: str) -> None:
+    """Refuse a cluster larger than the server's ``max_nodes_per_cluster`` before anything is planned for it."""
+    if most > limit:
+        message = f"more than the {limit} nodes a cluster may have (server setting max_nodes_per_cluster)"
+        raise InvalidSpec(f"cluster: {loc}: {message}, got {most}", details=[{"loc": loc, "message": message}])
+
+
+def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any], max_nodes: int) -> Cluster:
     spec = parse_spec(ClusterSpec, spec_data, source="cluster")
     _refuse_unavailable(spec)
+    if spec.scale.is_auto:
+        _check_size(spec.scale.max_nodes or 0, max_nodes, "scale.max_nodes")
+    else:
+        _check_size(spec.scale.nodes or 0, max_nodes, "scale.nodes")
     ws = workspace_row(session, workspace)
     if session.scalars(
         select(ClusterRow).where(ClusterRow.workspace_id == ws.id, ClusterRow.name == spec.name)
@@ -171,9 +182,10 @@ def remove_cluster_files(home: Path, *, workspace: str, name: str) -> None:
 
 
 def resize_cluster(
-    session: Session, *, workspace: str, name: str, nodes: int, deallocation: str | None = None
+    session: Session, *, workspace: str, name: str, nodes: int, max_nodes: int, deallocation: str | None = None
 ) -> Cluster:
     """Set a manual node count (and what a shrink does to running jobs); the control loop gets there."""
+    _check_size(nodes, max_nodes, "nodes")
     row = cluster_row(session, workspace_row(session, workspace), name)
     spec = ClusterSpec.model_validate(row.spec)
     scale = {"nodes": nodes, "deallocation": deallocation or spec.scale.deallocation}
@@ -218,9 +230,11 @@ def autoscale_cluster(
     name: str,
     min_nodes: int,
     max_nodes: int,
+    limit: int,
     idle_timeout: float | None = None,
 ) -> Cluster:
-    """Switch a cluster to automatic scale between ``min_nodes`` and ``max_nodes``."""
+    """Switch a cluster to automatic scale between ``min_nodes`` and ``max_nodes`` (at most ``limit``)."""
+    _check_size(max_nodes, limit, "max_nodes")
     row = cluster_row(session, workspace_row(session, workspace), name)
     spec = ClusterSpec.model_validate(row.spec)
     scale: dict[str, Any] = {"min_nodes": min_nodes, "max_nodes": max_nodes, "deallocation": spec.scale.deallocation}

@@ -100,6 +100,17 @@ def _check_paths(spec: JobSpec) -> None:
             )
 
 
+def _check_env_size(spec: JobSpec, limit: int) -> None:
+    """Refuse at submission an environment no process could be started with (``Argument list too long``)."""
+    variables = {**spec.env, **spec.secrets}
+    size = sum(len(k.encode()) + len(v.encode(errors="surrogatepass")) + 2 for k, v in variables.items())
+    if size > limit:
+        message = f"more than the {limit} bytes a job's variables may take (server setting max_env_bytes)"
+        raise InvalidSpec(
+            f"job: env: with secrets, {size} bytes: {message}", details=[{"loc": "env", "message": message}]
+        )
+
+
 def create_job(
     db: Database,
     names: NameCache,
@@ -109,6 +120,7 @@ def create_job(
     submitted_by: str,
     jobs_dir: Path,
     code_dir: Path,
+    max_env_bytes: int,
 ) -> tuple[Job, QueuedJob]:
     """Validate, resolve names (cached), then hold the write lock for two inserts only.
 
@@ -123,6 +135,7 @@ def create_job(
             details=[{"loc": "code", "message": "packed by the client"}],
         )
     _check_paths(spec)
+    _check_env_size(spec, max_env_bytes)
     if request.code_archive and not (code_dir / f"{request.code_archive}.tar.gz").exists():
         raise NotFound(f"code archive {request.code_archive} was not uploaded")
     experiment_name = request.experiment or spec.experiment or "default"

@@ -9,6 +9,7 @@ end-waiter, so the end is sent as soon as the job ends.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from corral.core.states import JobState
 from corral.server.context import ServerContext
 from corral.server.services.lookup import job_row
-from corral.server.services.outputs import log_file, mask
+from corral.server.services.outputs import CHUNK_BYTES, log_file, mask
 
 POLL_SECONDS = 0.25
 STREAMS = ("stdout", "stderr")
@@ -31,22 +32,27 @@ class _Tail:
         self.path = path
         self.offset = 0
         self.partial = ""
+        #: A character cut in two by a chunk's end is decoded whole with the next chunk.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def read_lines(self, *, final: bool) -> list[str]:
+    def read_lines(self, *, final: bool) -> tuple[list[str], bool]:
+        """The whole lines written since the last read (at most one chunk's worth), and whether more is
+        already there to read. With ``final``, the last line counts even without its newline."""
         try:
             with self.path.open("rb") as f:
                 f.seek(self.offset)
-                chunk = f.read(1 << 20)
+                chunk = f.read(CHUNK_BYTES)
         except FileNotFoundError:
             chunk = b""
         self.offset += len(chunk)
-        text = self.partial + chunk.decode(errors="replace")
+        more = len(chunk) == CHUNK_BYTES
+        text = self.partial + self._decoder.decode(chunk, final=final and not more)
         lines = text.split("\n")
         self.partial = lines.pop()
-        if final and self.partial:
+        if final and not more and self.partial:
             lines.append(self.partial)
             self.partial = ""
-        return lines
+        return lines, more
 
 
 async def follow_logs(
@@ -75,9 +81,12 @@ async def follow_logs(
         moved_on = attempt is None and following is not None and latest > following
         sent = False
         for stream, tail in tails.items():
-            for line in tail.read_lines(final=final or moved_on):
-                sent = True
-                yield _sse(stream, mask(line, secrets))
+            more = True
+            while more:  # to the end of what is written: before an end event, every byte
+                lines, more = tail.read_lines(final=final or moved_on)
+                if lines:
+                    sent = True
+                    yield "".join(_sse(stream, mask(line, secrets)) for line in lines)
         if following is None:
             following = latest
         if moved_on:

@@ -7,6 +7,7 @@ as in Batch AI.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -104,7 +105,11 @@ def log_file(row: JobRow, stream: LogStream, rank: int, attempt: int | None = No
     return Path(row.job_dir) / STDOUTERR / f"attempt-{attempt or latest}" / f"{stream}-{rank}.txt"
 
 
-def read_log(
+#: Bytes read from a log at a time; a line longer than this is masked and sent in pieces.
+CHUNK_BYTES = 1 << 20
+
+
+def log_path(
     session: Session,
     *,
     workspace: str,
@@ -113,8 +118,83 @@ def read_log(
     stream: LogStream,
     rank: int,
     attempt: int | None = None,
-) -> str:
+) -> tuple[Path, list[str]]:
+    """The log file of one rank (it may not exist yet) and the secret values to mask in it."""
     row, _ = job_row(session, workspace, experiment, job)
-    path = log_file(row, stream, rank, attempt)
-    text = path.read_text(errors="replace") if path.exists() else ""
-    return mask(text, [v for v in row.secrets.values() if v])
+    return log_file(row, stream, rank, attempt), [v for v in row.secrets.values() if v]
+
+
+def log_range(path: Path, *, offset: int = 0, tail: int | None = None) -> tuple[int, int]:
+    """The bytes ``[start, end)`` of a log to send: from ``offset`` (or the start of its last ``tail`` lines) to
+    its size now. ``end`` is where a client reading on continues (``offset=end``)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0, 0
+    start = min(offset, size)
+    if tail is not None:
+        start = max(start, _start_of_last_lines(path, size, tail))
+    return start, size
+
+
+def _start_of_last_lines(path: Path, size: int, lines: int) -> int:
+    """The offset of the first of the last ``lines`` lines, read backwards a block at a time."""
+    if lines == 0:
+        return size
+    with path.open("rb") as f:
+        end = size
+        if end and (f.seek(end - 1), f.read(1))[1] == b"\n":
+            end -= 1  # the final newline ends the last line; it does not start another
+        seen, position = 0, end
+        while position > 0:
+            step = min(CHUNK_BYTES, position)
+            position -= step
+            f.seek(position)
+            block = f.read(step)
+            at = len(block)
+            while True:
+                at = block.rfind(b"\n", 0, at)
+                if at < 0:
+                    break
+                seen += 1
+                if seen == lines:
+                    return position + at + 1
+    return 0
+
+
+def read_masked(path: Path, secrets: list[str], *, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of a file, a chunk at a time, each secret value shown as ``***``.
+
+    Chunks are cut after a newline, so a secret within one line is always masked; memory stays bounded by
+    :data:`CHUNK_BYTES` whatever the file's size.
+    """
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        f.seek(start)
+        left = (end - start) if end is not None else None
+        carry = b""
+        while left is None or left > 0:
+            block = f.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))
+            if not block:
+                break
+            if left is not None:
+                left -= len(block)
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) < CHUNK_BYTES:
+                carry = data  # no newline yet: keep it to mask whole lines
+                continue
+            cut = cut or len(data)
+            carry = data[cut:]
+            yield _mask_bytes(data[:cut], secrets)
+        if carry:
+            yield _mask_bytes(carry, secrets)
+
+
+def _mask_bytes(data: bytes, secrets: list[str]) -> bytes:
+    if not secrets:
+        return data
+    return mask(data.decode(errors="replace"), secrets).encode()
