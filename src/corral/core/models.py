@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from corral.core.specs import ClusterSpec, JobSpec, Name
 from corral.core.states import JobState, NodeState
@@ -38,7 +38,12 @@ class ExperimentCreate(Strict):
 
 
 class JobCreate(Strict):
-    spec: dict[str, Any]
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"spec": {"cluster": "local", "custom": {"command": "echo hello"}}}]}
+    )
+
+    #: A mapping validated as ``JobSpec`` by the server (which words its errors), described as one in the schema.
+    spec: Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/JobSpec"}]})]
     name: Name | None = None
     experiment: Name | None = None
     code_archive: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")

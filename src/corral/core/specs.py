@@ -284,6 +284,13 @@ class LimitsSpec(Strict):
 
 
 class JobSpec(Strict):
+    #: "Exactly one toolkit", as JSON Schema can say it: one toolkit field is a mapping, the others absent or null.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"properties": {name: {"type": "object"}}, "required": [name]} for name in TOOLKITS]
+        }
+    )
+
     name: Name | None = None
     experiment: Name | None = None
     cluster: Name

@@ -16,7 +16,7 @@ from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
 from corral.server.auth import ensure_admin_token
 from corral.server.context import ServerContext
-from corral.server.errors import install_error_handlers
+from corral.server.errors import ERROR_RESPONSES, install_error_handlers
 from corral.server.routers import clusters, code, experiments, health, jobs, users, workspaces
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    for module in (health, workspaces, users, clusters, experiments, jobs, code):
-        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router, prefix=API_PREFIX)
+    for module in (workspaces, users, clusters, experiments, jobs, code):
+        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

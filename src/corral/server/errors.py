@@ -7,6 +7,8 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel
 
 from corral.core import errors
 from corral.core.specs import describe_error
@@ -25,6 +27,43 @@ STATUS_BY_CODE = {
 }
 
 
+class ErrorDetail(BaseModel):
+    #: The field, e.g. ``spec.node_count`` or ``path.exp``.
+    loc: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    #: Stable: ``InvalidSpec``, ``InvalidRequest``, ``NotFound``, ``AlreadyExists``, ``Conflict``, ``Unauthorized``,
+    #: ``Forbidden``, ``TooLarge``, ``TooManyRequests``.
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers with."""
+
+    error: ErrorBody
+
+
+_WHEN = {
+    400: "A malformed request that is not a spec (a bad path, a rank that does not exist)",
+    401: "No token, or one the server does not know",
+    403: "The token's user may not do this",
+    404: "The workspace, experiment, cluster, node, job or file does not exist",
+    409: "The resource exists already, or its state forbids this now",
+    413: "The request, or what it would make, passes one of the server's limits",
+    422: "A spec or a parameter is invalid; ``details`` names each field",
+    429: "A per-user limit was reached; ``Retry-After`` says when to try again",
+}
+#: Documented on every route but health: the statuses an API client must expect besides success.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse, "description": description} for status, description in _WHEN.items()
+}
+ERROR_RESPONSES[429]["headers"] = {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.CorralError)
     async def _corral_error(_request: Request, exc: errors.CorralError) -> JSONResponse:
@@ -34,6 +73,13 @@ def install_error_handlers(app: FastAPI) -> None:
         elif isinstance(exc, errors.TooManyRequests):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return JSONResponse(exc.to_payload(), status_code=STATUS_BY_CODE.get(exc.code, 500), headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Raised by the framework itself (an unknown route, a body that is not JSON): answered in the same shape.
+        code = {v: k for k, v in STATUS_BY_CODE.items()}.get(exc.status_code, "HTTPError")
+        body = {"error": {"code": code, "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.backends.base import ExitKind, ExitListener, ProcessExit
+from corral.backends.local.reaper import RUN_VARIABLE, Reaper, run_id
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
 from corral.launch.env import CHECKPOINT_LATEST
@@ -75,6 +76,7 @@ class LocalBackend:
         self._base_env = server_environment() if base_env is None else dict(base_env)
         self._listener: ExitListener | None = None
         self._watcher = ExitWatcher()
+        self._reaper = Reaper()
         self._launcher = ThreadPoolExecutor(launcher_threads, thread_name_prefix="corral-launcher")
         self._attempts: dict[tuple[str, int], _Attempt] = {}
         self._lock = threading.Lock()
@@ -129,7 +131,7 @@ class LocalBackend:
         argv = ["/bin/sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file, workdir, command, out, err]
         popen = subprocess.Popen(
             argv,
-            env={**self._base_env, **env},
+            env={**self._base_env, **env, RUN_VARIABLE: run_id(state.plan.job_uid, state.plan.attempt)},
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -285,13 +287,15 @@ class LocalBackend:
                 os.killpg(pid, sig)
 
     def forget(self, plan: LaunchPlan) -> None:
-        """The plan's attempt has ended: drop what was kept for signalling it."""
+        """The plan's attempt has ended: drop what was kept for signalling it, and end what it left behind."""
         with self._lock:
             self._attempts.pop((plan.job_uid, plan.attempt), None)
+        self._reaper.ended(run_id(plan.job_uid, plan.attempt))
 
     def close(self) -> None:
         self._launcher.shutdown(wait=True)
         self._watcher.close()
+        self._reaper.close()
 
 
 def _resumed_from(plan: LaunchPlan) -> str | None:

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
 from corral.core.specs import Duration, Int
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
+from corral.server.openapi import TEXT_RESPONSE, ClusterSpecBody
 from corral.server.services import clusters as service
 from corral.server.services.node_exec import exec_on_node
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 
 
 @router.post("", status_code=201)
-def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: dict[str, Any] = Body(...)) -> Cluster:
+def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: ClusterSpecBody) -> Cluster:
     with ctx.db.write() as session:
         cluster = service.create_cluster(
             session, workspace=ws, spec_data=spec, max_nodes=ctx.settings.max_nodes_per_cluster
@@ -102,11 +103,12 @@ def list_nodes(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> 
         return service.list_nodes(session, workspace=ws, cluster=name)
 
 
-@router.get("/{name}/nodes/{node}/logs", response_class=PlainTextResponse)
-def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> str:
+@router.get("/{name}/nodes/{node}/logs", response_model=None, responses=TEXT_RESPONSE)
+def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> PlainTextResponse:
     """The output of the node's ``setup.command``."""
     with ctx.db.read() as session:
-        return service.node_setup_log(session, ctx.settings.home, workspace=ws, cluster=name, node=node)
+        text = service.node_setup_log(session, ctx.settings.home, workspace=ws, cluster=name, node=node)
+    return PlainTextResponse(text)
 
 
 class ExecRequest(BaseModel):

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from corral.core.errors import NotFound
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
+from corral.server.openapi import ARCHIVE_BODY
 from corral.server.services import code as service
 
 router = APIRouter(prefix="/workspaces/{ws}/code", tags=["code"])
@@ -17,7 +18,7 @@ def has_code(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, sha256: str = Sha) ->
     return Response(status_code=204)
 
 
-@router.put("/{sha256}", status_code=204)
+@router.put("/{sha256}", status_code=204, openapi_extra=ARCHIVE_BODY)
 async def put_code(ws: PathName, request: Request, ctx: Ctx, _p: CurrentPrincipal, sha256: str = Sha) -> Response:
     """Upload a gzipped tar named by its SHA-256 (the body is streamed to disk, never held whole)."""
     length = request.headers.get("content-length")

@@ -5,11 +5,12 @@ from typing import Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from corral.core.models import FilePage, Job, JobCreate, JobEvent
 from corral.core.states import JobState
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
+from corral.server.openapi import FILE_RESPONSE, LOG_RESPONSE
 from corral.server.services import jobs as service
 from corral.server.services import outputs
 from corral.server.services.logstream import follow_logs
@@ -107,24 +108,7 @@ def list_events(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: Curre
         return service.list_events(session, workspace=ws, experiment=exp, name=name)
 
 
-@router.get(
-    "/{name}/logs",
-    response_model=None,
-    response_class=PlainTextResponse,
-    responses={
-        200: {
-            "description": "The log as text (``follow=false``), or Server-Sent Events (``follow=true``): "
-            "``stdout`` and ``stderr`` events of one line each, ``attempt`` when a new attempt starts, then ``end`` "
-            'with ``{"state": ..., "exit_code": ...}``. ``X-Log-Size`` is where a later read goes on '
-            "(``offset``).",
-            "content": {
-                "text/plain": {"schema": {"type": "string"}},
-                "text/event-stream": {"schema": {"type": "string"}},
-            },
-            "headers": {"X-Log-Size": {"description": "The log's size when read", "schema": {"type": "integer"}}},
-        }
-    },
-)
+@router.get("/{name}/logs", response_model=None, responses=LOG_RESPONSE)
 def get_logs(
     ws: PathName,
     exp: PathName,
@@ -183,17 +167,7 @@ def list_files(
         )
 
 
-@router.get(
-    "/{name}/files/content",
-    response_model=None,
-    response_class=FileResponse,
-    responses={
-        200: {
-            "description": "The file's bytes (a log of a job with secrets: as text, each secret shown as ***)",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
-    },
-)
+@router.get("/{name}/files/content", response_model=None, responses=FILE_RESPONSE)
 def download_file(
     ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal, output: str, path: str
 ) -> FileResponse | StreamingResponse:

@@ -1,0 +1,63 @@
+"""What the OpenAPI schema says beyond what FastAPI infers: bodies that are not JSON, responses that are not JSON,
+specs as their models (the routes take them as mappings, to word their errors themselves) and examples that a
+client, or a fuzzer, can start from."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Body
+from pydantic import WithJsonSchema
+
+#: Reached through ``$ref``: FastAPI puts ``JobSpec`` and ``ClusterSpec`` in the schema's components (the
+#: resources ``Job`` and ``Cluster`` hold them).
+CLUSTER_SPEC_EXAMPLE = {"name": "local", "node": {"cpus": 1}, "scale": {"nodes": 2}}
+
+#: A cluster spec as a body: a mapping to the route, ``ClusterSpec`` to the schema.
+ClusterSpecBody = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/ClusterSpec"}]}),
+    Body(openapi_examples={"two nodes": {"value": CLUSTER_SPEC_EXAMPLE}}),
+]
+
+ARCHIVE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A gzipped tar whose SHA-256 is the path's last segment",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+TEXT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
+
+LOG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The log as text (``follow=false``), or Server-Sent Events (``follow=true``): ``stdout`` "
+        "and ``stderr`` events of one line each, ``attempt`` when a new attempt starts, then ``end`` with "
+        '``{"state": ..., "exit_code": ...}``. ``X-Log-Size`` is where a later read goes on (``offset``).',
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One event",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["stdout", "stderr", "attempt", "end"]},
+                        "data": {"type": "string"},
+                    },
+                    "required": ["event", "data"],
+                }
+            },
+        },
+        "headers": {"X-Log-Size": {"description": "The log's size when read", "schema": {"type": "integer"}}},
+    }
+}
+
+FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes (a log of a job with secrets: each secret shown as ***)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
