@@ -75,6 +75,8 @@ class ServerHandle:
     database_url: str
     process: subprocess.Popen[bytes] | None = None
     clients: list[Client] = field(default_factory=list)
+    #: Settings for this server (``CORRAL_*`` variables), e.g. smaller limits.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -91,6 +93,7 @@ class ServerHandle:
             "CORRAL_HOME": str(self.home),
             "CORRAL_SERVER": self.url,
             "CORRAL_DATABASE_URL": self.database_url,
+            **self.settings,
         }
 
     def start(self) -> None:
@@ -147,12 +150,12 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
     handles: list[ServerHandle] = []
     created: list[str | None] = []
 
-    def factory(kind: str = "sqlite") -> ServerHandle:
+    def factory(kind: str = "sqlite", settings: dict[str, str] | None = None) -> ServerHandle:
         home = tmp_path / f"home{len(handles)}"
         home.mkdir()
         url, name = make_database(kind, home)
         created.append(name)
-        handle = ServerHandle(home=home, port=free_port(), database_url=url)
+        handle = ServerHandle(home=home, port=free_port(), database_url=url, settings=settings or {})
         handle.start()
         handles.append(handle)
         return handle
