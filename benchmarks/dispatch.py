@@ -55,8 +55,10 @@ def cpu_seconds(pid: int) -> tuple[float, float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
-def start_server(home: Path, port: int, database_url: str | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CORRAL_HOME": str(home)}
+def start_server(
+    home: Path, port: int, database_url: str | None, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CORRAL_HOME": str(home), **(settings or {})}
     if database_url:
         env["CORRAL_DATABASE_URL"] = database_url
     log = open(home / "server.log", "wb")  # noqa: SIM115
@@ -78,11 +80,13 @@ def start_server(home: Path, port: int, database_url: str | None) -> subprocess.
 
 
 @contextlib.contextmanager
-def bench_server(prefix: str, port: int, experiment: str) -> Iterator[tuple[Path, Client]]:
+def bench_server(
+    prefix: str, port: int, experiment: str, settings: dict[str, str] | None = None
+) -> Iterator[tuple[Path, Client]]:
     """A real server in a temporary home under your home directory, and a client of it; both go at the end."""
     with tempfile.TemporaryDirectory(prefix=prefix, dir=Path.home()) as tmp:
         home = Path(tmp)
-        server = start_server(home, port, None)
+        server = start_server(home, port, None, settings)
         try:
             token = (home / "token").read_text().strip()
             with Client(server=f"http://127.0.0.1:{port}", token=token, experiment=experiment) as client:

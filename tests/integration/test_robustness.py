@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.core.errors import TooManyRequests
 from corral.server.services.admission import COUNTS_MAX_AGE
 from tests.conftest import ServerHandle, until
 
@@ -241,6 +242,10 @@ def test_per_user_submission_limits_answer_429(server_factory: object) -> None:
     limited = submit(srv, job("true"))
     assert limited.status_code == 429 and "submit_rate" in error(limited)
     assert 1 <= int(limited.headers["retry-after"]) <= 2
+    with pytest.raises(TooManyRequests, match="submit_rate"):  # the SDK raises the error the server sent
+        srv.client(retries_when_limited=0).create_job(job("true"))
+    waited = srv.client().create_job(job("true"))  # by default it waits as told and sends it again
+    assert waited.state == "queued"
     bob = api(srv, "POST", "/users", json={"name": "bob"}).json()["token"]
     other = submit(srv, job("true"), headers={"Authorization": f"Bearer {bob}"})
     assert other.status_code == 201  # one user's limit is not another's

@@ -58,8 +58,12 @@ class Client:
         workspace: str = "default",
         experiment: str = "default",
         timeout: float = 30.0,
+        retries_when_limited: int = 3,
     ) -> None:
+        """``retries_when_limited``: how many times a request refused by a per-user limit (429) is sent again,
+        each after the server's ``Retry-After`` (at most :data:`MAX_RETRY_AFTER` seconds); 0 raises at once."""
         self.server = (server or config.server_url()).rstrip("/")
+        self.retries_when_limited = retries_when_limited
         self.workspace = workspace
         self.experiment = experiment
         token = token or config.token()
@@ -78,10 +82,14 @@ class Client:
     # ------------------------------------------------------------ plumbing
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(f"cannot reach the Corral server at {self.server}: {exc}") from None
+        for retry in range(self.retries_when_limited + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ServerUnavailable(f"cannot reach the Corral server at {self.server}: {exc}") from None
+            if response.status_code != 429 or retry == self.retries_when_limited:
+                break
+            time.sleep(_retry_after(response))
         if response.status_code >= 400:
             raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}: {response.text[:200]}")
         return response
@@ -410,3 +418,14 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+#: The longest a client waits on a 429 before it sends the request again.
+MAX_RETRY_AFTER = 30.0
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(MAX_RETRY_AFTER, max(0.1, float(response.headers.get("retry-after", "1"))))
+    except ValueError:
+        return 1.0

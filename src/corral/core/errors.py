@@ -74,8 +74,8 @@ class TooManyRequests(CorralError):
 
     code = "TooManyRequests"
 
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, details=details)
         self.retry_after = retry_after
 
 

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     max_queued_jobs_per_user: int = Field(10_000, ge=0)
     #: Submissions per second one user may make on average (0: no limit), with bursts of ``submit_burst``;
     #: past it a submission gets 429 with ``Retry-After``.
-    submit_rate: float = Field(100.0, ge=0, allow_inf_nan=False)
-    submit_burst: int = Field(2000, ge=1)
+    submit_rate: float = Field(50.0, ge=0, allow_inf_nan=False)
+    submit_burst: int = Field(1000, ge=1)
     #: Safety tick of the control loop (it is woken by events; this only bounds a missed one).
     scheduler_tick: float = 5.0
     #: After a wake-up the control loop waits this long for more events, to handle them in one transaction:
