@@ -175,6 +175,10 @@ def test_booleans_and_huge_limits_are_refused(server: ServerHandle) -> None:
     assert resize.status_code == 422 and "boolean" in error(resize)
     assert api(server, "GET", JOBS, params={"limit": 2**70}).status_code == 422
     assert api(server, "GET", JOBS, params={"limit": 10_000}).status_code == 200
+    # Found by the fuzz run: past a 32-bit column, PostgreSQL refused the write and the API answered 500.
+    quota = api(server, "PUT", "/workspaces/default/quota", json={"max_nodes": 1336921642461409})
+    assert quota.status_code == 422 and "max_nodes" in error(quota)
+    assert api(server, "PUT", "/workspaces/default/quota", json={"max_gpus": True}).status_code == 422
 
 
 def test_what_no_process_could_start_with_is_refused_at_submission(server: ServerHandle) -> None:

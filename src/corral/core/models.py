@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
-from corral.core.specs import ClusterSpec, JobSpec, Name
+from corral.core.specs import ClusterSpec, Int, JobSpec, Name
 from corral.core.states import JobState, NodeState
 
 SECRET_MASK = "***"
@@ -52,11 +52,15 @@ class JobCreate(Strict):
 # ---------------------------------------------------------------- resources
 
 
+#: The largest quota (the database keeps 32-bit integers; no cluster is near it).
+MAX_QUOTA = 1_000_000_000
+
+
 class Quota(Public):
     """At most this many nodes / GPUs in use at once by a workspace's jobs; None: no limit."""
 
-    max_nodes: int | None = Field(None, ge=0)
-    max_gpus: int | None = Field(None, ge=0)
+    max_nodes: Int | None = Field(None, ge=0, le=MAX_QUOTA)
+    max_gpus: Int | None = Field(None, ge=0, le=MAX_QUOTA)
 
 
 class Workspace(Public):

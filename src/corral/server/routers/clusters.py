@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.core.models import Cluster, Node
-from corral.core.specs import Duration, Int
+from corral.core.specs import Duration, Int, Text
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.openapi import TEXT_RESPONSE, ClusterSpecBody
 from corral.server.services import clusters as service
@@ -113,7 +113,7 @@ def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: Curren
 
 class ExecRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    command: list[str] = Field(min_length=1)
+    command: list[Text] = Field(min_length=1, max_length=4096)
 
 
 @router.post("/{name}/nodes/{node}/exec")
