@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import select
 
 from corral.backends.local.backend import LocalBackend
-from corral.core.models import JobCreate
+from corral.core.models import Job, JobCreate
 from corral.core.states import JobState
 from corral.scheduler.loop import Controller
 from corral.server.services import clusters, jobs
@@ -19,8 +21,9 @@ from corral.store.tables import JobEventRow, JobRow
 from corral.store.transitions import transition_job
 
 
-def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) -> None:
-    """The job ends while the API moves it to terminating, before the loop hears of the request."""
+@contextlib.contextmanager
+def one_node_loop(database: str, tmp_path: Path) -> Iterator[tuple[Database, Controller]]:
+    """A database with a one-node cluster ``c`` and a control loop over it, without its thread."""
     db = Database(database)
     db.migrate()
     with db.write() as session:
@@ -29,18 +32,32 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
             session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}}, max_nodes=10
         )
     backend = LocalBackend(code_dir=tmp_path / "code")
-    controller = Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
     try:
-        job, _ = jobs.create_job(
-            db,
-            NameCache(),
-            workspace="default",
-            request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
-            submitted_by="test",
-            jobs_dir=tmp_path / "jobs",
-            code_dir=tmp_path / "code",
-            max_env_bytes=1 << 16,
-        )
+        yield db, Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
+    finally:
+        backend.close()
+        db.dispose()
+
+
+def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCache) -> Job:
+    job, queued = jobs.create_job(
+        db,
+        names,
+        workspace="default",
+        request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
+        submitted_by="test",
+        jobs_dir=tmp_path / "jobs",
+        code_dir=tmp_path / "code",
+        max_env_bytes=1 << 16,
+    )
+    controller.job_submitted(queued)
+    return job
+
+
+def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) -> None:
+    """The job ends while the API moves it to terminating, before the loop hears of the request."""
+    with one_node_loop(database, tmp_path) as (db, controller):
+        job = submit(db, controller, tmp_path, NameCache())
         controller.run_once()  # places and launches it
         deadline = time.monotonic() + 30
         while not controller._inbox:  # its exit is reported by the watcher
@@ -56,38 +73,13 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
         assert row.state == JobState.TERMINATED
         assert states == ["queued", "running", "terminating", "terminated"]
         assert not controller._runs, "the run is forgotten once its end is committed"
-    finally:
-        backend.close()
-        db.dispose()
 
 
 def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_path: Path) -> None:
     """One bad row must not stop every pass: it fails with InvalidSpec, the job behind it runs."""
-    db = Database(database)
-    db.migrate()
-    with db.write() as session:
-        ensure_defaults(session)
-        clusters.create_cluster(
-            session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}}, max_nodes=10
-        )
-    backend = LocalBackend(code_dir=tmp_path / "code")
-    controller = Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
-    names = NameCache()
-    try:
-        made = []
-        for _ in range(2):
-            job, queued = jobs.create_job(
-                db,
-                names,
-                workspace="default",
-                request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
-                submitted_by="test",
-                jobs_dir=tmp_path / "jobs",
-                code_dir=tmp_path / "code",
-                max_env_bytes=1 << 16,
-            )
-            controller.job_submitted(queued)
-            made.append(job.name)
+    with one_node_loop(database, tmp_path) as (db, controller):
+        names = NameCache()
+        made = [submit(db, controller, tmp_path, names).name for _ in range(2)]
         with db.write() as session:  # as an older server, or a bad name from a URL, could have stored it
             row = session.scalars(select(JobRow).where(JobRow.name == made[0])).one()
             row.spec = {**row.spec, "experiment": " "}
@@ -103,6 +95,3 @@ def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_
             assert shown.spec is None and shown.toolkit == "custom" and shown.state == JobState.FAILED
             found = jobs.delete_job(session, workspace="default", experiment="default", name=made[0])
             assert found[0] == bad.job_dir
-    finally:
-        backend.close()
-        db.dispose()
