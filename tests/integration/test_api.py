@@ -128,3 +128,15 @@ def test_delete_needs_a_finished_job(server: ServerHandle) -> None:
     c.delete_job(job.name)
     with pytest.raises(NotFound):
         c.get_job(job.name)
+
+
+def test_not_found_says_what_was_meant_and_where_a_job_is(server: ServerHandle) -> None:
+    c = server.client()
+    with pytest.raises(NotFound, match=r"cluster 'locl' not found in workspace 'default' \(did you mean 'local'\?\)"):
+        c.create_job({"cluster": "locl", "custom": {"command": "true"}})
+    experiment = f"elsewhere{uuid.uuid4().hex[:6]}"
+    job = c.create_job({"cluster": "local", "custom": {"command": "true"}}, experiment=experiment)
+    with pytest.raises(NotFound, match=rf"it is in experiment '{experiment}' \(-e {experiment}\)"):
+        c.get_job(job.name)
+    with pytest.raises(NotFound, match=r"did you mean 'default'"):
+        c.get_job(job.name, workspace="defualt")

@@ -124,3 +124,36 @@ def test_load_spec_file_yaml_and_json(tmp_path: Path) -> None:
         load_spec_file(tmp_path / "d.yaml")
     with pytest.raises(InvalidSpec, match="cannot read"):
         load_spec_file(tmp_path / "missing.yaml")
+
+
+def test_yaml_reads_booleans_as_yaml_1_2_does(tmp_path: Path) -> None:
+    """``on`` is a key, not ``true``: the docs' own ``retry: {on: [...]}`` used to fail."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "cluster: c\ncustom: {command: 'true'}\nretry: {on: [node_failure]}\nenv: {A: yes, B: on, C: true}\n"
+    )
+    job = parse_spec(JobSpec, load_spec_file(spec), source="job")
+    assert job.retry.on == ["node_failure"]
+    assert job.env == {"A": "yes", "B": "on", "C": "true"}
+
+
+def test_numbers_in_env_are_taken_as_the_text_they_read_as() -> None:
+    job = parse_spec(JobSpec, {"cluster": "c", "custom": {"command": "x"}, "env": {"LR": 0.1, "N": 4, "D": False}})
+    assert job.env == {"LR": "0.1", "N": "4", "D": "false"}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"cluster": "c", "pytorch": {"script": "t.py", "procesess_per_node": 2}}, "did you mean 'processes_per_node'"),
+        ({"cluster": "c", "custom": {"command": "x"}, "retry": {"max_atempts": 2}}, "did you mean 'max_attempts'"),
+        (
+            {"cluster": "c", "custom": {"command": "x"}, "outputs": [{"id": "A", "path": "/o", "sufix": "s"}]},
+            "'suffix'",
+        ),
+        ({"cluster": "c", "custom": {"command": "x"}, "node_cont": 2}, "did you mean 'node_count'"),
+    ],
+)
+def test_unknown_fields_say_what_was_meant(data: dict[str, object], expected: str) -> None:
+    with pytest.raises(InvalidSpec, match=expected):
+        parse_spec(JobSpec, data, source="job")

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,50 @@ def test_archive_limits_on_unpacked_size_and_members(tmp_path: Path) -> None:
     with pytest.raises(TooLarge, match="max_code_members"):
         check_archive_file(many, max_unpacked_bytes=10**6, max_members=10)
     check_archive_file(many, max_unpacked_bytes=10**6, max_members=11)
+
+
+def test_archives_are_deterministic(tmp_path: Path) -> None:
+    """The same tree packs to the same bytes (times, owners, gzip header fixed): uploaded and stored once."""
+    (tmp_path / "train.py").write_text("print(1)")
+    (tmp_path / "run.sh").write_text("#!/bin/sh")
+    (tmp_path / "run.sh").chmod(0o755)
+    _, first = pack_directory(tmp_path)
+    os.utime(tmp_path / "train.py", (1, 1))
+    time.sleep(1.1)  # a later second in gzip's header, had it one
+    data, second = pack_directory(tmp_path)
+    assert first == second
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        modes = {m.name: (m.mode, m.mtime, m.uid) for m in tar.getmembers()}
+    assert modes == {"run.sh": (0o755, 0, 0), "train.py": (0o644, 0, 0)}
+
+
+def test_every_gitignore_counts_as_git_reads_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    code = repo / "project" / "code"
+    (repo / ".git").mkdir(parents=True)
+    (code / "data").mkdir(parents=True)
+    (code / "lib").mkdir()
+    (repo / ".gitignore").write_text("*.bin\nproject/code/secret.txt\n")
+    (code / "lib" / ".gitignore").write_text("cache/\n")
+    (code / "lib" / "cache").mkdir()
+    for rel in ("train.py", "data/big.bin", "secret.txt", "lib/util.py", "lib/cache/x.py", "data/keep.csv"):
+        (code / rel).write_text("x")
+    data, _ = pack_directory(code)
+    assert _names(data) == {"train.py", "lib/.gitignore", "lib/util.py", "data/keep.csv"}
+    (code / ".corralignore").write_text("data/\n")  # its own rules replace git's
+    data, _ = pack_directory(code)
+    assert _names(data) == {
+        ".corralignore",
+        "train.py",
+        "secret.txt",
+        "lib/.gitignore",
+        "lib/util.py",
+        "lib/cache/x.py",
+    }
+
+
+def test_too_much_code_names_the_largest_files(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"x" * 3000)
+    (tmp_path / "small.py").write_bytes(b"x" * 10)
+    with pytest.raises(InvalidSpec, match=r"the largest: model\.pt .*small\.py"):
+        pack_directory(tmp_path, max_bytes=1024)

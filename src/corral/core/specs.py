@@ -13,10 +13,13 @@ toolkit settings had, in snake_case (``pythonScriptFilePath`` is ``script``,
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -74,10 +77,21 @@ def _no_dot_segments(value: object) -> object:
     return value
 
 
+def _scalar_as_text(value: object) -> object:
+    """``env: {LR: 0.1, DEBUG: true}`` means the text a shell would see: ``0.1``, ``true``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 #: Every integer of a spec: a boolean is refused (pydantic would take ``true`` as 1).
 Int = Annotated[int, BeforeValidator(_no_bool)]
 #: Text that reaches a process (a command, an argument, a variable's value): no NUL, within one argument's limit.
 Text = Annotated[str, AfterValidator(_no_nul), AfterValidator(_fits_argument)]
+#: A variable's value: text, or a number or boolean written without quotes (taken as the text it reads as).
+EnvValue = Annotated[Text, BeforeValidator(_scalar_as_text)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=1024)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -135,7 +149,7 @@ class ScaleSpec(Strict):
 
 class SetupSpec(Strict):
     command: Text
-    env: dict[EnvName, Text] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
 class MountSpec(Strict):
@@ -308,8 +322,8 @@ class JobSpec(Strict):
     inputs: list[InputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     outputs: list[OutputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     #: Each ``NAME=value`` within one argument's limit; all of them together within the server's ``max_env_bytes``.
-    env: dict[EnvName, Text] = Field(default_factory=dict)
-    secrets: dict[EnvName, Text] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
     prepare: PrepareSpec | None = None
     limits: LimitsSpec = LimitsSpec()
     retry: RetrySpec = RetrySpec()
@@ -377,18 +391,44 @@ def describe_error(error: Any) -> str:
     return message
 
 
-def spec_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Each error as ``{"loc": "scale.nodes", "message": "must be >= 0, got -1"}``."""
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model that ``loc`` (a path into ``model``, its last part excluded) leads to."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        else:  # a list's index or a mapping's key: step into the item type
+            args = [a for a in get_args(current) if a is not type(None)]
+            current = args[-1] if args else None
+        while get_origin(current) in (Union, UnionType) or get_origin(current) is Annotated:
+            args = [a for a in get_args(current) if a is not type(None)]
+            current = args[0] if args else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def spec_errors(exc: ValidationError, model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """Each error as ``{"loc": "scale.nodes", "message": "must be >= 0, got -1"}``; an unknown field gets
+    a "did you mean" when ``model`` has a field of a close name."""
     out = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"]) or "(spec)"
-        out.append({"loc": loc, "message": describe_error(error)})
+        message = describe_error(error)
+        if error["type"] == "extra_forbidden" and model is not None and error["loc"]:
+            close = difflib.get_close_matches(str(error["loc"][-1]), _fields_at(model, error["loc"]), n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+        out.append({"loc": loc, "message": message})
     return out
 
 
-def exc_summary(exc: ValidationError) -> str:
+def exc_summary(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """``loc: message; loc: message`` of a validation error, as :func:`parse_spec` words it."""
-    return "; ".join(f"{d['loc']}: {d['message']}" for d in spec_errors(exc))
+    return "; ".join(f"{d['loc']}: {d['message']}" for d in spec_errors(exc, model))
 
 
 def parse_spec(model: type[SpecT], data: Any, *, source: str = "spec") -> SpecT:
@@ -398,7 +438,27 @@ def parse_spec(model: type[SpecT], data: Any, *, source: str = "spec") -> SpecT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidSpec(f"{source}: {exc_summary(exc)}", details=spec_errors(exc)) from None
+        raise InvalidSpec(f"{source}: {exc_summary(exc, model)}", details=spec_errors(exc, model)) from None
+
+
+class SpecLoader(yaml.SafeLoader):
+    """YAML as YAML 1.2 reads booleans: only ``true`` and ``false``. PyYAML follows YAML 1.1, where ``on``,
+    ``off``, ``yes``, ``no`` (and ``y``, ``n``) are booleans too, so ``retry: {on: [node_failure]}`` became
+    ``retry: {true: [...]}``; here they stay strings."""
+
+
+SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_spec_text(text: str, *, json_text: bool = False) -> Any:
+    """Parse a spec's text: JSON, or YAML with YAML 1.2's booleans (:class:`SpecLoader`)."""
+    return json.loads(text) if json_text else yaml.load(text, Loader=SpecLoader)
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
@@ -409,7 +469,7 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidSpec(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = load_spec_text(text, json_text=path.suffix == ".json")
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise InvalidSpec(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(data, dict):

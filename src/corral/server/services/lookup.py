@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -16,10 +18,17 @@ from corral.store.db import Database
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 
 
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'local'?)`` when one of ``candidates`` is close to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def workspace_row(session: Session, name: str) -> WorkspaceRow:
     row = session.scalars(select(WorkspaceRow).where(WorkspaceRow.name == name)).first()
     if row is None:
-        raise NotFound(f"workspace {name!r} not found")
+        hint = did_you_mean(name, session.scalars(select(WorkspaceRow.name)))
+        raise NotFound(f"workspace {name!r} not found{hint}")
     return row
 
 
@@ -28,7 +37,10 @@ def cluster_row(session: Session, workspace: WorkspaceRow, name: str) -> Cluster
         select(ClusterRow).where(ClusterRow.workspace_id == workspace.id, ClusterRow.name == name)
     ).first()
     if row is None:
-        raise NotFound(f"cluster {name!r} not found in workspace {workspace.name!r}")
+        hint = did_you_mean(
+            name, session.scalars(select(ClusterRow.name).where(ClusterRow.workspace_id == workspace.id))
+        )
+        raise NotFound(f"cluster {name!r} not found in workspace {workspace.name!r}{hint}")
     return row
 
 
@@ -46,7 +58,8 @@ def experiment_row(session: Session, workspace: WorkspaceRow, name: str) -> Expe
         select(ExperimentRow).where(ExperimentRow.workspace_id == workspace.id, ExperimentRow.name == name)
     ).first()
     if row is None:
-        raise NotFound(f"experiment {name!r} not found in workspace {workspace.name!r}")
+        names = session.scalars(select(ExperimentRow.name).where(ExperimentRow.workspace_id == workspace.id))
+        raise NotFound(f"experiment {name!r} not found in workspace {workspace.name!r}{did_you_mean(name, names)}")
     return row
 
 
@@ -88,7 +101,16 @@ def job_row(session: Session, workspace: str, experiment: str, name: str) -> tup
     exp = experiment_row(session, ws, experiment)
     row = session.scalars(select(JobRow).where(JobRow.experiment_id == exp.id, JobRow.name == name)).first()
     if row is None:
-        raise NotFound(f"job {name!r} not found in experiment {experiment!r}")
+        elsewhere = list(
+            session.scalars(
+                select(ExperimentRow.name)
+                .join(JobRow, JobRow.experiment_id == ExperimentRow.id)
+                .where(ExperimentRow.workspace_id == ws.id, JobRow.name == name)
+                .order_by(ExperimentRow.name)
+            )
+        )
+        hint = f"; it is in experiment {', '.join(map(repr, elsewhere))} (-e {elsewhere[0]})" if elsewhere else ""
+        raise NotFound(f"job {name!r} not found in experiment {experiment!r}{hint}")
     return row, exp
 
 
