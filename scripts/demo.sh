@@ -16,11 +16,11 @@ step cluster node list demo
 printf '\n\033[1m$ corral job create -f examples/sklearn-digits/job.yaml\033[0m\n'
 name=$(corral job create -f examples/sklearn-digits/job.yaml)
 echo "$name"
-step job logs "$name" -e digits --follow
-step job wait "$name" -e digits
-step job logs "$name" -e digits --node 1
-step job show "$name" -e digits
-step job files "$name" -e digits --output MODEL
-step job download "$name" .corral-demo/ -e digits --output MODEL --path metrics-node0.json
+step job logs "$name" --follow
+step job wait "$name"
+step job logs "$name" --node 1
+step job show "$name"
+step job files "$name" --output MODEL
+step job download "$name" .corral-demo/ --output MODEL --path metrics-node0.json
 cat .corral-demo/metrics-node0.json; echo
 printf '\nDemo done. The server stops now; its state stays in .corral-demo/.\n'

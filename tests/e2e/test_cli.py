@@ -105,8 +105,42 @@ def test_experiment_commands(cli: Cli) -> None:
     assert "cli-exp" in cli("experiment", "list").stdout
     listed = json.loads(cli("experiment", "list", "-o", "json").stdout)
     assert {e["name"] for e in listed} >= {"default", "cli-exp"}
-    cli("experiment", "delete", "cli-exp")
+    unasked = cli("experiment", "delete", "cli-exp", ok=False)  # no terminal to ask on: refused, nothing lost
+    assert unasked.returncode == 1 and "add --yes" in unasked.stderr
+    assert "cli-exp" in cli("experiment", "list").stdout
+    cli("experiment", "delete", "cli-exp", "--yes")
     assert "cli-exp" not in cli("experiment", "list").stdout
+
+
+def test_finding_things(cli: Cli, specs: Path) -> None:
+    """A job named alone is found in its experiment; CORRAL_EXPERIMENT counts; wait says 4 when there is none."""
+    assert cli("--version").stdout.startswith("corral ")
+    me = json.loads(cli("whoami", "-o", "json").stdout)
+    assert me["name"] == "admin" and me["admin"] is True
+    name = cli("job", "create", "-f", str(specs / "fail.yaml"), "-e", "found").stdout.strip()
+    assert cli("job", "wait", name, ok=False).returncode == 3  # its own exit code, found without -e
+    assert json.loads(cli("job", "show", name, "-o", "json").stdout)["experiment"] == "found"
+    assert cli("job", "wait", "no-such-job", ok=False).returncode == 4
+    listed = cli("job", "list", "--all").stdout
+    assert name in listed and "found" in listed
+    assert name not in cli("job", "list").stdout  # the default experiment's
+    cli.env["CORRAL_EXPERIMENT"] = "found"
+    try:
+        assert name in cli("job", "list").stdout
+    finally:
+        del cli.env["CORRAL_EXPERIMENT"]
+    rows = json.loads(cli("job", "list", "-e", "found", "-o", "json").stdout)
+    assert len(rows[0]["attempts"]) == 1 and len(rows[0]["attempts"][0]["nodes"]) == 1  # as show has them
+    nodes = cli("cluster", "node", "list", "two").stdout
+    assert "CPUS" in nodes and "MEMORY" in nodes
+    assert cli("cluster", "node", "logs", "two", "0").returncode == 0  # a node by its index
+
+
+def test_a_mistyped_server_address_starts_nothing(cli: Cli) -> None:
+    wrong = dict(cli.env, CORRAL_SERVER="http://127.0.0.1:1")
+    result = subprocess.run([CORRAL, "job", "list"], env=wrong, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "nothing answers at http://127.0.0.1:1" in result.stderr and cli.env["CORRAL_SERVER"] in result.stderr
 
 
 def test_job_lifecycle(cli: Cli, specs: Path, tmp_path: Path) -> None:

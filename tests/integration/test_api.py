@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
+from corral.core.errors import AlreadyExists, Conflict, InvalidRequest, InvalidSpec, NotFound
 from tests.conftest import ServerHandle
 
 
@@ -137,6 +137,14 @@ def test_not_found_says_what_was_meant_and_where_a_job_is(server: ServerHandle) 
     experiment = f"elsewhere{uuid.uuid4().hex[:6]}"
     job = c.create_job({"cluster": "local", "custom": {"command": "true"}}, experiment=experiment)
     with pytest.raises(NotFound, match=rf"it is in experiment '{experiment}' \(-e {experiment}\)"):
-        c.get_job(job.name)
+        c.get_job(job.name, experiment="default")
+    assert c.get_job(job.name).experiment == experiment  # named alone, it is found in its experiment
     with pytest.raises(NotFound, match=r"did you mean 'default'"):
-        c.get_job(job.name, workspace="defualt")
+        c.get_job(job.name, experiment=experiment, workspace="defualt")
+    with pytest.raises(NotFound, match="not found in any experiment"):
+        c.get_job("no-such-job")
+    c.create_job({"name": job.name, "cluster": "local", "custom": {"command": "true"}}, experiment="default")
+    with pytest.raises(InvalidRequest, match=rf"in experiments default, {experiment} .*say which"):
+        server.client().get_job(job.name)
+    listed = {(j.name, j.experiment) for j in c.list_jobs(all_experiments=True)}
+    assert {(job.name, experiment), (job.name, "default")} <= listed

@@ -100,9 +100,26 @@ def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
 @node_app.command("list")
 def node_list(cluster: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
     """List the nodes of a cluster."""
-    nodes = client(workspace).list_nodes(cluster)
-    rows = [(n.name, n.state.value, n.ip, ",".join(map(str, n.gpus)), n.job, n.experiment, n.error) for n in nodes]
-    emit(nodes, output, make_table(["NAME", "STATE", "IP", "GPUS", "JOB", "EXPERIMENT", "ERROR"], rows))
+    c = client(workspace)
+    nodes = c.list_nodes(cluster)
+    shape = c.get_cluster(cluster).spec.node
+    memory = f"{shape.memory / 2**30:g} GiB" if shape.memory else "-"
+    rows = [
+        (
+            n.name,
+            n.state.value,
+            n.ip,
+            shape.cpus,
+            f"{len(n.gpus)} ({','.join(map(str, n.gpus))})" if n.gpus else "0",
+            memory,
+            n.job,
+            n.experiment,
+            n.error,
+        )
+        for n in nodes
+    ]
+    headers = ["NAME", "STATE", "IP", "CPUS", "GPUS", "MEMORY", "JOB", "EXPERIMENT", "ERROR"]
+    emit(nodes, output, make_table(headers, rows))
 
 
 @node_app.command("logs")
@@ -114,7 +131,7 @@ def node_logs(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> N
 @node_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def node_exec(
     cluster: str,
-    node: str,
+    node: Annotated[str, typer.Argument(help="The node's name (node-0) or index (0).")],
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
     workspace: WorkspaceOpt = "default",
 ) -> None:

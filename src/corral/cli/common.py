@@ -26,13 +26,21 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", help="Workspace.", envvar="CORRAL_WORKSPACE")]
-ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", help="Experiment.")]
+ExperimentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--experiment",
+        "-e",
+        help="Experiment (default: CORRAL_EXPERIMENT; a job named alone is found in any experiment).",
+        envvar="CORRAL_EXPERIMENT",
+    ),
+]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table or json.")]
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-def client(workspace: str = "default", experiment: str = "default") -> Client:
+def client(workspace: str = "default", experiment: str | None = None) -> Client:
     ensure_server()
     return Client(workspace=workspace, experiment=experiment)
 
@@ -54,9 +62,27 @@ def ensure_server() -> None:
     parsed = urlparse(url)
     if parsed.hostname not in LOCAL_HOSTS:
         raise ServerUnavailable(f"cannot reach the Corral server at {url}")
+    running = home_server(config.home())
+    if running is not None:  # a typo in CORRAL_SERVER must not start a second, empty server
+        pid, where = running
+        raise ServerUnavailable(
+            f"nothing answers at {url} (CORRAL_SERVER), but the server of home {config.home()} runs at {where} "
+            f"(pid {pid}): point CORRAL_SERVER there"
+        )
     port = parsed.port or 8765
     pid = start_background_server(home=config.home(), host=parsed.hostname or "127.0.0.1", port=port)
     err_console.print(f"started a Corral server at {url} (pid {pid}, home {config.home()})")
+
+
+def home_server(home: Path) -> tuple[int, str] | None:
+    """(pid, URL) of the server that runs with ``home``, from its pid file, when that process is alive."""
+    try:
+        pid_text, host, port = (home / "server.pid").read_text().split()[:3]
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid, f"http://{host}:{port}"
 
 
 def start_background_server(*, home: Path, host: str, port: int, timeout: float = 60.0) -> int:
@@ -64,6 +90,9 @@ def start_background_server(*, home: Path, host: str, port: int, timeout: float 
     running = server_health(url)
     if running is not None:
         raise CorralError(f"a Corral server already runs at {url} (pid {running['pid']})")
+    other = home_server(home)
+    if other is not None:
+        raise CorralError(f"a Corral server already runs with home {home}, at {other[1]} (pid {other[0]})")
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child
     argv = [sys.executable, "-m", "corral.server", "--home", str(home), "--host", host, "--port", str(port)]
@@ -109,3 +138,11 @@ def make_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
 
 def when(value: Any) -> str:
     return "" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def confirm(question: str) -> None:
+    """Ask before something that cannot be undone; without a terminal to ask on, refuse (``--yes`` skips)."""
+    if not sys.stdin.isatty():
+        raise CorralError(f"{question} Not asked without a terminal: add --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from corral.cli.common import OutputOpt, WorkspaceOpt, client, console, emit, make_table, when
+from corral.cli.common import OutputOpt, WorkspaceOpt, client, confirm, console, emit, make_table, when
 
 app = typer.Typer(help="Experiments: named groups of jobs.", no_args_is_help=True)
 
@@ -32,7 +34,15 @@ def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> N
 
 
 @app.command("delete")
-def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
-    """Delete an experiment and its finished jobs."""
-    client(workspace).delete_experiment(name)
+def delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Delete an experiment, its finished jobs and their logs (it asks first, unless --yes)."""
+    c = client(workspace)
+    if not yes:
+        jobs = sum(c.get_experiment(name).job_counts.values())
+        confirm(f"Delete experiment {name!r} with its {jobs} jobs and their logs?")
+    c.delete_experiment(name)
     console.print(f"deleted experiment {name}")

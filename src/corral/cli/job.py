@@ -21,10 +21,13 @@ from corral.cli.common import (
     when,
 )
 from corral.client.client import Client
+from corral.core.errors import NotFound
 from corral.core.models import Job
 from corral.core.states import JobState
 
 app = typer.Typer(help="Jobs: submit, watch, read logs and outputs.", no_args_is_help=True)
+#: What ``job wait`` exits with when the job does not exist (a failed job exits with its code, or 1).
+NOT_FOUND_EXIT = 4
 
 
 def exit_status(job: Job) -> int:
@@ -81,16 +84,20 @@ def create(
 
 @app.command("list")
 def list_(
-    experiment: ExperimentOpt = "default",
+    experiment: ExperimentOpt = None,
     state: Annotated[JobState | None, typer.Option("--state", help="Only jobs in this state.")] = None,
+    all_experiments: Annotated[bool, typer.Option("--all", "-A", help="Jobs of every experiment.")] = False,
     workspace: WorkspaceOpt = "default",
     output: OutputOpt = "table",
 ) -> None:
-    """List the jobs of an experiment."""
-    jobs = client(workspace, experiment).list_jobs(state=state.value if state else None)
+    """List the jobs of an experiment (default: CORRAL_EXPERIMENT, else default), or of all of them."""
+    jobs = client(workspace, experiment).list_jobs(
+        state=state.value if state else None, all_experiments=all_experiments
+    )
     rows = [
         (
             j.name,
+            j.experiment,
             j.state.value,
             j.cluster,
             j.node_count,
@@ -101,13 +108,13 @@ def list_(
         )
         for j in jobs
     ]
-    headers = ["NAME", "STATE", "CLUSTER", "NODES", "PRIORITY", "EXIT", "CREATED", "ERROR/REASON"]
+    headers = ["NAME", "EXPERIMENT", "STATE", "CLUSTER", "NODES", "PRIORITY", "EXIT", "CREATED", "ERROR/REASON"]
     emit(jobs, output, make_table(headers, rows))
 
 
 @app.command("show")
 def show(
-    name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
+    name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
 ) -> None:
     """Show a job: state, timing, exit code, error, attempts."""
     j = client(workspace, experiment).get_job(name)
@@ -152,7 +159,7 @@ def logs(
     ] = None,
     stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or prepare (not with -f).")] = "",
     tail: Annotated[int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.")] = None,
-    experiment: ExperimentOpt = "default",
+    experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
 ) -> None:
     """Print a rank's logs: stdout to stdout, stderr to stderr."""
@@ -169,7 +176,7 @@ def logs(
 
 
 @app.command("terminate")
-def terminate(name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default") -> None:
+def terminate(name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default") -> None:
     """Terminate a job (SIGTERM, then SIGKILL after its grace period)."""
     job = client(workspace, experiment).terminate_job(name)
     console.print(f"{job.name} {job.state.value}")
@@ -179,11 +186,16 @@ def terminate(name: str, experiment: ExperimentOpt = "default", workspace: Works
 def wait(
     name: str,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 124).")] = None,
-    experiment: ExperimentOpt = "default",
+    experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
 ) -> None:
-    """Wait for a job to end; exit with its exit code (non-zero if it failed or was terminated)."""
-    job = client(workspace, experiment).wait_job(name, timeout=timeout)
+    """Wait for a job to end; exit with its exit code (non-zero if it failed or was terminated), 124 when
+    ``--timeout`` passes first, 4 when there is no such job."""
+    try:
+        job = client(workspace, experiment).wait_job(name, timeout=timeout)
+    except NotFound as exc:
+        err_console.print(f"error: {exc.message}")
+        raise typer.Exit(NOT_FOUND_EXIT) from None
     if not job.state.is_terminal:
         err_console.print(f"job {name} is still {job.state.value}")
         raise typer.Exit(124)
@@ -193,7 +205,7 @@ def wait(
 
 
 @app.command("delete")
-def delete(name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default") -> None:
+def delete(name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default") -> None:
     """Delete a finished job and its logs (outputs written to your own paths stay)."""
     client(workspace, experiment).delete_job(name)
     console.print(f"deleted job {name}")
@@ -201,7 +213,7 @@ def delete(name: str, experiment: ExperimentOpt = "default", workspace: Workspac
 
 @app.command("events")
 def events(
-    name: str, experiment: ExperimentOpt = "default", workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
+    name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
 ) -> None:
     """The job's history of state changes."""
     items = client(workspace, experiment).job_events(name)
@@ -214,7 +226,7 @@ def files(
     name: str,
     output_id: Annotated[str | None, typer.Option("--output", help="Output id (or stdouterr).")] = None,
     path: Annotated[str, typer.Option("--path", help="Directory inside the output.")] = "",
-    experiment: ExperimentOpt = "default",
+    experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
@@ -233,7 +245,7 @@ def download(
     dest: Annotated[Path, typer.Argument(help="File or directory to save to.")],
     output_id: Annotated[str, typer.Option("--output", help="Output id (or stdouterr).")],
     path: Annotated[str, typer.Option("--path", help="File inside the output.")],
-    experiment: ExperimentOpt = "default",
+    experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
 ) -> None:
     """Download one file of a job's output."""

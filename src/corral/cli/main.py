@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
+import corral
 from corral.cli import cluster, experiment, job, server, user, workspace
+from corral.cli.common import OutputOpt, client, emit, make_table
+from corral.client import config
 from corral.core.errors import CorralError
 
 app = typer.Typer(
@@ -15,6 +19,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"corral {corral.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Corral: train and test machine-learning models on your own machines."""
+
+
+@app.command("whoami")
+def whoami(output: OutputOpt = "table") -> None:
+    """The user your token belongs to, and the server it talks to."""
+    me = client().whoami()
+    emit(me, output, make_table(["USER", "ADMIN", "SERVER"], [(me.name, me.admin, config.server_url())]))
+
+
 app.add_typer(server.app, name="server")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(experiment.app, name="experiment")

@@ -12,6 +12,7 @@ Errors raise the same :mod:`corral.core.errors` classes the server raises.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 
 from corral.client import config
-from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
+from corral.core.errors import CorralError, InvalidRequest, NotFound, ServerUnavailable, error_from_payload
 from corral.core.models import (
     Cluster,
     Experiment,
@@ -56,7 +57,7 @@ class Client:
         token: str | None = None,
         *,
         workspace: str = "default",
-        experiment: str = "default",
+        experiment: str | None = None,
         timeout: float = 30.0,
         retries_when_limited: int = 3,
     ) -> None:
@@ -65,7 +66,10 @@ class Client:
         self.server = (server or config.server_url()).rstrip("/")
         self.retries_when_limited = retries_when_limited
         self.workspace = workspace
-        self.experiment = experiment
+        #: The experiment of new jobs and lists (else a spec's, else ``CORRAL_EXPERIMENT``, else ``default``).
+        #: Unset, a job named alone is looked for in every experiment of the workspace.
+        self.experiment = experiment or os.environ.get("CORRAL_EXPERIMENT") or None
+        self._located: dict[tuple[str, str], str] = {}
         token = token or config.token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.server}/api/v1", headers=headers, timeout=timeout)
@@ -98,7 +102,25 @@ class Client:
         return f"/workspaces/{workspace or self.workspace}"
 
     def _job(self, name: str, experiment: str | None, workspace: str | None) -> str:
-        return f"{self._ws(workspace)}/experiments/{experiment or self.experiment}/jobs/{name}"
+        exp = experiment or self.experiment or self.locate_job(name, workspace=workspace)
+        return f"{self._ws(workspace)}/experiments/{exp}/jobs/{name}"
+
+    def locate_job(self, name: str, *, workspace: str | None = None) -> str:
+        """The experiment of the workspace's job ``name``: NotFound when none has one of that name, an error
+        naming them when several do (then give ``experiment=``)."""
+        ws = workspace or self.workspace
+        if (ws, name) in self._located:
+            return self._located[(ws, name)]
+        found = self._request("GET", f"{self._ws(ws)}/jobs", params={"name": name, "limit": 100}).json()
+        experiments = sorted({job["experiment"] for job in found})
+        if not experiments:
+            raise NotFound(f"job {name!r} not found in any experiment of workspace {ws!r}")
+        if len(experiments) > 1:
+            raise InvalidRequest(
+                f"job {name!r} is in experiments {', '.join(experiments)} of workspace {ws!r}: say which (-e)"
+            )
+        self._located[(ws, name)] = experiments[0]
+        return experiments[0]
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/health").json())
@@ -204,6 +226,9 @@ class Client:
         response = self._request("GET", f"{self._ws(workspace)}/experiments")
         return [Experiment.model_validate(e) for e in response.json()]
 
+    def get_experiment(self, name: str, *, workspace: str | None = None) -> Experiment:
+        return Experiment.model_validate(self._request("GET", f"{self._ws(workspace)}/experiments/{name}").json())
+
     def delete_experiment(self, name: str, *, workspace: str | None = None) -> None:
         self._request("DELETE", f"{self._ws(workspace)}/experiments/{name}")
 
@@ -238,7 +263,7 @@ class Client:
             for item in data.get(key) or []:
                 if isinstance(item, dict) and isinstance(item.get("path"), str) and "://" not in item["path"]:
                     item["path"] = str((base / item["path"]).resolve())
-        experiment = experiment or data.get("experiment") or self.experiment
+        experiment = experiment or data.get("experiment") or self.experiment or "default"
         body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}
         response = self._request("POST", f"{self._ws(workspace)}/experiments/{experiment}/jobs", json=body)
         return Job.model_validate(response.json())
@@ -250,12 +275,22 @@ class Client:
         state: str | None = None,
         limit: int = 1000,
         workspace: str | None = None,
+        all_experiments: bool = False,
     ) -> list[Job]:
+        """Jobs of an experiment (``experiment``, else the client's, else ``default``), or of every experiment
+        of the workspace; oldest first, with their attempts."""
         params: dict[str, str | int] = {"limit": limit}
         if state:
             params["state"] = state
-        path = f"{self._ws(workspace)}/experiments/{experiment or self.experiment}/jobs"
+        if all_experiments:
+            path = f"{self._ws(workspace)}/jobs"
+        else:
+            path = f"{self._ws(workspace)}/experiments/{experiment or self.experiment or 'default'}/jobs"
         return [Job.model_validate(j) for j in self._request("GET", path, params=params).json()]
+
+    def whoami(self) -> User:
+        """The user this client's token belongs to."""
+        return User.model_validate(self._request("GET", "/users/me").json())
 
     def get_job(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> Job:
         return Job.model_validate(self._request("GET", self._job(name, experiment, workspace)).json())

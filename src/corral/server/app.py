@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (workspaces, users, clusters, experiments, jobs, code):
-        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    for router in (workspaces, users, clusters, experiments, jobs, code):
+        app.include_router(router.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(jobs.workspace_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

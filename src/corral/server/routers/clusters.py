@@ -130,7 +130,7 @@ def node_preempt(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: Cur
     """Preempt a node of a low-priority cluster on purpose: notice (SIGTERM) to its job, grace, eviction."""
     with ctx.db.read() as session:
         found = service.preemptible_node(session, workspace=ws, cluster=name, node=node)
-        shown = next(n for n in service.list_nodes(session, workspace=ws, cluster=name) if n.name == node)
+        shown = next(n for n in service.list_nodes(session, workspace=ws, cluster=name) if n.name == found.name)
     ctx.controller.preempt_node(found.id)
     return shown
 

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from corral.core.models import FilePage, Job, JobCreate, JobEvent
+from corral.core.specs import NAME_PATTERN
 from corral.core.states import JobState
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.openapi import FILE_RESPONSE, LOG_RESPONSE
@@ -16,6 +17,22 @@ from corral.server.services import outputs
 from corral.server.services.logstream import follow_logs
 
 router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs"])
+#: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
+workspace_router = APIRouter(prefix="/workspaces/{ws}/jobs", tags=["jobs"])
+JobLimit = Query(1000, ge=1, le=10_000)
+
+
+@workspace_router.get("")
+def list_workspace_jobs(
+    ws: PathName,
+    ctx: Ctx,
+    _p: CurrentPrincipal,
+    state: JobState | None = None,
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    limit: int = JobLimit,
+) -> list[Job]:
+    with ctx.db.read() as session:
+        return service.list_jobs(session, workspace=ws, experiment=None, state=state, name=name, limit=limit)
 
 
 @router.post("", status_code=201, response_model=Job)
@@ -46,7 +63,7 @@ def list_jobs(
     ctx: Ctx,
     _p: CurrentPrincipal,
     state: JobState | None = None,
-    limit: int = Query(1000, ge=1, le=10_000),
+    limit: int = JobLimit,
 ) -> list[Job]:
     with ctx.db.read() as session:
         return service.list_jobs(session, workspace=ws, experiment=exp, state=state, limit=limit)

@@ -24,6 +24,13 @@ def create_user(body: UserCreate, ctx: Ctx, principal: CurrentPrincipal) -> User
         return service.create_user(session, name=body.name, admin=body.admin)
 
 
+@router.get("/me")
+def whoami(ctx: Ctx, principal: CurrentPrincipal) -> User:
+    """The user the token belongs to."""
+    with ctx.db.read() as session:
+        return service.get_user(session, name=principal.name)
+
+
 @router.get("")
 def list_users(ctx: Ctx, principal: CurrentPrincipal) -> list[User]:
     require_admin(principal)

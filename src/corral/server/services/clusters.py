@@ -215,8 +215,8 @@ def _rescale(
 
 def node_setup_log(session: Session, home: Path, *, workspace: str, cluster: str, node: str) -> str:
     """The output of the node's setup.command ('' when it has none or it has not written yet)."""
-    node_row(session, workspace=workspace, cluster=cluster, node=node)  # NotFound unless it exists
-    path = node_root(home, workspace, cluster, node) / "setup.txt"
+    name = node_row(session, workspace=workspace, cluster=cluster, node=node)[1].name  # ``node`` may be an index
+    path = node_root(home, workspace, cluster, name) / "setup.txt"
     try:
         return path.read_text(errors="replace")
     except FileNotFoundError:

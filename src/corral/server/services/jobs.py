@@ -34,7 +34,7 @@ from corral.server.services.lookup import (
     workspace_row,
 )
 from corral.store.db import Database
-from corral.store.tables import AttemptRow, JobEventRow, JobRow
+from corral.store.tables import AttemptRow, ExperimentRow, JobEventRow, JobRow
 from corral.store.transitions import record_created, transition_job
 
 PRIORITY_NAME = {v: k for k, v in PRIORITY_RANK.items()}
@@ -226,15 +226,39 @@ def create_job(
 
 
 def list_jobs(
-    session: Session, *, workspace: str, experiment: str, state: JobState | None = None, limit: int = 1000
+    session: Session,
+    *,
+    workspace: str,
+    experiment: str | None,
+    state: JobState | None = None,
+    name: str | None = None,
+    limit: int = 1000,
 ) -> list[Job]:
+    """Jobs of one experiment, or of every experiment of the workspace (``experiment=None``), oldest first,
+    each with its attempts (as ``show`` gives them)."""
     ws = workspace_row(session, workspace)
-    exp = experiment_row(session, ws, experiment)
-    query = select(JobRow).where(JobRow.experiment_id == exp.id)
+    query = select(JobRow, ExperimentRow.name).join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+    if experiment is not None:
+        query = query.where(JobRow.experiment_id == experiment_row(session, ws, experiment).id)
+    else:
+        query = query.where(JobRow.workspace_id == ws.id)
     if state is not None:
         query = query.where(JobRow.state == state.value)
-    rows = session.scalars(query.order_by(JobRow.id).limit(limit))
-    return [to_model(r, workspace=workspace, experiment=experiment) for r in rows]
+    if name is not None:
+        query = query.where(JobRow.name == name)
+    rows = session.execute(query.order_by(JobRow.id).limit(limit)).all()
+    attempts: dict[int, list[AttemptRow]] = {}
+    ids = [row.id for row, _ in rows]
+    for start in range(0, len(ids), 1000):  # bounded IN lists
+        chunk = ids[start : start + 1000]
+        for attempt in session.scalars(
+            select(AttemptRow).where(AttemptRow.job_id.in_(chunk)).order_by(AttemptRow.job_id, AttemptRow.number)
+        ):
+            attempts.setdefault(attempt.job_id, []).append(attempt)
+    return [
+        to_model(row, workspace=workspace, experiment=exp_name, attempts=attempts.get(row.id, []))
+        for row, exp_name in rows
+    ]
 
 
 def get_job(session: Session, *, workspace: str, experiment: str, name: str) -> Job:

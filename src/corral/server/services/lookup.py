@@ -45,11 +45,14 @@ def cluster_row(session: Session, workspace: WorkspaceRow, name: str) -> Cluster
 
 
 def node_row(session: Session, *, workspace: str, cluster: str, node: str) -> tuple[ClusterRow, NodeRow]:
-    """A node by its name, with its cluster's row; NotFound names what is missing."""
+    """A node by its name (``node-0``) or its index (``0``), with its cluster's row; NotFound names what is
+    missing."""
     row = cluster_row(session, workspace_row(session, workspace), cluster)
-    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node)).first()
+    which = NodeRow.index == int(node) if node.isdigit() else NodeRow.name == node
+    found = session.scalars(select(NodeRow).where(NodeRow.cluster_id == row.id, which)).first()
     if found is None:
-        raise NotFound(f"node {node!r} not found in cluster {cluster!r}")
+        names = session.scalars(select(NodeRow.name).where(NodeRow.cluster_id == row.id))
+        raise NotFound(f"node {node!r} not found in cluster {cluster!r}{did_you_mean(node, names)}")
     return row, found
 
 

@@ -26,7 +26,8 @@ from corral.server.services.lookup import node_row
 
 def node_environment(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> tuple[Path, dict[str, str]]:
     with ctx.db.read() as session:
-        gpus = list(node_row(session, workspace=workspace, cluster=cluster, node=node)[1].gpus)
+        found = node_row(session, workspace=workspace, cluster=cluster, node=node)[1]
+        gpus, node = list(found.gpus), found.name  # ``node`` may have been its index
     root = node_root(ctx.settings.home, workspace, cluster, node)
     own = node_own_environment(workspace=workspace, cluster=cluster, node=node, root=str(root), gpus=gpus)
     env = {**server_environment(), **own}

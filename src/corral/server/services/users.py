@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.core.errors import AlreadyExists
+from corral.core.errors import AlreadyExists, NotFound
 from corral.core.models import User, UserCreated
 from corral.server.auth import token_hash
 from corral.store.tables import PrincipalRow
@@ -31,3 +31,10 @@ def create_user(session: Session, *, name: str, admin: bool) -> UserCreated:
 
 def list_users(session: Session) -> list[User]:
     return [_model(r) for r in session.scalars(select(PrincipalRow).order_by(PrincipalRow.name))]
+
+
+def get_user(session: Session, *, name: str) -> User:
+    row = session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first()
+    if row is None:
+        raise NotFound(f"user {name!r} not found")
+    return _model(row)
