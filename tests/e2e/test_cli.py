@@ -163,6 +163,14 @@ def test_job_lifecycle(cli: Cli, specs: Path, tmp_path: Path) -> None:
         "job", "download", "hello", str(tmp_path), "-e", "tour", "--output", "OUT", "--path", "../../x", ok=False
     )
     assert escape.returncode == 1 and "must not contain '..'" in escape.stderr
+    whole = tmp_path / "new" / "place"  # created
+    cli("job", "download", "hello", str(whole), "--output", "OUT")  # all of it, found without -e
+    assert (whole / "d" / "answer.txt").read_text() == "42\n"
+    cli("job", "download", "hello", str(tmp_path / "dir"), "--output", "OUT", "--path", "d")
+    assert (tmp_path / "dir" / "answer.txt").read_text() == "42\n"
+    logs = cli("job", "download", "hello", str(tmp_path / "logs"), "--output", "stdouterr").stdout
+    assert "stdout-1.txt" in logs and (tmp_path / "logs" / "attempt-1" / "stdout-1.txt").exists()
+    assert json.loads(cli("job", "files", "hello", "--output", "OUT", "-o", "json").stdout)[0]["path"] == "d"
     assert "running" in cli("job", "events", "hello", "-e", "tour").stdout
     cli("job", "delete", "hello", "-e", "tour")
     assert cli("job", "show", "hello", "-e", "tour", ok=False).stderr.startswith("error: job 'hello' not found")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -228,26 +227,25 @@ def files(
     path: Annotated[str, typer.Option("--path", help="Directory inside the output.")] = "",
     experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("-o", "--format", help="Output format: table or json.")] = "table",
 ) -> None:
     """List a job's output files (without --output: its output ids)."""
     entries = list(client(workspace, experiment).list_files(name, output=output_id, path=path))
     rows = [(e.path + ("/" if e.is_dir else ""), "" if e.is_dir else e.size, when(e.modified_at)) for e in entries]
-    if fmt == "json":
-        print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
-    else:
-        emit(entries, "table", make_table(["PATH", "SIZE", "MODIFIED"], rows))
+    emit(entries, fmt, make_table(["PATH", "SIZE", "MODIFIED"], rows))
 
 
 @app.command("download")
 def download(
     name: str,
-    dest: Annotated[Path, typer.Argument(help="File or directory to save to.")],
+    dest: Annotated[Path, typer.Argument(help="Where to save: a directory (created), or a file's new name.")],
     output_id: Annotated[str, typer.Option("--output", help="Output id (or stdouterr).")],
-    path: Annotated[str, typer.Option("--path", help="File inside the output.")],
+    path: Annotated[
+        str, typer.Option("--path", help="A file or directory inside the output (default: all of it).")
+    ] = "",
     experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
 ) -> None:
-    """Download one file of a job's output."""
-    saved = client(workspace, experiment).download_file(name, output=output_id, path=path, destination=dest)
-    console.print(str(saved))
+    """Download a job's output: a file, a directory, or all of it; prints each file saved."""
+    for saved in client(workspace, experiment).download(name, output=output_id, path=path, destination=dest):
+        console.print(str(saved))

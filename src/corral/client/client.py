@@ -438,14 +438,60 @@ class Client:
         experiment: str | None = None,
         workspace: str | None = None,
     ) -> Path:
-        """Save one file of a job's output; ``destination`` may be a directory."""
+        """Save one file of a job's output, streamed to disk; ``destination`` may be a directory (its folders
+        are created)."""
         dest = Path(destination)
         if dest.is_dir():
             dest = dest / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
         url = self._job(name, experiment, workspace) + "/files/content"
-        response = self._request("GET", url, params={"output": output, "path": path})
-        dest.write_bytes(response.content)
+        partial = dest.with_name(f".{dest.name}.part")
+        try:
+            with self._http.stream("GET", url, params={"output": output, "path": path}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}")
+                with partial.open("wb") as f:
+                    for chunk in response.iter_bytes(1 << 20):
+                        f.write(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(dest)
         return dest
+
+    def download(
+        self,
+        name: str,
+        *,
+        output: str,
+        destination: str | Path,
+        path: str = "",
+        experiment: str | None = None,
+        workspace: str | None = None,
+    ) -> list[Path]:
+        """Save a file, a directory or (``path=""``) a whole output of a job. A directory's files keep their
+        folders under ``destination``, which is created; a file goes where :meth:`download_file` puts it."""
+        entries = list(self.list_files(name, output=output, path=path, experiment=experiment, workspace=workspace))
+        if len(entries) == 1 and not entries[0].is_dir and entries[0].path == path.strip("/"):
+            return [self.download_file(name, output=output, path=path, destination=destination,
+                                       experiment=experiment, workspace=workspace)]  # fmt: skip
+        root = Path(destination)
+        root.mkdir(parents=True, exist_ok=True)
+        base = path.strip("/")
+        saved = []
+        for entry in entries:
+            relative = entry.path[len(base) :].lstrip("/") if base else entry.path
+            if entry.is_dir:
+                saved += self.download(name, output=output, destination=root / relative, path=entry.path,
+                                       experiment=experiment, workspace=workspace)  # fmt: skip
+            else:
+                saved.append(self.download_file(name, output=output, path=entry.path, destination=root / relative,
+                                                experiment=experiment, workspace=workspace))  # fmt: skip
+        return saved
 
 
 def _json_or_none(response: httpx.Response) -> Any:
