@@ -136,6 +136,20 @@ def test_finding_things(cli: Cli, specs: Path) -> None:
     assert cli("cluster", "node", "logs", "two", "0").returncode == 0  # a node by its index
 
 
+def test_validate_dry_run_and_env(cli: Cli, specs: Path) -> None:
+    checked = cli("job", "validate", "-f", str(specs / "ok.yaml"), "-e", "checks")
+    assert checked.stdout.startswith("valid: job hello (custom, 2 nodes, 2 ranks) would queue on cluster two")
+    bad = cli("job", "create", "-f", str(specs / "bad.yaml"), "--dry-run", ok=False)
+    assert bad.returncode == 1 and "node_count: must be >= 1" in bad.stderr
+    assert "experiment 'checks' not found" in cli("job", "list", "-e", "checks", ok=False).stderr  # nothing stored
+    (specs / "env.yaml").write_text(
+        'cluster: two\ncustom: {command: \'test "$X" = "a=b"\'}\nretry: {on: [preemption]}\n'
+    )
+    name = cli("job", "create", "-f", str(specs / "env.yaml"), "--env", "X=a=b").stdout.strip()
+    assert cli("job", "wait", name).returncode == 0
+    assert cli("job", "create", "-f", str(specs / "env.yaml"), "--env", "nonsense", ok=False).returncode == 2
+
+
 def test_a_mistyped_server_address_starts_nothing(cli: Cli) -> None:
     wrong = dict(cli.env, CORRAL_SERVER="http://127.0.0.1:1")
     result = subprocess.run([CORRAL, "job", "list"], env=wrong, capture_output=True, text=True, timeout=60)

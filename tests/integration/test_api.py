@@ -148,3 +148,23 @@ def test_not_found_says_what_was_meant_and_where_a_job_is(server: ServerHandle) 
         server.client().get_job(job.name)
     listed = {(j.name, j.experiment) for j in c.list_jobs(all_experiments=True)}
     assert {(job.name, experiment), (job.name, "default")} <= listed
+
+
+def test_dry_run_checks_everything_and_stores_nothing(server: ServerHandle) -> None:
+    from corral.core.specs import CustomToolkit, JobSpec
+
+    c = server.client(experiment=f"dry{uuid.uuid4().hex[:6]}")
+    checked = c.create_job({"name": "would", "cluster": "local", "custom": {"command": "true"}}, dry_run=True)
+    assert checked.name == "would" and checked.state == "queued"
+    with pytest.raises(NotFound):
+        c.get_job("would")
+    with pytest.raises(InvalidSpec, match="node_count: cluster 'local' has at most 4 nodes"):
+        c.create_job({"cluster": "local", "node_count": 5, "custom": {"command": "true"}}, dry_run=True)
+    with pytest.raises(NotFound, match="did you mean 'local'"):
+        c.create_job({"cluster": "lcal", "custom": {"command": "true"}}, dry_run=True)
+    # The SDK takes a JobSpec as it takes a mapping or a file; env adds variables.
+    spec = JobSpec(name="typed", cluster="local", custom=CustomToolkit(command='test "$A$B" = 12'), env={"A": "1"})
+    job = c.create_job(spec, env={"B": "2"})
+    assert c.wait_job(job.name, timeout=30).state == "succeeded"
+    with pytest.raises(AlreadyExists):
+        c.create_job(spec, dry_run=True)

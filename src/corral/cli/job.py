@@ -64,11 +64,21 @@ def create(
     name: Annotated[str | None, typer.Option("--name", help="Job name (else the spec's, else generated).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; exit with its code.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Stream rank 0's logs until the job ends.")] = False,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="A variable for the job, NAME=VALUE (repeat it).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check everything a submission checks; submit nothing.")
+    ] = False,
     workspace: WorkspaceOpt = "default",
 ) -> None:
     """Submit a job; prints its name."""
     c = client(workspace)
-    job = c.create_job(file, experiment=experiment, name=name)
+    job = c.create_job(file, experiment=experiment, name=name, env=_variables(env or []), dry_run=dry_run)
+    if dry_run:
+        console.print(f"valid: job {job.name} ({job.toolkit}, {job.node_count} nodes, {job.rank_count} ranks) "
+                      f"would queue on cluster {job.cluster} in experiment {job.experiment}")  # fmt: skip
+        return
     console.print(job.name)
     if follow:
         _follow(c, job.name, 0, job.experiment)
@@ -79,6 +89,27 @@ def create(
         return
     _describe_end(job)
     raise typer.Exit(exit_status(job))
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    variables = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--env")
+        variables[key] = value
+    return variables
+
+
+@app.command("validate")
+def validate(
+    file: Annotated[Path, typer.Option("--file", "-f", help="Job spec (YAML or JSON).")],
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment (else the spec's).")] = None,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Check a job spec as a submission would (the server included); submit nothing. Same as create --dry-run."""
+    create(file=file, experiment=experiment, name=None, wait=False, follow=False, env=None, dry_run=True,
+           workspace=workspace)  # fmt: skip
 
 
 @app.command("list")

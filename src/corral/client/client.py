@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from corral.client import config
 from corral.core.errors import CorralError, InvalidRequest, NotFound, ServerUnavailable, error_from_payload
@@ -39,11 +40,13 @@ from corral.core.models import (
 from corral.core.specs import load_spec_file
 from corral.storage.code import DEFAULT_MAX_CODE_BYTES, pack_directory
 
-SpecInput = str | Path | dict[str, Any]
+SpecInput = str | Path | dict[str, Any] | BaseModel
 
 
 def _load(spec: SpecInput) -> tuple[dict[str, Any], Path]:
     """The spec as a mapping, and the directory its relative paths are relative to."""
+    if isinstance(spec, BaseModel):  # a JobSpec or ClusterSpec built in Python
+        return spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True), Path.cwd()
     if isinstance(spec, dict):
         return dict(spec), Path.cwd()
     path = Path(spec)
@@ -253,19 +256,31 @@ class Client:
         experiment: str | None = None,
         name: str | None = None,
         workspace: str | None = None,
+        env: dict[str, str] | None = None,
+        dry_run: bool = False,
     ) -> Job:
-        """Submit a job; ``spec`` is a mapping or a YAML/JSON file. Relative paths are relative to the file."""
+        """Submit a job; ``spec`` is a ``JobSpec``, a mapping or a YAML/JSON file (relative paths are relative
+        to the file). ``env`` adds variables to the spec's. With ``dry_run``, the server checks everything a
+        submission checks (the spec, the cluster, whether the job could ever fit) and stores nothing."""
         data, base = _load(spec)
+        if env:
+            data["env"] = {**(data.get("env") or {}), **env}
         code_archive = None
         if data.get("code") is not None:
-            code_archive = self.upload_code(base / str(data.pop("code")), workspace=workspace)
+            directory = base / str(data.pop("code"))
+            if dry_run:
+                pack_directory(directory, max_bytes=DEFAULT_MAX_CODE_BYTES)  # what would be sent, checked
+            else:
+                code_archive = self.upload_code(directory, workspace=workspace)
         for key in ("inputs", "outputs"):
             for item in data.get(key) or []:
                 if isinstance(item, dict) and isinstance(item.get("path"), str) and "://" not in item["path"]:
                     item["path"] = str((base / item["path"]).resolve())
         experiment = experiment or data.get("experiment") or self.experiment or "default"
         body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}
-        response = self._request("POST", f"{self._ws(workspace)}/experiments/{experiment}/jobs", json=body)
+        params = {"dry_run": "true"} if dry_run else None
+        path = f"{self._ws(workspace)}/experiments/{experiment}/jobs"
+        response = self._request("POST", path, json=body, params=params)
         return Job.model_validate(response.json())
 
     def list_jobs(

@@ -35,11 +35,30 @@ def list_workspace_jobs(
         return service.list_jobs(session, workspace=ws, experiment=None, state=state, name=name, limit=limit)
 
 
-@router.post("", status_code=201, response_model=Job)
-async def create_job(ws: PathName, exp: PathName, body: JobCreate, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+@router.post("", status_code=201, response_model=Job, responses={200: {"model": Job, "description": "dry_run: valid"}})
+async def create_job(
+    ws: PathName,
+    exp: PathName,
+    body: JobCreate,
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    dry_run: Annotated[bool, Query(description="Check everything a submission checks; store nothing.")] = False,
+) -> Response:
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
+    if dry_run:
+        checked = service.check_job(
+            ctx.db,
+            ctx.names,
+            workspace=ws,
+            request=request,
+            submitted_by=principal.name,
+            jobs_dir=ctx.settings.jobs_dir,
+            code_dir=ctx.settings.code_dir,
+            max_env_bytes=ctx.settings.max_env_bytes,
+        )
+        return Response(checked.model_dump_json(), status_code=200, media_type="application/json")
     ctx.admission.admit(ctx.db, user=principal.name)
     job, queued = service.create_job(
         ctx.db,

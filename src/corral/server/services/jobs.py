@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,6 +27,7 @@ from corral.launch.planner import rank_count
 from corral.scheduler.policy import QueuedJob
 from corral.server.services import experiments
 from corral.server.services.lookup import (
+    ClusterRef,
     NameCache,
     experiment_row,
     job_row,
@@ -111,7 +113,40 @@ def _check_env_size(spec: JobSpec, limit: int) -> None:
         )
 
 
-def create_job(
+@dataclass
+class _Submission:
+    """A job request checked and resolved, with the row to insert."""
+
+    spec: JobSpec
+    public: JobSpec
+    values: dict[str, Any]
+    cluster: ClusterRef
+    workspace_id: int
+    experiment_id: int | None
+    experiment: str
+
+    def to_job(self, workspace: str) -> Job:
+        v = self.values
+        return Job(
+            name=v["name"],
+            uid=v["uid"],
+            workspace=workspace,
+            experiment=self.experiment,
+            cluster=self.cluster.name,
+            state=JobState.QUEUED,
+            priority=self.spec.priority,
+            node_count=self.spec.node_count,
+            rank_count=v["rank_count"],
+            toolkit=self.spec.toolkit,
+            spec=self.public,
+            submitted_by=v["submitted_by"],
+            created_at=datetime.fromtimestamp(v["created_at"], UTC),
+            job_dir=v["job_dir"],
+            reason=None,
+        )
+
+
+def _check_submission(
     db: Database,
     names: NameCache,
     *,
@@ -121,13 +156,9 @@ def create_job(
     jobs_dir: Path,
     code_dir: Path,
     max_env_bytes: int,
-) -> tuple[Job, QueuedJob]:
-    """Validate, resolve names (cached), then hold the write lock for two inserts only.
-
-    Returns the job and what the queue's policy needs of it (for the control loop).
-
-    Submission is the API's hot path, and SQLite has one writer at a time.
-    """
+) -> _Submission:
+    """Everything a submission checks before it is stored: the spec, its paths and sizes, the code archive,
+    the cluster and whether the job could ever fit it."""
     spec = parse_spec(JobSpec, request.spec, source="job")
     if spec.code is not None:
         raise InvalidSpec(
@@ -148,7 +179,6 @@ def create_job(
             f"this job needs {spec.node_count} and could never start",
             details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.max_nodes} nodes"}],
         )
-    ranks = rank_count(spec, cluster.gpus_per_node)
     uid = uuid.uuid4().hex
     name = request.name or spec.name or f"job-{uid[:10]}"
     public = spec.model_copy(
@@ -164,7 +194,7 @@ def create_job(
         "state": JobState.QUEUED.value,
         "priority": PRIORITY_RANK[spec.priority],
         "node_count": spec.node_count,
-        "rank_count": ranks,
+        "rank_count": rank_count(spec, cluster.gpus_per_node),
         "spec": public.model_dump(mode="json"),
         "secrets": dict(spec.secrets),
         "code_archive": request.code_archive,
@@ -175,54 +205,67 @@ def create_job(
         "wall_clock": spec.limits.max_wall_clock,
         "attempt_count": 0,
     }
+    return _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
+
+
+def check_job(db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any) -> Job:
+    """A dry run of :func:`create_job` (same arguments): the job as it would be queued; nothing is stored."""
+    sub = _check_submission(db, names, workspace=workspace, request=request, **options)
+    if sub.experiment_id is not None:
+        name = sub.values["name"]
+        with db.read() as session:
+            taken = session.scalar(
+                select(JobRow.id).where(JobRow.experiment_id == sub.experiment_id, JobRow.name == name)
+            )
+        if taken is not None:
+            raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}")
+    return sub.to_job(workspace)
+
+
+def create_job(
+    db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any
+) -> tuple[Job, QueuedJob]:
+    """Check the request (:func:`_check_submission`: ``submitted_by``, ``jobs_dir``, ``code_dir``,
+    ``max_env_bytes``), resolve names (cached), then hold the write lock for two inserts only.
+
+    Returns the job and what the queue's policy needs of it (for the control loop).
+
+    Submission is the API's hot path, and SQLite has one writer at a time.
+    """
+    sub = _check_submission(db, names, workspace=workspace, request=request, **options)
+    values, experiment_id, now = sub.values, sub.experiment_id, sub.values["created_at"]
     try:
         with db.write() as session:
             if experiment_id is None:
-                experiment_id = experiments.get_or_create(session, workspace_id, experiment_name).id
+                experiment_id = experiments.get_or_create(session, sub.workspace_id, sub.experiment).id
             values["experiment_id"] = experiment_id
             job_id = session.execute(insert(JobRow).values(**values).returning(JobRow.id)).scalar_one()
             record_created(session, job_id=job_id, at=now)
     except IntegrityError:
         # Usually the (experiment, name) unique constraint: cheaper than looking first on every submission.
         names.invalidate()
+        name = values["name"]
         with db.read() as session:
             taken = session.scalar(select(JobRow.id).where(JobRow.experiment_id == experiment_id, JobRow.name == name))
         if taken is not None:
-            raise AlreadyExists(f"job {name!r} already exists in experiment {experiment_name!r}") from None
+            raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}") from None
         raise Conflict(
-            f"cluster {spec.cluster!r} or experiment {experiment_name!r} changed while the job was submitted; "
+            f"cluster {sub.spec.cluster!r} or experiment {sub.experiment!r} changed while the job was submitted; "
             "submit it again"
         ) from None
-    job = Job(
-        name=name,
-        uid=uid,
-        workspace=workspace,
-        experiment=experiment_name,
-        cluster=cluster.name,
-        state=JobState.QUEUED,
-        priority=spec.priority,
-        node_count=spec.node_count,
-        rank_count=ranks,
-        toolkit=spec.toolkit,
-        spec=public,
-        submitted_by=submitted_by,
-        created_at=datetime.fromtimestamp(now, UTC),
-        job_dir=values["job_dir"],
-        reason=None,
-    )
     queued = QueuedJob(
         job_id,
-        cluster.id,
+        sub.cluster.id,
         values["priority"],
         job_id,
-        spec.node_count,
-        submitted_by,
-        workspace_id,
-        spec.limits.max_wall_clock,
-        cluster.gpus_per_node,
+        sub.spec.node_count,
+        values["submitted_by"],
+        sub.workspace_id,
+        sub.spec.limits.max_wall_clock,
+        sub.cluster.gpus_per_node,
         now,
     )
-    return job, queued
+    return sub.to_job(workspace), queued
 
 
 def list_jobs(
