@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -199,7 +200,16 @@ def test_failed_job_exit_codes(cli: Cli, specs: Path) -> None:
 
 def test_follow_and_terminate(cli: Cli, specs: Path) -> None:
     followed = cli("job", "create", "-f", str(specs / "ok.yaml"), "--name", "followed", "--follow")
-    assert followed.stdout.splitlines() == ["followed", "hello from 0"]
+    lines = followed.stdout.splitlines()
+    assert lines[0] == "followed" and sorted(lines[1:]) == ["[0 node-0] hello from 0", "[1 node-1] hello from 1"]
+    assert "running on node-0, node-1 (attempt 1)" in followed.stderr
+    assert re.search(r"followed succeeded in \d+\.\d s", followed.stderr)
+    assert "[0 node-0] warn" in followed.stderr and "[1 node-1] warn" in followed.stderr
+    one = cli("job", "logs", "followed", "-f", "--rank", "1", "--stream", "stdout")
+    assert one.stdout == "hello from 1\n" and "warn" not in one.stderr  # one rank, no prefix, --stream kept
+    failed = cli("job", "create", "-f", str(specs / "fail.yaml"), "--name", "fails", "--follow", ok=False)
+    assert failed.returncode == 3 and "fails failed" in failed.stderr
+    assert cli("job", "logs", "fails", "-f", ok=False).returncode == 3  # logs -f exits with the job's code
     # The spec names its experiment: --follow finds the job there.
     (specs / "named.yaml").write_text("experiment: named\ncluster: two\ncustom: {command: 'echo in named'}\n")
     named = cli("job", "create", "-f", str(specs / "named.yaml"), "--follow")
@@ -208,8 +218,8 @@ def test_follow_and_terminate(cli: Cli, specs: Path) -> None:
     assert "terminat" in cli("job", "terminate", "long").stdout
     waited = cli("job", "wait", "long", ok=False)
     assert waited.returncode != 0 and "terminated" in waited.stdout
-    follow_ended = cli("job", "logs", "long", "-f")
-    assert follow_ended.returncode == 0
+    follow_ended = cli("job", "logs", "long", "-f", ok=False)
+    assert follow_ended.returncode != 0 and "long terminated" in follow_ended.stderr
 
 
 def test_bad_spec_is_one_clear_line(cli: Cli, specs: Path) -> None:

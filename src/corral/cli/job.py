@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -38,23 +39,61 @@ def exit_status(job: Job) -> int:
     return 1
 
 
-def _describe_end(job: Job) -> None:
-    if job.state != JobState.SUCCEEDED:
-        reason = f": {job.error.code}: {job.error.message}" if job.error else ""
-        err_console.print(f"job {job.name} {job.state.value}{reason}")
+def _follow(
+    c: Client,
+    name: str,
+    *,
+    ranks: str = "all",
+    streams: str = "stdout,stderr",
+    experiment: str | None = None,
+    attempt: int | None = None,
+) -> Job:
+    """Print the job's state changes (to stderr) and its ranks' lines as they come, ``[rank node]`` before
+    each when several ranks are followed; on the end, a closing line (and the failing rank's last stderr)."""
+    prefixed = False
+    try:
+        for event in c.follow_job(name, ranks=ranks, streams=streams, experiment=experiment, attempt=attempt):
+            if event.kind == "state":
+                prefixed = len(event.ranks) > 1
+            if event.kind == "log":
+                out = sys.stderr if event.stream == "stderr" else sys.stdout
+                prefix = f"[{event.rank}{' ' + event.node if event.node else ''}] " if prefixed else ""
+                out.write("".join(f"{prefix}{line}\n" for line in event.lines))
+                out.flush()
+            elif event.kind == "state" and event.state == "queued":
+                err_console.print(f"queued: {event.reason or 'waiting for the control loop'}", highlight=False)
+            elif event.kind == "state" and event.state == "running":
+                err_console.print(f"running on {', '.join(event.nodes)} (attempt {event.attempt})", highlight=False)
+            elif event.kind == "state" and event.state == "terminating":
+                err_console.print("terminating", highlight=False)
+            elif event.kind == "attempt":
+                err_console.print(f"attempt {event.attempt} starts", highlight=False)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"\nstopped following; job {name} goes on. Follow it again: corral job logs {name} -f; "
+            f"stop it: corral job terminate {name}",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    job = c.get_job(name, experiment=experiment)
+    _describe_end(c, job)
+    return job
 
 
-def _follow(c: Client, name: str, rank: int, experiment: str | None = None, attempt: int | None = None) -> Job:
-    for stream, line in c.follow_logs(name, rank=rank, experiment=experiment, attempt=attempt):
-        if stream == "stdout":
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-        elif stream == "stderr":
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-        elif stream == "attempt":
-            err_console.print(f"(attempt {line} starts)")
-    return c.get_job(name, experiment=experiment)
+def _describe_end(c: Client, job: Job) -> None:
+    took = f" in {(job.ended_at - job.started_at).total_seconds():.1f} s" if job.ended_at and job.started_at else ""
+    if job.state == JobState.SUCCEEDED:
+        err_console.print(f"{job.name} succeeded{took}", highlight=False)
+        return
+    reason = f": {job.error.code}: {job.error.message}" if job.error else ""
+    err_console.print(f"{job.name} {job.state.value}{took}{reason}", highlight=False)
+    failing = re.search(r"\brank (\d+)\b", job.error.message if job.error else "")
+    if failing and job.state == JobState.FAILED:
+        rank = int(failing.group(1))
+        last = c.job_logs(job.name, rank=rank, stream="stderr", tail=10, experiment=job.experiment)
+        if last.strip():
+            err_console.print(f"last lines of rank {rank}'s stderr:", highlight=False)
+            sys.stderr.write(last if last.endswith("\n") else last + "\n")
 
 
 @app.command("create")
@@ -63,7 +102,7 @@ def create(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment (else the spec's).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Job name (else the spec's, else generated).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end; exit with its code.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", help="Stream rank 0's logs until the job ends.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Stream every rank's logs until the job ends.")] = False,
     env: Annotated[
         list[str] | None, typer.Option("--env", help="A variable for the job, NAME=VALUE (repeat it).")
     ] = None,
@@ -81,13 +120,12 @@ def create(
         return
     console.print(job.name)
     if follow:
-        _follow(c, job.name, 0, job.experiment)
-        job = c.wait_job(job.name, experiment=job.experiment)
+        job = _follow(c, job.name, experiment=job.experiment)
     elif wait:
         job = c.wait_job(job.name, experiment=job.experiment)
+        _describe_end(c, job)
     else:
         return
-    _describe_end(job)
     raise typer.Exit(exit_status(job))
 
 
@@ -180,29 +218,79 @@ def show(
 @app.command("logs")
 def logs(
     name: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False,
-    rank: Annotated[
-        int, typer.Option("--rank", "-r", "--node", help="Process rank (with --stream prepare: node rank).")
-    ] = 0,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Stream until the job ends (every rank unless told); exit with its code."),
+    ] = False,
+    rank: Annotated[int | None, typer.Option("--rank", "-r", help="One rank (default: 0; with -f, all).")] = None,
+    ranks: Annotated[str | None, typer.Option("--ranks", help="Several ranks: 'all' or 0,3.")] = None,
+    node: Annotated[
+        int | None, typer.Option("--node", help="The ranks on the job's node N (with --stream prepare: its prepare).")
+    ] = None,
     attempt: Annotated[
         int | None, typer.Option("--attempt", "-a", min=1, help="Attempt (default: the latest).")
     ] = None,
-    stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or prepare (not with -f).")] = "",
-    tail: Annotated[int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.")] = None,
+    stream: Annotated[
+        str, typer.Option("--stream", help="stdout, stderr, prepare (per node) or mpirun (an MPI job's launcher).")
+    ] = "",
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines (not with -f).")
+    ] = None,
     experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
 ) -> None:
-    """Print a rank's logs: stdout to stdout, stderr to stderr."""
+    """Print a job's logs: stdout to stdout, stderr to stderr; ``[rank node]`` before each line of several ranks."""
     c = client(workspace, experiment)
-    if follow:
-        _follow(c, name, rank, attempt=attempt)
+    if stream == "prepare" or stream == "mpirun":
+        if follow:
+            raise typer.BadParameter(f"{stream} logs are printed, not followed", param_hint="--stream")
+        which_rank = node if node is not None else (rank or 0)
+        for chunk in c.stream_logs(name, rank=which_rank, stream=stream, attempt=attempt, tail=tail):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
         return
+    if stream not in ("", "stdout", "stderr"):
+        raise typer.BadParameter(f"give stdout, stderr, prepare or mpirun, got {stream!r}", param_hint="--stream")
+    chosen = _chosen_ranks(c, name, rank=rank, ranks=ranks, node=node, follow=follow)
+    if follow:
+        job = _follow(c, name, ranks=chosen, streams=stream or "stdout,stderr", attempt=attempt)
+        raise typer.Exit(exit_status(job))
+    job = c.get_job(name)
+    selected = range(job.rank_count) if chosen == "all" else [int(r) for r in chosen.split(",")]
+    prefixed = len(selected) > 1
     for which in [stream] if stream else ["stdout", "stderr"]:
         out = sys.stderr if which == "stderr" else sys.stdout
         out.flush()
-        for chunk in c.stream_logs(name, rank=rank, stream=which, attempt=attempt, tail=tail):
-            out.buffer.write(chunk)
+        for r in selected:
+            data = c.stream_logs(name, rank=r, stream=which, attempt=attempt, tail=tail)
+            if not prefixed:
+                for chunk in data:
+                    out.buffer.write(chunk)
+                continue
+            where = job.rank_nodes[r] if r < len(job.rank_nodes) and job.rank_nodes[r] else ""
+            prefix = f"[{r}{' ' + where if where else ''}] ".encode()
+            text = b"".join(data)
+            out.buffer.write(b"".join(prefix + line + b"\n" for line in text.splitlines()))
         out.buffer.flush()
+
+
+def _chosen_ranks(c: Client, name: str, *, rank: int | None, ranks: str | None, node: int | None, follow: bool) -> str:
+    """``all`` or ``0,3``: what ``--rank``, ``--ranks`` and ``--node`` say (by default rank 0, or all with -f)."""
+    if sum(x is not None for x in (rank, ranks, node)) > 1:
+        raise typer.BadParameter("give one of --rank, --ranks and --node")
+    if rank is not None:
+        return str(rank)
+    if ranks is not None:
+        return ranks
+    if node is None:
+        return "all" if follow else "0"
+    job = c.get_job(name)
+    if not 0 <= node < len(job.nodes):
+        raise typer.BadParameter(f"the job runs on nodes 0..{len(job.nodes) - 1}, got {node}", param_hint="--node")
+    on_node = [str(r) for r, where in enumerate(job.rank_nodes) if where == job.nodes[node]]
+    if not on_node:
+        raise typer.BadParameter(f"the ranks of node {node} are placed by mpirun: give --rank", param_hint="--node")
+    return ",".join(on_node)
 
 
 @app.command("terminate")
@@ -221,8 +309,9 @@ def wait(
 ) -> None:
     """Wait for a job to end; exit with its exit code (non-zero if it failed or was terminated), 124 when
     ``--timeout`` passes first, 4 when there is no such job."""
+    c = client(workspace, experiment)
     try:
-        job = client(workspace, experiment).wait_job(name, timeout=timeout)
+        job = c.wait_job(name, timeout=timeout)
     except NotFound as exc:
         err_console.print(f"error: {exc.message}")
         raise typer.Exit(NOT_FOUND_EXIT) from None
@@ -230,7 +319,7 @@ def wait(
         err_console.print(f"job {name} is still {job.state.value}")
         raise typer.Exit(124)
     console.print(f"{job.name} {job.state.value}")
-    _describe_end(job)
+    _describe_end(c, job)
     raise typer.Exit(exit_status(job))
 
 

@@ -12,6 +12,7 @@ Errors raise the same :mod:`corral.core.errors` classes the server raises.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 from pydantic import BaseModel
 
 from corral.client import config
@@ -28,6 +30,7 @@ from corral.core.models import (
     Experiment,
     FileEntry,
     FilePage,
+    FollowEvent,
     Job,
     JobEvent,
     Node,
@@ -392,29 +395,76 @@ class Client:
         experiment: str | None = None,
         workspace: str | None = None,
     ) -> Iterator[tuple[str, str]]:
-        """Yield ``(stream, line)`` as the job writes them (``("attempt", n)`` when a new attempt starts),
-        then ``("end", '{"state": ...}')``."""
+        """One rank's lines as ``(stream, line)`` as the job writes them (``("attempt", n)`` when a new attempt
+        starts), then ``("end", '{"state": ...}')``. :meth:`follow_job` gives every rank and the job's state."""
+        for event in self.follow_job(
+            name, ranks=str(rank), attempt=attempt, experiment=experiment, workspace=workspace
+        ):
+            if event.kind == "log":
+                for line in event.lines:
+                    yield event.stream or "stdout", line
+            elif event.kind == "attempt":
+                yield "attempt", str(event.attempt)
+            elif event.kind == "end":
+                yield "end", json.dumps({"state": event.state, "exit_code": event.exit_code})
+
+    def follow_job(
+        self,
+        name: str,
+        *,
+        ranks: str = "all",
+        streams: str = "stdout,stderr",
+        attempt: int | None = None,
+        experiment: str | None = None,
+        workspace: str | None = None,
+        reconnect_for: float = 120.0,
+    ) -> Iterator[FollowEvent]:
+        """The job's state and the lines of ``ranks`` (``all``, or ``0,3``) as they come, until its end: typed
+        :class:`FollowEvent` objects. A lost connection (a server restart) is taken up again where it stopped, for
+        up to ``reconnect_for`` seconds, neither repeating nor losing a line."""
         path = self._job(name, experiment, workspace) + "/logs"
-        params: dict[str, str | int] = {"rank": rank, "follow": "true"}
+        params: dict[str, str | int] = {"follow": "true", "ranks": ranks, "streams": streams}
         if attempt is not None:
             params["attempt"] = attempt
-        yield from self._events("GET", path, params=params, last="end")
+        cursor: str | None = None
+        lost_since: float | None = None
+        while True:
+            headers = {"Last-Event-ID": cursor} if cursor else {}
+            try:
+                with connect_sse(
+                    self._http, "GET", path, params=params, headers=headers, timeout=httpx.Timeout(30, read=None)
+                ) as source:
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        if source.response.status_code < 500:
+                            raise error_from_payload(_json_or_none(source.response), "cannot follow the job")
+                        raise httpx.TransportError(f"HTTP {source.response.status_code}")
+                    for sse in source.iter_sse():
+                        lost_since = None
+                        if sse.id:
+                            cursor = sse.id
+                        event = FollowEvent.model_validate({"kind": sse.event, **json.loads(sse.data)})
+                        yield event
+                        if event.kind == "end":
+                            return
+            except (httpx.TransportError, SSEError) as exc:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > reconnect_for:
+                    raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
+                time.sleep(1.0)
+            # The stream ended without an end event (the server stopped): go on from the cursor.
 
     def _events(self, method: str, path: str, *, last: str, **kwargs: Any) -> Iterator[tuple[str, str]]:
         """Server-Sent Events as ``(event, data)``, until the ``last`` event."""
         try:
-            with self._http.stream(method, path, timeout=httpx.Timeout(30, read=None), **kwargs) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}")
-                event = "message"
-                for line in response.iter_lines():
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        yield event, line[6:]
-                        if event == last:
-                            return
+            with connect_sse(self._http, method, path, timeout=httpx.Timeout(30, read=None), **kwargs) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    raise error_from_payload(_json_or_none(source.response), f"HTTP {source.response.status_code}")
+                for sse in source.iter_sse():
+                    yield sse.event, sse.data
+                    if sse.event == last:
+                        return
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
 

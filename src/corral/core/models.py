@@ -179,6 +179,8 @@ class Job(Public):
     error: JobError | None = None
     attempts: list[Attempt] = []
     nodes: list[str] = []
+    #: The node of each rank in its latest attempt (``show`` and ``wait`` fill it; None where mpirun places).
+    rank_nodes: list[str | None] = []
     job_dir: str
 
 
@@ -201,3 +203,28 @@ class FileEntry(Public):
 class FilePage(Public):
     entries: list[FileEntry]
     next_cursor: str | None = None
+
+
+class FollowEvent(Public):
+    """One event of following a job (``GET …/logs?follow=true``): which fields are set depends on ``kind``.
+
+    - ``state``: ``state``, ``reason`` (while queued), ``attempt``, ``nodes`` (once running), ``ranks``
+      (those followed);
+    - ``log``: ``rank``, ``node``, ``stream``, ``lines`` (whole lines as written, a ``\\r`` kept);
+    - ``attempt``: ``attempt`` (the job was requeued; this attempt's lines follow);
+    - ``end``: ``state``, ``exit_code``, ``error``, ``seconds`` (from start to end).
+    """
+
+    kind: str
+    state: str | None = None
+    reason: str | None = None
+    attempt: int | None = None
+    nodes: list[str] = []
+    ranks: list[int] = []
+    rank: int | None = None
+    node: str | None = None
+    stream: str | None = None
+    lines: list[str] = []
+    exit_code: int | None = None
+    error: JobError | None = None
+    seconds: float | None = None

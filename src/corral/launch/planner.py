@@ -58,3 +58,18 @@ def rank_count(spec: JobSpec, gpus_per_node: int) -> int:
     if toolkit in ("mpi", "horovod", "chainer", "cntk"):
         return mpi_processes(spec, node_count, gpus_per_node)
     return node_count
+
+
+def rank_nodes(spec: JobSpec, node_names: Sequence[str], *, gpus_per_node: int, cpus: int = 1) -> list[str | None]:
+    """The node each rank runs on, in rank order, as the planner places them (None where mpirun does: it
+    fills the hostfile's slots itself)."""
+    if spec.toolkit in ("mpi", "horovod", "chainer", "cntk"):
+        return [None] * rank_count(spec, gpus_per_node)
+    nodes = [
+        NodeAssignment(i, name, "127.0.0.1", "/", tuple(range(gpus_per_node)), cpus)
+        for i, name in enumerate(node_names)
+    ]
+    ports = tuple(range(1, 1 + ports_needed(spec, gpus_per_node)))
+    ctx = JobContext("w", "e", "j", "0" * 32, 1, "/", spec, ports=ports)
+    plan = plan_launch(ctx, nodes)
+    return [node_names[p.node_rank] for p in sorted(plan.processes, key=lambda p: p.rank)]

@@ -34,9 +34,10 @@ TEXT_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 LOG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The log as text (``follow=false``), or Server-Sent Events (``follow=true``): ``stdout`` "
-        "and ``stderr`` events of one line each, ``attempt`` when a new attempt starts, then ``end`` with "
-        '``{"state": ..., "exit_code": ...}``. ``X-Log-Size`` is where a later read goes on (``offset``).',
+        "description": "The log as text (``follow=false``; ``X-Log-Size`` is where a later read goes on, "
+        "``offset``), or Server-Sent Events (``follow=true``): ``state`` on every change, ``log`` with whole "
+        "lines of one rank's stream, ``attempt`` when a new attempt starts, then ``end``; each ``log`` event's "
+        "id is a cursor to resume from (``Last-Event-ID``).",
         "content": {
             "text/plain": {"schema": {"type": "string"}},
             "text/event-stream": {
@@ -44,8 +45,9 @@ LOG_RESPONSE: dict[int | str, dict[str, Any]] = {
                     "type": "object",
                     "description": "One event",
                     "properties": {
-                        "event": {"type": "string", "enum": ["stdout", "stderr", "attempt", "end"]},
-                        "data": {"type": "string"},
+                        "event": {"type": "string", "enum": ["state", "log", "attempt", "end"]},
+                        "data": {"type": "string", "description": "JSON (corral.core.models.FollowEvent)"},
+                        "id": {"type": "string", "description": "a cursor to go on from (Last-Event-ID)"},
                     },
                     "required": ["event", "data"],
                 }

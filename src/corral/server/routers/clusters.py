@@ -3,8 +3,9 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
 
 from corral.core.models import Cluster, Node
 from corral.core.specs import Duration, Int, Text
@@ -122,7 +123,7 @@ async def node_exec(
 ) -> Response:
     """Run a command in the node's environment; its output as Server-Sent Events, then ``exit``."""
     events = await exec_on_node(ctx, workspace=ws, cluster=name, node=node, argv=body.command)
-    return StreamingResponse(events, media_type="text/event-stream")
+    return EventSourceResponse(events, ping=15)
 
 
 @router.post("/{name}/nodes/{node}/preempt", status_code=202)

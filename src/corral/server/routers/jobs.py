@@ -4,9 +4,11 @@ import asyncio
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from sse_starlette import EventSourceResponse
 
+from corral.core.errors import InvalidRequest
 from corral.core.models import FilePage, Job, JobCreate, JobEvent
 from corral.core.specs import NAME_PATTERN
 from corral.core.states import JobState
@@ -14,7 +16,7 @@ from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.openapi import FILE_RESPONSE, LOG_RESPONSE
 from corral.server.services import jobs as service
 from corral.server.services import outputs
-from corral.server.services.logstream import follow_logs
+from corral.server.services.logstream import follow_job, parse_cursor, parse_ranks
 
 router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs"])
 #: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
@@ -152,20 +154,33 @@ def get_logs(
     ctx: Ctx,
     _p: CurrentPrincipal,
     rank: int = Query(0, ge=0),
-    stream: Literal["stdout", "stderr", "prepare"] = "stdout",
+    stream: Literal["stdout", "stderr", "prepare", "mpirun"] = "stdout",
     follow: bool = False,
     attempt: int | None = Query(None, ge=1),
     tail: int | None = Query(None, ge=0, description="Only the last lines, this many."),
     offset: int = Query(0, ge=0, description="Start at this byte (a previous read's X-Log-Size)."),
-) -> StreamingResponse:
-    """The log of one rank (of the latest attempt, or ``attempt``), streamed whatever its size; ``follow=true``
-    streams stdout and stderr as SSE until the job ends, every byte of both included."""
+    ranks: str | None = Query(None, max_length=10_000, description="follow: 'all' or ranks such as 0,3."),
+    streams: str = Query("stdout,stderr", description="follow: stdout, stderr or both."),
+    cursor: str | None = Query(None, max_length=1_000_000, description="follow: go on after this event id."),
+    last_event_id: Annotated[str | None, Header(max_length=1_000_000)] = None,
+) -> Response:
+    """The log of one rank (of the latest attempt, or ``attempt``), streamed whatever its size; ``mpirun`` is
+    an MPI job's launcher output. ``follow=true`` streams the job's state and the chosen ranks' stdout and
+    stderr as Server-Sent Events until it ends, every byte included, resumable from an event's id."""
     if follow:
-        with ctx.db.read() as session:  # fail fast (404, bad rank) before the stream starts
+        chosen_streams = [s for s in streams.split(",") if s]
+        if not chosen_streams or any(s not in ("stdout", "stderr") for s in chosen_streams):
+            raise InvalidRequest(f"streams: give stdout, stderr or both, got {streams!r}")
+        with ctx.db.read() as session:  # fail fast (404, bad rank, bad cursor) before the stream starts
             row, _ = service.job_row(session, ws, exp, name)
-            outputs.log_file(row, "stdout", rank, attempt)
-        events = follow_logs(ctx, workspace=ws, experiment=exp, job=name, rank=rank, attempt=attempt)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            chosen = parse_ranks(ranks, rank, row.rank_count)
+            outputs.log_file(row, "stdout", chosen[0], attempt)
+        parse_cursor(cursor or last_event_id)
+        events = follow_job(
+            ctx, workspace=ws, experiment=exp, job=name, ranks=chosen, streams=chosen_streams, attempt=attempt,
+            cursor=cursor or last_event_id,
+        )  # fmt: skip
+        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-cache"})
     with ctx.db.read() as session:
         path, secrets = outputs.log_path(
             session, workspace=ws, experiment=exp, job=name, stream=stream, rank=rank, attempt=attempt

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
-from corral.core.specs import PRIORITY_RANK, JobSpec, parse_spec
+from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus, parse_spec
 from corral.core.states import ErrorCode, JobState
-from corral.launch.planner import rank_count
+from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
 from corral.server.services import experiments
 from corral.server.services.lookup import (
@@ -36,7 +36,7 @@ from corral.server.services.lookup import (
     workspace_row,
 )
 from corral.store.db import Database
-from corral.store.tables import AttemptRow, ExperimentRow, JobEventRow, JobRow
+from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobEventRow, JobRow
 from corral.store.transitions import record_created, transition_job
 
 PRIORITY_NAME = {v: k for k, v in PRIORITY_RANK.items()}
@@ -312,7 +312,19 @@ def load_job(session: Session, *, workspace: str, experiment: str, name: str) ->
     """The job and its row id (for waiting on it)."""
     row, _ = job_row(session, workspace, experiment, name)
     attempts = list(session.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
-    return to_model(row, workspace=workspace, experiment=experiment, attempts=attempts), row.id
+    job = to_model(row, workspace=workspace, experiment=experiment, attempts=attempts)
+    if attempts:
+        job.rank_nodes = rank_nodes_of(session, row, list(attempts[-1].node_names))
+    return job, row.id
+
+
+def rank_nodes_of(session: Session, row: JobRow, nodes: list[str]) -> list[str | None]:
+    """The node each rank of the job runs on, given its attempt's nodes (None where it cannot be known)."""
+    spec = stored_job_spec(row)
+    if spec is None or len(nodes) != spec.node_count:
+        return [None] * row.rank_count
+    cluster = session.get(ClusterRow, row.cluster_id) if row.cluster_id is not None else None
+    return rank_nodes(spec, nodes, gpus_per_node=node_gpus(cluster.spec) if cluster is not None else 0)
 
 
 def terminate_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Job, int, str]:

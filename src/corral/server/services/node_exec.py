@@ -15,12 +15,13 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from sse_starlette import ServerSentEvent
+
 from corral.backends.local.backend import server_environment
 from corral.backends.local.resources import node_root
 from corral.core.errors import InvalidRequest
 from corral.launch.env import node_own_environment
 from corral.server.context import ServerContext
-from corral.server.services.logstream import _sse
 from corral.server.services.lookup import node_row
 
 
@@ -36,7 +37,7 @@ def node_environment(ctx: ServerContext, *, workspace: str, cluster: str, node: 
 
 async def exec_on_node(
     ctx: ServerContext, *, workspace: str, cluster: str, node: str, argv: list[str]
-) -> AsyncIterator[str]:
+) -> AsyncIterator[ServerSentEvent]:
     if not argv:
         raise InvalidRequest("command: give the command to run, e.g. ['nvidia-smi']")
     root, env = await asyncio.to_thread(node_environment, ctx, workspace=workspace, cluster=cluster, node=node)
@@ -63,7 +64,7 @@ async def exec_on_node(
     assert process.stdout is not None and process.stderr is not None
     pumps = [asyncio.create_task(pump("stdout", process.stdout)), asyncio.create_task(pump("stderr", process.stderr))]
 
-    async def stream() -> AsyncIterator[str]:
+    async def stream() -> AsyncIterator[ServerSentEvent]:
         try:
             open_streams = 2
             while open_streams:
@@ -71,9 +72,9 @@ async def exec_on_node(
                 if item is None:
                     open_streams -= 1
                     continue
-                yield _sse(item[0], item[1])
+                yield ServerSentEvent(item[1], event=item[0])
             code = await process.wait()
-            yield _sse("exit", str(code))
+            yield ServerSentEvent(str(code), event="exit")
         finally:
             if process.returncode is None:  # the client went away: so does the command
                 with contextlib.suppress(ProcessLookupError):

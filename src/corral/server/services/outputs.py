@@ -23,7 +23,7 @@ from corral.storage.files import file_to_read, list_directory
 from corral.store.tables import JobRow
 
 STDOUTERR = "stdouterr"
-LogStream = Literal["stdout", "stderr", "prepare"]
+LogStream = Literal["stdout", "stderr", "prepare", "mpirun"]
 
 
 def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
@@ -95,14 +95,16 @@ def mask(text: str, secrets: list[str]) -> str:
 
 
 def log_file(row: JobRow, stream: LogStream, rank: int, attempt: int | None = None) -> Path:
-    """``<job dir>/stdouterr/attempt-<n>/<stream>-<rank>.txt``; the latest attempt when none is given."""
+    """``<job dir>/stdouterr/attempt-<n>/<stream>-<rank>.txt`` (``mpirun.txt`` for an MPI job's launcher);
+    the latest attempt when none is given."""
     count, what = (row.node_count, "nodes") if stream == "prepare" else (row.rank_count, "ranks")
-    if rank < 0 or rank >= count:
+    if stream != "mpirun" and (rank < 0 or rank >= count):
         raise InvalidRequest(f"rank: job {row.name!r} has {what} 0..{count - 1}, got {rank}")
     latest = max(1, row.attempt_count)
     if attempt is not None and not 1 <= attempt <= latest:
         raise InvalidRequest(f"attempt: job {row.name!r} has attempts 1..{latest}, got {attempt}")
-    return Path(row.job_dir) / STDOUTERR / f"attempt-{attempt or latest}" / f"{stream}-{rank}.txt"
+    name = "mpirun.txt" if stream == "mpirun" else f"{stream}-{rank}.txt"
+    return Path(row.job_dir) / STDOUTERR / f"attempt-{attempt or latest}" / name
 
 
 #: Bytes read from a log at a time; a line longer than this is masked and sent in pieces.
