@@ -441,6 +441,8 @@ class Client:
                         raise httpx.TransportError(f"HTTP {source.response.status_code}")
                     for sse in source.iter_sse():
                         lost_since = None
+                        if sse.event not in FOLLOW_EVENTS:  # a keep-alive ping
+                            continue
                         if sse.id:
                             cursor = sse.id
                         event = FollowEvent.model_validate({"kind": sse.event, **json.loads(sse.data)})
@@ -462,6 +464,8 @@ class Client:
                     source.response.read()
                     raise error_from_payload(_json_or_none(source.response), f"HTTP {source.response.status_code}")
                 for sse in source.iter_sse():
+                    if sse.event == "ping":  # keep-alive
+                        continue
                     yield sse.event, sse.data
                     if sse.event == last:
                         return
@@ -565,6 +569,9 @@ def _json_or_none(response: httpx.Response) -> Any:
     except ValueError:
         return None
 
+
+#: The events of following a job (the server also sends keep-alive pings).
+FOLLOW_EVENTS = ("state", "log", "attempt", "end")
 
 #: The longest a client waits on a 429 before it sends the request again.
 MAX_RETRY_AFTER = 30.0

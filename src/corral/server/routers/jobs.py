@@ -22,6 +22,8 @@ router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs
 #: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
 workspace_router = APIRouter(prefix="/workspaces/{ws}/jobs", tags=["jobs"])
 JobLimit = Query(1000, ge=1, le=10_000)
+#: A follow's cursor (an event id) and a list of ranks stay well within what an HTTP request line may hold.
+MAX_CURSOR = 8000
 
 
 @workspace_router.get("")
@@ -159,10 +161,10 @@ def get_logs(
     attempt: int | None = Query(None, ge=1),
     tail: int | None = Query(None, ge=0, description="Only the last lines, this many."),
     offset: int = Query(0, ge=0, description="Start at this byte (a previous read's X-Log-Size)."),
-    ranks: str | None = Query(None, max_length=10_000, description="follow: 'all' or ranks such as 0,3."),
-    streams: str = Query("stdout,stderr", description="follow: stdout, stderr or both."),
-    cursor: str | None = Query(None, max_length=1_000_000, description="follow: go on after this event id."),
-    last_event_id: Annotated[str | None, Header(max_length=1_000_000)] = None,
+    ranks: str | None = Query(None, max_length=4000, description="follow: 'all' or ranks such as 0,3."),
+    streams: str = Query("stdout,stderr", max_length=20, description="follow: stdout, stderr or both."),
+    cursor: str | None = Query(None, max_length=MAX_CURSOR, description="follow: go on after this event id."),
+    last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR)] = None,
 ) -> Response:
     """The log of one rank (of the latest attempt, or ``attempt``), streamed whatever its size; ``mpirun`` is
     an MPI job's launcher output. ``follow=true`` streams the job's state and the chosen ranks' stdout and
