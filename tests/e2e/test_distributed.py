@@ -142,8 +142,13 @@ def test_a_killed_ddp_rank_fails_the_job_and_frees_every_node(srv: ServerHandle,
 def test_failed_rank_ends_the_other_processes_at_once(srv: ServerHandle) -> None:
     """A pytorch-toolkit job without torch: rank 2 fails, ranks 0, 1, 3 would sleep for minutes."""
     c = srv.client(experiment="fail-fast")
+    # Each rank prints, then marks it in the shared temp; rank 2 fails once all have printed (else a slow
+    # interpreter start under load could be ended before its print, and the logs below would race).
     code = (
-        "import os, sys, time; r = int(os.environ['RANK']); print('rank', r, flush=True); "
+        "import os, sys, time, pathlib; r = int(os.environ['RANK']); print('rank', r, flush=True); "
+        "d = pathlib.Path(os.environ['CORRAL_SHARED_JOB_TEMP']); d.mkdir(parents=True, exist_ok=True); "
+        "(d / str(r)).touch(); "
+        "r == 2 and [time.sleep(0.05) for _ in range(600) if len(list(d.iterdir())) < 4]; "
         "r == 2 and sys.exit(3); time.sleep(300)"
     )
     spec = {
