@@ -17,7 +17,16 @@ def test_grow_from_zero_and_back_after_idle_timeout(server: ServerHandle) -> Non
     created = c.create_cluster({"name": name, "scale": scale, "setup": {"command": "sleep 0.3"}})
     assert created.current_nodes == 0 and created.allocation_state == "steady"
     jobs = [c.create_job({"cluster": name, "node_count": 2, "custom": {"command": "sleep 1"}}) for _ in range(2)]
-    until(lambda: c.get_job(jobs[0].name).reason == "ClusterScaling" or c.get_job(jobs[0].name).state != "queued")
+    reasons = []
+
+    def started() -> bool:
+        job = c.get_job(jobs[0].name)
+        reasons.append(job.reason)
+        return job.state != "queued"
+
+    until(started)
+    # It waits for the cluster to grow, and says so from the first pass on (it used to say Resources first).
+    assert "ClusterScaling" in reasons and "Resources" not in reasons
     peak = 0
 
     def watch() -> bool:

@@ -445,6 +445,9 @@ class Controller:
         """The nodes' pass (setups ended, automatic scale, evictions, resizes); stop the runs it says to."""
         demand: dict[int, int] = {}
         if self._nodes.auto:  # only automatic clusters need it: not a walk over the queue on every pass
+            # Take in this pass's submissions first: a job submitted to a cluster at 0 nodes makes it grow now
+            # (and waits as ClusterScaling), not a pass later as Resources.
+            self._queue.refresh(session, now, self._runs_by_job)
             for job in self._queue.jobs.values():
                 if job.cluster_id in self._nodes.auto:
                     demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count
