@@ -51,29 +51,19 @@ async def create_job(
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
+    where = {
+        "workspace": ws,
+        "request": request,
+        "submitted_by": principal.name,
+        "jobs_dir": ctx.settings.jobs_dir,
+        "code_dir": ctx.settings.code_dir,
+        "max_env_bytes": ctx.settings.max_env_bytes,
+    }
     if dry_run:
-        checked = service.check_job(
-            ctx.db,
-            ctx.names,
-            workspace=ws,
-            request=request,
-            submitted_by=principal.name,
-            jobs_dir=ctx.settings.jobs_dir,
-            code_dir=ctx.settings.code_dir,
-            max_env_bytes=ctx.settings.max_env_bytes,
-        )
+        checked = service.check_job(ctx.db, ctx.names, **where)
         return Response(checked.model_dump_json(), status_code=200, media_type="application/json")
     ctx.admission.admit(ctx.db, user=principal.name)
-    job, queued = service.create_job(
-        ctx.db,
-        ctx.names,
-        workspace=ws,
-        request=request,
-        submitted_by=principal.name,
-        jobs_dir=ctx.settings.jobs_dir,
-        code_dir=ctx.settings.code_dir,
-        max_env_bytes=ctx.settings.max_env_bytes,
-    )
+    job, queued = service.create_job(ctx.db, ctx.names, **where)
     ctx.controller.job_submitted(queued)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
     return Response(job.model_dump_json(), status_code=201, media_type="application/json")
