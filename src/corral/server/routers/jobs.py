@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Response
@@ -51,7 +51,7 @@ async def create_job(
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    where = {
+    where: dict[str, Any] = {
         "workspace": ws,
         "request": request,
         "submitted_by": principal.name,
