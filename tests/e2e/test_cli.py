@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import free_port
 
@@ -134,6 +135,15 @@ def test_finding_things(cli: Cli, specs: Path) -> None:
     assert len(rows[0]["attempts"]) == 1 and len(rows[0]["attempts"][0]["nodes"]) == 1  # as show has them
     nodes = cli("cluster", "node", "list", "two").stdout
     assert "CPUS" in nodes and "MEMORY" in nodes
+    as_yaml = yaml.safe_load(cli("job", "show", name, "-o", "yaml").stdout)
+    assert as_yaml["name"] == name and as_yaml["experiment"] == "found"
+    spare = specs / "spare.yaml"
+    spare.write_text("name: spare\nscale: {nodes: 1}\n")
+    cli("cluster", "create", "-f", str(spare))
+    unasked = cli("cluster", "delete", "spare", ok=False)
+    assert unasked.returncode == 1 and "add --yes" in unasked.stderr
+    cli("cluster", "delete", "spare", "--yes")
+    assert "spare" not in cli("cluster", "list").stdout
     assert cli("cluster", "node", "logs", "two", "0").returncode == 0  # a node by its index
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.common import OutputOpt, WorkspaceOpt, client, console, emit, err_console, make_table, when
+from corral.cli.common import OutputOpt, WorkspaceOpt, client, confirm, console, emit, err_console, make_table, when
 
 app = typer.Typer(help="Clusters: pools of nodes.", no_args_is_help=True)
 node_app = typer.Typer(help="The nodes of a cluster.", no_args_is_help=True)
@@ -91,9 +91,17 @@ def autoscale(
 
 
 @app.command("delete")
-def delete(name: str, workspace: WorkspaceOpt = "default") -> None:
-    """Delete a cluster that runs no job."""
-    client(workspace).delete_cluster(name)
+def delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Delete a cluster that runs no job, with its nodes' directories (it asks first, unless --yes)."""
+    c = client(workspace)
+    if not yes:
+        nodes = c.get_cluster(name).current_nodes
+        confirm(f"Delete cluster {name!r} and its {nodes} nodes?")
+    c.delete_cluster(name)
     console.print(f"deleted cluster {name}")
 
 

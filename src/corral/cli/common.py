@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import typer
+import yaml
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
@@ -35,7 +36,7 @@ ExperimentOpt = Annotated[
         envvar="CORRAL_EXPERIMENT",
     ),
 ]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table or json.")]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table, json or yaml.")]
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -112,19 +113,22 @@ def start_background_server(*, home: Path, host: str, port: int, timeout: float 
 
 
 def emit(data: Any, output: str, table: Table | None = None) -> None:
-    if output == "json":
+    if output in ("json", "yaml"):
         if isinstance(data, BaseModel):
             payload: Any = data.model_dump(mode="json")
         elif isinstance(data, list):
             payload = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
         else:
             payload = data
-        typer.echo(json.dumps(payload, indent=2))
+        if output == "json":
+            typer.echo(json.dumps(payload, indent=2))
+        else:
+            typer.echo(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True), nl=False)
     elif output == "table":
         if table is not None:
             console.print(table)
     else:
-        raise typer.BadParameter(f"must be table or json, got {output!r}", param_hint="--output")
+        raise typer.BadParameter(f"must be table, json or yaml, got {output!r}", param_hint="--output")
 
 
 def make_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:

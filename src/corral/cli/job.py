@@ -347,7 +347,7 @@ def files(
     path: Annotated[str, typer.Option("--path", help="Directory inside the output.")] = "",
     experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = "default",
-    fmt: Annotated[str, typer.Option("-o", "--format", help="Output format: table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("-o", "--format", help="Output format: table, json or yaml.")] = "table",
 ) -> None:
     """List a job's output files (without --output: its output ids)."""
     entries = list(client(workspace, experiment).list_files(name, output=output_id, path=path))
