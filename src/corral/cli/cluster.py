@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from corral.cli.common import OutputOpt, WorkspaceOpt, client, confirm, console, emit, err_console, make_table, when
+from corral.cli.common import (
+    OutputOpt,
+    WorkspaceOpt,
+    YesOpt,
+    client,
+    confirm,
+    console,
+    emit,
+    err_console,
+    make_table,
+    when,
+)
 
 app = typer.Typer(help="Clusters: pools of nodes.", no_args_is_help=True)
 node_app = typer.Typer(help="The nodes of a cluster.", no_args_is_help=True)
@@ -93,7 +104,7 @@ def autoscale(
 @app.command("delete")
 def delete(
     name: str,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    yes: YesOpt = False,
     workspace: WorkspaceOpt = "default",
 ) -> None:
     """Delete a cluster that runs no job, with its nodes' directories (it asks first, unless --yes)."""

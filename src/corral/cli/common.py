@@ -37,6 +37,7 @@ ExperimentOpt = Annotated[
     ),
 ]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table, json or yaml.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")]
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 

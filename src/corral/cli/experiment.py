@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from corral.cli.common import OutputOpt, WorkspaceOpt, client, confirm, console, emit, make_table, when
+from corral.cli.common import OutputOpt, WorkspaceOpt, YesOpt, client, confirm, console, emit, make_table, when
 
 app = typer.Typer(help="Experiments: named groups of jobs.", no_args_is_help=True)
 
@@ -36,7 +34,7 @@ def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> N
 @app.command("delete")
 def delete(
     name: str,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    yes: YesOpt = False,
     workspace: WorkspaceOpt = "default",
 ) -> None:
     """Delete an experiment, its finished jobs and their logs (it asks first, unless --yes)."""

@@ -379,9 +379,7 @@ class Client:
         path = self._job(name, experiment, workspace) + "/logs"
         try:
             with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}")
+                _raise_for_error(response)
                 yield from response.iter_bytes()
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
@@ -434,11 +432,9 @@ class Client:
                 with connect_sse(
                     self._http, "GET", path, params=params, headers=headers, timeout=httpx.Timeout(30, read=None)
                 ) as source:
-                    if source.response.status_code >= 400:
-                        source.response.read()
-                        if source.response.status_code < 500:
-                            raise error_from_payload(_json_or_none(source.response), "cannot follow the job")
+                    if source.response.status_code >= 500:  # a server going down or starting: try again
                         raise httpx.TransportError(f"HTTP {source.response.status_code}")
+                    _raise_for_error(source.response, "cannot follow the job")
                     for sse in source.iter_sse():
                         lost_since = None
                         if sse.event not in FOLLOW_EVENTS:  # a keep-alive ping
@@ -460,9 +456,7 @@ class Client:
         """Server-Sent Events as ``(event, data)``, until the ``last`` event."""
         try:
             with connect_sse(self._http, method, path, timeout=httpx.Timeout(30, read=None), **kwargs) as source:
-                if source.response.status_code >= 400:
-                    source.response.read()
-                    raise error_from_payload(_json_or_none(source.response), f"HTTP {source.response.status_code}")
+                _raise_for_error(source.response)
                 for sse in source.iter_sse():
                     if sse.event == "ping":  # keep-alive
                         continue
@@ -517,9 +511,7 @@ class Client:
         partial = dest.with_name(f".{dest.name}.part")
         try:
             with self._http.stream("GET", url, params={"output": output, "path": path}) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_from_payload(_json_or_none(response), f"HTTP {response.status_code}")
+                _raise_for_error(response)
                 with partial.open("wb") as f:
                     for chunk in response.iter_bytes(1 << 20):
                         f.write(chunk)
@@ -561,6 +553,13 @@ class Client:
                 saved.append(self.download_file(name, output=output, path=entry.path, destination=root / relative,
                                                 experiment=experiment, workspace=workspace))  # fmt: skip
         return saved
+
+
+def _raise_for_error(response: httpx.Response, fallback: str | None = None) -> None:
+    """Raise the error a streamed response carries (its body read first), as :meth:`Client._request` does."""
+    if response.status_code >= 400:
+        response.read()
+        raise error_from_payload(_json_or_none(response), fallback or f"HTTP {response.status_code}")
 
 
 def _json_or_none(response: httpx.Response) -> Any:

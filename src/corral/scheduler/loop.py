@@ -286,11 +286,7 @@ class Controller:
         job_ids = [r.job_id for r in runs]
         light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
         jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
-        session.execute(
-            update(NodeRow)
-            .where(NodeRow.job_id.in_(job_ids), NodeRow.state != NodeState.LEAVING)
-            .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
-        )
+        _free_nodes(session, job_ids, now)
         if self._nodes.leaving:  # a leaving node whose job ended goes now
             session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
             self._nodes.reconcile_needed = True
@@ -576,11 +572,7 @@ class Controller:
         """A running job found at restart whose plan cannot be rebuilt: it ends failed, its nodes are freed."""
         log.error("job %s (id %s) cannot be recovered: %s", job.name, job.id, message)
         attempt.ended_at, attempt.reason = now, ErrorCode.INVALID_SPEC
-        session.execute(
-            update(NodeRow)
-            .where(NodeRow.job_id == job.id, NodeRow.state != NodeState.LEAVING)
-            .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
-        )
+        _free_nodes(session, [job.id], now)
         target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
         changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
         transition_jobs(session, [Move(job, target, ErrorCode.INVALID_SPEC, message, changes)], at=now)
@@ -641,3 +633,12 @@ class Controller:
             if run.terminating or run.preempted:
                 self._backend.signal(run.plan, kill=False)
         log.info("recovered %d running jobs", len(runs))
+
+
+def _free_nodes(session: Session, job_ids: list[int], now: float) -> None:
+    """The nodes of jobs that ended are idle again (a leaving node stays leaving: it goes once free)."""
+    session.execute(
+        update(NodeRow)
+        .where(NodeRow.job_id.in_(job_ids), NodeRow.state != NodeState.LEAVING)
+        .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
+    )

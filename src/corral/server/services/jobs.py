@@ -211,15 +211,15 @@ def _check_submission(
 def check_job(db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any) -> Job:
     """A dry run of :func:`create_job` (same arguments): the job as it would be queued; nothing is stored."""
     sub = _check_submission(db, names, workspace=workspace, request=request, **options)
-    if sub.experiment_id is not None:
-        name = sub.values["name"]
-        with db.read() as session:
-            taken = session.scalar(
-                select(JobRow.id).where(JobRow.experiment_id == sub.experiment_id, JobRow.name == name)
-            )
-        if taken is not None:
-            raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}")
+    if sub.experiment_id is not None and _name_taken(db, sub.experiment_id, sub.values["name"]):
+        raise AlreadyExists(f"job {sub.values['name']!r} already exists in experiment {sub.experiment!r}")
     return sub.to_job(workspace)
+
+
+def _name_taken(db: Database, experiment_id: int | None, name: str) -> bool:
+    with db.read() as session:
+        found = session.scalar(select(JobRow.id).where(JobRow.experiment_id == experiment_id, JobRow.name == name))
+    return found is not None
 
 
 def create_job(
@@ -245,9 +245,7 @@ def create_job(
         # Usually the (experiment, name) unique constraint: cheaper than looking first on every submission.
         names.invalidate()
         name = values["name"]
-        with db.read() as session:
-            taken = session.scalar(select(JobRow.id).where(JobRow.experiment_id == experiment_id, JobRow.name == name))
-        if taken is not None:
+        if _name_taken(db, experiment_id, name):
             raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}") from None
         raise Conflict(
             f"cluster {sub.spec.cluster!r} or experiment {sub.experiment!r} changed while the job was submitted; "
