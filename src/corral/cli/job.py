@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -263,15 +264,23 @@ def logs(
         out.flush()
         for r in selected:
             data = c.stream_logs(name, rank=r, stream=which, attempt=attempt, tail=tail)
-            if not prefixed:
-                for chunk in data:
-                    out.buffer.write(chunk)
-                continue
-            where = job.rank_nodes[r] if r < len(job.rank_nodes) and job.rank_nodes[r] else ""
-            prefix = f"[{r}{' ' + where if where else ''}] ".encode()
-            text = b"".join(data)
-            out.buffer.write(b"".join(prefix + line + b"\n" for line in text.splitlines()))
+            if prefixed:
+                where = job.rank_nodes[r] if r < len(job.rank_nodes) and job.rank_nodes[r] else ""
+                data = _prefixed(data, f"[{r}{' ' + where if where else ''}] ".encode())
+            for chunk in data:
+                out.buffer.write(chunk)
         out.buffer.flush()
+
+
+def _prefixed(chunks: Iterator[bytes], prefix: bytes) -> Iterator[bytes]:
+    """``prefix`` before every line of a streamed log (lines end at ``\\n`` only: a ``\\r`` stays inside)."""
+    carry = b""
+    for chunk in chunks:
+        *whole, carry = (carry + chunk).split(b"\n")
+        if whole:
+            yield b"".join(prefix + line + b"\n" for line in whole)
+    if carry:
+        yield prefix + carry + b"\n"
 
 
 def _chosen_ranks(c: Client, name: str, *, rank: int | None, ranks: str | None, node: int | None, follow: bool) -> str:
