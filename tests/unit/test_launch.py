@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from corral.core.specs import JobSpec, parse_spec
+from corral.core.spec_parsing import parse_spec
+from corral.core.specs import JobSpec
 from corral.launch.plan import JobContext, NodeAssignment
 from corral.launch.planner import plan_launch
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from corral.core.errors import InvalidSpec
-from corral.core.specs import ClusterSpec, JobSpec, load_spec_file, parse_spec
+from corral.core.spec_parsing import load_spec_file, parse_spec
+from corral.core.specs import ClusterSpec, JobSpec
 from corral.core.units import parse_duration, parse_size
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.core.specs import JobSpec, parse_spec
+from corral.core.spec_parsing import parse_spec
+from corral.core.specs import JobSpec
 from corral.launch.mpi import RANK_SHIM, hostfile, slots
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, ProcessPlan
 from corral.launch.planner import plan_launch, ports_needed, rank_count

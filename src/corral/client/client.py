@@ -40,7 +40,7 @@ from corral.core.models import (
     UserCreated,
     Workspace,
 )
-from corral.core.specs import load_spec_file
+from corral.core.spec_parsing import load_spec_file
 from corral.storage.code import DEFAULT_MAX_CODE_BYTES, pack_directory
 
 SpecInput = str | Path | dict[str, Any] | BaseModel

@@ -29,7 +29,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
 
 from corral.backends.base import Backend, ExitKind, ProcessExit
-from corral.core.specs import ClusterSpec, JobSpec, exc_summary, node_gpus
+from corral.core.spec_parsing import exc_summary
+from corral.core.specs import ClusterSpec, JobSpec, node_gpus
 from corral.core.states import ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.lifecycle import NodeLifecycle

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral.core import errors
-from corral.core.specs import describe_error
+from corral.core.spec_parsing import describe_error
 
 STATUS_BY_CODE = {
     errors.InvalidSpec.code: 422,

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from corral.backends.local.resources import LOCAL_IP, node_root, plan_local_nodes
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
 from corral.core.models import Cluster, Node, NodeCounts
-from corral.core.specs import ClusterSpec, parse_spec
+from corral.core.spec_parsing import parse_spec
+from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
 from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
-from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus, parse_spec
+from corral.core.spec_parsing import parse_spec
+from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import ErrorCode, JobState
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
