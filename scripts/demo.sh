@@ -8,6 +8,7 @@ export CORRAL_HOME="$PWD/.corral-demo"
 export CORRAL_SERVER="${CORRAL_DEMO_SERVER:-http://127.0.0.1:8799}"
 corral() { .venv/bin/corral "$@"; }
 trap 'corral server stop --home "$CORRAL_HOME" >/dev/null 2>&1 || true' EXIT
+corral server status >/dev/null 2>&1 || corral server start --background --port "${CORRAL_SERVER##*:}"
 
 step() { printf '\n\033[1m$ corral %s\033[0m\n' "$*"; corral "$@"; }
 

@@ -24,6 +24,10 @@ import pytest
 from corral.client.client import Client
 
 PG_ADMIN_URL = os.environ.get("CORRAL_TEST_POSTGRES_URL")
+# The client's config file of whoever runs the tests (their profiles, their current experiment) stays out of them.
+os.environ["CORRAL_CONFIG"] = os.path.join(os.devnull, "corral-config.yaml")
+for _variable in ("CORRAL_PROFILE", "CORRAL_WORKSPACE", "CORRAL_EXPERIMENT"):
+    os.environ.pop(_variable, None)
 DB_KINDS = ["sqlite", *(["postgres"] if PG_ADMIN_URL else [])]
 
 

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from corral.client.aio import AsyncClient
     from corral.client.client import Client
+    from corral.client.jobs import RemoteJob
 
-__all__ = ["Client", "__version__"]
+__all__ = ["AsyncClient", "Client", "RemoteJob", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +21,12 @@ def __getattr__(name: str) -> Any:
         from corral.client.client import Client
 
         return Client
+    if name == "AsyncClient":
+        from corral.client.aio import AsyncClient
+
+        return AsyncClient
+    if name == "RemoteJob":
+        from corral.client.jobs import RemoteJob
+
+        return RemoteJob
     raise AttributeError(name)

@@ -1,7 +1,4 @@
-"""Every CLI command, run as a user runs it: the ``corral`` executable against a real server.
-
-The first command finds no server and starts one in the background itself.
-"""
+"""Every CLI command, run as a user runs it: the ``corral`` executable against a real server."""
 
 from __future__ import annotations
 
@@ -29,6 +26,7 @@ class Cli:
             "CORRAL_HOME": str(home),
             "CORRAL_SERVER": f"http://127.0.0.1:{port}",
             "COLUMNS": "200",
+            "CORRAL_CONFIG": str(home / "client-config.yaml"),
         }
         self.env.pop("CORRAL_DATABASE_URL", None)
         self.env.pop("CORRAL_TOKEN", None)
@@ -51,7 +49,9 @@ class Cli:
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     home = tmp_path_factory.mktemp("clihome")
-    runner = Cli(home, free_port())
+    port = free_port()
+    runner = Cli(home, port)
+    runner("server", "start", "--background", "--home", str(home), "--port", str(port))
     yield runner
     runner("server", "stop", "--home", str(home), ok=False)
 
@@ -72,9 +72,25 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def test_server_autostart_and_status(cli: Cli, specs: Path) -> None:
+def test_server_autostart_at_the_default_address_only(cli: Cli, tmp_path: Path) -> None:
+    """With nothing at the default address, the first command starts a server there; never at another one. In a
+    network namespace of its own, where 127.0.0.1:8765 is this test's alone."""
+    env = {k: v for k, v in cli.env.items() if k != "CORRAL_SERVER"}
+    env["CORRAL_HOME"] = str(tmp_path / "home")
+    script = f"ip link set lo up && {CORRAL} cluster list && {CORRAL} server status; {CORRAL} server stop"
+    result = subprocess.run(["unshare", "--net", "sh", "-c", script], env=env, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "started a Corral server at http://127.0.0.1:8765" in result.stderr
+    assert "running at http://127.0.0.1:8765" in result.stdout and "stopped the server" in result.stdout
+    elsewhere = dict(env, CORRAL_SERVER=f"http://127.0.0.1:{free_port()}", CORRAL_HOME=str(tmp_path / "other"))
+    refused = subprocess.run([CORRAL, "job", "list"], env=elsewhere, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "(from CORRAL_SERVER); start one with `corral server start" in refused.stderr
+    assert not (tmp_path / "other").exists()  # nothing started
+
+
+def test_server_status_and_a_second_start(cli: Cli, specs: Path) -> None:
     first = cli("cluster", "create", "-f", str(specs / "cluster.yaml"))
-    assert "started a Corral server" in first.stderr
     assert first.stdout.strip() == "two"
     assert "running at" in cli("server", "status").stdout
     again = cli(
@@ -189,7 +205,8 @@ def test_job_lifecycle(cli: Cli, specs: Path, tmp_path: Path) -> None:
     )
     assert escape.returncode == 1 and "must not contain '..'" in escape.stderr
     whole = tmp_path / "new" / "place"  # created
-    cli("job", "download", "hello", str(whole), "--output", "OUT")  # all of it, found without -e
+    whole_saved = cli("job", "download", "hello", str(whole), "--output", "OUT")  # all of it, found without -e
+    assert whole_saved.stderr == "downloading OUT: 3 B\n"  # no terminal: one line instead of a bar
     assert (whole / "d" / "answer.txt").read_text() == "42\n"
     cli("job", "download", "hello", str(tmp_path / "dir"), "--output", "OUT", "--path", "d")
     assert (tmp_path / "dir" / "answer.txt").read_text() == "42\n"
@@ -197,7 +214,10 @@ def test_job_lifecycle(cli: Cli, specs: Path, tmp_path: Path) -> None:
     assert "stdout-1.txt" in logs and (tmp_path / "logs" / "attempt-1" / "stdout-1.txt").exists()
     assert json.loads(cli("job", "files", "hello", "--output", "OUT", "-o", "json").stdout)[0]["path"] == "d"
     assert "running" in cli("job", "events", "hello", "-e", "tour").stdout
-    cli("job", "delete", "hello", "-e", "tour")
+    unasked = cli("job", "delete", "hello", ok=False)  # no terminal to ask on: refused, the job stays
+    assert unasked.returncode == 1 and "Delete job 'hello' (succeeded, experiment tour)" in unasked.stderr
+    assert "add --yes" in unasked.stderr and cli("job", "show", "hello", "-e", "tour").returncode == 0
+    cli("job", "delete", "hello", "-e", "tour", "--yes")
     assert cli("job", "show", "hello", "-e", "tour", ok=False).stderr.startswith("error: job 'hello' not found")
 
 
@@ -274,6 +294,65 @@ def test_users_quotas_usage_and_cluster_sizes(cli: Cli, specs: Path) -> None:
         timeout=60,
     )
     assert (exec_.returncode, exec_.stdout) == (0, "node-0\n")
+
+
+def test_profiles(cli: Cli, tmp_path: Path) -> None:
+    """A profile holds server, token, workspace and experiment; `config use` switches; env and options outrank it."""
+    env = {k: v for k, v in cli.env.items() if k not in ("CORRAL_SERVER", "CORRAL_HOME")}
+    env["CORRAL_CONFIG"] = str(tmp_path / "config.yaml")
+    env["CORRAL_HOME"] = str(tmp_path / "elsewhere")  # no token file there: the profile's is the one
+
+    def corral(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CORRAL, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    token = (cli.home / "token").read_text().strip()
+    made = corral("config", "set", "lab", "--server", cli.env["CORRAL_SERVER"], "--token", token, "-e", "prof-exp")
+    assert made.returncode == 0 and "(current)" in made.stdout
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o600
+    assert json.loads(corral("whoami", "-o", "json").stdout)["admin"] is True
+    shown = corral("config", "show").stdout
+    assert re.search(r"experiment\s+prof-exp\s+profile lab", shown) and re.search(r"token\s+set\s+profile lab", shown)
+    assert corral("experiment", "create", "prof-exp").returncode == 0
+    assert "prof-exp" in corral("experiment", "list").stdout
+    bad = corral("config", "set", "away", "--server", "gpu-box:8765")
+    assert bad.returncode == 1 and "--server: must be an http:// or https:// URL" in bad.stderr
+    assert corral("config", "set", "away", "--server", "http://127.0.0.1:1").returncode == 0
+    assert "lab" in corral("config", "show").stdout  # making a second profile did not switch
+    assert corral("config", "use", "away").returncode == 0
+    listed = corral("config", "list").stdout
+    assert re.search(r"\*\s+away", listed) and token not in listed  # a token is never printed
+    unreachable = corral("job", "list")
+    assert (
+        unreachable.returncode == 1
+        and "nothing answers at http://127.0.0.1:1 (from profile away)" in unreachable.stderr
+    )
+    assert corral("--profile", "lab", "whoami").returncode == 0
+    missing = corral("--profile", "nope", "whoami")
+    assert missing.returncode == 1 and "profile 'nope' is not in" in missing.stderr and "away, lab" in missing.stderr
+    assert corral("config", "delete", "away").returncode == 0 and "away" not in corral("config", "list").stdout
+
+
+def test_shell_completion_offers_names_from_the_server(cli: Cli) -> None:
+    def complete(words: str) -> list[str]:
+        env = {**cli.env, "_CORRAL_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split(" ")) - 1)}  # fmt: skip
+        return subprocess.run([CORRAL], env=env, capture_output=True, text=True, timeout=60).stdout.split()
+
+    assert complete("corral job sh") == ["show"]
+    assert complete("corral cluster show t") == ["two"]
+    cli("job", "create", "-f", cli_spec(cli, "cmp-a"), "--name", "compl-one")
+    assert complete("corral job logs compl") == ["compl-one"]
+    assert complete("corral job logs zz") == []
+    down = {**cli.env, "CORRAL_SERVER": "http://127.0.0.1:1", "_CORRAL_COMPLETE": "complete_bash",
+            "COMP_WORDS": "corral job show ", "COMP_CWORD": "3"}  # fmt: skip
+    offline = subprocess.run([CORRAL], env=down, capture_output=True, text=True, timeout=60)
+    assert (offline.returncode, offline.stdout.strip(), offline.stderr) == (0, "", "")  # nothing, and no server started
+
+
+def cli_spec(cli: Cli, name: str) -> str:
+    path = cli.home / f"{name}.yaml"
+    path.write_text("cluster: two\ncustom: {command: 'true'}\n")
+    return str(path)
 
 
 def test_no_token_means_a_clear_error(cli: Cli) -> None:

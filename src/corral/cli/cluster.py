@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from corral.cli.common import (
+    ClusterNameArg,
     OutputOpt,
     WorkspaceOpt,
     YesOpt,
@@ -29,7 +30,7 @@ app.add_typer(node_app, name="node")
 @app.command("create")
 def create(
     file: Annotated[Path, typer.Option("--file", "-f", help="Cluster spec (YAML or JSON).")],
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
     output: OutputOpt = "table",
 ) -> None:
     """Create a cluster from a spec file."""
@@ -43,7 +44,7 @@ def create(
 
 
 @app.command("list")
-def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+def list_(workspace: WorkspaceOpt = None, output: OutputOpt = "table") -> None:
     """List clusters."""
     clusters = client(workspace).list_clusters()
     rows = [
@@ -54,7 +55,7 @@ def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> N
 
 
 @app.command("show")
-def show(name: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+def show(name: ClusterNameArg, workspace: WorkspaceOpt = None, output: OutputOpt = "table") -> None:
     """Show a cluster: its spec and node counts."""
     c = client(workspace).get_cluster(name)
     counts = c.node_counts
@@ -73,13 +74,13 @@ def show(name: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "ta
 
 @app.command("resize")
 def resize(
-    name: str,
+    name: ClusterNameArg,
     nodes: Annotated[int, typer.Option("--nodes", min=0, help="The node count to reach.")],
     deallocation: Annotated[
         str | None,
         typer.Option("--deallocation", help="What a shrink does to running jobs: requeue, terminate or wait."),
     ] = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Grow or shrink a cluster (manual scale); `cluster show` follows it to steady."""
     c = client(workspace).resize_cluster(name, nodes, deallocation=deallocation)
@@ -88,13 +89,13 @@ def resize(
 
 @app.command("autoscale")
 def autoscale(
-    name: str,
+    name: ClusterNameArg,
     min_nodes: Annotated[int, typer.Option("--min", min=0, help="Fewest nodes (0: none while idle).")] = 0,
     max_nodes: Annotated[int, typer.Option("--max", min=1, help="Most nodes.")] = 1,
     idle_timeout: Annotated[
         str | None, typer.Option("--idle-timeout", help="Remove nodes idle this long (e.g. 10m; default 10m).")
     ] = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Scale a cluster with its queue: grow for waiting jobs, shrink idle nodes, within --min and --max."""
     c = client(workspace).autoscale_cluster(name, min_nodes=min_nodes, max_nodes=max_nodes, idle_timeout=idle_timeout)
@@ -103,9 +104,9 @@ def autoscale(
 
 @app.command("delete")
 def delete(
-    name: str,
+    name: ClusterNameArg,
     yes: YesOpt = False,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Delete a cluster that runs no job, with its nodes' directories (it asks first, unless --yes)."""
     c = client(workspace)
@@ -117,7 +118,7 @@ def delete(
 
 
 @node_app.command("list")
-def node_list(cluster: str, workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+def node_list(cluster: ClusterNameArg, workspace: WorkspaceOpt = None, output: OutputOpt = "table") -> None:
     """List the nodes of a cluster."""
     c = client(workspace)
     nodes = c.list_nodes(cluster)
@@ -142,17 +143,17 @@ def node_list(cluster: str, workspace: WorkspaceOpt = "default", output: OutputO
 
 
 @node_app.command("logs")
-def node_logs(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
+def node_logs(cluster: ClusterNameArg, node: str, workspace: WorkspaceOpt = None) -> None:
     """Print the output of a node's setup.command."""
     sys.stdout.write(client(workspace).node_logs(cluster, node))
 
 
 @node_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def node_exec(
-    cluster: str,
+    cluster: ClusterNameArg,
     node: Annotated[str, typer.Argument(help="The node's name (node-0) or index (0).")],
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).")],
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Run a command in a node's environment (its GPUs, its mounts) and stream its output; exit with its code."""
     code = 1
@@ -165,14 +166,14 @@ def node_exec(
 
 
 @node_app.command("preempt")
-def node_preempt(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
+def node_preempt(cluster: ClusterNameArg, node: str, workspace: WorkspaceOpt = None) -> None:
     """Preempt a node of a low-priority cluster now, to rehearse it: notice to its job, grace, eviction."""
     n = client(workspace).preempt_node(cluster, node)
     console.print(f"preempting {n.name} of {cluster}" + (f" (job {n.job})" if n.job else ""))
 
 
 @node_app.command("recover")
-def node_recover(cluster: str, node: str, workspace: WorkspaceOpt = "default") -> None:
+def node_recover(cluster: ClusterNameArg, node: str, workspace: WorkspaceOpt = None) -> None:
     """Return an unusable node (lost, or its setup failed) to service."""
     n = client(workspace).recover_node(cluster, node)
     console.print(f"{n.name}: {n.state.value}")

@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -16,6 +17,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from corral.client import config
@@ -26,23 +28,46 @@ from corral.core.errors import CorralError, ServerUnavailable
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", help="Workspace.", envvar="CORRAL_WORKSPACE")]
+WorkspaceOpt = Annotated[
+    str | None,
+    typer.Option("--workspace", "-w", help="Workspace (default: CORRAL_WORKSPACE, else the profile's, else default)."),
+]
 ExperimentOpt = Annotated[
     str | None,
     typer.Option(
         "--experiment",
         "-e",
-        help="Experiment (default: CORRAL_EXPERIMENT; a job named alone is found in any experiment).",
-        envvar="CORRAL_EXPERIMENT",
+        help="Experiment (default: CORRAL_EXPERIMENT, else the profile's; a job named alone is found in any).",
     ),
 ]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table, json or yaml.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")]
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+def _complete(ctx: typer.Context, incomplete: str, names: Callable[[Client], Iterable[str]]) -> list[str]:
+    """Names for shell completion, from the server if one answers within a second; never an error or a start."""
+    try:
+        with Client(workspace=ctx.params.get("workspace"), timeout=1.0, retries_when_limited=0) as c:
+            return sorted({n for n in names(c) if n.startswith(incomplete)})
+    except Exception:
+        return []
 
 
-def client(workspace: str = "default", experiment: str | None = None) -> Client:
+def complete_job(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, incomplete, lambda c: (j.name for j in c.list_jobs(all_experiments=True, prefix=incomplete)))
+
+
+def complete_cluster(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete(ctx, incomplete, lambda c: (cl.name for cl in c.list_clusters()))
+
+
+JobNameArg = Annotated[str, typer.Argument(help="Job name.", autocompletion=complete_job, show_default=False)]
+ClusterNameArg = Annotated[
+    str, typer.Argument(help="Cluster name.", autocompletion=complete_cluster, show_default=False)
+]
+
+
+def client(workspace: str | None = None, experiment: str | None = None) -> Client:
     ensure_server()
     return Client(workspace=workspace, experiment=experiment)
 
@@ -57,22 +82,28 @@ def server_health(url: str) -> dict[str, Any] | None:
 
 
 def ensure_server() -> None:
-    """If nothing answers at CORRAL_SERVER and it is local, start a server in the background."""
+    """If nothing answers at the default address, start a server there in the background. At any other address
+    (a typo, a server that is down, a remote one) start nothing: say what answers where."""
     url = config.server_url()
     if server_health(url) is not None:
         return
-    parsed = urlparse(url)
-    if parsed.hostname not in LOCAL_HOSTS:
-        raise ServerUnavailable(f"cannot reach the Corral server at {url}")
-    running = home_server(config.home())
-    if running is not None:  # a typo in CORRAL_SERVER must not start a second, empty server
-        pid, where = running
-        raise ServerUnavailable(
-            f"nothing answers at {url} (CORRAL_SERVER), but the server of home {config.home()} runs at {where} "
-            f"(pid {pid}): point CORRAL_SERVER there"
+    source = config.setting_source("server")
+    if url != config.DEFAULT_SERVER:
+        running = home_server(config.home())
+        hint = (
+            f"the server of home {config.home()} runs at {running[1]} (pid {running[0]})"
+            if running is not None
+            else f"start one with `corral server start --background --port {urlparse(url).port or 80}`"
         )
-    port = parsed.port or 8765
-    pid = start_background_server(home=config.home(), host=parsed.hostname or "127.0.0.1", port=port)
+        raise ServerUnavailable(f"nothing answers at {url} (from {source}); {hint}")
+    running = home_server(config.home())
+    if running is not None:
+        raise ServerUnavailable(
+            f"nothing answers at {url}, but the server of home {config.home()} runs at {running[1]} "
+            f"(pid {running[0]}): set CORRAL_SERVER={running[1]}"
+        )
+    parsed = urlparse(url)
+    pid = start_background_server(home=config.home(), host=parsed.hostname or "127.0.0.1", port=parsed.port or 8765)
     err_console.print(f"started a Corral server at {url} (pid {pid}, home {config.home()})")
 
 
@@ -143,6 +174,44 @@ def make_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
 
 def when(value: Any) -> str:
     return "" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+@contextmanager
+def transfer_progress(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` for the SDK: a bar on a terminal's stderr from the first byte on, else one line
+    on stderr when the transfer is over (nothing when no byte moved)."""
+    moved = [0]
+    bar: Progress | None = None
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, task
+        moved[0] = done
+        if not err_console.is_terminal:
+            return
+        if bar is None:
+            bar = Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                           TimeRemainingColumn(), console=err_console)  # fmt: skip
+            bar.start()
+            task = bar.add_task(what)
+        assert task is not None
+        bar.update(task, completed=done, total=total or None)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()
+        elif moved[0]:
+            err_console.print(f"{what}: {size_text(moved[0])}")
 
 
 def confirm(question: str) -> None:

@@ -10,13 +10,13 @@ app = typer.Typer(help="Experiments: named groups of jobs.", no_args_is_help=Tru
 
 
 @app.command("create")
-def create(name: str, workspace: WorkspaceOpt = "default") -> None:
+def create(name: str, workspace: WorkspaceOpt = None) -> None:
     """Create an experiment."""
     console.print(client(workspace).create_experiment(name).name)
 
 
 @app.command("list")
-def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+def list_(workspace: WorkspaceOpt = None, output: OutputOpt = "table") -> None:
     """List experiments with their job counts."""
     experiments = client(workspace).list_experiments()
     rows = [
@@ -35,7 +35,7 @@ def list_(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> N
 def delete(
     name: str,
     yes: YesOpt = False,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Delete an experiment, its finished jobs and their logs (it asks first, unless --yes)."""
     c = client(workspace)

@@ -12,13 +12,17 @@ import typer
 
 from corral.cli.common import (
     ExperimentOpt,
+    JobNameArg,
     OutputOpt,
     WorkspaceOpt,
+    YesOpt,
     client,
+    confirm,
     console,
     emit,
     err_console,
     make_table,
+    transfer_progress,
     when,
 )
 from corral.client.client import Client
@@ -110,11 +114,13 @@ def create(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything a submission checks; submit nothing.")
     ] = False,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Submit a job; prints its name."""
     c = client(workspace)
-    job = c.create_job(file, experiment=experiment, name=name, env=_variables(env or []), dry_run=dry_run)
+    with transfer_progress("uploading code") as progress:
+        job: Job = c.create_job(file, experiment=experiment, name=name, env=_variables(env or []), dry_run=dry_run,
+                                progress=progress)  # fmt: skip
     if dry_run:
         console.print(f"valid: job {job.name} ({job.toolkit}, {job.node_count} nodes, {job.rank_count} ranks) "
                       f"would queue on cluster {job.cluster} in experiment {job.experiment}")  # fmt: skip
@@ -144,7 +150,7 @@ def _variables(pairs: list[str]) -> dict[str, str]:
 def validate(
     file: Annotated[Path, typer.Option("--file", "-f", help="Job spec (YAML or JSON).")],
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment (else the spec's).")] = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Check a job spec as a submission would (the server included); submit nothing. Same as create --dry-run."""
     create(file=file, experiment=experiment, name=None, wait=False, follow=False, env=None, dry_run=True,
@@ -156,7 +162,7 @@ def list_(
     experiment: ExperimentOpt = None,
     state: Annotated[JobState | None, typer.Option("--state", help="Only jobs in this state.")] = None,
     all_experiments: Annotated[bool, typer.Option("--all", "-A", help="Jobs of every experiment.")] = False,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
     output: OutputOpt = "table",
 ) -> None:
     """List the jobs of an experiment (default: CORRAL_EXPERIMENT, else default), or of all of them."""
@@ -183,7 +189,7 @@ def list_(
 
 @app.command("show")
 def show(
-    name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
+    name: JobNameArg, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = None, output: OutputOpt = "table"
 ) -> None:
     """Show a job: state, timing, exit code, error, attempts."""
     j = client(workspace, experiment).get_job(name)
@@ -218,7 +224,7 @@ def show(
 
 @app.command("logs")
 def logs(
-    name: str,
+    name: JobNameArg,
     follow: Annotated[
         bool,
         typer.Option("--follow", "-f", help="Stream until the job ends (every rank unless told); exit with its code."),
@@ -238,7 +244,7 @@ def logs(
         int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines (not with -f).")
     ] = None,
     experiment: ExperimentOpt = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Print a job's logs: stdout to stdout, stderr to stderr; ``[rank node]`` before each line of several ranks."""
     c = client(workspace, experiment)
@@ -303,7 +309,7 @@ def _chosen_ranks(c: Client, name: str, *, rank: int | None, ranks: str | None, 
 
 
 @app.command("terminate")
-def terminate(name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default") -> None:
+def terminate(name: JobNameArg, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Terminate a job (SIGTERM, then SIGKILL after its grace period)."""
     job = client(workspace, experiment).terminate_job(name)
     console.print(f"{job.name} {job.state.value}")
@@ -311,10 +317,10 @@ def terminate(name: str, experiment: ExperimentOpt = None, workspace: WorkspaceO
 
 @app.command("wait")
 def wait(
-    name: str,
+    name: JobNameArg,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 124).")] = None,
     experiment: ExperimentOpt = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Wait for a job to end; exit with its exit code (non-zero if it failed or was terminated), 124 when
     ``--timeout`` passes first, 4 when there is no such job."""
@@ -333,15 +339,21 @@ def wait(
 
 
 @app.command("delete")
-def delete(name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default") -> None:
-    """Delete a finished job and its logs (outputs written to your own paths stay)."""
-    client(workspace, experiment).delete_job(name)
+def delete(
+    name: JobNameArg, yes: YesOpt = False, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = None
+) -> None:
+    """Delete a finished job and its logs (outputs written to your own paths stay); it asks first, unless --yes."""
+    c = client(workspace, experiment)
+    if not yes:
+        job = c.get_job(name)
+        confirm(f"Delete job {name!r} ({job.state.value}, experiment {job.experiment}) and its logs?")
+    c.delete_job(name)
     console.print(f"deleted job {name}")
 
 
 @app.command("events")
 def events(
-    name: str, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = "default", output: OutputOpt = "table"
+    name: JobNameArg, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = None, output: OutputOpt = "table"
 ) -> None:
     """The job's history of state changes."""
     items = client(workspace, experiment).job_events(name)
@@ -351,11 +363,11 @@ def events(
 
 @app.command("files")
 def files(
-    name: str,
+    name: JobNameArg,
     output_id: Annotated[str | None, typer.Option("--output", help="Output id (or stdouterr).")] = None,
     path: Annotated[str, typer.Option("--path", help="Directory inside the output.")] = "",
     experiment: ExperimentOpt = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
     fmt: Annotated[str, typer.Option("-o", "--format", help="Output format: table, json or yaml.")] = "table",
 ) -> None:
     """List a job's output files (without --output: its output ids)."""
@@ -366,15 +378,19 @@ def files(
 
 @app.command("download")
 def download(
-    name: str,
+    name: JobNameArg,
     dest: Annotated[Path, typer.Argument(help="Where to save: a directory (created), or a file's new name.")],
     output_id: Annotated[str, typer.Option("--output", help="Output id (or stdouterr).")],
     path: Annotated[
         str, typer.Option("--path", help="A file or directory inside the output (default: all of it).")
     ] = "",
     experiment: ExperimentOpt = None,
-    workspace: WorkspaceOpt = "default",
+    workspace: WorkspaceOpt = None,
 ) -> None:
     """Download a job's output: a file, a directory, or all of it; prints each file saved."""
-    for saved in client(workspace, experiment).download(name, output=output_id, path=path, destination=dest):
-        console.print(str(saved))
+    with transfer_progress(f"downloading {output_id}") as progress:
+        saved = client(workspace, experiment).download(
+            name, output=output_id, path=path, destination=dest, progress=progress
+        )
+    for path_saved in saved:
+        console.print(str(path_saved))

@@ -9,6 +9,7 @@ import typer
 
 import corral
 from corral.cli import cluster, experiment, job, server, user, workspace
+from corral.cli import config as config_cli
 from corral.cli.common import OutputOpt, client, emit, make_table
 from corral.client import config
 from corral.core.errors import CorralError
@@ -17,7 +18,6 @@ app = typer.Typer(
     help="Corral: train and test machine-learning models on your own machines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 
@@ -32,8 +32,13 @@ def _options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", envvar="CORRAL_PROFILE", help="Config profile to use (corral config)."),
+    ] = None,
 ) -> None:
     """Corral: train and test machine-learning models on your own machines."""
+    config.choose_profile(profile)
 
 
 @app.command("whoami")
@@ -49,6 +54,7 @@ app.add_typer(experiment.app, name="experiment")
 app.add_typer(job.app, name="job")
 app.add_typer(workspace.app, name="workspace")
 app.add_typer(user.app, name="user")
+app.add_typer(config_cli.app, name="config")
 app.command("usage")(workspace.usage)
 
 

@@ -12,14 +12,14 @@ app = typer.Typer(help="Users: who submits jobs (each job records it), each with
 @app.command("create")
 def create(name: str, admin: bool = typer.Option(False, "--admin", help="Allowed to manage users and quotas.")) -> None:
     """Create a user and print its token (shown once; give it to the user as CORRAL_TOKEN)."""
-    user = client("default").create_user(name, admin=admin)
+    user = client().create_user(name, admin=admin)
     console.print(user.token)
 
 
 @app.command("list")
 def list_(output: OutputOpt = "table") -> None:
     """List users."""
-    users = client("default").list_users()
+    users = client().list_users()
     emit(
         users, output, make_table(["NAME", "ADMIN", "CREATED"], [(u.name, u.admin, when(u.created_at)) for u in users])
     )

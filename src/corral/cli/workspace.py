@@ -16,7 +16,7 @@ def _quota(value: int | None) -> str:
 @app.command("list")
 def list_(output: OutputOpt = "table") -> None:
     """List workspaces with their quotas."""
-    spaces = client("default").list_workspaces()
+    spaces = client().list_workspaces()
     rows = [(w.name, _quota(w.quota.max_nodes), _quota(w.quota.max_gpus), when(w.created_at)) for w in spaces]
     emit(spaces, output, make_table(["NAME", "MAX NODES", "MAX GPUS", "CREATED"], rows))
 
@@ -24,7 +24,7 @@ def list_(output: OutputOpt = "table") -> None:
 @app.command("create")
 def create(name: str) -> None:
     """Create a workspace."""
-    console.print(client("default").create_workspace(name).name)
+    console.print(client().create_workspace(name).name)
 
 
 @app.command("quota")
@@ -38,7 +38,7 @@ def quota(
     console.print(f"{w.name}: max nodes {_quota(w.quota.max_nodes)}, max gpus {_quota(w.quota.max_gpus)}")
 
 
-def usage(workspace: WorkspaceOpt = "default", output: OutputOpt = "table") -> None:
+def usage(workspace: WorkspaceOpt = None, output: OutputOpt = "table") -> None:
     """Node-hours and GPU-hours per user and per experiment (running jobs up to now)."""
     u = client(workspace).usage()
     if output == "json":

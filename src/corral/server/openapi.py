@@ -32,6 +32,18 @@ TEXT_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"description": "The text", "content": {"text/plain": {"schema": {"type": "string"}}}}
 }
 
+LIST_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One page, oldest first",
+        "headers": {
+            "X-Next-Cursor": {
+                "description": "Present when more follow: give it as ``cursor`` for the next page",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
+
 LOG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The log as text (``follow=false``; ``X-Log-Size`` is where a later read goes on, "

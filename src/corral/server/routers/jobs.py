@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sse_starlette import EventSourceResponse
 
@@ -13,7 +14,7 @@ from corral.core.models import FilePage, Job, JobCreate, JobEvent
 from corral.core.specs import NAME_PATTERN
 from corral.core.states import JobState
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
-from corral.server.openapi import FILE_RESPONSE, LOG_RESPONSE
+from corral.server.openapi import FILE_RESPONSE, LIST_RESPONSE, LOG_RESPONSE
 from corral.server.services import jobs as service
 from corral.server.services import outputs
 from corral.server.services.logstream import follow_job, parse_cursor, parse_ranks
@@ -26,17 +27,36 @@ JobLimit = Query(1000, ge=1, le=10_000)
 MAX_CURSOR = 8000
 
 
-@workspace_router.get("")
-def list_workspace_jobs(
-    ws: PathName,
-    ctx: Ctx,
-    _p: CurrentPrincipal,
-    state: JobState | None = None,
-    name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    limit: int = JobLimit,
-) -> list[Job]:
+@dataclass
+class JobFilter:
+    """What a job list may be narrowed to, and where its page starts."""
+
+    state: JobState | None = None
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN, description="This name only.")] = None
+    prefix: Annotated[str | None, Query(max_length=64, description="Names that start with this.")] = None
+    cursor: Annotated[
+        str | None, Query(max_length=20, pattern="^[0-9]+$", description="X-Next-Cursor of the last page.")
+    ] = None
+    limit: int = JobLimit
+
+
+def _job_page(ctx: Ctx, response: Response, ws: str, exp: str | None, f: JobFilter) -> list[Job]:
     with ctx.db.read() as session:
-        return service.list_jobs(session, workspace=ws, experiment=None, state=state, name=name, limit=limit)
+        jobs, next_cursor = service.list_jobs(
+            session, workspace=ws, experiment=exp, state=f.state, name=f.name, prefix=f.prefix,
+            after=int(f.cursor) if f.cursor else None, limit=f.limit,
+        )  # fmt: skip
+    if next_cursor is not None:
+        response.headers["X-Next-Cursor"] = next_cursor
+    return jobs
+
+
+@workspace_router.get("", responses=LIST_RESPONSE)
+def list_workspace_jobs(
+    ws: PathName, ctx: Ctx, _p: CurrentPrincipal, response: Response, f: Annotated[JobFilter, Depends()]
+) -> list[Job]:
+    """Jobs of every experiment of the workspace, oldest first; ``X-Next-Cursor`` is set when more follow."""
+    return _job_page(ctx, response, ws, None, f)
 
 
 @router.post("", status_code=201, response_model=Job, responses={200: {"model": Job, "description": "dry_run: valid"}})
@@ -69,17 +89,12 @@ async def create_job(
     return Response(job.model_dump_json(), status_code=201, media_type="application/json")
 
 
-@router.get("")
+@router.get("", responses=LIST_RESPONSE)
 def list_jobs(
-    ws: PathName,
-    exp: PathName,
-    ctx: Ctx,
-    _p: CurrentPrincipal,
-    state: JobState | None = None,
-    limit: int = JobLimit,
+    ws: PathName, exp: PathName, ctx: Ctx, _p: CurrentPrincipal, response: Response, f: Annotated[JobFilter, Depends()]
 ) -> list[Job]:
-    with ctx.db.read() as session:
-        return service.list_jobs(session, workspace=ws, experiment=exp, state=state, limit=limit)
+    """Jobs of the experiment, oldest first; ``X-Next-Cursor`` is set when more follow."""
+    return _job_page(ctx, response, ws, exp, f)
 
 
 @router.get("/{name}")

@@ -274,10 +274,12 @@ def list_jobs(
     experiment: str | None,
     state: JobState | None = None,
     name: str | None = None,
+    prefix: str | None = None,
+    after: int | None = None,
     limit: int = 1000,
-) -> list[Job]:
+) -> tuple[list[Job], str | None]:
     """Jobs of one experiment, or of every experiment of the workspace (``experiment=None``), oldest first,
-    each with its attempts (as ``show`` gives them)."""
+    each with its attempts (as ``show`` gives them); and the cursor of the next page (None on the last)."""
     ws = workspace_row(session, workspace)
     query = select(JobRow, ExperimentRow.name).join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
     if experiment is not None:
@@ -288,7 +290,13 @@ def list_jobs(
         query = query.where(JobRow.state == state.value)
     if name is not None:
         query = query.where(JobRow.name == name)
-    rows = session.execute(query.order_by(JobRow.id).limit(limit)).all()
+    if prefix:
+        query = query.where(JobRow.name.startswith(prefix, autoescape=True))
+    if after is not None:
+        query = query.where(JobRow.id > after)
+    rows = session.execute(query.order_by(JobRow.id).limit(limit + 1)).all()
+    next_cursor = str(rows[limit - 1][0].id) if len(rows) > limit else None
+    rows = rows[:limit]
     attempts: dict[int, list[AttemptRow]] = {}
     ids = [row.id for row, _ in rows]
     for start in range(0, len(ids), 1000):  # bounded IN lists
@@ -297,10 +305,11 @@ def list_jobs(
             select(AttemptRow).where(AttemptRow.job_id.in_(chunk)).order_by(AttemptRow.job_id, AttemptRow.number)
         ):
             attempts.setdefault(attempt.job_id, []).append(attempt)
-    return [
+    jobs = [
         to_model(row, workspace=workspace, experiment=exp_name, attempts=attempts.get(row.id, []))
         for row, exp_name in rows
     ]
+    return jobs, next_cursor
 
 
 def get_job(session: Session, *, workspace: str, experiment: str, name: str) -> Job:
