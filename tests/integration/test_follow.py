@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+
+import httpx
+import pytest
 
 from corral.core.models import FollowEvent
 from tests.conftest import ServerHandle, until
@@ -69,3 +73,58 @@ def test_a_follow_outlives_a_server_restart_losing_and_repeating_nothing(server_
     lines = [line for e in seen if e.kind == "log" for line in e.lines]
     assert lines == [f"line {i}" for i in range(80)]
     assert seen[-1].kind == "end" and seen[-1].state == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_follow_of_700_ranks_resumes_with_small_ids_and_starts_at_a_tail(
+    server_factory: object, tmp_path: Path
+) -> None:
+    """Event ids name one stream each, however many ranks are followed (they once held every stream's offset,
+    past 8,000 characters at this size); across a server restart the SDK resumes with their union, losing and
+    repeating no line of 700 ranks; ``tail`` starts each stream at its last lines."""
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    c = srv.client()
+    c.create_cluster({"name": "wide", "scale": {"nodes": 2}})
+    script = tmp_path / "ranks.sh"
+    script.write_text(
+        'for i in 1 2 3; do echo "rank $RANK line $i of a log long enough"; done\n'
+        'while [ ! -e "$GO" ]; do sleep 0.2; done\n'
+        'echo "rank $RANK done"; echo "rank $RANK says bye" >&2\n'
+    )
+    go = tmp_path / "go"
+    spec = {
+        "cluster": "wide", "node_count": 2, "env": {"GO": str(go)},
+        "pytorch": {"script": str(script), "interpreter": "sh", "processes_per_node": 350},
+    }  # fmt: skip
+    job = c.create_job(spec)
+    seen: list[FollowEvent] = []
+    ids: list[str] = []
+
+    def follow() -> None:
+        seen.extend(srv.client().follow_job(job.name, reconnect_for=90))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    until(lambda: sum(len(e.lines) for e in seen if e.kind == "log") >= 3 * 700, timeout=120)
+    srv.kill()
+    go.touch()  # the ranks finish while no server runs
+    time.sleep(0.5)
+    srv.start()
+    follower.join(timeout=120)
+    assert not follower.is_alive()
+    stdout = sorted((e.rank, line) for e in seen if e.kind == "log" and e.stream == "stdout" for line in e.lines)
+    expected = [(r, f"rank {r} line {i} of a log long enough") for r in range(700) for i in (1, 2, 3)]
+    assert stdout == sorted(expected + [(r, f"rank {r} done") for r in range(700)])
+    assert sorted(e.rank for e in seen if e.kind == "log" and e.stream == "stderr") == list(range(700))
+    assert seen[-1].kind == "end" and seen[-1].state == "succeeded"
+    with httpx.stream(
+        "GET", f"{srv.url}/api/v1/workspaces/default/experiments/default/jobs/{job.name}/logs",
+        params={"follow": "true", "ranks": "all"}, headers={"Authorization": f"Bearer {srv.token}"},
+    ) as response:  # fmt: skip
+        ids = [line[4:] for line in response.iter_lines() if line.startswith("id: ")]
+    assert len(ids) >= 1400 and max(len(i) for i in ids) < 20
+    tailed = [e for e in c.follow_job(job.name, ranks="0,699", tail=1) if e.kind == "log"]
+    assert sorted((e.rank, e.stream, e.lines[0]) for e in tailed) == [
+        (0, "stderr", "rank 0 says bye"), (0, "stdout", "rank 0 done"),
+        (699, "stderr", "rank 699 says bye"), (699, "stdout", "rank 699 done"),
+    ]  # fmt: skip

@@ -52,12 +52,14 @@ def _follow(
     streams: str = "stdout,stderr",
     experiment: str | None = None,
     attempt: int | None = None,
+    tail: int | None = None,
 ) -> Job:
     """Print the job's state changes (to stderr) and its ranks' lines as they come, ``[rank node]`` before
     each when several ranks are followed; on the end, a closing line (and the failing rank's last stderr)."""
     prefixed = False
     try:
-        for event in c.follow_job(name, ranks=ranks, streams=streams, experiment=experiment, attempt=attempt):
+        events = c.follow_job(name, ranks=ranks, streams=streams, experiment=experiment, attempt=attempt, tail=tail)
+        for event in events:
             if event.kind == "state":
                 prefixed = len(event.ranks) > 1
             if event.kind == "log":
@@ -241,7 +243,8 @@ def logs(
         str, typer.Option("--stream", help="stdout, stderr, prepare (per node) or mpirun (an MPI job's launcher).")
     ] = "",
     tail: Annotated[
-        int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines (not with -f).")
+        int | None,
+        typer.Option("--tail", "-n", min=0, help="Only the last N lines (-f: of each stream)."),
     ] = None,
     experiment: ExperimentOpt = None,
     workspace: WorkspaceOpt = None,
@@ -260,7 +263,7 @@ def logs(
         raise typer.BadParameter(f"give stdout, stderr, prepare or mpirun, got {stream!r}", param_hint="--stream")
     chosen = _chosen_ranks(c, name, rank=rank, ranks=ranks, node=node, follow=follow)
     if follow:
-        job = _follow(c, name, ranks=chosen, streams=stream or "stdout,stderr", attempt=attempt)
+        job = _follow(c, name, ranks=chosen, streams=stream or "stdout,stderr", attempt=attempt, tail=tail)
         raise typer.Exit(exit_status(job))
     job = c.get_job(name)
     selected = range(job.rank_count) if chosen == "all" else [int(r) for r in chosen.split(",")]

@@ -91,21 +91,25 @@ class LogsMixin(ClientBase):
         ranks: str = "all",
         streams: str = "stdout,stderr",
         attempt: int | None = None,
+        tail: int | None = None,
         experiment: str | None = None,
         workspace: str | None = None,
         reconnect_for: float = 120.0,
     ) -> Iterator[FollowEvent]:
         """The job's state and the lines of ``ranks`` (``all``, or ``0,3``) as they come, until its end: typed
         :class:`FollowEvent` objects. A lost connection (a server restart) is taken up again where it stopped, for
-        up to ``reconnect_for`` seconds, neither repeating nor losing a line."""
+        up to ``reconnect_for`` seconds, neither repeating nor losing a line. ``tail``: start each stream at
+        its last lines instead of its first."""
         path = self._job(name, experiment, workspace) + "/logs"
         params: dict[str, str | int] = {"follow": "true", "ranks": ranks, "streams": streams}
         if attempt is not None:
             params["attempt"] = attempt
-        cursor: str | None = None
+        if tail is not None:
+            params["tail"] = tail
+        cursor = _Cursor()
         lost_since: float | None = None
         while True:
-            headers = {"Last-Event-ID": cursor} if cursor else {}
+            headers = {"Last-Event-ID": str(cursor)} if cursor.attempt else {}
             try:
                 with connect_sse(
                     self._http, "GET", path, params=params, headers=headers, timeout=httpx.Timeout(30, read=None)
@@ -118,7 +122,7 @@ class LogsMixin(ClientBase):
                         if sse.event not in FOLLOW_EVENTS:  # a keep-alive ping
                             continue
                         if sse.id:
-                            cursor = sse.id
+                            cursor.add(sse.id)
                         event = FollowEvent.model_validate({"kind": sse.event, **json.loads(sse.data)})
                         yield event
                         if event.kind == "end":
@@ -143,3 +147,23 @@ class LogsMixin(ClientBase):
                         return
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
+
+
+class _Cursor:
+    """Where a follow stands: the union of the events' ids (each names one stream's offset) since the latest
+    attempt began, sent back as one cursor on a reconnect."""
+
+    def __init__(self) -> None:
+        self.attempt = ""
+        self.parts: dict[str, str] = {}
+
+    def add(self, event_id: str) -> None:
+        attempt, _, parts = event_id.partition("/")
+        if attempt != self.attempt:
+            self.attempt, self.parts = attempt, {}
+        for part in filter(None, parts.split(",")):
+            stream = part[: len(part.rstrip("0123456789"))]  # "3o" of "3o1024"
+            self.parts[stream] = part
+
+    def __str__(self) -> str:
+        return f"{self.attempt}/" + ",".join(self.parts.values())

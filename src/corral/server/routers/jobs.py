@@ -23,8 +23,8 @@ router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs
 #: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
 workspace_router = APIRouter(prefix="/workspaces/{ws}/jobs", tags=["jobs"])
 JobLimit = Query(1000, ge=1, le=10_000)
-#: A follow's cursor (an event id) and a list of ranks stay well within what an HTTP request line may hold.
-MAX_CURSOR = 8000
+#: A follow's cursor: an offset for each stream of up to MAX_PROCESSES ranks (about 15 bytes each).
+MAX_CURSOR = 256 * 1024
 
 
 @dataclass
@@ -164,9 +164,9 @@ def get_logs(
     stream: Literal["stdout", "stderr", "prepare", "mpirun"] = "stdout",
     follow: bool = False,
     attempt: int | None = Query(None, ge=1),
-    tail: int | None = Query(None, ge=0, description="Only the last lines, this many."),
+    tail: int | None = Query(None, ge=0, description="Only the last lines, this many (follow: of each stream)."),
     offset: int = Query(0, ge=0, description="Start at this byte (a previous read's X-Log-Size)."),
-    ranks: str | None = Query(None, max_length=4000, description="follow: 'all' or ranks such as 0,3."),
+    ranks: str | None = Query(None, max_length=32_768, description="follow: 'all' or ranks such as 0,3."),
     streams: str = Query("stdout,stderr", max_length=20, description="follow: stdout, stderr or both."),
     cursor: str | None = Query(None, max_length=MAX_CURSOR, description="follow: go on after this event id."),
     last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR)] = None,
@@ -185,7 +185,7 @@ def get_logs(
         parse_cursor(cursor or last_event_id)
         events = follow_job(
             ctx, workspace=ws, experiment=exp, job=name, ranks=chosen, streams=chosen_streams, attempt=attempt,
-            cursor=cursor or last_event_id,
+            cursor=cursor or last_event_id, tail=tail,
         )  # fmt: skip
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-cache"})
     with ctx.db.read() as session:

@@ -5,14 +5,18 @@ Events, each with JSON data:
 - ``state``: ``{"state", "reason", "attempt", "nodes", "ranks"}`` (``ranks``: those followed), first,
   then on every change (a queued job's reason, the nodes it runs on once it starts);
 - ``log``: ``{"rank", "node", "stream", "lines": [...]}``: whole lines of one rank's stdout or stderr,
-  as written (a ``\\r`` of a progress bar is kept); its ``id`` is a cursor;
+  as written (a ``\\r`` of a progress bar is kept); its ``id`` says where that stream now stands;
 - ``attempt``: ``{"attempt": n}``: the job was requeued; the new attempt's logs follow from their start;
 - ``end``: ``{"state", "exit_code", "error", "seconds"}``, last.
 
-Every byte of every followed file is sent before ``end``. A client that loses the connection sends the
-last cursor it got (``Last-Event-ID``, or ``?cursor=``) and the stream goes on from there, neither
-repeating nor losing a line. A cursor is ``<attempt>/<rank><o|e><offset>,…``: the offsets are at line
-ends. Between reads the stream sleeps on the job's end-waiter, so the end comes as soon as it happens.
+Every byte of every followed file is sent before ``end``. A client that loses the connection sends a
+cursor (``Last-Event-ID``, or ``?cursor=``) and the stream goes on from there, neither repeating nor losing
+a line. A cursor is ``<attempt>/<rank><o|e><offset>,…`` (offsets at line ends; a stream not named starts at
+0, or at ``tail``). Each ``log`` event's id is the cursor part of its own stream (``2/3o1024``), so ids stay
+small however many ranks are followed; a client resumes with the union of the parts it got since the last
+``attempt`` event (the SDK keeps it). With one stream followed, the last id is the whole cursor, as a plain
+``EventSource`` expects. ``tail=N`` starts each stream at its last N lines. Between reads the stream sleeps
+on the job's end-waiter, so the end comes as soon as it happens.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from corral.core.states import JobState
 from corral.server.context import ServerContext
 from corral.server.services.jobs import rank_nodes_of
 from corral.server.services.lookup import job_row
-from corral.server.services.outputs import CHUNK_BYTES, log_file, mask
+from corral.server.services.outputs import CHUNK_BYTES, log_file, log_range, mask
 from corral.store.tables import AttemptRow
 
 POLL_SECONDS = 0.25
@@ -112,9 +116,8 @@ def parse_cursor(cursor: str | None) -> tuple[int, dict[tuple[int, str], int]] |
         raise InvalidRequest(f"cursor: not one this server gave, got {cursor!r}") from None
 
 
-def _cursor(attempt: int, tails: dict[tuple[int, str], _Tail]) -> str:
-    letter = {"stdout": "o", "stderr": "e"}
-    return f"{attempt}/" + ",".join(f"{rank}{letter[stream]}{tail.offset}" for (rank, stream), tail in tails.items())
+def _cursor_part(attempt: int, rank: int, stream: str, offset: int) -> str:
+    return f"{attempt}/{rank}{'o' if stream == 'stdout' else 'e'}{offset}"
 
 
 async def follow_job(
@@ -127,9 +130,10 @@ async def follow_job(
     streams: Sequence[str] = STREAMS,
     attempt: int | None = None,
     cursor: str | None = None,
+    tail: int | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Without ``attempt``, follow the latest one: when the job is requeued, an ``attempt`` event comes and
-    the new attempt's lines follow."""
+    the new attempt's lines follow. ``tail``: without a cursor, start each stream at its last lines."""
     resume = parse_cursor(cursor)
 
     def _load(number: int | None) -> tuple[int, dict[tuple[int, str], Path], list[str]]:
@@ -164,7 +168,12 @@ async def follow_job(
     if resume is not None and attempt is None:
         following = resume[0]
     job_id, files, secrets = await asyncio.to_thread(_load, following)
-    offsets = resume[1] if resume is not None and resume[0] == (following or resume[0]) else {}
+    if resume is not None:
+        offsets = resume[1] if resume[0] == (following or resume[0]) else {}
+    elif tail is not None:
+        offsets = {key: log_range(path, tail=tail)[0] for key, path in files.items()}
+    else:
+        offsets = {}
     tails = {key: _Tail(path, offsets.get(key, 0)) for key, path in files.items()}
     shown: tuple[str, str | None, int, tuple[str, ...]] | None = None
     placed: list[str | None] = []
@@ -185,20 +194,22 @@ async def follow_job(
         final = JobState(now.state).is_terminal
         moved_on = attempt is None and now.attempt > following
         sent = False
-        for (rank, stream), tail in tails.items():
+        for (rank, stream), reader in tails.items():
             more = True
             while more:  # to the end of what is written: before an end event, every byte
-                lines, more = tail.read_lines(final=final or moved_on)
+                lines, more = reader.read_lines(final=final or moved_on)
                 if lines:
                     sent = True
                     node = placed[rank] if rank < len(placed) else None
                     data = {"rank": rank, "node": node, "stream": stream, "lines": [mask(x, secrets) for x in lines]}
-                    yield ServerSentEvent(json.dumps(data), event="log", id=_cursor(following, tails))
+                    yield ServerSentEvent(
+                        json.dumps(data), event="log", id=_cursor_part(following, rank, stream, reader.offset)
+                    )
         if moved_on:
             following = now.attempt
             _, files, _ = await asyncio.to_thread(_load, following)
             tails = {key: _Tail(path) for key, path in files.items()}
-            yield ServerSentEvent(json.dumps({"attempt": following}), event="attempt", id=_cursor(following, tails))
+            yield ServerSentEvent(json.dumps({"attempt": following}), event="attempt", id=f"{following}/")
             continue
         if final:
             end = {"state": now.state, "exit_code": now.exit_code, "error": now.error, "seconds": now.seconds}
