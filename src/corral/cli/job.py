@@ -57,11 +57,17 @@ def _follow(
     """Print the job's state changes (to stderr) and its ranks' lines as they come, ``[rank node]`` before
     each when several ranks are followed; on the end, a closing line (and the failing rank's last stderr)."""
     prefixed = False
+    placed: tuple[int | None, list[str]] | None = None  # the attempt and nodes last said
     try:
         events = c.follow_job(name, ranks=ranks, streams=streams, experiment=experiment, attempt=attempt, tail=tail)
         for event in events:
             if event.kind == "state":
                 prefixed = len(event.ranks) > 1
+                if event.nodes and event.state != "running" and placed != (event.attempt, event.nodes):
+                    # Not seen running (it ran between two looks, or before the follow began): say where it ran.
+                    err_console.print(f"ran on {', '.join(event.nodes)} (attempt {event.attempt})", highlight=False)
+                if event.nodes:
+                    placed = (event.attempt, event.nodes)
             if event.kind == "log":
                 out = sys.stderr if event.stream == "stderr" else sys.stdout
                 prefix = f"[{event.rank}{' ' + event.node if event.node else ''}] " if prefixed else ""
@@ -69,7 +75,7 @@ def _follow(
                 out.flush()
             elif event.kind == "state" and event.state == "queued":
                 err_console.print(f"queued: {event.reason or 'waiting for the control loop'}", highlight=False)
-            elif event.kind == "state" and event.state == "running":
+            elif event.kind == "state" and event.state == "running" and event.nodes:
                 err_console.print(f"running on {', '.join(event.nodes)} (attempt {event.attempt})", highlight=False)
             elif event.kind == "state" and event.state == "terminating":
                 err_console.print("terminating", highlight=False)

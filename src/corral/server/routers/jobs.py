@@ -23,8 +23,12 @@ router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs
 #: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
 workspace_router = APIRouter(prefix="/workspaces/{ws}/jobs", tags=["jobs"])
 JobLimit = Query(1000, ge=1, le=10_000)
-#: A follow's cursor: an offset for each stream of up to MAX_PROCESSES ranks (about 15 bytes each).
+#: A follow's cursor in ``Last-Event-ID``: an offset for each stream of many ranks (about 10 bytes each). In the
+#: URL (``?cursor=``) it stays within what every proxy and client passes in a request line.
 MAX_CURSOR = 256 * 1024
+MAX_QUERY_CURSOR = 8000
+#: Row ids are 32-bit integers: a list cursor past the last one gives an empty page.
+MAX_ROW_ID = 2**31 - 1
 
 
 @dataclass
@@ -34,9 +38,7 @@ class JobFilter:
     state: JobState | None = None
     name: Annotated[str | None, Query(pattern=NAME_PATTERN, description="This name only.")] = None
     prefix: Annotated[str | None, Query(max_length=64, description="Names that start with this.")] = None
-    cursor: Annotated[
-        str | None, Query(max_length=20, pattern="^[0-9]+$", description="X-Next-Cursor of the last page.")
-    ] = None
+    cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$", description="X-Next-Cursor of the last page.")] = None
     limit: int = JobLimit
 
 
@@ -44,7 +46,7 @@ def _job_page(ctx: Ctx, response: Response, ws: str, exp: str | None, f: JobFilt
     with ctx.db.read() as session:
         jobs, next_cursor = service.list_jobs(
             session, workspace=ws, experiment=exp, state=f.state, name=f.name, prefix=f.prefix,
-            after=int(f.cursor) if f.cursor else None, limit=f.limit,
+            after=min(int(f.cursor), MAX_ROW_ID) if f.cursor else None, limit=f.limit,
         )  # fmt: skip
     if next_cursor is not None:
         response.headers["X-Next-Cursor"] = next_cursor
@@ -168,7 +170,7 @@ def get_logs(
     offset: int = Query(0, ge=0, description="Start at this byte (a previous read's X-Log-Size)."),
     ranks: str | None = Query(None, max_length=32_768, description="follow: 'all' or ranks such as 0,3."),
     streams: str = Query("stdout,stderr", max_length=20, description="follow: stdout, stderr or both."),
-    cursor: str | None = Query(None, max_length=MAX_CURSOR, description="follow: go on after this event id."),
+    cursor: str | None = Query(None, max_length=MAX_QUERY_CURSOR, description="follow: go on from here."),
     last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR)] = None,
 ) -> Response:
     """The log of one rank (of the latest attempt, or ``attempt``), streamed whatever its size; ``mpirun`` is
