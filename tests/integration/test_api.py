@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
 from corral.core.errors import AlreadyExists, Conflict, InvalidRequest, InvalidSpec, NotFound
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, until
+
+CORRAL = str(Path(sys.executable).parent / "corral")
 
 
 def api(server: ServerHandle, method: str, path: str, token: str | None = None, **kwargs: object) -> httpx.Response:
@@ -168,3 +174,23 @@ def test_dry_run_checks_everything_and_stores_nothing(server: ServerHandle) -> N
     assert c.wait_job(job.name, timeout=30).state == "succeeded"
     with pytest.raises(AlreadyExists):
         c.create_job(spec, dry_run=True)
+
+
+def test_health_says_when_the_control_loop_fails(server_factory: object) -> None:
+    """A database broken under a running server: the loop's passes fail, and health answers 503 naming the
+    kind of error (the cause is in the server's log) instead of a cheerful ok."""
+    srv: ServerHandle = server_factory(settings={"CORRAL_SCHEDULER_TICK": "0.3"})  # type: ignore[operator]
+    first = httpx.get(f"{srv.url}/api/v1/health")
+    assert first.status_code == 200 and first.json()["loop"]["status"] == "ok"
+    assert first.json()["loop"]["last_pass_seconds_ago"] < 30
+    with sqlite3.connect(srv.database_url.removeprefix("sqlite:///")) as db:
+        db.execute("DROP TABLE nodes")
+    assert api(srv, "PUT", "/workspaces/default/quota", json={"max_nodes": 3}).status_code == 200  # reload clusters
+    until(lambda: httpx.get(f"{srv.url}/api/v1/health").status_code == 503, timeout=30)
+    sick = httpx.get(f"{srv.url}/api/v1/health").json()
+    assert sick["status"] == "unhealthy" and sick["loop"]["status"] == "failing"
+    assert sick["loop"]["failures_in_a_row"] >= 3 and sick["loop"]["error"].startswith("OperationalError")
+    assert "control loop pass failed" in (srv.home / "server.log").read_text()
+    status = subprocess.run([CORRAL, "server", "status"], env={**srv.env, "CORRAL_CONFIG": "/nonexistent"},
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 1 and "unhealthy: its control loop is failing: OperationalError" in status.stderr

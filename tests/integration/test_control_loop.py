@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
-from corral.backends.local.backend import LocalBackend
+from corral.backends.registry import create_backends
 from corral.core.models import Job, JobCreate
 from corral.core.states import JobState
+from corral.scheduler import liveness
 from corral.scheduler.loop import Controller
 from corral.server.services import clusters, jobs
 from corral.server.services.lookup import NameCache
@@ -26,16 +29,20 @@ def one_node_loop(database: str, tmp_path: Path) -> Iterator[tuple[Database, Con
     """A database with a one-node cluster ``c`` and a control loop over it, without its thread."""
     db = Database(database)
     db.migrate()
+    backends = create_backends(home=tmp_path, code_dir=tmp_path / "code")
     with db.write() as session:
         ensure_defaults(session)
         clusters.create_cluster(
-            session, workspace="default", spec_data={"name": "c", "scale": {"nodes": 1}}, max_nodes=10
+            session,
+            workspace="default",
+            spec_data={"name": "c", "scale": {"nodes": 1}},
+            max_nodes=10,
+            provider=backends.nodes,
         )
-    backend = LocalBackend(code_dir=tmp_path / "code")
     try:
-        yield db, Controller(db=db, backend=backend, node_root=lambda ws, c, n: str(tmp_path / "nodes" / c / n))
+        yield db, Controller(db=db, backends=backends)
     finally:
-        backend.close()
+        backends.close()
         db.dispose()
 
 
@@ -95,3 +102,26 @@ def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_
             assert shown.spec is None and shown.toolkit == "custom" and shown.state == JobState.FAILED
             found = jobs.delete_job(session, workspace="default", experiment="default", name=made[0])
             assert found[0] == bad.job_dir
+
+
+def test_liveness_tells_a_stuck_loop_from_a_passing_one(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that never returns leaves the last pass ever further behind: health says stuck."""
+    monkeypatch.setattr(liveness, "STUCK_AFTER", 0.5)
+    with one_node_loop(database, tmp_path) as (_db, controller):
+        controller._tick = 0.05
+        controller._liveness.tick = 0.05
+        controller.start()
+        deadline = time.monotonic() + 10
+        while controller.health()["last_pass_seconds_ago"] > 0.2:  # type: ignore[operator]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert controller.health()["status"] == "ok"
+        hold = threading.Event()
+        monkeypatch.setattr(controller, "run_once", hold.wait)  # the next pass blocks, as a hung one would
+        time.sleep(1.0)
+        assert controller.health()["status"] == "stuck"
+        hold.set()
+        controller.stop()
+        assert controller.health()["status"] == "stopped"

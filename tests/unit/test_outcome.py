@@ -4,9 +4,9 @@ from dataclasses import replace
 
 from corral.backends.base import ExitKind, ProcessExit
 from corral.backends.local.wrapper import parse_exit_file
-from corral.core.states import JobState, can_transition
+from corral.core.states import ErrorCode, JobState, can_transition
 from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
-from corral.scheduler.outcome import RetryPolicy, Run, attempt_outcome
+from corral.scheduler.outcome import Failure, RetryPolicy, Run, attempt_outcome
 
 
 def run_with(*reports: tuple[ExitKind, int | None]) -> Run:
@@ -53,7 +53,7 @@ def test_prepare_failure() -> None:
 
 def test_first_failure_wins_over_later_kills() -> None:
     run = run_with((ExitKind.EXITED, 143), (ExitKind.EXITED, 7))
-    run.failure = ("JobFailed", "node 1 exited with code 7", 7)
+    run.failure = Failure(ErrorCode.JOB_FAILED, "node 1 exited with code 7", 7)
     outcome = attempt_outcome(run)
     assert outcome.exit_code == 7 and "node 1" in (outcome.error_message or "")
 

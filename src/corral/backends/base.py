@@ -1,19 +1,26 @@
-"""The contract between the control loop and a backend.
+"""The seam between Corral and the machines it runs on: what a backend can do, as three small interfaces.
 
-A backend starts the processes of a :class:`~corral.launch.plan.LaunchPlan` (after
-every node's ``prepare.command``), tells the loop when each process has ended
-(:class:`ProcessExit`, through the listener it was given), signals them on request,
-and, after a server restart, says what became of the processes of a plan it
-launched before (:meth:`Backend.recover`).
+- An :class:`Executor` starts the processes of a :class:`~corral.launch.plan.LaunchPlan` (after every node's
+  ``prepare.command``), tells the loop when each process has ended (:class:`ProcessExit`, through the listener
+  it was given), signals them on request, and, after a server restart, says what became of the processes of a
+  plan it launched before (:meth:`Executor.recover`).
+- A :class:`NodeProvider` says whether a cluster's nodes can exist, gives new nodes their address and
+  devices, and owns the files nodes keep (each node's directory, a job's temp dirs on every node).
+- :class:`NodeAccess` runs a command on a node and reads a node's files, for ``cluster node exec`` and
+  ``cluster node logs``.
+
+:class:`Backends` holds one of each; the server builds it in :mod:`corral.backends.registry`, the only module
+that imports a concrete backend. The scheduler, the services and the planners know these interfaces alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from corral.core.specs import ClusterSpec
 from corral.launch.plan import LaunchPlan
 
 
@@ -40,7 +47,7 @@ class ProcessExit:
 ExitListener = Callable[[ProcessExit], None]
 
 
-class Backend(Protocol):
+class Executor(Protocol):
     def set_listener(self, listener: ExitListener) -> None: ...
 
     def launch(self, plan: LaunchPlan) -> None:
@@ -57,3 +64,60 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Stop watching. Running processes are left running: jobs outlive the server."""
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A node as a backend needs to know it."""
+
+    workspace: str
+    cluster: str
+    name: str
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewNode:
+    """What a provider gives a node it adds: where it is reached, and the devices that are its alone."""
+
+    ip: str
+    gpus: tuple[int, ...] = ()
+
+
+class NodeProvider(Protocol):
+    def check(self, spec: ClusterSpec, count: int) -> list[str]:
+        """Raise ``InvalidSpec`` when ``count`` nodes of ``spec`` could never exist here; else warnings."""
+
+    def new_nodes(self, spec: ClusterSpec, count: int, *, held_gpus: set[int]) -> list[NewNode]:
+        """Up to ``count`` new nodes; fewer while what they need (``held_gpus``: other nodes' GPUs) is taken."""
+
+    def node_root(self, node: NodeRef) -> str:
+        """The node's own directory (its jobs' temp dirs, its setup's output), as the node sees it."""
+
+    def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
+        """Remove what a removed node kept, or (``node`` None) what every node of a deleted cluster kept."""
+
+    def remove_job_files(self, job_uid: str) -> None:
+        """Remove what every node kept of a deleted job."""
+
+
+class NodeAccess(Protocol):
+    async def run(self, node: NodeRef, argv: list[str]) -> AsyncIterator[tuple[str, str]]:
+        """Start ``argv`` on the node, in its directory and environment (raise ``InvalidRequest`` when it cannot
+        start); then yield ``(stream, line)`` as it writes and ``("exit", code)`` last. Closing the iterator
+        early kills the command."""
+
+    def read_text(self, node: NodeRef, relative: str) -> str:
+        """A file of the node's directory ('' when there is none)."""
+
+
+@dataclass
+class Backends:
+    """The backend the server runs on, one part per interface."""
+
+    executor: Executor
+    nodes: NodeProvider
+    access: NodeAccess
+
+    def close(self) -> None:
+        self.executor.close()

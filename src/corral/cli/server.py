@@ -80,3 +80,8 @@ def status() -> None:
         err_console.print(f"no Corral server answers at {url}")
         raise typer.Exit(1)
     console.print(f"Corral {health['version']} running at {url} (pid {health['pid']})")
+    loop = health.get("loop") or {}
+    if health.get("status") != "ok":
+        why = f"unhealthy: its control loop is {loop.get('status')}"
+        err_console.print(f"{why}: {loop['error']}" if loop.get("error") else why)
+        raise typer.Exit(1)

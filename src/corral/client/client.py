@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import BaseModel
 
 from corral.client.files import FilesMixin, Progress
+from corral.client.http import json_or_none
 from corral.client.jobs import RemoteJob
 from corral.client.logs import LogsMixin
-from corral.core.errors import CorralError
+from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
 from corral.core.models import (
     Cluster,
     Experiment,
@@ -55,7 +57,14 @@ class Client(LogsMixin, FilesMixin):
     """Every operation of the REST API (see the module's docstring)."""
 
     def health(self) -> dict[str, Any]:
-        return dict(self._request("GET", "/health").json())
+        """The server's health: ``status`` ok or unhealthy (then ``loop`` says why), version, pid."""
+        try:
+            response = self._http.get("/health")
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach the Corral server at {self.server}: {exc}") from None
+        if response.status_code not in (200, 503):
+            raise error_from_payload(json_or_none(response), f"HTTP {response.status_code}")
+        return dict(response.json())
 
     # ------------------------------------------------------------ workspaces
 

@@ -66,3 +66,27 @@ class ErrorCode(StrEnum):
     LAUNCH_FAILED = "LaunchFailed"
     #: The job's stored spec does not load any more (stored by an older version, or corrupted).
     INVALID_SPEC = "InvalidSpec"
+
+
+class AttemptReason(StrEnum):
+    """Why an attempt ended (``Attempt.reason``), shown in the attempt list; a failure's is its error code."""
+
+    EXITED = "Exited"  # every process exited 0
+    EXIT_CODE = "ExitCode"  # a process exited non-zero (JobFailed)
+    NOT_STARTED = "NotStarted"  # nothing ran: the server stopped during the launch
+    TERMINATED = "Terminated"
+    PREEMPTED = "Preempted"  # its nodes went to a waiting high-priority job, or the node was evicted
+    NODE_REMOVED = "NodeRemoved"  # a shrink of the cluster took its node
+    NODE_LOST = "NodeLost"
+    PREPARE_FAILED = "PrepareFailed"
+    WALL_CLOCK_EXCEEDED = "WallClockExceeded"
+    LAUNCH_FAILED = "LaunchFailed"
+    INVALID_SPEC = "InvalidSpec"
+
+    @classmethod
+    def of_failure(cls, code: ErrorCode) -> AttemptReason:
+        return cls.EXIT_CODE if code == ErrorCode.JOB_FAILED else cls(code.value)
+
+
+#: Reasons set while an attempt still runs: its job goes back to the queue when it ends.
+REQUEUE_REASONS = frozenset({AttemptReason.PREEMPTED, AttemptReason.NODE_REMOVED})

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.backends.base import Backend, ExitKind, ProcessExit
-from corral.core.states import NodeState
+from corral.backends.base import Backends, ExitKind, NodeRef, ProcessExit
+from corral.core.states import AttemptReason, NodeState
 from corral.launch.plan import LaunchPlan
 from corral.scheduler.nodes import reconcile
 from corral.scheduler.setup import setup_plan, setup_uid
@@ -42,7 +41,7 @@ class NodeActions:
     """What a pass decided for running jobs and node directories; the loop carries it out."""
 
     #: (job id, reason): stop the run, back to the queue (``Preempted``, ``NodeRemoved``).
-    requeue: list[tuple[int, str]] = field(default_factory=list)
+    requeue: list[tuple[int, AttemptReason]] = field(default_factory=list)
     #: Stop the run, the job ends terminated (``deallocation: terminate``).
     terminate: list[int] = field(default_factory=list)
     #: (workspace, cluster, node) of removed nodes, whose directories can go once committed.
@@ -52,9 +51,9 @@ class NodeActions:
 
 
 class NodeLifecycle:
-    def __init__(self, backend: Backend, node_root: Callable[[str, str, str], str]) -> None:
-        self._backend = backend
-        self._node_root = node_root
+    def __init__(self, backends: Backends) -> None:
+        self._backend = backends.executor
+        self._provider = backends.nodes
         #: Bring clusters to their targets at the next pass (a resize, a freed leaving node, a setup to rerun).
         self.reconcile_needed = True
         self.leaving = 0
@@ -145,13 +144,13 @@ class NodeLifecycle:
             self.leaving += 1
             self.reconcile_needed = True
             if node.job_id is not None:
-                actions.requeue.append((node.job_id, "Preempted"))
+                actions.requeue.append((node.job_id, AttemptReason.PREEMPTED))
 
     def _reconcile(self, session: Session, now: float, actions: NodeActions) -> None:
         self.reconcile_needed = False
-        result = reconcile(session, now)
+        result = reconcile(session, now, self._provider)
         self.leaving = result.leaving
-        actions.requeue.extend((job_id, "NodeRemoved") for job_id in result.requeue)
+        actions.requeue.extend((job_id, AttemptReason.NODE_REMOVED) for job_id in result.requeue)
         actions.terminate.extend(result.terminate)
         actions.removed.extend(result.removed)
         actions.changed = True
@@ -189,7 +188,7 @@ class NodeLifecycle:
             cluster=cluster,
             workspace=workspace,
             gpus=list(node.gpus),
-            root=self._node_root(workspace, cluster, node.name),
+            root=self._provider.node_root(NodeRef(workspace, cluster, node.name, tuple(node.gpus))),
             command=spec["setup"]["command"],
             env=dict(spec["setup"].get("env") or {}),
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import shutil
 import threading
 import time
 from collections import deque
@@ -28,14 +27,15 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, load_only
 
-from corral.backends.base import Backend, ExitKind, ProcessExit
+from corral.backends.base import Backends, ExitKind, ProcessExit
 from corral.core.spec_parsing import exc_summary
 from corral.core.specs import ClusterSpec, JobSpec, node_gpus
-from corral.core.states import ErrorCode, JobState, NodeState
+from corral.core.states import REQUEUE_REASONS, AttemptReason, ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.lifecycle import NodeLifecycle
-from corral.scheduler.outcome import RetryPolicy, Run, attempt_outcome, failure_of
-from corral.scheduler.plans import NodeRootFn, job_spec, plan_for
+from corral.scheduler.liveness import Liveness
+from corral.scheduler.outcome import Failure, RetryPolicy, Run, attempt_outcome, failure_of
+from corral.scheduler.plans import job_spec, plan_for
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
     RESOURCES,
@@ -50,9 +50,6 @@ from corral.scheduler.queue_view import QueueView
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
 from corral.store.transitions import Move, transition_jobs
-
-#: Attempt reasons set while the attempt still runs: its job goes back to the queue when it ends.
-REQUEUE_REASONS = ("Preempted", "NodeRemoved")
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +70,7 @@ class Controller:
         self,
         *,
         db: Database,
-        backend: Backend,
-        node_root: NodeRootFn,
+        backends: Backends,
         on_jobs_ended: Callable[[list[int]], None] = lambda ids: None,
         tick_seconds: float = 5.0,
         coalesce_seconds: float = 0.005,
@@ -83,7 +79,7 @@ class Controller:
     ) -> None:
         self._db = db
         #: Clusters' nodes: setups, resizes, automatic scale, evictions.
-        self._nodes = NodeLifecycle(backend, node_root)
+        self._nodes = NodeLifecycle(backends)
         #: The queue as the policy sees it (the database stays the truth), with clusters, quotas and usage.
         self._queue = QueueView(self._nodes, fairshare_half_life)
         self._ports = ports or PortAllocator()
@@ -91,10 +87,11 @@ class Controller:
         self._pass_ports: list[int] = []
         #: Jobs the pass in progress failed without running them (their waiters are told once it commits).
         self._failed_in_pass: list[int] = []
-        self._backend = backend
-        self._node_root = node_root
+        self._backend = backends.executor
+        self._provider = backends.nodes
         self._on_jobs_ended = on_jobs_ended
         self._tick = tick_seconds
+        self._liveness = Liveness(tick_seconds)
         self._coalesce = coalesce_seconds
         self._inbox: deque[ProcessExit] = deque()
         self._terminate_requests: deque[int] = deque()
@@ -104,7 +101,7 @@ class Controller:
         self._runs_by_job: dict[int, Run] = {}
         self._timers: list[tuple[float, tuple[str, int]]] = []
         self._thread: threading.Thread | None = None
-        backend.set_listener(self._process_exited)
+        backends.executor.set_listener(self._process_exited)
 
     # ------------------------------------------------------------ outside world
 
@@ -121,6 +118,10 @@ class Controller:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def health(self) -> dict[str, object]:
+        """The loop's liveness: ``status`` ok, stuck, failing or stopped, with when it last passed."""
+        return self._liveness.report(alive=self._thread is not None and self._thread.is_alive())
 
     def job_submitted(self, job: QueuedJob) -> None:
         """A job was committed to the queue (given whole: the loop need not read it back)."""
@@ -171,9 +172,12 @@ class Controller:
                 break
             try:
                 self.run_once()
-            except Exception:  # keep scheduling; the next pass retries from the database
-                log.exception("control loop pass failed")
+            except Exception as exc:  # keep scheduling; the next pass retries from the database
+                self._liveness.failed(exc)
+                log.exception("control loop pass failed (%d in a row)", self._liveness.failures)
                 time.sleep(0.5)
+            else:
+                self._liveness.passed()
 
     def run_once(self) -> None:
         reports = []
@@ -204,6 +208,7 @@ class Controller:
                 starts = self._schedule(session, now)
         except BaseException:
             self._ports.release(self._pass_ports)
+            self.policy_changed()  # what the failed pass took in hand is done again from the database
             raise
         for run in done:  # only once committed: a failed pass must find its runs again
             del self._runs[run.key]
@@ -213,7 +218,7 @@ class Controller:
             if run.shape is not None:
                 self._queue.usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
         for workspace, cluster, node in removed:
-            shutil.rmtree(self._node_root(workspace, cluster, node), ignore_errors=True)
+            self._provider.remove_node_files(workspace, cluster, node)
         self._nodes.launch_pending()
         for run in requeued:  # back in the queue: the next pass sees them
             assert run.shape is not None
@@ -275,11 +280,7 @@ class Controller:
                 self._backend.signal(run.plan, kill=True)
             elif run.deadline is not None and run.deadline <= now and not run.stopping:
                 limit = run.deadline - run.started_at
-                run.failure = (
-                    ErrorCode.WALL_CLOCK_EXCEEDED,
-                    f"ran past limits.max_wall_clock ({limit:g}s)",
-                    None,
-                )
+                run.failure = Failure(ErrorCode.WALL_CLOCK_EXCEEDED, f"ran past limits.max_wall_clock ({limit:g}s)")
                 self._stop_run(run, now)
 
     def _finish(self, session: Session, runs: list[Run], now: float) -> list[Run]:
@@ -331,7 +332,9 @@ class Controller:
                 "error_code": outcome.error_code,
                 "error_message": outcome.error_message,
             }
-            moves.append(Move(job, outcome.state, outcome.error_code or "Exited", outcome.error_message, changes))
+            moves.append(
+                Move(job, outcome.state, outcome.error_code or AttemptReason.EXITED, outcome.error_message, changes)
+            )
         if attempts:
             session.execute(update(AttemptRow), attempts)
         requeued = {m.job.id for m in transition_jobs(session, moves, at=now) if m.target == JobState.QUEUED}
@@ -378,7 +381,7 @@ class Controller:
             run = self._runs_by_job.get(job_id)
             if run is not None and not run.stopping:
                 log.info("preempting job %s for a waiting high-priority job", job_id)
-                self._requeue_run(session, run, "Preempted", now)
+                self._requeue_run(session, run, AttemptReason.PREEMPTED, now)
         placements = decision.placements
         if not placements:
             return []
@@ -452,7 +455,7 @@ class Controller:
         if actions.terminate:
             rows = session.scalars(select(JobRow).where(JobRow.id.in_(actions.terminate)))
             why, changes = "its node was removed by a resize", {"terminate_requested_at": now}
-            moves = [Move(job, JobState.TERMINATING, "NodeRemoved", why, changes) for job in rows]
+            moves = [Move(job, JobState.TERMINATING, AttemptReason.NODE_REMOVED, why, changes) for job in rows]
             for move in transition_jobs(session, moves, at=now):
                 run = self._runs_by_job.get(move.job.id)
                 if run is not None and not run.stopping:
@@ -466,7 +469,7 @@ class Controller:
             self._queue.stale = True
         return actions.removed
 
-    def _requeue_run(self, session: Session, run: Run, reason: str, now: float) -> None:
+    def _requeue_run(self, session: Session, run: Run, reason: AttemptReason, now: float) -> None:
         """Stop a run to put its job back in the queue. The reason is on its attempt at once: a restart
         before the processes end still requeues the job instead of failing it."""
         run.preempted, run.requeue_reason = True, reason
@@ -538,7 +541,7 @@ class Controller:
             experiment=placed.experiment,
             cluster=placed.cluster,
             nodes=nodes,
-            node_root=self._node_root,
+            provider=self._provider,
         )
         limit = placed.spec.limits.max_wall_clock
         shape = RunningJob(
@@ -572,7 +575,7 @@ class Controller:
     def _fail_unrecoverable(session: Session, job: JobRow, attempt: AttemptRow, message: str, now: float) -> None:
         """A running job found at restart whose plan cannot be rebuilt: it ends failed, its nodes are freed."""
         log.error("job %s (id %s) cannot be recovered: %s", job.name, job.id, message)
-        attempt.ended_at, attempt.reason = now, ErrorCode.INVALID_SPEC
+        attempt.ended_at, attempt.reason = now, AttemptReason.INVALID_SPEC
         _free_nodes(session, [job.id], now)
         target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
         changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
@@ -613,7 +616,7 @@ class Controller:
                 self._ports.reserve(ports)
                 run = self._run_for(placed, attempt.id, nodes, ports, started_at=attempt.started_at)
                 if attempt.reason in REQUEUE_REASONS:  # being preempted when the last server stopped
-                    run.preempted, run.requeue_reason = True, attempt.reason
+                    run.preempted, run.requeue_reason = True, AttemptReason(attempt.reason)
                     run.kill_at = now + run.plan.grace_seconds
                     heapq.heappush(self._timers, (run.kill_at, run.key))
                 if job.state == JobState.TERMINATING:

@@ -1,7 +1,7 @@
 """Clusters' nodes brought to their target count (run by the control loop when something changed).
 
-Growing adds nodes (``idle``, or ``preparing`` while their setup runs; GPUs none of the
-machine's other nodes hold). Shrinking
+Growing adds nodes (``idle``, or ``preparing`` while their setup runs) as the backend's node provider
+gives them (an address, GPUs no other node holds). Shrinking
 removes nodes, idle ones first (highest index first); a busy node being removed is
 ``leaving`` and what happens to its job is the cluster's ``scale.deallocation``:
 ``requeue`` (the job is stopped and goes back to the queue), ``terminate`` (the job is
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.backends.local.resources import LOCAL_IP, machine_gpus
-from corral.core.specs import node_gpus
+from corral.backends.base import NodeProvider
+from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
 
@@ -34,9 +34,14 @@ class Reconciled:
     leaving: int = 0
 
 
-def reconcile(session: Session, now: float) -> Reconciled:
+def held_gpus(session: Session) -> set[int]:
+    """The GPUs some node holds."""
+    return {g for gpus in session.scalars(select(NodeRow.gpus)) for g in gpus}
+
+
+def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconciled:
     out = Reconciled()
-    used_gpus = {g for gpus in session.scalars(select(NodeRow.gpus)) for g in gpus}
+    used_gpus = held_gpus(session)
     clusters = session.execute(select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow)).all()
     for cluster, workspace in clusters:
         nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
@@ -44,7 +49,7 @@ def reconcile(session: Session, now: float) -> Reconciled:
         staying = [n for n in nodes if n.state != NodeState.LEAVING]
         excess = len(staying) - cluster.target_nodes
         if excess < 0:
-            _grow(session, cluster, nodes, -excess, used_gpus, now)
+            add_nodes(session, cluster, nodes, -excess, provider, used_gpus, now)
         elif excess > 0:
             order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
             victims = sorted(staying, key=lambda n: (order.get(NodeState(n.state), 4), -n.index))[:excess]
@@ -74,23 +79,31 @@ def reconcile(session: Session, now: float) -> Reconciled:
     return out
 
 
-def _grow(
-    session: Session, cluster: ClusterRow, nodes: list[NodeRow], count: int, used_gpus: set[int], now: float
-) -> None:
-    per_node = node_gpus(cluster.spec)
-    free_gpus = [g for g in machine_gpus() if g not in used_gpus]
+def add_nodes(
+    session: Session,
+    cluster: ClusterRow,
+    nodes: list[NodeRow],
+    count: int,
+    provider: NodeProvider,
+    used_gpus: set[int],
+    now: float,
+) -> int:
+    """Add up to ``count`` nodes (the lowest free indexes) as the provider gives them; how many it gave (fewer
+    while the GPUs they need are held: the cluster stays resizing)."""
+    spec = ClusterSpec.model_validate(cluster.spec)
+    given = provider.new_nodes(spec, count, held_gpus=used_gpus)
     taken = {n.index for n in nodes}
     index = 0
-    for _ in range(count):
+    state = NodeState.PREPARING if spec.setup else NodeState.IDLE
+    for new in given:
         while index in taken:
             index += 1
-        gpus = free_gpus[:per_node]
-        if len(gpus) < per_node:
-            break  # the machine has no more GPUs for another node: the cluster stays resizing
-        del free_gpus[:per_node]
-        used_gpus.update(gpus)
-        state = NodeState.PREPARING if cluster.spec.get("setup") else NodeState.IDLE
-        node = NodeRow(cluster_id=cluster.id, name=f"node-{index}", index=index, state=state, ip=LOCAL_IP, gpus=gpus)
+        used_gpus.update(new.gpus)
+        node = NodeRow(
+            cluster_id=cluster.id, name=f"node-{index}", index=index, state=state, ip=new.ip, gpus=list(new.gpus)
+        )
         node.idle_since = now
         session.add(node)
+        nodes.append(node)
         taken.add(index)
+    return len(given)

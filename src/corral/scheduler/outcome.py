@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.backends.base import ExitKind, ProcessExit
-from corral.core.states import ErrorCode, JobState
+from corral.core.states import AttemptReason, ErrorCode, JobState
 from corral.launch.plan import LaunchPlan
 from corral.scheduler.policy import RunningJob
 
@@ -27,6 +27,15 @@ class RetryPolicy:
     exit_codes: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why an attempt failed: the job's error code and message, and the exit code of the process, if any."""
+
+    code: ErrorCode
+    message: str
+    exit_code: int | None = None
+
+
 @dataclass
 class Run:
     job_id: int
@@ -38,8 +47,8 @@ class Run:
     terminating: bool = False
     #: Stopped to give its nodes to a waiting high-priority job (or its node was removed): back to the queue.
     preempted: bool = False
-    requeue_reason: str = "Preempted"
-    failure: tuple[str, str, int | None] | None = None  # (code, message, exit code)
+    requeue_reason: AttemptReason = AttemptReason.PREEMPTED
+    failure: Failure | None = None
     #: Rank -> its report.
     exits: dict[int, ProcessExit] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
@@ -64,13 +73,13 @@ class Run:
 class Outcome:
     state: JobState
     exit_code: int | None
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
     error_message: str | None = None
     #: Attempt reason, as shown in the attempt list.
-    reason: str = "Exited"
+    reason: AttemptReason = AttemptReason.EXITED
 
 
-def failure_of(report: ProcessExit, plan: LaunchPlan) -> tuple[str, str, int | None] | None:
+def failure_of(report: ProcessExit, plan: LaunchPlan) -> Failure | None:
     """The error a single process's report means, or None when it succeeded."""
     node_rank = next((p.node_rank for p in plan.processes if p.rank == report.rank), 0)
     where = f"rank {report.rank} on node {node_rank} ({plan.nodes[node_rank].node_name})"
@@ -80,14 +89,15 @@ def failure_of(report: ProcessExit, plan: LaunchPlan) -> tuple[str, str, int | N
         message = f"{where} exited with code {report.exit_code}"
         if report.message:
             message += f": {report.message}"
-        return (ErrorCode.JOB_FAILED, message, report.exit_code)
+        return Failure(ErrorCode.JOB_FAILED, message, report.exit_code)
     if report.kind == ExitKind.PREPARE_FAILED:
-        return (ErrorCode.PREPARE_FAILED, report.message or f"prepare.command failed for {where}", report.exit_code)
+        message = report.message or f"prepare.command failed for {where}"
+        return Failure(ErrorCode.PREPARE_FAILED, message, report.exit_code)
     if report.kind == ExitKind.LAUNCH_FAILED:
-        return (ErrorCode.LAUNCH_FAILED, f"could not start {where}: {report.message}", None)
+        return Failure(ErrorCode.LAUNCH_FAILED, f"could not start {where}: {report.message}")
     if report.kind == ExitKind.NOT_STARTED:
-        return (ErrorCode.NODE_LOST, f"{where} was never started (the server stopped during launch)", None)
-    return (ErrorCode.NODE_LOST, f"{where} is gone and recorded no exit code", None)
+        return Failure(ErrorCode.NODE_LOST, f"{where} was never started (the server stopped during launch)")
+    return Failure(ErrorCode.NODE_LOST, f"{where} is gone and recorded no exit code")
 
 
 def attempt_outcome(run: Run) -> Outcome:
@@ -95,10 +105,12 @@ def attempt_outcome(run: Run) -> Outcome:
     reports = [run.exits[rank] for rank in sorted(run.exits)]
     if reports and all(r.kind == ExitKind.NOT_STARTED for r in reports):
         # Nothing ran: the job goes back to the queue for a fresh attempt.
-        return Outcome(JobState.QUEUED, None, reason="NotStarted")
+        return Outcome(JobState.QUEUED, None, reason=AttemptReason.NOT_STARTED)
     first_code = next((r.exit_code for r in reports if r.exit_code is not None), None)
     if run.terminating:
-        return Outcome(JobState.TERMINATED, first_code, ErrorCode.TERMINATED, "terminated on request", "Terminated")
+        return Outcome(
+            JobState.TERMINATED, first_code, ErrorCode.TERMINATED, "terminated on request", AttemptReason.TERMINATED
+        )
     retry = run.retry
     number = run.plan.attempt
     left = number < retry.max_attempts
@@ -108,15 +120,15 @@ def attempt_outcome(run: Run) -> Outcome:
         reason = run.requeue_reason
         if "preemption" in retry.on and left:
             return Outcome(JobState.QUEUED, first_code, reason=reason)
-        what = "preempted" if reason == "Preempted" else "its node was removed"
+        what = "preempted" if reason == AttemptReason.PREEMPTED else "its node was removed"
         return Outcome(JobState.FAILED, first_code, ErrorCode.PREEMPTED, f"{what} ({last})", reason)
     failure = run.failure
     if failure is None:
         failure = next((f for f in (failure_of(r, run.plan) for r in reports) if f is not None), None)
     if failure is None:
-        return Outcome(JobState.SUCCEEDED, 0, reason="Exited")
-    code, message, exit_code = failure
-    reason = "ExitCode" if code == ErrorCode.JOB_FAILED else code
+        return Outcome(JobState.SUCCEEDED, 0)
+    code, message, exit_code = failure.code, failure.message, failure.exit_code
+    reason = AttemptReason.of_failure(code)
     retryable = (code == ErrorCode.NODE_LOST and "node_failure" in retry.on) or (
         code == ErrorCode.JOB_FAILED and exit_code in retry.exit_codes
     )

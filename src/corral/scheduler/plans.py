@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from corral.backends.base import NodeProvider, NodeRef
 from corral.core.specs import ClusterSpec, JobSpec
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
 from corral.store.tables import ClusterRow, JobRow, NodeRow
-
-NodeRootFn = Callable[[str, str, str], str]
 
 
 def job_spec(job: JobRow) -> JobSpec:
@@ -27,7 +26,7 @@ def plan_for(
     experiment: str,
     cluster: ClusterRow,
     nodes: Sequence[NodeRow],
-    node_root: NodeRootFn,
+    provider: NodeProvider,
 ) -> LaunchPlan:
     shape = ClusterSpec.model_validate(cluster.spec).node
     ctx = JobContext(
@@ -47,7 +46,7 @@ def plan_for(
             node_id=node.id,
             name=node.name,
             ip=node.ip,
-            root=node_root(workspace, cluster.name, node.name),
+            root=provider.node_root(NodeRef(workspace, cluster.name, node.name, tuple(node.gpus))),
             gpus=tuple(node.gpus),
             cpus=shape.cpus,
             memory=shape.memory,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 
 import corral
-from corral.backends.local.backend import LocalBackend
-from corral.backends.local.resources import node_root
+from corral.backends.base import Backends
+from corral.backends.registry import create_backends
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
 from corral.server.auth import ensure_admin_token
@@ -29,24 +28,18 @@ API_PREFIX = "/api/v1"
 log = logging.getLogger(__name__)
 
 
-def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
+def build_context(settings: Settings) -> ServerContext:
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
     with db.write() as session:
         ensure_defaults(session)
     ensure_admin_token(db, settings.token_file)
-    backend = LocalBackend(code_dir=settings.code_dir)
+    backends: Backends = create_backends(home=settings.home, code_dir=settings.code_dir)
     waiters = JobWaiters()
-    home = settings.home
-
-    def _node_root(workspace: str, cluster: str, node: str) -> str:
-        return str(node_root(Path(home), workspace, cluster, node))
-
     controller = Controller(
         db=db,
-        backend=backend,
-        node_root=_node_root,
+        backends=backends,
         on_jobs_ended=waiters.notify,
         tick_seconds=settings.scheduler_tick,
         coalesce_seconds=settings.scheduler_coalesce,
@@ -56,16 +49,21 @@ def build_context(settings: Settings) -> tuple[ServerContext, LocalBackend]:
     admission = Admission(
         rate=settings.submit_rate, burst=settings.submit_burst, max_queued=settings.max_queued_jobs_per_user
     )
-    context = ServerContext(
-        settings=settings, db=db, controller=controller, waiters=waiters, names=NameCache(), admission=admission
+    return ServerContext(
+        settings=settings,
+        db=db,
+        controller=controller,
+        waiters=waiters,
+        names=NameCache(),
+        admission=admission,
+        backends=backends,
     )
-    return context, backend
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context, backend = build_context(settings)
+        context = build_context(settings)
         app.state.context = context
         app.state.principals = {}
         context.controller.start()
@@ -74,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             context.controller.stop()
-            backend.close()
+            context.backends.close()
             context.db.dispose()
 
     app = FastAPI(

@@ -1,10 +1,11 @@
-"""What every request handler and service needs: settings, database, control loop."""
+"""What every request handler and service needs: settings, database, control loop, backend."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corral.backends.base import Backends
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.settings import Settings
@@ -23,3 +24,4 @@ class ServerContext:
     waiters: JobWaiters
     names: NameCache
     admission: Admission
+    backends: Backends

@@ -21,7 +21,11 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: ClusterSpecBody) -> Cluster:
     with ctx.db.write() as session:
         cluster = service.create_cluster(
-            session, workspace=ws, spec_data=spec, max_nodes=ctx.settings.max_nodes_per_cluster
+            session,
+            workspace=ws,
+            spec_data=spec,
+            max_nodes=ctx.settings.max_nodes_per_cluster,
+            provider=ctx.backends.nodes,
         )
     ctx.names.invalidate()
     ctx.controller.policy_changed()
@@ -44,6 +48,7 @@ def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx, 
             name=name,
             nodes=body.nodes,
             max_nodes=ctx.settings.max_nodes_per_cluster,
+            provider=ctx.backends.nodes,
             deallocation=body.deallocation,
         )
     ctx.names.invalidate()
@@ -69,6 +74,7 @@ def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx:
             min_nodes=body.min_nodes,
             max_nodes=body.max_nodes,
             limit=ctx.settings.max_nodes_per_cluster,
+            provider=ctx.backends.nodes,
             idle_timeout=body.idle_timeout,
         )
     ctx.names.invalidate()
@@ -94,7 +100,7 @@ def delete_cluster(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal)
         service.delete_cluster(session, workspace=ws, name=name)
     ctx.names.invalidate()
     ctx.controller.policy_changed()
-    service.remove_cluster_files(ctx.settings.home, workspace=ws, name=name)
+    ctx.backends.nodes.remove_node_files(ws, name)
     return Response(status_code=204)
 
 
@@ -108,7 +114,7 @@ def list_nodes(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> 
 def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> PlainTextResponse:
     """The output of the node's ``setup.command``."""
     with ctx.db.read() as session:
-        text = service.node_setup_log(session, ctx.settings.home, workspace=ws, cluster=name, node=node)
+        text = service.node_setup_log(session, ctx.backends.access, workspace=ws, cluster=name, node=node)
     return PlainTextResponse(text)
 
 

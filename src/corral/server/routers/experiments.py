@@ -33,5 +33,5 @@ def delete_experiment(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincip
     with ctx.db.write() as session:
         job_dirs = service.delete_experiment(session, workspace=ws, name=name)
     ctx.names.invalidate()
-    remove_job_files(ctx.settings.home, job_dirs)
+    remove_job_files(ctx.backends.nodes, job_dirs)
     return Response(status_code=204)

@@ -145,7 +145,7 @@ def terminate_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: Cur
 def delete_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
     with ctx.db.write() as session:
         found = service.delete_job(session, workspace=ws, experiment=exp, name=name)
-    service.remove_job_files(ctx.settings.home, [found])
+    service.remove_job_files(ctx.backends.nodes, [found])
     return Response(status_code=204)
 
 

@@ -8,21 +8,21 @@ are refused with an error that names the field, rather than accepted and ignored
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from corral.backends.local.resources import LOCAL_IP, node_root, plan_local_nodes
+from corral.backends.base import NodeAccess, NodeProvider, NodeRef
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
 from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
+from corral.scheduler.nodes import add_nodes, held_gpus
+from corral.scheduler.setup import LOG_NAME as SETUP_LOG
 from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 
@@ -75,7 +75,11 @@ def _check_size(most: int, limit: int, loc: str) -> None:
         raise InvalidSpec(f"cluster: {loc}: {message}, got {most}", details=[{"loc": loc, "message": message}])
 
 
-def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any], max_nodes: int) -> Cluster:
+def create_cluster(
+    session: Session, *, workspace: str, spec_data: dict[str, Any], max_nodes: int, provider: NodeProvider
+) -> Cluster:
+    """A new cluster with its first nodes (as many as the provider can give now; the control loop adds the
+    rest when it can)."""
     spec = parse_spec(ClusterSpec, spec_data, source="cluster")
     _refuse_unavailable(spec)
     if spec.scale.is_auto:
@@ -88,8 +92,7 @@ def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any
     ).first():
         raise AlreadyExists(f"cluster {spec.name!r} already exists in workspace {workspace!r}")
     count = initial_nodes(spec)
-    gpus, warnings = plan_local_nodes(spec, spec.scale.max_nodes if spec.scale.is_auto else count)  # type: ignore[arg-type]
-    gpus = gpus[:count]
+    warnings = provider.check(spec, spec.scale.max_nodes if spec.scale.is_auto else count)  # type: ignore[arg-type]
     row = ClusterRow(
         workspace_id=ws.id,
         name=spec.name,
@@ -101,18 +104,8 @@ def create_cluster(session: Session, *, workspace: str, spec_data: dict[str, Any
     )
     session.add(row)
     session.flush()
-    for index in range(count):
-        session.add(
-            NodeRow(
-                cluster_id=row.id,
-                name=f"node-{index}",
-                index=index,
-                state=NodeState.PREPARING if spec.setup else NodeState.IDLE,
-                idle_since=row.created_at,
-                ip=LOCAL_IP,
-                gpus=list(gpus[index]),
-            )
-        )
+    if add_nodes(session, row, [], count, provider, held_gpus(session), row.created_at) < count:
+        row.allocation_state = "resizing"
     session.flush()
     return to_model(session, row, workspace)
 
@@ -177,20 +170,22 @@ def preemptible_node(session: Session, *, workspace: str, cluster: str, node: st
     return found
 
 
-def remove_cluster_files(home: Path, *, workspace: str, name: str) -> None:
-    """Remove a deleted cluster's node directories (its nodes' disks, on the local backend)."""
-    shutil.rmtree(node_root(home, workspace, name, "x").parent, ignore_errors=True)
-
-
 def resize_cluster(
-    session: Session, *, workspace: str, name: str, nodes: int, max_nodes: int, deallocation: str | None = None
+    session: Session,
+    *,
+    workspace: str,
+    name: str,
+    nodes: int,
+    max_nodes: int,
+    provider: NodeProvider,
+    deallocation: str | None = None,
 ) -> Cluster:
     """Set a manual node count (and what a shrink does to running jobs); the control loop gets there."""
     _check_size(nodes, max_nodes, "nodes")
     row = cluster_row(session, workspace_row(session, workspace), name)
     spec = ClusterSpec.model_validate(row.spec)
     scale = {"nodes": nodes, "deallocation": deallocation or spec.scale.deallocation}
-    return _rescale(session, row, workspace, spec, scale, most=nodes, target=nodes)
+    return _rescale(session, row, workspace, spec, scale, most=nodes, target=nodes, provider=provider)
 
 
 def _rescale(
@@ -202,10 +197,11 @@ def _rescale(
     *,
     most: int,
     target: int,
+    provider: NodeProvider,
 ) -> Cluster:
     """Give the cluster new scale settings and target; the control loop brings its nodes there."""
     updated = parse_spec(ClusterSpec, {**spec.model_dump(mode="json"), "scale": scale}, source="cluster")
-    plan_local_nodes(updated, most)  # refuses GPUs this machine does not have
+    provider.check(updated, most)  # refuses, say, GPUs the backend could never give
     row.spec = updated.model_dump(mode="json")
     if row.target_nodes != target:
         row.allocation_state = "resizing"
@@ -214,14 +210,10 @@ def _rescale(
     return to_model(session, row, workspace)
 
 
-def node_setup_log(session: Session, home: Path, *, workspace: str, cluster: str, node: str) -> str:
+def node_setup_log(session: Session, access: NodeAccess, *, workspace: str, cluster: str, node: str) -> str:
     """The output of the node's setup.command ('' when it has none or it has not written yet)."""
-    name = node_row(session, workspace=workspace, cluster=cluster, node=node)[1].name  # ``node`` may be an index
-    path = node_root(home, workspace, cluster, name) / "setup.txt"
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
+    found = node_row(session, workspace=workspace, cluster=cluster, node=node)[1]  # ``node`` may be an index
+    return access.read_text(NodeRef(workspace, cluster, found.name, tuple(found.gpus)), SETUP_LOG)
 
 
 def autoscale_cluster(
@@ -232,6 +224,7 @@ def autoscale_cluster(
     min_nodes: int,
     max_nodes: int,
     limit: int,
+    provider: NodeProvider,
     idle_timeout: float | None = None,
 ) -> Cluster:
     """Switch a cluster to automatic scale between ``min_nodes`` and ``max_nodes`` (at most ``limit``)."""
@@ -244,7 +237,7 @@ def autoscale_cluster(
     elif spec.scale.idle_timeout is not None:
         scale["idle_timeout"] = spec.scale.idle_timeout
     target = max(min_nodes, min(max_nodes, row.target_nodes))
-    return _rescale(session, row, workspace, spec, scale, most=max_nodes, target=target)
+    return _rescale(session, row, workspace, spec, scale, most=max_nodes, target=target, provider=provider)
 
 
 def recover_node(session: Session, *, workspace: str, cluster: str, node: str) -> Node:

@@ -8,6 +8,7 @@ returned.
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from corral.backends.base import NodeProvider
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.spec_parsing import parse_spec
@@ -390,11 +392,8 @@ def list_events(session: Session, *, workspace: str, experiment: str, name: str)
     ]
 
 
-def remove_job_files(home: Path, jobs: list[tuple[str, str]]) -> None:
-    """Remove deleted jobs' directories: the job dir and each node's temp dir of the job."""
-    import shutil
-
+def remove_job_files(nodes: NodeProvider, jobs: list[tuple[str, str]]) -> None:
+    """Remove deleted jobs' files: the job dir, and what every node kept of the job (its temp dirs)."""
     for job_dir, uid in jobs:
         shutil.rmtree(job_dir, ignore_errors=True)
-        for node_dir in home.glob(f"nodes/*/*/*/jobs/{uid}"):
-            shutil.rmtree(node_dir, ignore_errors=True)
+        nodes.remove_job_files(uid)

@@ -1,0 +1,109 @@
+"""The local backend's nodes: slices of this machine, each a directory under ``<home>/nodes`` with its own GPUs.
+
+:class:`LocalNodes` is the backend's :class:`~corral.backends.base.NodeProvider` (which nodes can exist, their
+GPUs, their directories) and its :class:`~corral.backends.base.NodeAccess` (``cluster node exec`` runs a command
+on this machine, in the node's directory, with its GPUs in ``CUDA_VISIBLE_DEVICES`` and its mount root, in its own
+session; a client that goes away takes the command with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from corral.backends.base import NewNode, NodeRef
+from corral.backends.local.backend import server_environment
+from corral.backends.local.resources import LOCAL_IP, machine_gpus, node_root, plan_local_nodes
+from corral.core.errors import InvalidRequest
+from corral.core.specs import ClusterSpec
+from corral.launch.env import node_own_environment
+
+
+class LocalNodes:
+    def __init__(self, home: Path) -> None:
+        self._home = home
+
+    # ------------------------------------------------------------ provider
+
+    def check(self, spec: ClusterSpec, count: int) -> list[str]:
+        return plan_local_nodes(spec, count)[1]
+
+    def new_nodes(self, spec: ClusterSpec, count: int, *, held_gpus: set[int]) -> list[NewNode]:
+        per_node = spec.node.gpus
+        free = [g for g in machine_gpus() if g not in held_gpus]
+        possible = count if per_node == 0 else min(count, len(free) // per_node)
+        return [NewNode(ip=LOCAL_IP, gpus=tuple(free[i * per_node : (i + 1) * per_node])) for i in range(possible)]
+
+    def node_root(self, node: NodeRef) -> str:
+        return str(node_root(self._home, node.workspace, node.cluster, node.name))
+
+    def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
+        root = node_root(self._home, workspace, cluster, node or "_")
+        shutil.rmtree(root if node is not None else root.parent, ignore_errors=True)
+
+    def remove_job_files(self, job_uid: str) -> None:
+        for job_dir in self._home.glob(f"nodes/*/*/*/jobs/{job_uid}"):
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ access
+
+    def read_text(self, node: NodeRef, relative: str) -> str:
+        try:
+            return (Path(self.node_root(node)) / relative).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def run(self, node: NodeRef, argv: list[str]) -> AsyncIterator[tuple[str, str]]:
+        if not argv:
+            raise InvalidRequest("command: give the command to run, e.g. ['nvidia-smi']")
+        root = Path(self.node_root(node))
+        own = node_own_environment(
+            workspace=node.workspace, cluster=node.cluster, node=node.name, root=str(root), gpus=node.gpus
+        )
+        await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=root,
+                env={**server_environment(), **own},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise InvalidRequest(f"command: cannot run {argv[0]!r}: {exc.strerror}") from None
+        return _output(process)
+
+
+async def _output(process: asyncio.subprocess.Process) -> AsyncIterator[tuple[str, str]]:
+    lines: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+
+    async def pump(name: str, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            await lines.put((name, raw.decode(errors="replace").rstrip("\n")))
+        await lines.put(None)
+
+    assert process.stdout is not None and process.stderr is not None
+    pumps = [asyncio.create_task(pump("stdout", process.stdout)), asyncio.create_task(pump("stderr", process.stderr))]
+    try:
+        open_streams = 2
+        while open_streams:
+            item = await lines.get()
+            if item is None:
+                open_streams -= 1
+                continue
+            yield item
+        yield "exit", str(await process.wait())
+    finally:
+        if process.returncode is None:  # the client went away: so does the command
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        for task in pumps:
+            task.cancel()

@@ -1,0 +1,17 @@
+"""Where the server gets its backend: the one module that imports a concrete one (``tests/unit/test_imports.py``
+holds every other module to the interfaces of :mod:`corral.backends.base`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corral.backends.base import Backends
+
+
+def create_backends(*, home: Path, code_dir: Path) -> Backends:
+    """The local backend: nodes are slices of this machine, their files under ``home/nodes``."""
+    from corral.backends.local.backend import LocalBackend
+    from corral.backends.local.nodes import LocalNodes
+
+    nodes = LocalNodes(home)
+    return Backends(executor=LocalBackend(code_dir=code_dir), nodes=nodes, access=nodes)
