@@ -8,8 +8,14 @@ Job::
        ╰──────────┴──▶ terminating ──▶ terminated
     queued ──▶ terminated | failed       (terminated before it started; cannot be launched)
 
-Node: ``preparing → idle ⇄ running``; ``unusable`` (setup failed, lost);
-``leaving`` (being removed). Terminal job states never change again.
+Node (:data:`NODE_TRANSITIONS`)::
+
+    preparing ──▶ idle ⇄ running          (setup done; a job placed and ended)
+        │          │       │
+        ╰──────────┴───────┴──▶ unusable  (setup failed; processes lost) ──▶ idle | preparing (recovered)
+    any but leaving ──▶ leaving          (removed by a shrink or a preemption; it goes once its job ends)
+
+Terminal job states never change again; a leaving node never comes back (it is deleted).
 """
 
 from __future__ import annotations
@@ -52,6 +58,20 @@ class NodeState(StrEnum):
     RUNNING = "running"
     UNUSABLE = "unusable"
     LEAVING = "leaving"
+
+
+NODE_TRANSITIONS: dict[NodeState, frozenset[NodeState]] = {
+    NodeState.PREPARING: frozenset({NodeState.IDLE, NodeState.UNUSABLE, NodeState.LEAVING}),
+    NodeState.IDLE: frozenset({NodeState.RUNNING, NodeState.UNUSABLE, NodeState.LEAVING}),
+    NodeState.RUNNING: frozenset({NodeState.IDLE, NodeState.UNUSABLE, NodeState.LEAVING}),
+    NodeState.UNUSABLE: frozenset({NodeState.IDLE, NodeState.PREPARING, NodeState.LEAVING}),
+    NodeState.LEAVING: frozenset(),
+}
+
+
+def node_sources(target: NodeState) -> frozenset[NodeState]:
+    """The states a node may reach ``target`` from."""
+    return frozenset(s for s, targets in NODE_TRANSITIONS.items() if target in targets)
 
 
 class ErrorCode(StrEnum):

@@ -29,6 +29,7 @@ from corral.launch.plan import LaunchPlan
 from corral.scheduler.nodes import reconcile
 from corral.scheduler.setup import setup_plan, setup_uid
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
+from corral.store.transitions import transition_node
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class NodeLifecycle:
             if node is None or node.state == NodeState.LEAVING:
                 continue
             log.info("preempting node %s", node.name)
-            node.state = NodeState.LEAVING
+            transition_node(node, NodeState.LEAVING)
             self.leaving += 1
             self.reconcile_needed = True
             if node.job_id is not None:
@@ -205,10 +206,10 @@ class NodeLifecycle:
             if report.kind == ExitKind.NOT_STARTED:
                 self.reconcile_needed = True  # never launched (the server stopped first): start it again
             elif report.kind == ExitKind.EXITED and report.exit_code == 0:
-                node.state, node.idle_since, node.error = NodeState.IDLE, now, None
+                transition_node(node, NodeState.IDLE, idle_since=now, error=None)
             else:
                 code = report.exit_code
-                node.state = NodeState.UNUSABLE
+                transition_node(node, NodeState.UNUSABLE)
                 node.error = (
                     f"setup.command failed with exit code {code} (see corral cluster node logs)"
                     if code is not None

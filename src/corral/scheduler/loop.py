@@ -49,7 +49,7 @@ from corral.scheduler.ports import PortAllocator
 from corral.scheduler.queue_view import QueueView
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
-from corral.store.transitions import Move, transition_jobs
+from corral.store.transitions import Move, transition_jobs, transition_node, transition_nodes, transition_nodes_each
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +288,6 @@ class Controller:
         job_ids = [r.job_id for r in runs]
         light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
         jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
-        _free_nodes(session, job_ids, now)
-        if self._nodes.leaving:  # a leaving node whose job ended goes now
-            session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
-            self._nodes.reconcile_needed = True
         lost = {
             run.plan.nodes[process.node_rank].node_id: run
             for run in runs
@@ -299,18 +295,20 @@ class Controller:
             if run.exits.get(process.rank) is not None and run.exits[process.rank].kind == ExitKind.LOST
         }
         if lost:  # its processes vanished without an exit code: not to be trusted until recovered
-            session.execute(
-                update(NodeRow),
-                [
-                    {
-                        "id": node_id,
-                        "state": NodeState.UNUSABLE.value,
-                        "error": f"lost during attempt {run.plan.attempt} of job {run.job_id}: its processes vanished "
-                        "without an exit code (corral cluster node recover returns it)",
-                    }
-                    for node_id, run in lost.items()
-                ],
-            )
+            rows = [
+                {
+                    "id": node_id,
+                    "job_id": None,
+                    "error": f"lost during attempt {run.plan.attempt} of job {run.job_id}: its processes vanished "
+                    "without an exit code (corral cluster node recover returns it)",
+                }
+                for node_id, run in lost.items()
+            ]
+            transition_nodes_each(session, NodeState.UNUSABLE, rows, only_from=[NodeState.RUNNING])
+        _free_nodes(session, job_ids, now)
+        if self._nodes.leaving:  # a leaving node whose job ended goes now
+            session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
+            self._nodes.reconcile_needed = True
         moves, attempts = [], []
         for run in runs:
             job = jobs.get(run.job_id)
@@ -418,10 +416,9 @@ class Controller:
             return []
         node_ids = [n for p in placements for n in p.node_ids]
         nodes = {n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))}
-        session.execute(
-            update(NodeRow),
-            [{"id": n, "state": NodeState.RUNNING.value, "job_id": p.job_id} for p in placements for n in p.node_ids],
-        )
+        taken = [{"id": n, "job_id": p.job_id} for p in placements for n in p.node_ids]
+        if transition_nodes_each(session, NodeState.RUNNING, taken, only_from=[NodeState.IDLE]) != len(taken):
+            raise RuntimeError("a placement found a node no longer idle; the pass is done again from the database")
         attempt_rows = [
             {
                 "job_id": p.job_id,
@@ -629,7 +626,7 @@ class Controller:
             for node in session.scalars(stale):
                 if node.id not in busy:
                     if node.state == NodeState.RUNNING:
-                        node.state = NodeState.IDLE
+                        transition_node(node, NodeState.IDLE, idle_since=now)
                     node.job_id = None
             self._nodes.recover(session)
         for run in runs:
@@ -641,8 +638,6 @@ class Controller:
 
 def _free_nodes(session: Session, job_ids: list[int], now: float) -> None:
     """The nodes of jobs that ended are idle again (a leaving node stays leaving: it goes once free)."""
-    session.execute(
-        update(NodeRow)
-        .where(NodeRow.job_id.in_(job_ids), NodeRow.state != NodeState.LEAVING)
-        .values(state=NodeState.IDLE.value, job_id=None, idle_since=now)
+    transition_nodes(
+        session, NodeState.IDLE, NodeRow.job_id.in_(job_ids), only_from=[NodeState.RUNNING], job_id=None, idle_since=now
     )

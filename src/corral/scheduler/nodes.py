@@ -21,6 +21,7 @@ from corral.backends.base import NodeProvider
 from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
+from corral.store.transitions import transition_node
 
 
 @dataclass
@@ -60,7 +61,7 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
                     session.delete(node)
                     gone.add(node.id)
                     continue
-                node.state = NodeState.LEAVING
+                transition_node(node, NodeState.LEAVING)
                 if deallocation == "requeue":
                     out.requeue.append(node.job_id)
                 elif deallocation == "terminate":

@@ -1,4 +1,5 @@
-"""The one function through which jobs' states change: :func:`transition_jobs`.
+"""The one place where jobs' and nodes' states change: :func:`transition_jobs`, and for nodes
+:func:`transition_node` / :func:`transition_nodes`.
 
 It checks each move against ``core.states.JOB_TRANSITIONS``, applies the moves as
 compare-and-set updates (``WHERE id = :id AND state = :from``) so two writers
@@ -6,22 +7,26 @@ can never both move the same job, and appends one event row per move in the
 same transaction. Moves are applied in batches (one ``executemany`` per kind of
 move), because the control loop moves many jobs per pass and every statement it
 runs is a round trip on its hot path. :func:`transition_job` is the one-job form.
+
+Nodes move by ``core.states.NODE_TRANSITIONS`` the same way: compare-and-set on the states the table lets reach
+the target (or fewer, when a caller names them), in one statement for many nodes; their history is not kept.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from corral.core.errors import Conflict
-from corral.core.states import JobState, can_transition
-from corral.store.tables import JobEventRow, JobRow
+from corral.core.states import NODE_TRANSITIONS, JobState, NodeState, can_transition, node_sources
+from corral.store.tables import JobEventRow, JobRow, NodeRow
 
 
 @dataclass
@@ -106,3 +111,65 @@ def transition_job(
 def record_created(session: Session, *, job_id: int, at: float) -> None:
     """The first event of a job's history: it was queued."""
     session.execute(insert(JobEventRow).values(job_id=job_id, at=at, from_state=None, to_state=JobState.QUEUED.value))
+
+
+def _sources(target: NodeState, only: Collection[NodeState] | None) -> list[str]:
+    allowed = node_sources(target)
+    if only is not None and not set(only) <= allowed:
+        raise ValueError(f"nodes cannot become {target.value} from {sorted(set(only) - allowed)}")
+    return sorted(s.value for s in (allowed if only is None else only))
+
+
+def transition_node(node: NodeRow, target: NodeState, **changes: Any) -> None:
+    """Move a node loaded in the session (the change is flushed with it); Conflict when the table forbids it."""
+    current = NodeState(node.state)
+    if target not in NODE_TRANSITIONS[current]:
+        raise Conflict(f"node {node.name!r} is {current.value}; it cannot become {target.value}")
+    node.state = target
+    for column, value in changes.items():
+        setattr(node, column, value)
+
+
+def transition_nodes(
+    session: Session,
+    target: NodeState,
+    where: ColumnElement[bool],
+    *,
+    only_from: Collection[NodeState] | None = None,
+    **changes: Any,
+) -> int:
+    """Move the nodes that match ``where`` and are in a state that may reach ``target`` (or in ``only_from``);
+    how many moved."""
+    statement = (
+        update(NodeRow)
+        .where(where, NodeRow.state.in_(_sources(target, only_from)))
+        .values(state=target.value, **changes)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()  # pending ORM changes go first, in order
+    return int(session.connection().execute(statement).rowcount)
+
+
+def transition_nodes_each(
+    session: Session,
+    target: NodeState,
+    rows: list[dict[str, Any]],
+    *,
+    only_from: Collection[NodeState] | None = None,
+) -> int:
+    """Move each node of ``rows`` (``{"id": ..., <column>: <value>, ...}``, the same columns in every row) in one
+    batch; how many moved (fewer when some were not in a state that may reach ``target``)."""
+    if not rows:
+        return 0
+    columns = sorted(set(rows[0]) - {"id"})
+    sources = _sources(target, only_from)
+    statement = (
+        update(NodeRow)
+        # The states as literals: an executemany takes no list parameter (they are the enum's own names).
+        .where(NodeRow.id == bindparam("_id"), NodeRow.state.in_([literal_column(f"'{v}'") for v in sources]))
+        .values(state=target.value, **{c: bindparam(f"_{c}") for c in columns})
+        .execution_options(synchronize_session=False)
+    )
+    params = [{"_id": row["id"], **{f"_{c}": row[c] for c in columns}} for row in rows]
+    session.flush()
+    return int(session.connection().execute(statement, params).rowcount)

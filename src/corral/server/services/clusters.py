@@ -25,6 +25,7 @@ from corral.scheduler.nodes import add_nodes, held_gpus
 from corral.scheduler.setup import LOG_NAME as SETUP_LOG
 from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
+from corral.store.transitions import transition_node
 
 _NOT_YET = {
     "backend": "only the local backend is available in this version",
@@ -245,7 +246,7 @@ def recover_node(session: Session, *, workspace: str, cluster: str, node: str) -
     row, found = node_row(session, workspace=workspace, cluster=cluster, node=node)
     if found.state != NodeState.UNUSABLE:
         raise Conflict(f"node {node!r} is {found.state}, not unusable: nothing to recover")
-    found.state = NodeState.PREPARING if row.spec.get("setup") else NodeState.IDLE
-    found.error, found.job_id, found.idle_since = None, None, time.time()
+    target = NodeState.PREPARING if row.spec.get("setup") else NodeState.IDLE
+    transition_node(found, target, error=None, job_id=None, idle_since=time.time())
     session.flush()
     return node_model(found, cluster=cluster)
