@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from corral.launch.env import CHECKPOINT_LATEST as LATEST
+from corral.launch.layout import CHECKPOINT_LATEST as LATEST
 
 PREFIX = "checkpoint-"
 #: What a job should exit with after saving on a notice: 128 + SIGTERM, as if the signal had ended it.

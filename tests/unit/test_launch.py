@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import JobSpec
+from corral.launch.layout import rank_exit
 from corral.launch.plan import JobContext, NodeAssignment
 from corral.launch.planner import plan_launch
 
@@ -32,7 +33,8 @@ def test_custom_plan_runs_the_command_once_per_node() -> None:
     assert all(len(n.processes) == 1 for n in plan.nodes)
     assert plan.nodes[1].processes[0].command == "python train.py $LR"
     assert plan.nodes[1].processes[0].stdout == "/jobs/ws/exp/j1/abc123/stdouterr/attempt-2/stdout-1.txt"
-    assert plan.nodes[1].processes[0].exit_file == "/jobs/ws/exp/j1/abc123/attempts/2/rank-1.exit"
+    assert rank_exit(plan.attempt_dir, 1) == "/jobs/ws/exp/j1/abc123/attempts/2/rank-1.exit"
+    assert plan.checkpoint_dir == "/jobs/ws/exp/j1/abc123/checkpoints"
     assert plan.nodes[0].workdir == "/nodes/n0/jobs/abc123"
     assert plan.shared_dirs[0] == "/jobs/ws/exp/j1/abc123/attempts/2", "the attempt dir is made first"
     assert plan.secret_values == ("s3cr3t",)

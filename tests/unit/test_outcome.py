@@ -18,8 +18,7 @@ def run_with(*reports: tuple[ExitKind, int | None]) -> Run:
             workdir="",
             prepare_command=None,
             prepare_log="",
-            prepare_exit_file="",
-            processes=(ProcessPlan(rank=i, node_rank=i, command="", env={}, stdout="", stderr="", exit_file=""),),
+            processes=(ProcessPlan(rank=i, node_rank=i, command="", env={}, stdout="", stderr=""),),
         )
         for i in range(len(reports))
     )

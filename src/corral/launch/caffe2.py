@@ -19,7 +19,7 @@ from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 def plan_caffe2(ctx: JobContext, nodes: Sequence[NodeAssignment]) -> LaunchPlan:
     tk = ctx.spec.caffe2
     node_list = list(nodes)
-    store = str(PurePath(ctx.job_dir, "shared", f"caffe2-attempt-{ctx.attempt}"))
+    store = str(PurePath(ctx.layout.shared, f"caffe2-attempt-{ctx.attempt}"))
     command = python_command(tk.interpreter, tk.script, tk.args)
     procs = []
     for rank in range(len(node_list)):

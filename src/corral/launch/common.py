@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 
-from corral.launch.env import node_environment, node_paths, output_dir
+from corral.launch.env import node_environment, output_dir
+from corral.launch.layout import node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
 
 
@@ -18,8 +18,8 @@ class Proc:
     node_rank: int
     command: str
     env: dict[str, str]
-    #: Log file name (both streams) instead of ``stdout-<rank>.txt``/``stderr-<rank>.txt``.
-    log_name: str | None = None
+    #: A launcher (mpirun): both streams go to the attempt's launcher log, not to the rank's.
+    launcher: bool = False
     sweep_session: bool = False
 
 
@@ -37,14 +37,14 @@ def build_plan(
     files: Iterable[tuple[str, str]] = (),
 ) -> LaunchPlan:
     spec = ctx.spec
-    logs = ctx.stdouterr_dir
+    layout, logs = ctx.layout, ctx.stdouterr_dir
     by_node: list[list[ProcessPlan]] = [[] for _ in nodes]
     for proc in procs:
-        if proc.log_name is not None:
-            stdout = stderr = str(PurePath(logs, proc.log_name))
+        if proc.launcher:
+            stdout = stderr = layout.log(ctx.attempt, "mpirun", proc.rank)
         else:
-            stdout = str(PurePath(logs, f"stdout-{proc.rank}.txt"))
-            stderr = str(PurePath(logs, f"stderr-{proc.rank}.txt"))
+            stdout = layout.log(ctx.attempt, "stdout", proc.rank)
+            stderr = layout.log(ctx.attempt, "stderr", proc.rank)
         by_node[proc.node_rank].append(
             ProcessPlan(
                 rank=proc.rank,
@@ -53,7 +53,6 @@ def build_plan(
                 env=proc.env,
                 stdout=stdout,
                 stderr=stderr,
-                exit_file=str(PurePath(ctx.attempt_dir, f"rank-{proc.rank}.exit")),
                 sweep_session=proc.sweep_session,
             )
         )
@@ -67,10 +66,9 @@ def build_plan(
                 rank=rank,
                 node_id=node.node_id,
                 node_name=node.name,
-                workdir=node_paths(ctx, node)["job_temp"],
+                workdir=node_job_paths(node.root, ctx.job_uid)["job_temp"],
                 prepare_command=prepare,
-                prepare_log=str(PurePath(logs, f"prepare-{rank}.txt")),
-                prepare_exit_file=str(PurePath(ctx.attempt_dir, f"prepare-{rank}.exit")),
+                prepare_log=layout.log(ctx.attempt, "prepare", rank),
                 processes=tuple(processes),
                 prepare_env=node_environment(ctx, node_list, rank) if prepare else {},
                 code_archive=ctx.code_archive,
@@ -79,8 +77,8 @@ def build_plan(
     shared = [
         ctx.attempt_dir,
         logs,
-        str(PurePath(ctx.job_dir, "shared")),
-        str(PurePath(ctx.job_dir, "checkpoints")),
+        layout.shared,
+        layout.checkpoints,
         *(output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs),
         *extra_dirs,
     ]
@@ -94,4 +92,5 @@ def build_plan(
         secret_values=tuple(v for v in ctx.secrets.values() if v),
         files=tuple(files),
         ports=ctx.ports,
+        checkpoint_dir=layout.checkpoints,
     )

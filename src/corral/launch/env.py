@@ -9,26 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import PurePath
 
+from corral.launch.layout import node_job_paths
 from corral.launch.plan import JobContext, NodeAssignment
 
 TWIN_PREFIX = "AZ_BATCHAI_"
-#: In the checkpoint directory: the name of the newest checkpoint (written by ``corral.runtime.save``).
-CHECKPOINT_LATEST = "LATEST"
 
 
 def output_dir(ctx: JobContext, path: str, suffix: str) -> str:
     """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7)."""
     return str(PurePath(path, ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
-
-
-def node_paths(ctx: JobContext, node: NodeAssignment) -> dict[str, str]:
-    job_root = PurePath(node.root, "jobs", ctx.job_uid)
-    return {
-        "job_temp_dir": str(PurePath(node.root, "jobs")),
-        "job_temp": str(job_root),
-        "job_mount_root": str(job_root / "mounts"),
-        "mount_root": str(PurePath(node.root, "mounts")),
-    }
 
 
 def twins(variables: dict[str, str]) -> dict[str, str]:
@@ -60,7 +49,7 @@ def node_environment(
 ) -> dict[str, str]:
     """Variables every process on node ``rank`` gets: Corral's, then ``toolkit``'s, then the job's env and secrets."""
     node = nodes[rank]
-    paths = node_paths(ctx, node)
+    paths = node_job_paths(node.root, ctx.job_uid)
     spec = ctx.spec
     corral: dict[str, str] = {
         "JOB_ID": ctx.job_uid,
@@ -72,9 +61,9 @@ def node_environment(
         "JOB_MOUNT_ROOT": paths["job_mount_root"],
         "JOB_TEMP": paths["job_temp"],
         "JOB_TEMP_DIR": paths["job_temp_dir"],
-        "SHARED_JOB_TEMP": str(PurePath(ctx.job_dir, "shared")),
+        "SHARED_JOB_TEMP": ctx.layout.shared,
         "STDOUTERR_DIR": ctx.stdouterr_dir,
-        "CHECKPOINT_DIR": str(PurePath(ctx.job_dir, "checkpoints")),
+        "CHECKPOINT_DIR": ctx.layout.checkpoints,
         "NODE_RANK": str(rank),
         "NUM_NODES": str(len(nodes)),
         "NODE_IPS": ",".join(n.ip for n in nodes),

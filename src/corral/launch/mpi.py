@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from corral.launch.common import Proc, build_plan, python_command
 from corral.launch.env import TWIN_PREFIX, node_environment, twins
-from corral.launch.plan import FIRST_FAILURE, JobContext, LaunchPlan, NodeAssignment
+from corral.launch.layout import FIRST_FAILURE
+from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 
 if TYPE_CHECKING:
     from corral.core.specs import JobSpec
@@ -87,7 +88,7 @@ def plan_mpi_command(
         argv += ["-x", name]
     argv += ["/bin/sh", "-c", RANK_SHIM, "corral-rank", ctx.stdouterr_dir, ctx.attempt_dir, command]
     env = {**env, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    launcher = Proc(0, 0, shlex.join(argv), env, log_name="mpirun.txt", sweep_session=True)
+    launcher = Proc(0, 0, shlex.join(argv), env, launcher=True, sweep_session=True)
     return build_plan(ctx, node_list, [launcher], files=[(hosts_path, hostfile(node_list, processes))])
 
 

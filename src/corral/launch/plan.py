@@ -1,10 +1,8 @@
 """What a backend executes: a :class:`LaunchPlan` of :class:`NodePlan` of :class:`ProcessPlan`.
 
-Nomenclature:
-- *job dir*: ``<jobs root>/<workspace>/<experiment>/<job>/<uid>/``, shared by every
-  attempt and every node (stdouterr/, checkpoints/, shared/, attempts/).
-- *attempt dir*: ``<job dir>/attempts/<n>/``; each process writes ``rank-<rank>.exit``
-  when it ends (and each node's ``prepare.command`` ``prepare-<node>.exit``).
+Nomenclature (the files: :mod:`corral.launch.layout`):
+- *job dir*: shared by every attempt and every node (stdouterr/, checkpoints/, shared/, attempts/).
+- *attempt dir*: ``<job dir>/attempts/<n>/``, where the backend keeps each process's exit record.
 - *rank*: a process of the job, numbered from 0 across all nodes (for ``custom``,
   one process per node, rank = node rank). Logs are ``stdouterr/attempt-<n>/stdout-<rank>.txt``.
 - *node root*: a node's own disk (on the local backend, a folder per virtual node);
@@ -21,12 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import PurePath
 from typing import Any
 
-#: In the attempt dir: ``<rank> <exit code>`` of the first rank that failed, where a launcher
-#: (mpirun) runs many ranks as one process.
-FIRST_FAILURE = "first-failure"
+from corral.launch.layout import JobLayout
 
 
 @dataclass(frozen=True)
@@ -59,13 +54,17 @@ class JobContext:
     ports: tuple[int, ...] = ()
 
     @property
+    def layout(self) -> JobLayout:
+        return JobLayout(self.job_dir)
+
+    @property
     def attempt_dir(self) -> str:
-        return str(PurePath(self.job_dir, "attempts", str(self.attempt)))
+        return self.layout.attempt_dir(self.attempt)
 
     @property
     def stdouterr_dir(self) -> str:
-        """This attempt's logs: ``<job dir>/stdouterr/attempt-<n>`` (every attempt keeps its own)."""
-        return str(PurePath(self.job_dir, "stdouterr", f"attempt-{self.attempt}"))
+        """This attempt's logs (every attempt keeps its own)."""
+        return self.layout.logs_dir(self.attempt)
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,6 @@ class ProcessPlan:
     env: dict[str, str]
     stdout: str
     stderr: str
-    #: ``<attempt dir>/rank-<rank>.exit``: the process's exit record, the backend's bookkeeping.
-    exit_file: str
     #: The command's children may leave its process group (mpirun's ranks do): end them by session.
     sweep_session: bool = False
 
@@ -93,7 +90,6 @@ class NodePlan:
     #: Runs on every node before any process of the job starts on any node.
     prepare_command: str | None
     prepare_log: str
-    prepare_exit_file: str
     #: In rank order; MPI toolkits have processes only on the first node (mpirun starts the ranks).
     processes: tuple[ProcessPlan, ...]
     prepare_env: dict[str, str] = field(default_factory=dict)
@@ -114,6 +110,8 @@ class LaunchPlan:
     #: Files to write (path, content) with the shared directories, e.g. an MPI hostfile.
     files: tuple[tuple[str, str], ...] = ()
     ports: tuple[int, ...] = ()
+    #: Where the job's checkpoints are: a new attempt starts from the newest (``CORRAL_RESUMED_FROM``).
+    checkpoint_dir: str | None = None
 
     @cached_property
     def processes(self) -> tuple[ProcessPlan, ...]:

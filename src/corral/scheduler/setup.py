@@ -49,7 +49,6 @@ def setup_plan(
         env=variables,
         stdout=log,
         stderr=log,
-        exit_file=str(PurePath(attempt_dir, "rank-0.exit")),
     )
     node = NodePlan(
         rank=0,
@@ -58,7 +57,6 @@ def setup_plan(
         workdir=root,
         prepare_command=None,
         prepare_log="",
-        prepare_exit_file="",
         processes=(process,),
     )
     return LaunchPlan(

@@ -37,12 +37,10 @@ from corral.backends.base import ExitKind, ExitListener, ProcessExit
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper, run_id
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
-from corral.launch.env import CHECKPOINT_LATEST
-from corral.launch.plan import FIRST_FAILURE, LaunchPlan, NodePlan, ProcessPlan
+from corral.launch.layout import CHECKPOINT_LATEST, FIRST_FAILURE, STARTED_MARKER, prepare_exit, rank_exit
+from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
 
 log = logging.getLogger(__name__)
-
-STARTED_MARKER = "started"
 
 
 @dataclass
@@ -153,8 +151,9 @@ class LocalBackend:
         for node in nodes:
             assert node.prepare_command is not None
             log_file = node.prepare_log
+            exit_file = prepare_exit(state.plan.attempt_dir, node.rank)
             popen = self._spawn(
-                state, node.prepare_exit_file, node.workdir, node.prepare_command, log_file, log_file, node.prepare_env
+                state, exit_file, node.workdir, node.prepare_command, log_file, log_file, node.prepare_env
             )
             self._watcher.watch(popen.pid, functools.partial(self._prepare_ended, state, node, popen.pid), popen)
 
@@ -166,10 +165,10 @@ class LocalBackend:
         resumed = _resumed_from(plan)
         for process in plan.processes:
             env = process.env if resumed is None else {**process.env, "CORRAL_RESUMED_FROM": resumed}
+            exit_file = rank_exit(plan.attempt_dir, process.rank)
             popen = self._spawn(
-                state, process.exit_file, workdirs[process.node_rank], process.command, process.stdout,
-                process.stderr, env,
-            )  # fmt: skip
+                state, exit_file, workdirs[process.node_rank], process.command, process.stdout, process.stderr, env
+            )
             with self._lock:
                 state.started.add(process.rank)
             self._watcher.watch(popen.pid, functools.partial(self._process_ended, state, process, popen.pid), popen)
@@ -195,7 +194,7 @@ class LocalBackend:
         return _read_exit(exit_file)
 
     def _prepare_ended(self, state: _Attempt, node: NodePlan, pid: int | None) -> None:
-        code = self._ended(state, node.prepare_exit_file, pid)
+        code = self._ended(state, prepare_exit(state.plan.attempt_dir, node.rank), pid)
         with self._lock:
             state.preparing.discard(node.rank)
             first = code != 0 and state.prepare_failure is None
@@ -222,7 +221,7 @@ class LocalBackend:
             self._emit(state.plan, process.rank, ExitKind.PREPARE_FAILED, failed_code, message)
 
     def _process_ended(self, state: _Attempt, process: ProcessPlan, pid: int | None) -> None:
-        code = self._ended(state, process.exit_file, pid, sweep=process.sweep_session)
+        code = self._ended(state, rank_exit(state.plan.attempt_dir, process.rank), pid, sweep=process.sweep_session)
         self._report(state.plan, process, code)
 
     def _report(self, plan: LaunchPlan, process: ProcessPlan, code: int | None) -> None:
@@ -255,12 +254,14 @@ class LocalBackend:
             with self._lock:
                 state.preparing = {node.rank for node in nodes}
             for node in nodes:
-                self._reattach(state, node.prepare_exit_file, live, functools.partial(self._prepare_ended, state, node))
+                exit_file = prepare_exit(plan.attempt_dir, node.rank)
+                self._reattach(state, exit_file, live, functools.partial(self._prepare_ended, state, node))
             return
         for process in plan.processes:
             with self._lock:
                 state.started.add(process.rank)
-            self._reattach(state, process.exit_file, live, functools.partial(self._process_ended, state, process))
+            exit_file = rank_exit(plan.attempt_dir, process.rank)
+            self._reattach(state, exit_file, live, functools.partial(self._process_ended, state, process))
 
     def _reattach(
         self, state: _Attempt, exit_file: str, live: dict[str, int], ended: Callable[[int | None], None]
@@ -300,7 +301,7 @@ class LocalBackend:
 
 def _resumed_from(plan: LaunchPlan) -> str | None:
     """The job's newest checkpoint, when there is one: a new attempt starts from it."""
-    folder = plan.processes[0].env.get("CORRAL_CHECKPOINT_DIR") if plan.processes else None
+    folder = plan.checkpoint_dir
     if not folder:
         return None
     try:

@@ -22,6 +22,7 @@ from corral.backends.local.resources import LOCAL_IP, machine_gpus, node_root, p
 from corral.core.errors import InvalidRequest
 from corral.core.specs import ClusterSpec
 from corral.launch.env import node_own_environment
+from corral.launch.layout import node_job_paths
 
 
 class LocalNodes:
@@ -47,8 +48,8 @@ class LocalNodes:
         shutil.rmtree(root if node is not None else root.parent, ignore_errors=True)
 
     def remove_job_files(self, job_uid: str) -> None:
-        for job_dir in self._home.glob(f"nodes/*/*/*/jobs/{job_uid}"):
-            shutil.rmtree(job_dir, ignore_errors=True)
+        for root in self._home.glob("nodes/*/*/*"):  # every node's root: <home>/nodes/<ws>/<cluster>/<node>
+            shutil.rmtree(node_job_paths(str(root), job_uid)["job_temp"], ignore_errors=True)
 
     # ------------------------------------------------------------ access
 

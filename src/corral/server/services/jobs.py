@@ -26,6 +26,7 @@ from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, J
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import ErrorCode, JobState
+from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
 from corral.server.services import experiments
@@ -201,7 +202,7 @@ def _check_submission(
         "spec": public.model_dump(mode="json"),
         "secrets": dict(spec.secrets),
         "code_archive": request.code_archive,
-        "job_dir": str(jobs_dir / workspace / experiment_name / name / uid),
+        "job_dir": JobLayout.under(jobs_dir, workspace, experiment_name, name, uid).job_dir,
         "submitted_by": submitted_by,
         "created_at": now,
         "queued_at": now,

@@ -17,17 +17,17 @@ from sqlalchemy.orm import Session
 from corral.core.errors import InvalidRequest
 from corral.core.models import FileEntry, FilePage
 from corral.launch.env import output_dir
+from corral.launch.layout import STDOUTERR, JobLayout
 from corral.launch.plan import JobContext
 from corral.server.services.lookup import job_row, stored_job_spec
 from corral.storage.files import file_to_read, list_directory
 from corral.store.tables import JobRow
 
-STDOUTERR = "stdouterr"
 LogStream = Literal["stdout", "stderr", "prepare", "mpirun"]
 
 
 def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
-    roots = {STDOUTERR: Path(row.job_dir) / STDOUTERR}
+    roots = {STDOUTERR: Path(JobLayout(row.job_dir).logs_root)}
     spec = stored_job_spec(row)
     if spec is None:  # a spec that no longer loads: its logs only
         return roots
@@ -95,16 +95,15 @@ def mask(text: str, secrets: list[str]) -> str:
 
 
 def log_file(row: JobRow, stream: LogStream, rank: int, attempt: int | None = None) -> Path:
-    """``<job dir>/stdouterr/attempt-<n>/<stream>-<rank>.txt`` (``mpirun.txt`` for an MPI job's launcher);
-    the latest attempt when none is given."""
+    """A rank's (a node's, for ``prepare``; the launcher's, for ``mpirun``) log of an attempt, the latest when
+    none is given."""
     count, what = (row.node_count, "nodes") if stream == "prepare" else (row.rank_count, "ranks")
     if stream != "mpirun" and (rank < 0 or rank >= count):
         raise InvalidRequest(f"rank: job {row.name!r} has {what} 0..{count - 1}, got {rank}")
     latest = max(1, row.attempt_count)
     if attempt is not None and not 1 <= attempt <= latest:
         raise InvalidRequest(f"attempt: job {row.name!r} has attempts 1..{latest}, got {attempt}")
-    name = "mpirun.txt" if stream == "mpirun" else f"{stream}-{rank}.txt"
-    return Path(row.job_dir) / STDOUTERR / f"attempt-{attempt or latest}" / name
+    return Path(JobLayout(row.job_dir).log(attempt or latest, stream, rank))
 
 
 #: Bytes read from a log at a time; a line longer than this is masked and sent in pieces.

@@ -1,0 +1,91 @@
+"""Where a job's files live, in one place: :class:`JobLayout` (the job dir, shared by every attempt and node)
+and :func:`node_job_paths` (what a job has on each node's own disk).
+
+::
+
+    <jobs root>/<workspace>/<experiment>/<job>/<uid>/     the job dir
+        attempts/<n>/                                     an attempt's bookkeeping: rank-<r>.exit, prepare-<node>.exit,
+                                                          first-failure (MPI), started
+        stdouterr/attempt-<n>/                            its logs: stdout-<r>.txt, stderr-<r>.txt, prepare-<node>.txt,
+                                                          mpirun.txt (an MPI job's launcher)
+        shared/                                           SHARED_JOB_TEMP
+        checkpoints/                                      CORRAL_CHECKPOINT_DIR (LATEST names the newest)
+    <node root>/jobs/<uid>/                               the job's temp and working dir on a node (code unpacked)
+    <node root>/mounts/                                   the node's mounts
+
+Planners, backends and services all go through these names; none spells a path by hand. Plain strings and
+:class:`~pathlib.PurePath` only: no I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+#: The output id of a job's logs, and their folder in the job dir.
+STDOUTERR = "stdouterr"
+#: In the attempt dir: ``<rank> <exit code>`` of the first rank that failed, where a launcher (mpirun) runs many
+#: ranks as one process.
+FIRST_FAILURE = "first-failure"
+#: In the attempt dir: every node's prepare is done and the processes were started.
+STARTED_MARKER = "started"
+#: In the checkpoint directory: the name of the newest checkpoint (written by ``corral.runtime.save``).
+CHECKPOINT_LATEST = "LATEST"
+
+
+def rank_exit(attempt_dir: str, rank: int) -> str:
+    """A process's exit record (``exit <code>``), written by its wrapper when it ends."""
+    return str(PurePath(attempt_dir, f"rank-{rank}.exit"))
+
+
+def prepare_exit(attempt_dir: str, node_rank: int) -> str:
+    return str(PurePath(attempt_dir, f"prepare-{node_rank}.exit"))
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    job_dir: str
+
+    @classmethod
+    def under(cls, jobs_root: str | PurePath, workspace: str, experiment: str, job: str, uid: str) -> JobLayout:
+        return cls(str(PurePath(jobs_root, workspace, experiment, job, uid)))
+
+    def attempt_dir(self, attempt: int) -> str:
+        return str(PurePath(self.job_dir, "attempts", str(attempt)))
+
+    @property
+    def logs_root(self) -> str:
+        return str(PurePath(self.job_dir, STDOUTERR))
+
+    def logs_dir(self, attempt: int) -> str:
+        """An attempt's logs (every attempt keeps its own)."""
+        return str(PurePath(self.logs_root, f"attempt-{attempt}"))
+
+    def log(self, attempt: int, stream: str, rank: int) -> str:
+        """``stdout``/``stderr`` of a rank, ``prepare`` of a node, ``mpirun`` (the launcher's, ``rank`` unused)."""
+        name = "mpirun.txt" if stream == "mpirun" else f"{stream}-{rank}.txt"
+        return str(PurePath(self.logs_dir(attempt), name))
+
+    @property
+    def shared(self) -> str:
+        return str(PurePath(self.job_dir, "shared"))
+
+    @property
+    def checkpoints(self) -> str:
+        return str(PurePath(self.job_dir, "checkpoints"))
+
+
+def node_job_paths(node_root: str, job_uid: str) -> dict[str, str]:
+    """What a job has on a node's own disk: its temp dir (also its working dir), their parent, its mount roots."""
+    job_root = PurePath(node_root, "jobs", job_uid)
+    return {
+        "job_temp_dir": str(PurePath(node_root, "jobs")),
+        "job_temp": str(job_root),
+        "job_mount_root": str(job_root / "mounts"),
+        "mount_root": str(PurePath(node_root, "mounts")),
+    }
+
+
+def node_job_temp_dirs(node_root: str) -> str:
+    """Where every job's temp dir on a node is (a deleted job's is removed from each node's)."""
+    return str(PurePath(node_root, "jobs"))
