@@ -68,6 +68,10 @@ class NodeLifecycle:
         self._reports: list[ProcessExit] = []
         self._launches: list[LaunchPlan] = []
 
+    def request_reconcile(self) -> None:
+        """Bring every cluster to its target at the next pass (a resize, a freed leaving node, a failed pass)."""
+        self.reconcile_needed = True
+
     def take_report(self, report: ProcessExit) -> bool:
         """Keep a setup's report for the next pass; False when it is a job's."""
         if report.job_uid not in self._setups:

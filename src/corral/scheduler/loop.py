@@ -21,48 +21,36 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from pydantic import ValidationError
 from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
-from corral.backends.base import Backends, ExitKind, ProcessExit
-from corral.core.spec_parsing import exc_summary
-from corral.core.specs import ClusterSpec, JobSpec, node_gpus
-from corral.core.states import REQUEUE_REASONS, AttemptReason, ErrorCode, JobState, NodeState
+from corral.backends.base import Backends, ProcessExit
+from corral.core.specs import node_gpus
+from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
+from corral.scheduler.ending import fail_unlaunchable, finish_runs
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.liveness import Liveness
-from corral.scheduler.outcome import Failure, RetryPolicy, Run, attempt_outcome, failure_of
-from corral.scheduler.plans import job_spec, plan_for
+from corral.scheduler.outcome import Failure, Run, failure_of
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
     RESOURCES,
     FreeNode,
     QueuedJob,
-    RunningJob,
     Snapshot,
     schedule,
 )
 from corral.scheduler.ports import PortAllocator
 from corral.scheduler.queue_view import QueueView
+from corral.scheduler.recovery import rebuild_runs, rebuild_usage
+from corral.scheduler.runs import Placed, load_for_launch, new_run, queued_again
 from corral.store.db import Database
-from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
-from corral.store.transitions import Move, transition_jobs, transition_node, transition_nodes, transition_nodes_each
+from corral.store.tables import AttemptRow, JobRow, NodeRow
+from corral.store.transitions import Move, transition_jobs, transition_nodes_each
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Placed:
-    """What building a job's launch plan needs from the database, loaded within a pass."""
-
-    job: JobRow
-    spec: JobSpec
-    workspace: str
-    experiment: str
-    cluster: ClusterRow
 
 
 class Controller:
@@ -135,8 +123,8 @@ class Controller:
 
     def policy_changed(self) -> None:
         """A cluster (its size included) or a workspace quota changed: reload them before the next placement."""
-        self._queue.stale = True
-        self._nodes.reconcile_needed = True
+        self._queue.mark_stale()
+        self._nodes.request_reconcile()
         self._wake.set()
 
     def preempt_node(self, node_id: int) -> None:
@@ -221,22 +209,7 @@ class Controller:
             self._provider.remove_node_files(workspace, cluster, node)
         self._nodes.launch_pending()
         for run in requeued:  # back in the queue: the next pass sees them
-            assert run.shape is not None
-            shape = run.shape
-            self._queue.submitted(
-                QueuedJob(
-                    run.job_id,
-                    shape.cluster_id,
-                    shape.priority,
-                    run.job_id,
-                    shape.node_count,
-                    run.user,
-                    shape.workspace_id,
-                    shape.wall_clock,
-                    shape.gpus_per_node,
-                    now,
-                )
-            )
+            self._queue.submitted(queued_again(run, now))
         if requeued or self._failed_in_pass:  # nodes the policy gave to them are free for the next pass
             self._wake.set()
         if done or self._failed_in_pass:
@@ -249,8 +222,9 @@ class Controller:
     def _track(self, run: Run) -> None:
         self._runs[run.key] = run
         self._runs_by_job[run.job_id] = run
-        if run.deadline is not None:
-            heapq.heappush(self._timers, (run.deadline, run.key))
+        for when in (run.deadline, run.kill_at):
+            if when is not None:
+                heapq.heappush(self._timers, (when, run.key))
 
     def _stop_run(self, run: Run, now: float) -> None:
         """SIGTERM every node still running; SIGKILL follows after the grace period."""
@@ -285,58 +259,10 @@ class Controller:
 
     def _finish(self, session: Session, runs: list[Run], now: float) -> list[Run]:
         """Commit how the runs ended; the runs whose jobs went back to the queue."""
-        job_ids = [r.job_id for r in runs]
-        light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
-        jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
-        lost = {
-            run.plan.nodes[process.node_rank].node_id: run
-            for run in runs
-            for process in run.plan.processes
-            if run.exits.get(process.rank) is not None and run.exits[process.rank].kind == ExitKind.LOST
-        }
-        if lost:  # its processes vanished without an exit code: not to be trusted until recovered
-            rows = [
-                {
-                    "id": node_id,
-                    "job_id": None,
-                    "error": f"lost during attempt {run.plan.attempt} of job {run.job_id}: its processes vanished "
-                    "without an exit code (corral cluster node recover returns it)",
-                }
-                for node_id, run in lost.items()
-            ]
-            transition_nodes_each(session, NodeState.UNUSABLE, rows, only_from=[NodeState.RUNNING])
-        _free_nodes(session, job_ids, now)
-        if self._nodes.leaving:  # a leaving node whose job ended goes now
-            session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
-            self._nodes.reconcile_needed = True
-        moves, attempts = [], []
-        for run in runs:
-            job = jobs.get(run.job_id)
-            if job is None:
-                continue
-            if job.state == JobState.TERMINATING:
-                # Terminated by a request this pass has not drained yet: that is how it ended.
-                run.terminating = True
-            outcome = attempt_outcome(run)
-            attempts.append(
-                {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
-            )
-            if outcome.state == JobState.QUEUED:
-                moves.append(Move(job, JobState.QUEUED, outcome.reason, "requeued", {"queued_at": now}))
-                continue
-            changes = {
-                "ended_at": now,
-                "exit_code": outcome.exit_code,
-                "error_code": outcome.error_code,
-                "error_message": outcome.error_message,
-            }
-            moves.append(
-                Move(job, outcome.state, outcome.error_code or AttemptReason.EXITED, outcome.error_message, changes)
-            )
-        if attempts:
-            session.execute(update(AttemptRow), attempts)
-        requeued = {m.job.id for m in transition_jobs(session, moves, at=now) if m.target == JobState.QUEUED}
-        return [r for r in runs if r.job_id in requeued and r.shape is not None]
+        requeued = finish_runs(session, runs, now, nodes_leaving=bool(self._nodes.leaving))
+        if self._nodes.leaving:
+            self._nodes.request_reconcile()
+        return requeued
 
     # ------------------------------------------------------------ scheduling
 
@@ -384,8 +310,8 @@ class Controller:
         if not placements:
             return []
         # Load what the placed jobs need in a few queries, and write in batches: not a few statements per job.
-        placed, broken = self._load_for_launch(session, [p.job_id for p in placements])
-        self._fail_unlaunchable(session, broken, now)
+        placed, broken = load_for_launch(session, [p.job_id for p in placements])
+        self._failed_in_pass.extend(fail_unlaunchable(session, broken, now))
         for p in placements:
             if p.job_id not in placed:  # deleted meanwhile, or failed because it cannot be launched
                 self._queue.remove(p.job_id)
@@ -463,7 +389,7 @@ class Controller:
             if run is not None and not run.stopping:
                 self._requeue_run(session, run, reason, now)
         if actions.changed:
-            self._queue.stale = True
+            self._queue.mark_stale()
         return actions.removed
 
     def _requeue_run(self, session: Session, run: Run, reason: AttemptReason, now: float) -> None:
@@ -485,159 +411,26 @@ class Controller:
             given[job_id] = block
         return given
 
-    def _fail_unlaunchable(self, session: Session, broken: dict[int, tuple[JobRow, str]], now: float) -> None:
-        """Fail the queued jobs whose stored spec no longer loads, each with its reason: one such job must not
-        stop the pass (and with it every other job) again and again."""
-        moves = []
-        for job, message in broken.values():
-            log.error("job %s (id %s) cannot be launched: %s", job.name, job.id, message)
-            changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
-            moves.append(Move(job, JobState.FAILED, ErrorCode.INVALID_SPEC, message, changes))
-        self._failed_in_pass.extend(m.job.id for m in transition_jobs(session, moves, at=now))
-
-    @staticmethod
-    def _load_for_launch(
-        session: Session, job_ids: list[int]
-    ) -> tuple[dict[int, Placed], dict[int, tuple[JobRow, str]]]:
-        """The jobs with their workspace's and experiment's names and their cluster's row (two queries), and
-        apart those whose stored spec (or their cluster's) no longer loads, each with what is wrong."""
-        rows = session.execute(
-            select(JobRow, WorkspaceRow.name, ExperimentRow.name)
-            .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
-            .join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
-            .where(JobRow.id.in_(job_ids))
-        ).all()
-        cluster_ids = {job.cluster_id for job, _, _ in rows}
-        clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
-        placed: dict[int, Placed] = {}
-        broken: dict[int, tuple[JobRow, str]] = {}
-        for job, workspace, experiment in rows:
-            if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
-                continue
-            cluster = clusters[job.cluster_id]
-            try:
-                spec = job_spec(job)
-                ClusterSpec.model_validate(cluster.spec)
-            except ValidationError as exc:
-                broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
-                continue
-            placed[job.id] = Placed(job, spec, workspace, experiment, cluster)
-        return placed, broken
-
     def _run_for(
         self, placed: Placed, attempt_id: int, nodes: list[NodeRow], ports: tuple[int, ...], *, started_at: float
     ) -> Run:
-        """Track the run of the job's current attempt (its number is the job's attempt count)."""
-        job = placed.job
-        plan = plan_for(
-            job=job,
-            spec=placed.spec,
-            attempt=job.attempt_count,
-            ports=ports,
-            workspace=placed.workspace,
-            experiment=placed.experiment,
-            cluster=placed.cluster,
-            nodes=nodes,
-            provider=self._provider,
-        )
-        limit = placed.spec.limits.max_wall_clock
-        shape = RunningJob(
-            job.id,
-            job.cluster_id or 0,
-            job.priority,
-            job.node_count,
-            job.workspace_id,
-            started_at,
-            limit,
-            node_gpus(placed.cluster.spec),
-        )
-        run = Run(
-            job_id=job.id,
-            attempt_id=attempt_id,
-            plan=plan,
-            started_at=started_at,
-            deadline=started_at + limit if limit else None,
-            shape=shape,
-            user=job.submitted_by,
-            retry=RetryPolicy(
-                placed.spec.retry.max_attempts, frozenset(placed.spec.retry.on), frozenset(placed.spec.retry.exit_codes)
-            ),
-        )
+        """Track the run of the job's current attempt."""
+        run = new_run(placed, attempt_id, nodes, ports, started_at=started_at, provider=self._provider)
         self._track(run)
         return run
 
     # ------------------------------------------------------------ recovery
 
-    @staticmethod
-    def _fail_unrecoverable(session: Session, job: JobRow, attempt: AttemptRow, message: str, now: float) -> None:
-        """A running job found at restart whose plan cannot be rebuilt: it ends failed, its nodes are freed."""
-        log.error("job %s (id %s) cannot be recovered: %s", job.name, job.id, message)
-        attempt.ended_at, attempt.reason = now, AttemptReason.INVALID_SPEC
-        _free_nodes(session, [job.id], now)
-        target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
-        changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
-        transition_jobs(session, [Move(job, target, ErrorCode.INVALID_SPEC, message, changes)], at=now)
-
     def recover(self) -> None:
         """Rebuild runs of jobs that were running when the last server stopped, and the users' usage."""
-        runs: list[Run] = []
         now = time.time()
         with self._db.write() as session:
-            ended = session.execute(
-                select(JobRow.submitted_by, AttemptRow.started_at, AttemptRow.ended_at, AttemptRow.node_ids)
-                .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(AttemptRow.ended_at > now - 8 * self._queue.usage.half_life)
-                .order_by(AttemptRow.ended_at)
-            )
-            for user, started_at, ended_at, node_ids in ended:
-                self._queue.usage.add(user, len(node_ids) * max(0.0, ended_at - started_at), ended_at)
-            rows = session.scalars(
-                select(JobRow).where(JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]))
-            ).all()
-            busy: set[int] = set()
-            for job in rows:
-                attempt = session.scalars(
-                    select(AttemptRow).where(AttemptRow.job_id == job.id, AttemptRow.number == job.attempt_count)
-                ).one()
-                nodes_by_id = {
-                    n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(attempt.node_ids)))
-                }
-                nodes = [nodes_by_id[i] for i in attempt.node_ids if i in nodes_by_id]
-                busy.update(n.id for n in nodes)
-                loaded, broken = self._load_for_launch(session, [job.id])
-                if job.id in broken:  # it cannot be followed without its plan: say so rather than hang
-                    self._fail_unrecoverable(session, job, attempt, broken[job.id][1], now)
-                    continue
-                placed = loaded[job.id]
-                ports = tuple(attempt.ports or ())
-                self._ports.reserve(ports)
-                run = self._run_for(placed, attempt.id, nodes, ports, started_at=attempt.started_at)
-                if attempt.reason in REQUEUE_REASONS:  # being preempted when the last server stopped
-                    run.preempted, run.requeue_reason = True, AttemptReason(attempt.reason)
-                    run.kill_at = now + run.plan.grace_seconds
-                    heapq.heappush(self._timers, (run.kill_at, run.key))
-                if job.state == JobState.TERMINATING:
-                    run.terminating = True
-                    run.kill_at = (job.terminate_requested_at or now) + run.plan.grace_seconds
-                    heapq.heappush(self._timers, (run.kill_at, run.key))
-                runs.append(run)
-            # Repair: a node marked running for a job that is not running any more.
-            stale = select(NodeRow).where(NodeRow.state.in_([NodeState.RUNNING, NodeState.LEAVING]))
-            for node in session.scalars(stale):
-                if node.id not in busy:
-                    if node.state == NodeState.RUNNING:
-                        transition_node(node, NodeState.IDLE, idle_since=now)
-                    node.job_id = None
+            rebuild_usage(session, self._queue.usage, now)
+            runs = rebuild_runs(session, now, provider=self._provider, ports=self._ports)
             self._nodes.recover(session)
         for run in runs:
+            self._track(run)
             self._backend.recover(run.plan)
             if run.terminating or run.preempted:
                 self._backend.signal(run.plan, kill=False)
         log.info("recovered %d running jobs", len(runs))
-
-
-def _free_nodes(session: Session, job_ids: list[int], now: float) -> None:
-    """The nodes of jobs that ended are idle again (a leaving node stays leaving: it goes once free)."""
-    transition_nodes(
-        session, NodeState.IDLE, NodeRow.job_id.in_(job_ids), only_from=[NodeState.RUNNING], job_id=None, idle_since=now
-    )

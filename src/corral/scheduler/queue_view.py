@@ -20,6 +20,7 @@ from corral.core.specs import node_gpus
 from corral.core.states import JobState
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.policy import QueuedJob, Quota
+from corral.scheduler.runs import queued_job
 from corral.scheduler.usage import Usage
 from corral.store.tables import ClusterRow, JobRow, WorkspaceRow
 
@@ -42,6 +43,10 @@ class QueueView:
         self.clusters: dict[int, tuple[int, float | None]] = {}
         self.quotas: dict[int, Quota] = {}
         self.usage = Usage(fairshare_half_life)
+
+    def mark_stale(self) -> None:
+        """Clusters or quotas changed: reload them before the next placement."""
+        self.stale = True
 
     # Thread-safe (deque appends): called from the API's threads.
     def submitted(self, job: QueuedJob) -> None:
@@ -113,17 +118,16 @@ class QueueView:
                 # A cluster made since the policy was loaded: reload both at the next pass.
                 self.stale, self._next_reload = True, 0.0
                 continue
-            self.jobs[row.id] = QueuedJob(
-                row.id,
-                row.cluster_id,
-                row.priority,
-                row.id,
-                row.node_count,
-                row.submitted_by,
-                row.workspace_id,
-                row.wall_clock,
-                self.clusters[row.cluster_id][0],
-                row.queued_at if row.queued_at is not None else row.created_at,
+            self.jobs[row.id] = queued_job(
+                job_id=row.id,
+                cluster_id=row.cluster_id,
+                priority=row.priority,
+                node_count=row.node_count,
+                user=row.submitted_by,
+                workspace_id=row.workspace_id,
+                wall_clock=row.wall_clock,
+                gpus_per_node=self.clusters[row.cluster_id][0],
+                queued_since=row.queued_at if row.queued_at is not None else row.created_at,
             )
             self._reasons[row.id] = row.reason
 

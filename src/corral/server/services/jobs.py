@@ -29,6 +29,7 @@ from corral.core.states import ErrorCode, JobState
 from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
+from corral.scheduler.runs import queued_job
 from corral.server.services import experiments
 from corral.server.services.lookup import (
     ClusterRef,
@@ -255,17 +256,16 @@ def create_job(
             f"cluster {sub.spec.cluster!r} or experiment {sub.experiment!r} changed while the job was submitted; "
             "submit it again"
         ) from None
-    queued = QueuedJob(
-        job_id,
-        sub.cluster.id,
-        values["priority"],
-        job_id,
-        sub.spec.node_count,
-        values["submitted_by"],
-        sub.workspace_id,
-        sub.spec.limits.max_wall_clock,
-        sub.cluster.gpus_per_node,
-        now,
+    queued = queued_job(
+        job_id=job_id,
+        cluster_id=sub.cluster.id,
+        priority=values["priority"],
+        node_count=sub.spec.node_count,
+        user=values["submitted_by"],
+        workspace_id=sub.workspace_id,
+        wall_clock=sub.spec.limits.max_wall_clock,
+        gpus_per_node=sub.cluster.gpus_per_node,
+        queued_since=now,
     )
     return sub.to_job(workspace), queued
 

@@ -1,0 +1,101 @@
+"""How ended attempts are committed: their outcome on the attempt and the job, their nodes freed (or marked
+unusable when their processes vanished), in the control loop's transaction. Also the two ways a job fails
+without running: a stored spec that no longer loads, at placement or at recovery."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, load_only
+
+from corral.backends.base import ExitKind
+from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
+from corral.scheduler.outcome import Run, attempt_outcome
+from corral.store.tables import AttemptRow, JobRow, NodeRow
+from corral.store.transitions import Move, transition_jobs, transition_nodes, transition_nodes_each
+
+log = logging.getLogger(__name__)
+
+
+def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving: bool) -> list[Run]:
+    """Commit how the runs ended; the runs whose jobs went back to the queue. With ``nodes_leaving``, the ended
+    jobs' leaving nodes are let go too (they are removed at the next reconcile)."""
+    job_ids = [r.job_id for r in runs]
+    light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
+    jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
+    lost = {
+        run.plan.nodes[process.node_rank].node_id: run
+        for run in runs
+        for process in run.plan.processes
+        if run.exits.get(process.rank) is not None and run.exits[process.rank].kind == ExitKind.LOST
+    }
+    if lost:  # its processes vanished without an exit code: not to be trusted until recovered
+        rows = [
+            {
+                "id": node_id,
+                "job_id": None,
+                "error": f"lost during attempt {run.plan.attempt} of job {run.job_id}: its processes vanished "
+                "without an exit code (corral cluster node recover returns it)",
+            }
+            for node_id, run in lost.items()
+        ]
+        transition_nodes_each(session, NodeState.UNUSABLE, rows, only_from=[NodeState.RUNNING])
+    free_nodes(session, job_ids, now)
+    if nodes_leaving:  # a leaving node whose job ended goes now
+        session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
+    moves, attempts = [], []
+    for run in runs:
+        job = jobs.get(run.job_id)
+        if job is None:
+            continue
+        if job.state == JobState.TERMINATING:
+            # Terminated by a request this pass has not drained yet: that is how it ended.
+            run.terminating = True
+        outcome = attempt_outcome(run)
+        attempts.append(
+            {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
+        )
+        if outcome.state == JobState.QUEUED:
+            moves.append(Move(job, JobState.QUEUED, outcome.reason, "requeued", {"queued_at": now}))
+            continue
+        changes = {
+            "ended_at": now,
+            "exit_code": outcome.exit_code,
+            "error_code": outcome.error_code,
+            "error_message": outcome.error_message,
+        }
+        why = outcome.error_code or AttemptReason.EXITED
+        moves.append(Move(job, outcome.state, why, outcome.error_message, changes))
+    if attempts:
+        session.execute(update(AttemptRow), attempts)
+    requeued = {m.job.id for m in transition_jobs(session, moves, at=now) if m.target == JobState.QUEUED}
+    return [r for r in runs if r.job_id in requeued and r.shape is not None]
+
+
+def free_nodes(session: Session, job_ids: list[int], now: float) -> None:
+    """The nodes of jobs that ended are idle again (a leaving node stays leaving: it goes once free)."""
+    transition_nodes(
+        session, NodeState.IDLE, NodeRow.job_id.in_(job_ids), only_from=[NodeState.RUNNING], job_id=None, idle_since=now
+    )
+
+
+def fail_unlaunchable(session: Session, broken: dict[int, tuple[JobRow, str]], now: float) -> list[int]:
+    """Fail the queued jobs whose stored spec no longer loads, each with its reason (one such job must not stop
+    the pass, and with it every other job, again and again); the ids of those failed."""
+    moves = []
+    for job, message in broken.values():
+        log.error("job %s (id %s) cannot be launched: %s", job.name, job.id, message)
+        changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
+        moves.append(Move(job, JobState.FAILED, ErrorCode.INVALID_SPEC, message, changes))
+    return [m.job.id for m in transition_jobs(session, moves, at=now)]
+
+
+def fail_unrecoverable(session: Session, job: JobRow, attempt: AttemptRow, message: str, now: float) -> None:
+    """A running job found at restart whose plan cannot be rebuilt: it ends failed, its nodes are freed."""
+    log.error("job %s (id %s) cannot be recovered: %s", job.name, job.id, message)
+    attempt.ended_at, attempt.reason = now, AttemptReason.INVALID_SPEC
+    free_nodes(session, [job.id], now)
+    target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
+    changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
+    transition_jobs(session, [Move(job, target, ErrorCode.INVALID_SPEC, message, changes)], at=now)

@@ -1,0 +1,132 @@
+"""Runs: what the control loop keeps about each attempt in flight, and how one is built from the database.
+
+:func:`load_for_launch` reads what placing a job needs (two queries for many jobs); :func:`new_run` builds the
+attempt's launch plan and its :class:`~corral.scheduler.outcome.Run`; :func:`queued_again` is the queue's view
+of a job a run sends back. Jobs enter the policy's queue as :class:`~corral.scheduler.policy.QueuedJob` through
+:func:`queued_job` alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.backends.base import NodeProvider
+from corral.core.spec_parsing import exc_summary
+from corral.core.specs import ClusterSpec, JobSpec, node_gpus
+from corral.scheduler.outcome import RetryPolicy, Run
+from corral.scheduler.plans import job_spec, plan_for
+from corral.scheduler.policy import QueuedJob, RunningJob
+from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What building a job's launch plan needs from the database, loaded within a pass."""
+
+    job: JobRow
+    spec: JobSpec
+    workspace: str
+    experiment: str
+    cluster: ClusterRow
+
+
+def queued_job(
+    *,
+    job_id: int,
+    cluster_id: int,
+    priority: int,
+    node_count: int,
+    user: str,
+    workspace_id: int,
+    wall_clock: float | None,
+    gpus_per_node: int,
+    queued_since: float,
+) -> QueuedJob:
+    """A job as the queue's policy sees it (jobs keep their submission order: ``seq`` is the job's id)."""
+    return QueuedJob(
+        job_id=job_id, cluster_id=cluster_id, priority=priority, seq=job_id, node_count=node_count, user=user,
+        workspace_id=workspace_id, wall_clock=wall_clock, gpus_per_node=gpus_per_node, queued_since=queued_since,
+    )  # fmt: skip
+
+
+def queued_again(run: Run, now: float) -> QueuedJob:
+    """The job of a run that sent it back to the queue, as the policy sees it."""
+    assert run.shape is not None
+    shape = run.shape
+    return queued_job(
+        job_id=run.job_id, cluster_id=shape.cluster_id, priority=shape.priority, node_count=shape.node_count,
+        user=run.user, workspace_id=shape.workspace_id, wall_clock=shape.wall_clock,
+        gpus_per_node=shape.gpus_per_node, queued_since=now,
+    )  # fmt: skip
+
+
+def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Placed], dict[int, tuple[JobRow, str]]]:
+    """The jobs with their workspace's and experiment's names and their cluster's row (two queries), and apart
+    those whose stored spec (or their cluster's) no longer loads, each with what is wrong."""
+    rows = session.execute(
+        select(JobRow, WorkspaceRow.name, ExperimentRow.name)
+        .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
+        .join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+        .where(JobRow.id.in_(job_ids))
+    ).all()
+    cluster_ids = {job.cluster_id for job, _, _ in rows}
+    clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
+    placed: dict[int, Placed] = {}
+    broken: dict[int, tuple[JobRow, str]] = {}
+    for job, workspace, experiment in rows:
+        if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
+            continue
+        cluster = clusters[job.cluster_id]
+        try:
+            spec = job_spec(job)
+            ClusterSpec.model_validate(cluster.spec)
+        except ValidationError as exc:
+            broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
+            continue
+        placed[job.id] = Placed(job, spec, workspace, experiment, cluster)
+    return placed, broken
+
+
+def new_run(
+    placed: Placed,
+    attempt_id: int,
+    nodes: list[NodeRow],
+    ports: tuple[int, ...],
+    *,
+    started_at: float,
+    provider: NodeProvider,
+) -> Run:
+    """The run of the job's current attempt (its number is the job's attempt count), with its plan."""
+    job = placed.job
+    plan = plan_for(
+        job=job,
+        spec=placed.spec,
+        attempt=job.attempt_count,
+        ports=ports,
+        workspace=placed.workspace,
+        experiment=placed.experiment,
+        cluster=placed.cluster,
+        nodes=nodes,
+        provider=provider,
+    )
+    limit = placed.spec.limits.max_wall_clock
+    shape = RunningJob(
+        job_id=job.id, cluster_id=job.cluster_id or 0, priority=job.priority, node_count=job.node_count,
+        workspace_id=job.workspace_id, started_at=started_at, wall_clock=limit,
+        gpus_per_node=node_gpus(placed.cluster.spec),
+    )  # fmt: skip
+    retry = placed.spec.retry
+    return Run(
+        job_id=job.id,
+        attempt_id=attempt_id,
+        plan=plan,
+        started_at=started_at,
+        deadline=started_at + limit if limit else None,
+        shape=shape,
+        user=job.submitted_by,
+        retry=RetryPolicy(retry.max_attempts, frozenset(retry.on), frozenset(retry.exit_codes)),
+    )
