@@ -11,6 +11,10 @@ backend what became of its processes while no server was watching.
 Ordering for crash safety: a job is marked running (and its attempt written)
 *before* its processes start; a restart that finds an attempt none of whose
 nodes ever started puts the job back in the queue instead of running it twice.
+
+This module keeps the thread, the pass and the runs in flight; the pass's parts live beside it:
+``policy`` (who goes where), ``runs`` (loading and committing placements, building runs), ``ending``
+(committing ended attempts), ``lifecycle`` (nodes), ``recovery`` (after a restart), ``liveness`` (health).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from corral.backends.base import Backends, ProcessExit
@@ -45,10 +49,10 @@ from corral.scheduler.policy import (
 from corral.scheduler.ports import PortAllocator
 from corral.scheduler.queue_view import QueueView
 from corral.scheduler.recovery import rebuild_runs, rebuild_usage
-from corral.scheduler.runs import Placed, load_for_launch, new_run, queued_again
+from corral.scheduler.runs import Placed, Start, commit_placements, load_for_launch, new_run, queued_again
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, JobRow, NodeRow
-from corral.store.transitions import Move, transition_jobs, transition_nodes_each
+from corral.store.transitions import Move, transition_jobs
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +270,7 @@ class Controller:
 
     # ------------------------------------------------------------ scheduling
 
-    def _schedule(self, session: Session, now: float) -> list[tuple[Placed, int, list[NodeRow], tuple[int, ...]]]:
+    def _schedule(self, session: Session, now: float) -> list[Start]:
         """Run the queue's policy: record why jobs wait, preempt, commit the placed jobs running, and return
         what :meth:`_run_for` needs for each."""
         self._queue.refresh(session, now, self._runs_by_job)
@@ -317,52 +321,13 @@ class Controller:
                 self._queue.remove(p.job_id)
         ports = self._reserve_ports(placed)
         placements = [p for p in placements if p.job_id in ports]
-        jobs = {job_id: p.job for job_id, p in placed.items()}
-        moves = [
-            Move(
-                jobs[p.job_id],
-                JobState.RUNNING,
-                changes={
-                    "started_at": now,
-                    "exit_code": None,
-                    "attempt_count": jobs[p.job_id].attempt_count + 1,
-                    "reason": None,
-                },
-            )
-            for p in placements
-        ]
-        moved = {m.job.id for m in transition_jobs(session, moves, at=now)}
+        starts, moved = commit_placements(session, placements, placed, ports, now)
         for p in placements:
             # Placed, or no longer queued (terminated, deleted): out of the queue either way.
             self._queue.remove(p.job_id)
             if p.job_id in ports and p.job_id not in moved:
                 self._ports.release(ports[p.job_id])
-        placements = [p for p in placements if p.job_id in moved]
-        if not placements:
-            return []
-        node_ids = [n for p in placements for n in p.node_ids]
-        nodes = {n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))}
-        taken = [{"id": n, "job_id": p.job_id} for p in placements for n in p.node_ids]
-        if transition_nodes_each(session, NodeState.RUNNING, taken, only_from=[NodeState.IDLE]) != len(taken):
-            raise RuntimeError("a placement found a node no longer idle; the pass is done again from the database")
-        attempt_rows = [
-            {
-                "job_id": p.job_id,
-                "number": jobs[p.job_id].attempt_count,
-                "node_ids": list(p.node_ids),
-                "node_names": [nodes[n].name for n in p.node_ids],
-                "started_at": now,
-                "ports": list(ports[p.job_id]),
-            }
-            for p in placements
-        ]
-        attempt_ids = dict(
-            session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
-        )
-        return [
-            (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id])
-            for p in placements
-        ]
+        return starts
 
     def _step_nodes(self, session: Session, now: float) -> list[tuple[str, str, str]]:
         """The nodes' pass (setups ended, automatic scale, evictions, resizes); stop the runs it says to."""

@@ -11,16 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
 from corral.core.specs import ClusterSpec, JobSpec, node_gpus
+from corral.core.states import JobState, NodeState
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import job_spec, plan_for
-from corral.scheduler.policy import QueuedJob, RunningJob
-from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
+from corral.scheduler.policy import Placement, QueuedJob, RunningJob
+from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
+from corral.store.transitions import Move, transition_jobs, transition_nodes_each
 
 
 @dataclass(frozen=True)
@@ -130,3 +132,54 @@ def new_run(
         user=job.submitted_by,
         retry=RetryPolicy(retry.max_attempts, frozenset(retry.on), frozenset(retry.exit_codes)),
     )
+
+
+#: A placed job whose start is committed: what to build its run from (its attempt's id, nodes and ports).
+Start = tuple[Placed, int, list[NodeRow], tuple[int, ...]]
+
+
+def commit_placements(
+    session: Session,
+    placements: list[Placement],
+    placed: dict[int, Placed],
+    ports: dict[int, tuple[int, ...]],
+    now: float,
+) -> tuple[list[Start], set[int]]:
+    """Commit the placements that have their ports: the jobs running (a new attempt each), their nodes taken,
+    their attempt rows written, in a few batched statements. Returns the starts, and the ids of the jobs moved
+    (a job terminated or deleted meanwhile is not). A node no longer idle fails the pass: it is done again."""
+    placements = [p for p in placements if p.job_id in ports]
+    jobs = {job_id: p.job for job_id, p in placed.items()}
+    moves = [
+        Move(jobs[p.job_id], JobState.RUNNING, changes={
+            "started_at": now, "exit_code": None, "attempt_count": jobs[p.job_id].attempt_count + 1, "reason": None,
+        })
+        for p in placements
+    ]  # fmt: skip
+    moved = {m.job.id for m in transition_jobs(session, moves, at=now)}
+    placements = [p for p in placements if p.job_id in moved]
+    if not placements:
+        return [], moved
+    node_ids = [n for p in placements for n in p.node_ids]
+    nodes = {n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))}
+    taken = [{"id": n, "job_id": p.job_id} for p in placements for n in p.node_ids]
+    if transition_nodes_each(session, NodeState.RUNNING, taken, only_from=[NodeState.IDLE]) != len(taken):
+        raise RuntimeError("a placement found a node no longer idle; the pass is done again from the database")
+    attempt_rows = [
+        {
+            "job_id": p.job_id,
+            "number": jobs[p.job_id].attempt_count,
+            "node_ids": list(p.node_ids),
+            "node_names": [nodes[n].name for n in p.node_ids],
+            "started_at": now,
+            "ports": list(ports[p.job_id]),
+        }
+        for p in placements
+    ]
+    attempt_ids = dict(
+        session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
+    )
+    starts = [
+        (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id]) for p in placements
+    ]
+    return starts, moved
