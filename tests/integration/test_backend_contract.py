@@ -1,0 +1,160 @@
+"""One suite every backend passes (issue 11): the local backend with real processes, and the fake one of
+``tests/fakes`` — the next backend (Ray) joins the parametrisation and proves itself against the same cases."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from corral.backends.base import Executor, ExitKind, NodeAccess, NodeProvider, NodeRef, ProcessExit
+from corral.backends.local.backend import LocalBackend
+from corral.backends.local.nodes import LocalNodes
+from corral.backends.local.resources import machine_gpus
+from corral.core.errors import InvalidSpec
+from corral.core.spec_parsing import parse_spec
+from corral.core.specs import ClusterSpec, JobSpec
+from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
+from corral.launch.planner import plan_launch
+from tests.fakes.backend import FakeExecutor, FakeMachine, FakeNodes
+
+
+@dataclass
+class Kind:
+    """A backend under test: ``executor()`` is a new one on the same machine (as after a server restart)."""
+
+    name: str
+    executor: Callable[[], Executor]
+    nodes: NodeProvider
+    access: NodeAccess
+    gpus: int
+
+
+@pytest.fixture(params=["local", "fake"])
+def kind(request: pytest.FixtureRequest, tmp_path: Path) -> Kind:
+    if request.param == "local":
+        local = LocalNodes(tmp_path)
+        return Kind("local", lambda: LocalBackend(code_dir=tmp_path / "code"), local, local, len(machine_gpus()))
+    machine = FakeMachine(gpus=4)
+    fake = FakeNodes(machine, tmp_path / "nodes")
+    return Kind("fake", lambda: FakeExecutor(machine), fake, fake, machine.gpus)
+
+
+class Listening:
+    """An executor and the reports it gives."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.executor = kind.executor()
+        self.reports: queue.Queue[ProcessExit] = queue.Queue()
+        self.executor.set_listener(self.reports.put)
+
+    def take(self, count: int, timeout: float = 30.0) -> list[ProcessExit]:
+        got = [self.reports.get(timeout=timeout) for _ in range(count)]
+        return sorted(got, key=lambda r: r.rank)
+
+
+@pytest.fixture
+def listening(kind: Kind) -> Iterator[Listening]:
+    made = Listening(kind)
+    yield made
+    made.executor.close()
+
+
+def plan(kind: Kind, tmp_path: Path, command: str, *, prepare: str | None = None, nodes: int = 2) -> LaunchPlan:
+    data: dict[str, object] = {"cluster": "c", "node_count": nodes, "custom": {"command": command}}
+    if prepare:
+        data["prepare"] = {"command": prepare}
+    uid = uuid.uuid4().hex
+    ctx = JobContext("ws", "exp", "j", uid, 1, str(tmp_path / "jobs" / uid), parse_spec(JobSpec, data))
+    assignments = [
+        NodeAssignment(
+            node_id=i, name=f"node-{i}", ip="127.0.0.1", root=kind.nodes.node_root(NodeRef("ws", "c", f"node-{i}"))
+        )
+        for i in range(nodes)
+    ]
+    return plan_launch(ctx, assignments)
+
+
+def test_each_process_reports_its_end_once_and_writes_its_log(kind: Kind, listening: Listening, tmp_path: Path) -> None:
+    p = plan(kind, tmp_path, "echo hi; exit 3")
+    listening.executor.launch(p)
+    reports = listening.take(2)
+    assert [(r.rank, r.kind, r.exit_code) for r in reports] == [(0, ExitKind.EXITED, 3), (1, ExitKind.EXITED, 3)]
+    assert all(Path(process.stdout).read_text() == "hi\n" for process in p.processes)
+    with pytest.raises(queue.Empty):
+        listening.reports.get(timeout=0.5)  # once each
+    listening.executor.forget(p)
+
+
+def test_a_failed_prepare_starts_no_process(kind: Kind, listening: Listening, tmp_path: Path) -> None:
+    p = plan(kind, tmp_path, "echo ran; exit 0", prepare="exit 5")
+    listening.executor.launch(p)
+    reports = listening.take(2)
+    assert {(r.kind, r.exit_code) for r in reports} == {(ExitKind.PREPARE_FAILED, 5)}
+    assert reports[0].message is not None and "exit code 5" in reports[0].message
+    assert not any(
+        Path(process.stdout).exists() and "ran" in Path(process.stdout).read_text() for process in p.processes
+    )
+
+
+def test_a_signal_ends_what_runs(kind: Kind, listening: Listening, tmp_path: Path) -> None:
+    p = plan(kind, tmp_path, "sleep 60")
+    listening.executor.launch(p)
+    with pytest.raises(queue.Empty):
+        listening.reports.get(timeout=0.5)  # running
+    listening.executor.signal(p, kill=False)
+    reports = listening.take(2)
+    assert all(r.kind == ExitKind.EXITED and r.exit_code not in (None, 0) for r in reports)
+
+
+def test_a_new_executor_recovers_what_the_last_one_launched(kind: Kind, tmp_path: Path) -> None:
+    before = Listening(kind)
+    running = plan(kind, tmp_path, "sleep 1; exit 4")
+    never = plan(kind, tmp_path, "exit 0")
+    before.executor.launch(running)
+    with pytest.raises(queue.Empty):
+        before.reports.get(timeout=0.3)
+    before.executor.close()  # the server stops; what it started goes on
+    after = Listening(kind)
+    try:
+        after.executor.recover(running)
+        after.executor.recover(never)
+        reports = after.take(4)
+        seen = {(r.job_uid, r.rank): (r.kind, r.exit_code) for r in reports}
+        assert seen == {
+            (running.job_uid, 0): (ExitKind.EXITED, 4), (running.job_uid, 1): (ExitKind.EXITED, 4),
+            (never.job_uid, 0): (ExitKind.NOT_STARTED, None), (never.job_uid, 1): (ExitKind.NOT_STARTED, None),
+        }  # fmt: skip
+    finally:
+        after.executor.close()
+
+
+def test_nodes_get_gpus_no_other_node_holds(kind: Kind) -> None:
+    one_gpu = ClusterSpec.model_validate({"name": "g", "node": {"gpus": 1}, "scale": {"nodes": 1}})
+    with pytest.raises(InvalidSpec, match=r"node\.gpus"):
+        kind.nodes.check(one_gpu, kind.gpus + 1)
+    given = kind.nodes.new_nodes(one_gpu, kind.gpus + 1, held_gpus=set())
+    assert len(given) == kind.gpus and len({g for n in given for g in n.gpus}) == kind.gpus
+    assert kind.nodes.new_nodes(one_gpu, 1, held_gpus=set(range(64))) == []  # every GPU held: none now
+    cpu_only = ClusterSpec.model_validate({"name": "c", "scale": {"nodes": 3}})
+    assert [n.gpus for n in kind.nodes.new_nodes(cpu_only, 3, held_gpus=set())] == [(), (), ()]
+
+
+def test_a_command_runs_on_a_node_and_its_files_are_read(kind: Kind) -> None:
+    node = NodeRef("ws", "c", "node-0")
+
+    async def run() -> list[tuple[str, str]]:
+        return [item async for item in await kind.access.run(node, ["echo", "hi"])]
+
+    assert asyncio.run(run()) == [("stdout", "hi"), ("exit", "0")]
+    assert kind.access.read_text(node, "no-such-file.txt") == ""
+    Path(kind.nodes.node_root(node)).mkdir(parents=True, exist_ok=True)
+    (Path(kind.nodes.node_root(node)) / "setup.txt").write_text("set up\n")
+    assert kind.access.read_text(node, "setup.txt") == "set up\n"
+    kind.nodes.remove_node_files("ws", "c")
+    assert kind.access.read_text(node, "setup.txt") == ""
