@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import Backends, ExitKind, NodeRef, ProcessExit
+from corral.core.specs import ScaleSpec
 from corral.core.states import AttemptReason, NodeState
 from corral.launch.plan import LaunchPlan
 from corral.scheduler.nodes import reconcile
@@ -59,7 +60,7 @@ class NodeLifecycle:
         self.reconcile_needed = True
         self.leaving = 0
         #: Cluster id -> its automatic scale settings (``min_nodes``, ``max_nodes``, ``idle_timeout``).
-        self.auto: dict[int, dict[str, Any]] = {}
+        self.auto: dict[int, ScaleSpec] = {}
         #: Automatic clusters adding nodes now: their waiting head jobs wait for ``ClusterScaling``.
         self.scaling_up: set[int] = set()
         self.evictions: deque[int] = deque()
@@ -100,9 +101,9 @@ class NodeLifecycle:
 
     def recover(self, session: Session) -> None:
         """After a restart: the setups of preparing nodes (the backend re-attaches, or says they never ran)."""
-        for node, cluster, spec, workspace in self._preparing(session):
-            if spec.get("setup"):
-                plan = self._plan(node, cluster, spec, workspace)
+        for node, cluster, workspace in self._preparing(session):
+            if cluster.parsed.setup:
+                plan = self._plan(node, cluster, workspace)
                 self._setups[plan.job_uid] = (node.id, plan)
         for _, plan in list(self._setups.values()):
             self._backend.recover(plan)  # reports NOT_STARTED when it never ran: it is launched then
@@ -118,10 +119,10 @@ class NodeLifecycle:
         ).all()
         for cluster_id, scale in self.auto.items():
             mine = [n for n in nodes if n.cluster_id == cluster_id]
-            low, high = int(scale.get("min_nodes") or 0), int(scale["max_nodes"])
+            low, high = scale.min_nodes or 0, scale.max_nodes or 0
             busy = sum(1 for n in mine if n.state in (NodeState.RUNNING, NodeState.PREPARING))
             wanted = max(low, min(high, busy + demand.get(cluster_id, 0)))
-            timeout = float(scale.get("idle_timeout") or DEFAULT_IDLE_TIMEOUT)
+            timeout = scale.idle_timeout or DEFAULT_IDLE_TIMEOUT
             idle_long = sum(
                 1
                 for n in mine
@@ -164,7 +165,7 @@ class NodeLifecycle:
     def _preparing(self, session: Session) -> list[Any]:
         return list(
             session.execute(
-                select(NodeRow, ClusterRow.name, ClusterRow.spec, WorkspaceRow.name)
+                select(NodeRow, ClusterRow, WorkspaceRow.name)
                 .join(ClusterRow, ClusterRow.id == NodeRow.cluster_id)
                 .join(WorkspaceRow, WorkspaceRow.id == ClusterRow.workspace_id)
                 .where(NodeRow.state == NodeState.PREPARING)
@@ -174,28 +175,30 @@ class NodeLifecycle:
     def _start_setups(self, session: Session) -> None:
         """Plan the setup of every preparing node that has none running (launched once committed)."""
         rows = self._preparing(session)
-        alive = {node.id for node, _, _, _ in rows}
+        alive = {node.id for node, _, _ in rows}
         for node_id, plan in list(self._setups.values()):
             if node_id not in alive:  # removed while preparing
                 self._backend.signal(plan, kill=True)
-        for node, cluster, spec, workspace in rows:
+        for node, cluster, workspace in rows:
             uid = setup_uid(node.id)
-            if uid in self._setups or not spec.get("setup"):
+            if uid in self._setups or not cluster.parsed.setup:
                 continue
-            plan = self._plan(node, cluster, spec, workspace)
+            plan = self._plan(node, cluster, workspace)
             self._setups[uid] = (node.id, plan)
             self._launches.append(plan)
 
-    def _plan(self, node: NodeRow, cluster: str, spec: dict[str, Any], workspace: str) -> LaunchPlan:
+    def _plan(self, node: NodeRow, cluster: ClusterRow, workspace: str) -> LaunchPlan:
+        setup = cluster.parsed.setup
+        assert setup is not None
         return setup_plan(
             node_id=node.id,
             node_name=node.name,
-            cluster=cluster,
+            cluster=cluster.name,
             workspace=workspace,
             gpus=list(node.gpus),
-            root=self._provider.node_root(NodeRef(workspace, cluster, node.name, tuple(node.gpus))),
-            command=spec["setup"]["command"],
-            env=dict(spec["setup"].get("env") or {}),
+            root=self._provider.node_root(NodeRef(workspace, cluster.name, node.name, tuple(node.gpus))),
+            command=setup.command,
+            env=dict(setup.env),
         )
 
     def _finish_setups(self, session: Session, now: float) -> None:

@@ -31,7 +31,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from corral.backends.base import Backends, ProcessExit
-from corral.core.specs import node_gpus
 from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.ending import fail_unlaunchable, finish_runs
@@ -368,7 +367,7 @@ class Controller:
         """Ports for each placed job that needs some; a job for which none are free now stays queued."""
         given: dict[int, tuple[int, ...]] = {}
         for job_id, p in placed.items():
-            block = self._ports.allocate(ports_needed(p.spec, node_gpus(p.cluster.spec)))
+            block = self._ports.allocate(ports_needed(p.spec, p.cluster.parsed.node.gpus))
             if block is None:
                 log.warning("no free block of ports for job %s; it waits for the next pass", p.job.name)
                 continue

@@ -18,7 +18,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
-from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
 from corral.store.transitions import transition_node
@@ -54,7 +53,7 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
         elif excess > 0:
             order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
             victims = sorted(staying, key=lambda n: (order.get(NodeState(n.state), 4), -n.index))[:excess]
-            deallocation = (cluster.spec.get("scale") or {}).get("deallocation", "requeue")
+            deallocation = cluster.parsed.scale.deallocation
             for node in victims:
                 if node.job_id is None:
                     out.removed.append((workspace, cluster.name, node.name))
@@ -91,7 +90,7 @@ def add_nodes(
 ) -> int:
     """Add up to ``count`` nodes (the lowest free indexes) as the provider gives them; how many it gave (fewer
     while the GPUs they need are held: the cluster stays resizing)."""
-    spec = ClusterSpec.model_validate(cluster.spec)
+    spec = cluster.parsed
     given = provider.new_nodes(spec, count, held_gpus=used_gpus)
     taken = {n.index for n in nodes}
     index = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corral.backends.base import NodeProvider, NodeRef
-from corral.core.specs import ClusterSpec, JobSpec
+from corral.core.specs import JobSpec
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
 from corral.store.tables import ClusterRow, JobRow, NodeRow
@@ -28,7 +28,7 @@ def plan_for(
     nodes: Sequence[NodeRow],
     provider: NodeProvider,
 ) -> LaunchPlan:
-    shape = ClusterSpec.model_validate(cluster.spec).node
+    shape = cluster.parsed.node
     ctx = JobContext(
         workspace=workspace,
         experiment=experiment,

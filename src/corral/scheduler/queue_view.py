@@ -16,7 +16,6 @@ from collections.abc import Container, Mapping
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from corral.core.specs import node_gpus
 from corral.core.states import JobState
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.policy import QueuedJob, Quota
@@ -73,11 +72,11 @@ class QueueView:
             return
         self.stale = False
         self.clusters, self._nodes.auto = {}, {}
-        for cluster_id, spec in session.execute(select(ClusterRow.id, ClusterRow.spec)):
-            self.clusters[cluster_id] = (node_gpus(spec), spec.get("preempt_after"))
-            scale = spec.get("scale") or {}
-            if scale.get("max_nodes") is not None:
-                self._nodes.auto[cluster_id] = scale
+        for cluster in session.scalars(select(ClusterRow)):
+            spec = cluster.parsed
+            self.clusters[cluster.id] = (spec.node.gpus, spec.preempt_after)
+            if spec.scale.is_auto:
+                self._nodes.auto[cluster.id] = spec.scale
         self.quotas = {
             ws_id: Quota(max_nodes, max_gpus)
             for ws_id, max_nodes, max_gpus in session.execute(

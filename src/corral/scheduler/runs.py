@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
-from corral.core.specs import ClusterSpec, JobSpec, node_gpus
+from corral.core.specs import JobSpec
 from corral.core.states import JobState, NodeState
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import job_spec, plan_for
@@ -85,7 +85,7 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
         cluster = clusters[job.cluster_id]
         try:
             spec = job_spec(job)
-            ClusterSpec.model_validate(cluster.spec)
+            cluster.parsed  # noqa: B018 - parsed now, once: a spec that no longer loads is found here
         except ValidationError as exc:
             broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
             continue
@@ -119,7 +119,7 @@ def new_run(
     shape = RunningJob(
         job_id=job.id, cluster_id=job.cluster_id or 0, priority=job.priority, node_count=job.node_count,
         workspace_id=job.workspace_id, started_at=started_at, wall_clock=limit,
-        gpus_per_node=node_gpus(placed.cluster.spec),
+        gpus_per_node=placed.cluster.parsed.node.gpus,
     )  # fmt: skip
     retry = placed.spec.retry
     return Run(

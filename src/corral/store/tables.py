@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from corral.core.specs import ClusterSpec
+
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
@@ -59,6 +61,16 @@ class ClusterRow(Base):
     target_nodes: Mapped[int] = mapped_column(Integer)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[float] = mapped_column(Float)
+
+    @property
+    def parsed(self) -> ClusterSpec:
+        """The stored spec as a :class:`ClusterSpec`, parsed once per loaded row (again when ``spec`` is replaced).
+        Raises pydantic's ValidationError for a spec this version no longer reads."""
+        cached = self.__dict__.get("_parsed")
+        if cached is None or cached[0] is not self.spec:
+            cached = (self.spec, ClusterSpec.model_validate(self.spec))
+            self.__dict__["_parsed"] = cached
+        return cached[1]
 
 
 class NodeRow(Base):

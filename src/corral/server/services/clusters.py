@@ -59,7 +59,7 @@ def to_model(session: Session, row: ClusterRow, workspace: str) -> Cluster:
     return Cluster(
         name=row.name,
         workspace=workspace,
-        spec=ClusterSpec.model_validate(row.spec),
+        spec=row.parsed,
         allocation_state=row.allocation_state,
         current_nodes=sum(counts.values()),
         target_nodes=row.target_nodes,
@@ -164,7 +164,7 @@ def node_model(node: NodeRow, *, cluster: str, job: str | None = None, experimen
 def preemptible_node(session: Session, *, workspace: str, cluster: str, node: str) -> NodeRow:
     """The node to preempt; only nodes of a ``priority: low`` cluster can be."""
     row, found = node_row(session, workspace=workspace, cluster=cluster, node=node)
-    if row.spec.get("priority") != "low":
+    if row.parsed.priority != "low":
         raise Conflict(f"cluster {cluster!r} is dedicated; only the nodes of a priority: low cluster can be preempted")
     if found.state == NodeState.LEAVING:
         raise Conflict(f"node {node!r} is already leaving")
@@ -184,7 +184,7 @@ def resize_cluster(
     """Set a manual node count (and what a shrink does to running jobs); the control loop gets there."""
     _check_size(nodes, max_nodes, "nodes")
     row = cluster_row(session, workspace_row(session, workspace), name)
-    spec = ClusterSpec.model_validate(row.spec)
+    spec = row.parsed
     scale = {"nodes": nodes, "deallocation": deallocation or spec.scale.deallocation}
     return _rescale(session, row, workspace, spec, scale, most=nodes, target=nodes, provider=provider)
 
@@ -231,7 +231,7 @@ def autoscale_cluster(
     """Switch a cluster to automatic scale between ``min_nodes`` and ``max_nodes`` (at most ``limit``)."""
     _check_size(max_nodes, limit, "max_nodes")
     row = cluster_row(session, workspace_row(session, workspace), name)
-    spec = ClusterSpec.model_validate(row.spec)
+    spec = row.parsed
     scale: dict[str, Any] = {"min_nodes": min_nodes, "max_nodes": max_nodes, "deallocation": spec.scale.deallocation}
     if idle_timeout is not None:
         scale["idle_timeout"] = idle_timeout
@@ -246,7 +246,7 @@ def recover_node(session: Session, *, workspace: str, cluster: str, node: str) -
     row, found = node_row(session, workspace=workspace, cluster=cluster, node=node)
     if found.state != NodeState.UNUSABLE:
         raise Conflict(f"node {node!r} is {found.state}, not unusable: nothing to recover")
-    target = NodeState.PREPARING if row.spec.get("setup") else NodeState.IDLE
+    target = NodeState.PREPARING if row.parsed.setup else NodeState.IDLE
     transition_node(found, target, error=None, job_id=None, idle_since=time.time())
     session.flush()
     return node_model(found, cluster=cluster)

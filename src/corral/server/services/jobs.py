@@ -335,6 +335,7 @@ def rank_nodes_of(session: Session, row: JobRow, nodes: list[str]) -> list[str |
     if spec is None or len(nodes) != spec.node_count:
         return [None] * row.rank_count
     cluster = session.get(ClusterRow, row.cluster_id) if row.cluster_id is not None else None
+    # The raw read: showing a job must work even where its cluster's stored spec no longer loads.
     return rank_nodes(spec, nodes, gpus_per_node=node_gpus(cluster.spec) if cluster is not None else 0)
 
 

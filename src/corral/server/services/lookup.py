@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.core.errors import NotFound
-from corral.core.specs import TOOLKITS, JobSpec, node_gpus
+from corral.core.specs import TOOLKITS, JobSpec
 from corral.core.states import TERMINAL_JOB_STATES
 from corral.store.db import Database
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
@@ -160,8 +160,9 @@ class NameCache:
             experiment_id = session.scalar(
                 select(ExperimentRow.id).where(ExperimentRow.workspace_id == ws.id, ExperimentRow.name == experiment)
             )
-        gpus = node_gpus(row.spec)
-        most = (row.spec.get("scale") or {}).get("max_nodes") or row.target_nodes  # automatic scale: its maximum
+        spec = row.parsed
+        gpus = spec.node.gpus
+        most = spec.scale.max_nodes or row.target_nodes  # automatic scale: its maximum
         found = (ws.id, ClusterRef(row.id, row.name, most, gpus), experiment_id)
         if experiment_id is not None:
             with self._lock:
