@@ -77,3 +77,19 @@ def test_the_check_would_catch_a_concrete_backend_in_the_scheduler(tmp_path: Pat
     leak = tmp_path / "leak.py"
     leak.write_text("def f():\n    from corral.backends.local.resources import LOCAL_IP\n")
     assert part(next(iter(imports(leak)))) not in ALLOWED["corral.scheduler"]
+
+
+def test_routers_leave_side_effects_to_the_services() -> None:
+    """Routers parse, authorise and call a service: the loop, the name cache, the admission limits and the backend
+    are the services' to reach (``services/commands.py``), after their transaction commits."""
+    reached = []
+    for path in sorted((SRC / "server" / "routers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in {"controller", "names", "backends", "admission"}
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "ctx"
+            ):
+                reached.append(f"{path.name}:{node.lineno} ctx.{node.attr}")
+    assert not reached, reached

@@ -12,6 +12,7 @@ from corral.core.specs import Duration, Int, Text
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.openapi import TEXT_RESPONSE, ClusterSpecBody
 from corral.server.services import clusters as service
+from corral.server.services import commands
 from corral.server.services.node_exec import exec_on_node
 
 router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
@@ -19,17 +20,7 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 
 @router.post("", status_code=201)
 def create_cluster(ws: PathName, ctx: Ctx, _p: CurrentPrincipal, spec: ClusterSpecBody) -> Cluster:
-    with ctx.db.write() as session:
-        cluster = service.create_cluster(
-            session,
-            workspace=ws,
-            spec_data=spec,
-            max_nodes=ctx.settings.max_nodes_per_cluster,
-            provider=ctx.backends.nodes,
-        )
-    ctx.names.invalidate()
-    ctx.controller.policy_changed()
-    return cluster
+    return commands.create_cluster(ctx, workspace=ws, spec=spec)
 
 
 class ResizeRequest(BaseModel):
@@ -41,19 +32,7 @@ class ResizeRequest(BaseModel):
 @router.post("/{name}/resize")
 def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
     """Grow or shrink to ``nodes``; a shrink treats running jobs by ``deallocation`` (else the cluster's)."""
-    with ctx.db.write() as session:
-        cluster = service.resize_cluster(
-            session,
-            workspace=ws,
-            name=name,
-            nodes=body.nodes,
-            max_nodes=ctx.settings.max_nodes_per_cluster,
-            provider=ctx.backends.nodes,
-            deallocation=body.deallocation,
-        )
-    ctx.names.invalidate()
-    ctx.controller.policy_changed()
-    return cluster
+    return commands.resize_cluster(ctx, workspace=ws, name=name, nodes=body.nodes, deallocation=body.deallocation)
 
 
 class AutoscaleRequest(BaseModel):
@@ -66,20 +45,9 @@ class AutoscaleRequest(BaseModel):
 @router.post("/{name}/autoscale")
 def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
     """Scale between ``min_nodes`` and ``max_nodes`` with the queue; idle nodes go after ``idle_timeout``."""
-    with ctx.db.write() as session:
-        cluster = service.autoscale_cluster(
-            session,
-            workspace=ws,
-            name=name,
-            min_nodes=body.min_nodes,
-            max_nodes=body.max_nodes,
-            limit=ctx.settings.max_nodes_per_cluster,
-            provider=ctx.backends.nodes,
-            idle_timeout=body.idle_timeout,
-        )
-    ctx.names.invalidate()
-    ctx.controller.policy_changed()
-    return cluster
+    return commands.autoscale_cluster(
+        ctx, workspace=ws, name=name, min_nodes=body.min_nodes, max_nodes=body.max_nodes, idle_timeout=body.idle_timeout
+    )
 
 
 @router.get("")
@@ -96,11 +64,7 @@ def get_cluster(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) ->
 
 @router.delete("/{name}", status_code=204)
 def delete_cluster(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
-    with ctx.db.write() as session:
-        service.delete_cluster(session, workspace=ws, name=name)
-    ctx.names.invalidate()
-    ctx.controller.policy_changed()
-    ctx.backends.nodes.remove_node_files(ws, name)
+    commands.delete_cluster(ctx, workspace=ws, name=name)
     return Response(status_code=204)
 
 
@@ -113,9 +77,7 @@ def list_nodes(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> 
 @router.get("/{name}/nodes/{node}/logs", response_model=None, responses=TEXT_RESPONSE)
 def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> PlainTextResponse:
     """The output of the node's ``setup.command``."""
-    with ctx.db.read() as session:
-        text = service.node_setup_log(session, ctx.backends.access, workspace=ws, cluster=name, node=node)
-    return PlainTextResponse(text)
+    return PlainTextResponse(commands.node_setup_log(ctx, workspace=ws, cluster=name, node=node))
 
 
 class ExecRequest(BaseModel):
@@ -135,17 +97,10 @@ async def node_exec(
 @router.post("/{name}/nodes/{node}/preempt", status_code=202)
 def node_preempt(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Node:
     """Preempt a node of a low-priority cluster on purpose: notice (SIGTERM) to its job, grace, eviction."""
-    with ctx.db.read() as session:
-        found = service.preemptible_node(session, workspace=ws, cluster=name, node=node)
-        shown = next(n for n in service.list_nodes(session, workspace=ws, cluster=name) if n.name == found.name)
-    ctx.controller.preempt_node(found.id)
-    return shown
+    return commands.preempt_node(ctx, workspace=ws, cluster=name, node=node)
 
 
 @router.post("/{name}/nodes/{node}/recover")
 def node_recover(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Node:
     """Return an unusable node (lost, or its setup failed) to service; its setup runs again if there is one."""
-    with ctx.db.write() as session:
-        recovered = service.recover_node(session, workspace=ws, cluster=name, node=node)
-    ctx.controller.policy_changed()
-    return recovered
+    return commands.recover_node(ctx, workspace=ws, cluster=name, node=node)

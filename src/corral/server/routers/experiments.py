@@ -4,8 +4,8 @@ from fastapi import APIRouter, Response
 
 from corral.core.models import Experiment, ExperimentCreate
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
+from corral.server.services import commands
 from corral.server.services import experiments as service
-from corral.server.services.jobs import remove_job_files
 
 router = APIRouter(prefix="/workspaces/{ws}/experiments", tags=["experiments"])
 
@@ -30,8 +30,5 @@ def get_experiment(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal)
 
 @router.delete("/{name}", status_code=204)
 def delete_experiment(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
-    with ctx.db.write() as session:
-        job_dirs = service.delete_experiment(session, workspace=ws, name=name)
-    ctx.names.invalidate()
-    remove_job_files(ctx.backends.nodes, job_dirs)
+    commands.delete_experiment(ctx, workspace=ws, name=name)
     return Response(status_code=204)

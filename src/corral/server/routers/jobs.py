@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -15,8 +15,8 @@ from corral.core.specs import NAME_PATTERN
 from corral.core.states import JobState
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.openapi import FILE_RESPONSE, LIST_RESPONSE, LOG_RESPONSE
+from corral.server.services import commands, outputs
 from corral.server.services import jobs as service
-from corral.server.services import outputs
 from corral.server.services.logstream import follow_job, parse_cursor, parse_ranks
 
 router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs"])
@@ -73,22 +73,9 @@ async def create_job(
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    where: dict[str, Any] = {
-        "workspace": ws,
-        "request": request,
-        "submitted_by": principal.name,
-        "jobs_dir": ctx.settings.jobs_dir,
-        "code_dir": ctx.settings.code_dir,
-        "max_env_bytes": ctx.settings.max_env_bytes,
-    }
-    if dry_run:
-        checked = service.check_job(ctx.db, ctx.names, **where)
-        return Response(checked.model_dump_json(), status_code=200, media_type="application/json")
-    ctx.admission.admit(ctx.db, user=principal.name)
-    job, queued = service.create_job(ctx.db, ctx.names, **where)
-    ctx.controller.job_submitted(queued)
+    job = commands.submit_job(ctx, workspace=ws, request=request, user=principal.name, dry_run=dry_run)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
-    return Response(job.model_dump_json(), status_code=201, media_type="application/json")
+    return Response(job.model_dump_json(), status_code=200 if dry_run else 201, media_type="application/json")
 
 
 @router.get("", responses=LIST_RESPONSE)
@@ -131,21 +118,12 @@ async def wait_job(
 
 @router.post("/{name}/terminate")
 def terminate_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Job:
-    with ctx.db.write() as session:
-        job, job_id, action = service.terminate_job(session, workspace=ws, experiment=exp, name=name)
-    if action == "signal":
-        ctx.controller.request_terminate(job_id)
-    elif action == "ended":
-        ctx.controller.job_dequeued(job_id)
-        ctx.waiters.notify([job_id])
-    return job
+    return commands.terminate_job(ctx, workspace=ws, experiment=exp, name=name)
 
 
 @router.delete("/{name}", status_code=204)
 def delete_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Response:
-    with ctx.db.write() as session:
-        found = service.delete_job(session, workspace=ws, experiment=exp, name=name)
-    service.remove_job_files(ctx.backends.nodes, [found])
+    commands.delete_job(ctx, workspace=ws, experiment=exp, name=name)
     return Response(status_code=204)
 
 

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from corral.core.models import Quota, Usage, Workspace, WorkspaceCreate
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.routers.users import require_admin
+from corral.server.services import commands
 from corral.server.services import usage as usage_service
 from corral.server.services import workspaces as service
 
@@ -33,10 +34,7 @@ def get_workspace(ws: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Workspace:
 def set_quota(ws: PathName, body: Quota, ctx: Ctx, principal: CurrentPrincipal) -> Workspace:
     """Nodes and GPUs the workspace's jobs may hold at once (null: no limit). Admins only."""
     require_admin(principal)
-    with ctx.db.write() as session:
-        workspace = service.set_quota(session, name=ws, quota=body)
-    ctx.controller.policy_changed()
-    return workspace
+    return commands.set_quota(ctx, workspace=ws, quota=body)
 
 
 @router.get("/workspaces/{ws}/usage")

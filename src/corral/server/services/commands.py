@@ -1,0 +1,144 @@
+"""What the API asks that changes something, each with everything that follows from it.
+
+A command runs its transaction through the services, then, once committed, its side effects: the name cache
+forgets what changed, the control loop hears of it (a submitted job, a changed cluster or quota, a terminate,
+a node to preempt), the backend removes files nobody owns any more. Routers parse, authorise and call one
+function here (or one read in the services); none of them reaches the loop, the cache or the backend itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from corral.core.models import Cluster, Job, JobCreate, Node, Quota, Workspace
+from corral.server.context import ServerContext
+from corral.server.services import clusters, experiments, jobs, workspaces
+
+
+def _clusters_changed(ctx: ServerContext) -> None:
+    ctx.names.invalidate()
+    ctx.controller.policy_changed()
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def create_cluster(ctx: ServerContext, *, workspace: str, spec: dict[str, Any]) -> Cluster:
+    with ctx.db.write() as session:
+        cluster = clusters.create_cluster(
+            session, workspace=workspace, spec_data=spec, max_nodes=ctx.settings.max_nodes_per_cluster,
+            provider=ctx.backends.nodes,
+        )  # fmt: skip
+    _clusters_changed(ctx)
+    return cluster
+
+
+def resize_cluster(
+    ctx: ServerContext,
+    *,
+    workspace: str,
+    name: str,
+    nodes: int,
+    deallocation: Literal["requeue", "terminate", "wait"] | None,
+) -> Cluster:
+    with ctx.db.write() as session:
+        cluster = clusters.resize_cluster(
+            session, workspace=workspace, name=name, nodes=nodes, max_nodes=ctx.settings.max_nodes_per_cluster,
+            provider=ctx.backends.nodes, deallocation=deallocation,
+        )  # fmt: skip
+    _clusters_changed(ctx)
+    return cluster
+
+
+def autoscale_cluster(
+    ctx: ServerContext, *, workspace: str, name: str, min_nodes: int, max_nodes: int, idle_timeout: float | None
+) -> Cluster:
+    with ctx.db.write() as session:
+        cluster = clusters.autoscale_cluster(
+            session, workspace=workspace, name=name, min_nodes=min_nodes, max_nodes=max_nodes,
+            limit=ctx.settings.max_nodes_per_cluster, provider=ctx.backends.nodes, idle_timeout=idle_timeout,
+        )  # fmt: skip
+    _clusters_changed(ctx)
+    return cluster
+
+
+def delete_cluster(ctx: ServerContext, *, workspace: str, name: str) -> None:
+    with ctx.db.write() as session:
+        clusters.delete_cluster(session, workspace=workspace, name=name)
+    _clusters_changed(ctx)
+    ctx.backends.nodes.remove_node_files(workspace, name)
+
+
+def preempt_node(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> Node:
+    """Evict a node of a low-priority cluster (the loop gives notice, waits the grace, removes it)."""
+    with ctx.db.read() as session:
+        found = clusters.preemptible_node(session, workspace=workspace, cluster=cluster, node=node)
+        shown = next(
+            n for n in clusters.list_nodes(session, workspace=workspace, cluster=cluster) if n.name == found.name
+        )
+    ctx.controller.preempt_node(found.id)
+    return shown
+
+
+def recover_node(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> Node:
+    with ctx.db.write() as session:
+        recovered = clusters.recover_node(session, workspace=workspace, cluster=cluster, node=node)
+    ctx.controller.policy_changed()
+    return recovered
+
+
+def node_setup_log(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> str:
+    with ctx.db.read() as session:
+        return clusters.node_setup_log(session, ctx.backends.access, workspace=workspace, cluster=cluster, node=node)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, user: str, dry_run: bool = False) -> Job:
+    """Queue a job (the loop is handed it once committed), after the user's limits; with ``dry_run``, check
+    everything a submission checks and store nothing."""
+    where: dict[str, Any] = {
+        "workspace": workspace, "request": request, "submitted_by": user, "jobs_dir": ctx.settings.jobs_dir,
+        "code_dir": ctx.settings.code_dir, "max_env_bytes": ctx.settings.max_env_bytes,
+    }  # fmt: skip
+    if dry_run:
+        return jobs.check_job(ctx.db, ctx.names, **where)
+    ctx.admission.admit(ctx.db, user=user)
+    job, queued = jobs.create_job(ctx.db, ctx.names, **where)
+    ctx.controller.job_submitted(queued)
+    return job
+
+
+def terminate_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str) -> Job:
+    with ctx.db.write() as session:
+        job, job_id, action = jobs.terminate_job(session, workspace=workspace, experiment=experiment, name=name)
+    if action == "signal":
+        ctx.controller.request_terminate(job_id)
+    elif action == "ended":
+        ctx.controller.job_dequeued(job_id)
+        ctx.waiters.notify([job_id])
+    return job
+
+
+def delete_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str) -> None:
+    with ctx.db.write() as session:
+        found = jobs.delete_job(session, workspace=workspace, experiment=experiment, name=name)
+    jobs.remove_job_files(ctx.backends.nodes, [found])
+
+
+# ---------------------------------------------------------------- experiments and workspaces
+
+
+def delete_experiment(ctx: ServerContext, *, workspace: str, name: str) -> None:
+    with ctx.db.write() as session:
+        job_dirs = experiments.delete_experiment(session, workspace=workspace, name=name)
+    ctx.names.invalidate()
+    jobs.remove_job_files(ctx.backends.nodes, job_dirs)
+
+
+def set_quota(ctx: ServerContext, *, workspace: str, quota: Quota) -> Workspace:
+    with ctx.db.write() as session:
+        changed = workspaces.set_quota(session, name=workspace, quota=quota)
+    ctx.controller.policy_changed()
+    return changed
