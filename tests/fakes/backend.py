@@ -161,6 +161,9 @@ class FakeExecutor:
 class FakeNodes:
     """Nodes of a simulated machine with ``machine.gpus`` GPUs, their files under ``root``."""
 
+    backend = "fake"
+    features = frozenset({"gpus"})
+
     def __init__(self, machine: FakeMachine, root: Path) -> None:
         self.machine = machine
         self.root = root

@@ -88,6 +88,8 @@ def test_cluster_lifecycle_and_unavailable_features(server: ServerHandle) -> Non
     assert "tmp" in [x.name for x in c.list_clusters()]
     with pytest.raises(InvalidSpec, match="mounts: volume mounts are not available"):
         c.create_cluster({"name": "mnt", "scale": {"nodes": 1}, "mounts": [{"volume": "v", "path": "data"}]})
+    with pytest.raises(InvalidSpec, match="backend: this server runs the local backend"):
+        c.create_cluster({"name": "far", "backend": "ray", "scale": {"nodes": 1}})
     with pytest.raises(InvalidSpec, match=r"node.gpus: .* this machine has"):
         c.create_cluster({"name": "gpu", "node": {"gpus": 64}, "scale": {"nodes": 2}})
     c.create_job({"cluster": "tmp", "custom": {"command": "true"}, "name": "on-tmp"})  # fills the name cache

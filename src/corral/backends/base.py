@@ -84,7 +84,16 @@ class NewNode:
     gpus: tuple[int, ...] = ()
 
 
+#: What a backend may support beyond running nodes and processes (a cluster spec asking for one it lacks is refused).
+FEATURES = frozenset({"setup", "preemption", "gpus", "mounts"})
+
+
 class NodeProvider(Protocol):
+    #: The ``backend:`` of the cluster specs it serves.
+    backend: str
+    #: Which of :data:`FEATURES` it supports.
+    features: frozenset[str]
+
     def check(self, spec: ClusterSpec, count: int) -> list[str]:
         """Raise ``InvalidSpec`` when ``count`` nodes of ``spec`` could never exist here; else warnings."""
 

@@ -26,6 +26,9 @@ from corral.launch.layout import node_job_paths
 
 
 class LocalNodes:
+    backend = "local"
+    features = frozenset({"setup", "preemption", "gpus"})
+
     def __init__(self, home: Path) -> None:
         self._home = home
 

@@ -27,20 +27,23 @@ from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
 from corral.store.transitions import transition_node
 
-_NOT_YET = {
-    "backend": "only the local backend is available in this version",
-    "mounts": "volume mounts are not available in this version",
-}
 
-
-def _refuse_unavailable(spec: ClusterSpec) -> None:
-    problems = []
-    if spec.backend != "local":
-        problems.append("backend")
-    if spec.mounts:
-        problems.append("mounts")
-    if problems:
-        details = [{"loc": loc, "message": _NOT_YET[loc]} for loc in problems]
+def _refuse_unsupported(spec: ClusterSpec, provider: NodeProvider) -> None:
+    """What the server's backend does not do is refused, naming the field, rather than accepted and ignored."""
+    name = provider.backend
+    asked = [  # (field, asked for, the feature it needs, why not)
+        ("backend", spec.backend != name, None, f"this server runs the {name} backend"),
+        ("mounts", bool(spec.mounts), "mounts", "volume mounts are not available in this version"),
+        ("setup", spec.setup is not None, "setup", f"the {name} backend runs no node setup"),
+        ("priority", spec.priority == "low", "preemption", f"the {name} backend has no preemptible nodes"),
+        ("node.gpus", spec.node.gpus > 0, "gpus", f"the {name} backend has no GPUs"),
+    ]
+    details = [
+        {"loc": loc, "message": why}
+        for loc, wanted, feature, why in asked
+        if wanted and (feature is None or feature not in provider.features)
+    ]
+    if details:
         raise InvalidSpec("cluster: " + "; ".join(f"{d['loc']}: {d['message']}" for d in details), details=details)
 
 
@@ -82,7 +85,7 @@ def create_cluster(
     """A new cluster with its first nodes (as many as the provider can give now; the control loop adds the
     rest when it can)."""
     spec = parse_spec(ClusterSpec, spec_data, source="cluster")
-    _refuse_unavailable(spec)
+    _refuse_unsupported(spec, provider)
     if spec.scale.is_auto:
         _check_size(spec.scale.max_nodes or 0, max_nodes, "scale.max_nodes")
     else:
