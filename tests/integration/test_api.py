@@ -23,7 +23,7 @@ def api(server: ServerHandle, method: str, path: str, token: str | None = None, 
 
 
 def test_health_needs_no_token_but_everything_else_does(server: ServerHandle) -> None:
-    assert httpx.get(f"{server.url}/api/v1/health").json()["status"] == "ok"
+    assert httpx.get(f"{server.url}/api/v1/health").json() == {"status": "ok"}  # no version or pid to strangers
     assert httpx.get(f"{server.url}/api/v1/workspaces").status_code == 401
     bad = api(server, "GET", "/workspaces", token="not-a-token")
     assert bad.status_code == 401
@@ -36,7 +36,7 @@ def test_token_file_is_private(server: ServerHandle) -> None:
 
 
 def test_openapi_lists_the_resources(server: ServerHandle) -> None:
-    paths = httpx.get(f"{server.url}/api/v1/openapi.json").json()["paths"]
+    paths = api(server, "GET", "/openapi.json").json()["paths"]
     for path in (
         "/api/v1/workspaces/{ws}/clusters/{name}/nodes",
         "/api/v1/workspaces/{ws}/experiments/{exp}/jobs/{name}/terminate",
@@ -182,14 +182,15 @@ def test_health_says_when_the_control_loop_fails(server_factory: object) -> None
     """A database broken under a running server: the loop's passes fail, and health answers 503 naming the
     kind of error (the cause is in the server's log) instead of a cheerful ok."""
     srv: ServerHandle = server_factory(settings={"CORRAL_SCHEDULER_TICK": "0.3"})  # type: ignore[operator]
-    first = httpx.get(f"{srv.url}/api/v1/health")
+    first = api(srv, "GET", "/health")
     assert first.status_code == 200 and first.json()["loop"]["status"] == "ok"
     assert first.json()["loop"]["last_pass_seconds_ago"] < 30
     with sqlite3.connect(srv.database_url.removeprefix("sqlite:///")) as db:
         db.execute("DROP TABLE nodes")
     assert api(srv, "PUT", "/workspaces/default/quota", json={"max_nodes": 3}).status_code == 200  # reload clusters
     until(lambda: httpx.get(f"{srv.url}/api/v1/health").status_code == 503, timeout=30)
-    sick = httpx.get(f"{srv.url}/api/v1/health").json()
+    assert httpx.get(f"{srv.url}/api/v1/health").json() == {"status": "unhealthy"}  # without a token
+    sick = api(srv, "GET", "/health").json()
     assert sick["status"] == "unhealthy" and sick["loop"]["status"] == "failing"
     assert sick["loop"]["failures_in_a_row"] >= 3 and sick["loop"]["error"].startswith("OperationalError")
     assert "control loop pass failed" in (srv.home / "server.log").read_text()

@@ -285,7 +285,7 @@ def test_a_jobs_setsid_children_end_with_it(server: ServerHandle, tmp_path: Path
 
 
 def test_the_openapi_schema_documents_errors_and_content_types(server: ServerHandle) -> None:
-    schema = httpx.get(f"{server.url}/api/v1/openapi.json").json()
+    schema = httpx.get(f"{server.url}/api/v1/openapi.json", headers={"Authorization": f"Bearer {server.token}"}).json()
     create = schema["paths"]["/api/v1/workspaces/{ws}/experiments/{exp}/jobs"]["post"]
     for status in ("400", "401", "404", "409", "413", "422", "429"):
         assert create["responses"][status]["content"]["application/json"]["schema"] == {

@@ -73,8 +73,9 @@ def client(workspace: str | None = None, experiment: str | None = None) -> Clien
 
 
 def server_health(url: str) -> dict[str, Any] | None:
-    """What ``/api/v1/health`` says at ``url``, or None when nothing answers there."""
-    with Client(server=url, token="") as probe:
+    """What ``/api/v1/health`` says at ``url`` (with the version, pid and loop when the token is good), or None
+    when nothing answers there."""
+    with Client(server=url, token=config.token(url) or "") as probe:
         try:
             return probe.health()
         except ServerUnavailable:
@@ -122,7 +123,7 @@ def start_background_server(*, home: Path, host: str, port: int, timeout: float 
     url = f"http://{host}:{port}"
     running = server_health(url)
     if running is not None:
-        raise CorralError(f"a Corral server already runs at {url} (pid {running['pid']})")
+        raise CorralError(f"a Corral server already runs at {url} (pid {running.get('pid', 'unknown')})")
     other = home_server(home)
     if other is not None:
         raise CorralError(f"a Corral server already runs with home {home}, at {other[1]} (pid {other[0]})")
@@ -137,8 +138,7 @@ def start_background_server(*, home: Path, host: str, port: int, timeout: float 
         if process.poll() is not None:
             tail = (home / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise ServerUnavailable(f"the server exited at start: {' | '.join(tail)}")
-        health = server_health(url)
-        if health is not None and health["pid"] == process.pid:
+        if server_health(url) is not None and home_server(home) == (process.pid, url):  # ours, not another's
             return process.pid
         time.sleep(0.1)
     raise ServerUnavailable(f"the server did not answer at {url} within {timeout:g}s; see {home / 'server.log'}")

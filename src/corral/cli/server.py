@@ -79,6 +79,9 @@ def status() -> None:
     if health is None:
         err_console.print(f"no Corral server answers at {url}")
         raise typer.Exit(1)
+    if "pid" not in health:  # a token this server does not know (or none) gets its status alone
+        console.print(f"a Corral server answers at {url} ({health['status']})")
+        raise typer.Exit(0 if health["status"] == "ok" else 1)
     console.print(f"Corral {health['version']} running at {url} (pid {health['pid']})")
     loop = health.get("loop") or {}
     if health.get("status") != "ok":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from corral.cli.common import OutputOpt, client, console, emit, make_table, when
+from corral.cli.common import OutputOpt, YesOpt, client, confirm, console, emit, err_console, make_table, when
+from corral.client import config
 
 app = typer.Typer(help="Users: who submits jobs (each job records it), each with a token.", no_args_is_help=True)
 
@@ -23,3 +26,27 @@ def list_(output: OutputOpt = "table") -> None:
     emit(
         users, output, make_table(["NAME", "ADMIN", "CREATED"], [(u.name, u.admin, when(u.created_at)) for u in users])
     )
+
+
+@app.command("delete")
+def delete(name: str, yes: YesOpt = False) -> None:
+    """Remove a user: their token stops working at once (their jobs stay). Admins only; it asks first."""
+    c = client()
+    if not yes:
+        confirm(f"Delete user {name!r}? Their token stops working now.")
+    c.delete_user(name)
+    console.print(f"deleted user {name}")
+
+
+@app.command("token")
+def token(
+    name: Annotated[str | None, typer.Argument(help="The user (admins only); default: yourself.")] = None,
+) -> None:
+    """Give a user a new token and print it (shown once); the old one stops working at once."""
+    c = client()
+    who = name or c.whoami().name
+    created = c.new_token(who)
+    console.print(created.token)
+    source = config.setting_source("token")
+    if name is None and source is not None:
+        err_console.print(f"your old token (from {source}) no longer works: put this one there")

@@ -93,6 +93,14 @@ class Client(LogsMixin, FilesMixin):
     def list_users(self) -> list[User]:
         return [User.model_validate(u) for u in self._request("GET", "/users").json()]
 
+    def delete_user(self, name: str) -> None:
+        """Remove a user; their token stops working at once. Admins only."""
+        self._request("DELETE", f"/users/{name}")
+
+    def new_token(self, name: str) -> UserCreated:
+        """A new token for ``name`` (an admin), or for oneself; the old one stops working at once."""
+        return UserCreated.model_validate(self._request("POST", f"/users/{name}/token").json())
+
     # ------------------------------------------------------------ clusters
 
     def create_cluster(self, spec: SpecInput, *, workspace: str | None = None) -> Cluster:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 import corral
 from corral.backends.base import Backends
 from corral.backends.registry import create_backends
+from corral.core.errors import Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
-from corral.server.auth import ensure_admin_token
+from corral.server.auth import Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
 from corral.server.routers import clusters, code, experiments, health, jobs, users, workspaces
@@ -25,6 +29,8 @@ from corral.server.waiters import JobWaiters
 from corral.store.db import Database
 
 API_PREFIX = "/api/v1"
+#: The caller of a route that anyone may call, when its token is valid (module level: FastAPI resolves it).
+Caller = Annotated[Principal | None, Depends(optional_principal)]
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +71,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = build_context(settings)
         app.state.context = context
-        app.state.principals = {}
         context.controller.start()
         log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
         try:
@@ -79,13 +84,32 @@ def create_app(settings: Settings) -> FastAPI:
         title="Corral",
         version=corral.__version__,
         lifespan=lifespan,
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        openapi_url=None,  # served below, behind a token unless public_docs
+        docs_url=None,
         redoc_url=None,
     )
     install_error_handlers(app)
+    _serve_docs(app, settings)
     app.include_router(health.router, prefix=API_PREFIX)
     for router in (workspaces, users, clusters, experiments, jobs, code):
         app.include_router(router.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(jobs.workspace_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app
+
+
+def _serve_docs(app: FastAPI, settings: Settings) -> None:
+    """``/api/v1/openapi.json`` and ``/api/v1/docs``: for callers with a token, or anyone with public_docs."""
+
+    def allowed(caller: Principal | None) -> None:
+        if caller is None and not settings.public_docs:
+            raise Unauthorized("a bearer token is required for the API's schema (or CORRAL_PUBLIC_DOCS=true)")
+
+    @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)
+    async def openapi(caller: Caller) -> JSONResponse:
+        allowed(caller)
+        return JSONResponse(app.openapi())
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    async def docs(caller: Caller) -> HTMLResponse:
+        allowed(caller)
+        return get_swagger_ui_html(openapi_url=f"{API_PREFIX}/openapi.json", title="Corral API")

@@ -49,6 +49,11 @@ def ensure_admin_token(db: Database, token_file: Path) -> None:
             )
         else:
             admin.token_sha256 = token_hash(token)
+    write_token_file(token_file, token)
+
+
+def write_token_file(token_file: Path, token: str) -> None:
+    """The admin token for the local CLI, readable by the server's user alone, replaced atomically."""
     token_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = token_file.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -63,11 +68,12 @@ _bearer = HTTPBearer(auto_error=False)
 async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """Async on purpose: a sync dependency costs every request a hop to the thread pool and back."""
+    """Async on purpose: a sync dependency costs every request a hop to the thread pool and back. Principals are
+    cached by token; deleting a user or giving them a new token empties the cache (it takes effect at once)."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("a bearer token is required (see $CORRAL_HOME/token)")
     digest = token_hash(credentials.credentials)
-    cache: dict[str, Principal] = request.app.state.principals
+    cache: dict[str, Principal] = request.app.state.context.principals
     principal = cache.get(digest)
     if principal is None:
         db: Database = request.app.state.context.db
@@ -84,3 +90,13 @@ async def authenticate(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+async def optional_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal | None:
+    """The caller when its token is valid, else None (for routes that say more to a known caller)."""
+    try:
+        return await authenticate(request, credentials)
+    except Unauthorized:
+        return None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from corral.backends.base import Backends
+from corral.server.auth import Principal
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.settings import Settings
@@ -25,3 +26,5 @@ class ServerContext:
     names: NameCache
     admission: Admission
     backends: Backends
+    #: Token hash -> principal: emptied whenever a user or token changes.
+    principals: dict[str, Principal] = field(default_factory=dict)

@@ -28,6 +28,22 @@ def hold_home_lock(home: Path) -> int:
     return fd
 
 
+#: What in a home holds secrets or what jobs said: readable by the server's user alone.
+PRIVATE_FILES = ("corral.db", "corral.db-wal", "corral.db-shm", "server.log", "token", "server.pid")
+
+
+def private_home(home: Path) -> None:
+    """Everything the server writes is its user's alone (umask 077); a home made by an older version, or by
+    hand, is closed too: the home 0700, its database, WAL and logs 0600."""
+    os.umask(0o077)
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
+    for name in PRIVATE_FILES:
+        path = home / name
+        if path.exists():
+            path.chmod(0o600)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -38,6 +54,7 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    private_home(settings.home)
     hold_home_lock(settings.home)
     # The control loop releases the GIL on every syscall (mkdir, fork, SQLite); with request threads busy,
     # CPython's default 5 ms switch interval makes it wait that long to get the GIL back each time.

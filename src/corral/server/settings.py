@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     #: more throughput under load for a few milliseconds of latency.
     scheduler_coalesce: float = 0.005
     log_level: str = "info"
+    #: Serve the OpenAPI schema and the docs page without a token (they list every route and field).
+    public_docs: bool = False
     #: Fair share: usage this many seconds old counts half (Slurm's PriorityDecayHalfLife; default 7 days).
     fairshare_half_life: float = Field(7 * 86400.0, gt=0)
     #: Ports given to distributed jobs (PyTorch's MASTER_PORT, TensorFlow's tasks), ``low-high``.

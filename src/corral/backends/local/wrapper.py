@@ -16,6 +16,9 @@ SIGTERM (to save a checkpoint) gets the whole grace period, and then the subshel
 exits with that program's code (143 if it was 0: the command as a whole did not
 finish) instead of running the rest of the user's commands.
 
+The server runs with umask 077 (its home is its own); a job gets the usual 022, so what it writes to its
+outputs is readable as it would be from a shell.
+
 Its argv identifies it in ``/proc``: ``[sh, -c, SCRIPT, corral-node, <exit file>, ...]``;
 the backend re-attaches to it by that after a restart.
 """
@@ -23,6 +26,7 @@ the backend re-attaches to it by that after a restart.
 from __future__ import annotations
 
 WRAPPER_SCRIPT = r"""
+umask 022
 _corral_x=$1 _corral_cmd=$3
 trap ':' TERM INT HUP
 cd "$2" || { printf 'exit 127\n' > "$_corral_x"; exit 0; }

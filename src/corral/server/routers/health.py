@@ -1,24 +1,29 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 import corral
+from corral.server.auth import Principal, optional_principal
 
 router = APIRouter(tags=["health"])
 
 HEALTH_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "The server answers and its control loop passes"},
-    503: {"description": "The control loop is stuck, failing or stopped (``loop.status``)"},
+    503: {"description": "The control loop is stuck, failing or stopped (``loop.status`` with a token)"},
 }
 
 
 @router.get("/health", responses=HEALTH_RESPONSES)
-def health(request: Request) -> JSONResponse:
-    """Unauthenticated: whether the server answers and its control loop runs, its version and pid."""
+def health(request: Request, principal: Annotated[Principal | None, Depends(optional_principal)]) -> JSONResponse:
+    """Whether the server answers and its control loop runs. Without a valid token, that alone; with one, also
+    its version, pid and the loop's state."""
     loop = request.app.state.context.controller.health()
-    body = {"status": "ok" if loop["status"] == "ok" else "unhealthy", "version": corral.__version__,
-            "pid": os.getpid(), "loop": loop}  # fmt: skip
-    return JSONResponse(body, status_code=200 if loop["status"] == "ok" else 503)
+    code = 200 if loop["status"] == "ok" else 503
+    body: dict[str, object] = {"status": "ok" if code == 200 else "unhealthy"}
+    if principal is not None:
+        body.update(version=corral.__version__, pid=os.getpid(), loop=loop)
+    return JSONResponse(body, status_code=code)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from corral.core.models import Cluster, Job, JobCreate, Node, Quota, Workspace
+from corral.core.models import Cluster, Job, JobCreate, Node, Quota, UserCreated, Workspace
+from corral.server.auth import write_token_file
 from corral.server.context import ServerContext
-from corral.server.services import clusters, experiments, jobs, workspaces
+from corral.server.services import clusters, experiments, jobs, users, workspaces
 
 
 def _clusters_changed(ctx: ServerContext) -> None:
@@ -142,3 +143,21 @@ def set_quota(ctx: ServerContext, *, workspace: str, quota: Quota) -> Workspace:
         changed = workspaces.set_quota(session, name=workspace, quota=quota)
     ctx.controller.policy_changed()
     return changed
+
+
+# ---------------------------------------------------------------- users
+
+
+def delete_user(ctx: ServerContext, *, name: str, by: str) -> None:
+    with ctx.db.write() as session:
+        users.delete_user(session, name=name, by=by)
+    ctx.principals.clear()  # the deleted user's next request is refused, not served from the cache
+
+
+def new_token(ctx: ServerContext, *, name: str) -> UserCreated:
+    with ctx.db.write() as session:
+        created = users.new_token(session, name=name)
+    ctx.principals.clear()  # the old token's next request is refused
+    if name == "admin":  # the token the local CLI reads stays the admin's
+        write_token_file(ctx.settings.token_file, created.token)
+    return created

@@ -6,10 +6,10 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from corral.core.errors import AlreadyExists, NotFound
+from corral.core.errors import AlreadyExists, Conflict, NotFound
 from corral.core.models import User, UserCreated
 from corral.server.auth import token_hash
 from corral.store.tables import PrincipalRow
@@ -38,3 +38,30 @@ def get_user(session: Session, *, name: str) -> User:
     if row is None:
         raise NotFound(f"user {name!r} not found")
     return _model(row)
+
+
+def _row(session: Session, name: str) -> PrincipalRow:
+    row = session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first()
+    if row is None:
+        raise NotFound(f"user {name!r} not found")
+    return row
+
+
+def delete_user(session: Session, *, name: str, by: str) -> None:
+    """Remove a user and so their token (their jobs stay, with who submitted them). Not oneself, not the last
+    admin: someone must be able to manage the server."""
+    row = _row(session, name)
+    if name == by:
+        raise Conflict("you cannot delete yourself; another admin can")
+    if row.is_admin and session.scalar(select(func.count()).where(PrincipalRow.is_admin)) == 1:
+        raise Conflict(f"user {name!r} is the last admin")
+    session.delete(row)
+
+
+def new_token(session: Session, *, name: str) -> UserCreated:
+    """Give a user a new token; the old one stops working at once."""
+    row = _row(session, name)
+    token = secrets.token_urlsafe(32)
+    row.token_sha256 = token_hash(token)
+    session.flush()
+    return UserCreated(**_model(row).model_dump(), token=token)

@@ -1,0 +1,104 @@
+"""Security, first slice (issue 12), through a real server: the home and what holds secrets are the server's
+user's alone, strangers learn nothing from health or the schema, and a deleted user or a replaced token is
+refused on the very next request."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from corral.client.client import Client
+from corral.core.errors import Conflict, Forbidden, Unauthorized
+from tests.conftest import ServerHandle
+
+CORRAL = str(Path(sys.executable).parent / "corral")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_home_and_what_holds_secrets_are_private(server_factory: object, tmp_path: Path) -> None:
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    assert mode(srv.home) == 0o700
+    for name in ("corral.db", "token", "server.log", "server.pid"):
+        assert mode(srv.home / name) == 0o600, name
+    c = srv.client()
+    c.create_cluster({"name": "one", "scale": {"nodes": 1}})
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "run.sh").write_text("echo result > $CORRAL_OUTPUT_OUT/result.txt\n")
+    job = c.create_job({"cluster": "one", "code": str(code), "custom": {"command": "sh run.sh"},
+                        "outputs": [{"id": "OUT", "path": str(tmp_path / "out")}]})  # fmt: skip
+    assert c.wait_job(job.name, timeout=60).state == "succeeded"
+    archives = list((srv.home / "code").rglob("*.tar.gz"))
+    assert archives and all(mode(a) == 0o600 for a in archives)
+    assert mode(Path(job.job_dir) / "stdouterr") == 0o700
+    result = next((tmp_path / "out").rglob("result.txt"))
+    assert mode(result) == 0o644  # what a job writes is as readable as from a shell (umask 022)
+
+
+def test_an_older_home_is_closed_at_start(server_factory: object, tmp_path: Path) -> None:
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    srv.stop()
+    srv.home.chmod(0o755)
+    (srv.home / "corral.db").chmod(0o644)
+    srv.start()
+    assert mode(srv.home) == 0o700 and mode(srv.home / "corral.db") == 0o600
+
+
+def test_strangers_learn_nothing_from_health_or_the_schema(server: ServerHandle) -> None:
+    health = httpx.get(f"{server.url}/api/v1/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    known = httpx.get(f"{server.url}/api/v1/health", headers={"Authorization": f"Bearer {server.token}"}).json()
+    assert known["pid"] > 0 and known["loop"]["status"] == "ok"
+    for path in ("/openapi.json", "/docs"):
+        assert httpx.get(f"{server.url}/api/v1{path}").status_code == 401
+        assert httpx.get(f"{server.url}/api/v1{path}", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert httpx.get(f"{server.url}/api/v1{path}", headers={"Authorization": f"Bearer {server.token}"}).is_success
+
+
+def test_public_docs_is_a_setting(server_factory: object) -> None:
+    srv: ServerHandle = server_factory(settings={"CORRAL_PUBLIC_DOCS": "true"})  # type: ignore[operator]
+    assert "/api/v1/health" in httpx.get(f"{srv.url}/api/v1/openapi.json").json()["paths"]
+
+
+def test_a_deleted_user_or_a_replaced_token_is_refused_at_once(server: ServerHandle) -> None:
+    admin = server.client()
+    name = f"bob{uuid.uuid4().hex[:6]}"
+    bob_token = admin.create_user(name).token
+    with Client(server=server.url, token=bob_token) as bob:
+        assert bob.whoami().name == name  # cached now
+        with pytest.raises(Forbidden):
+            bob.new_token("admin")  # only an admin gives others tokens
+        renewed = bob.new_token(name).token  # one's own, yes
+        with pytest.raises(Unauthorized):
+            bob.whoami()  # the old token: refused on the very next request
+    with Client(server=server.url, token=renewed) as bob:
+        assert bob.whoami().name == name
+        admin.delete_user(name)
+        with pytest.raises(Unauthorized):
+            bob.whoami()
+    with pytest.raises(Conflict, match="cannot delete yourself"):
+        admin.delete_user("admin")
+    assert name not in {u.name for u in admin.list_users()}
+
+
+def test_the_admin_token_file_follows_a_new_admin_token(server_factory: object) -> None:
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    old = srv.token
+    env = {**srv.env, "CORRAL_CONFIG": os.devnull + "/none"}
+    env.pop("CORRAL_TOKEN", None)
+    made = subprocess.run([CORRAL, "user", "token"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0 and made.stdout.strip() == srv.token != old  # the local CLI goes on working
+    assert subprocess.run([CORRAL, "whoami"], env=env, capture_output=True, timeout=60).returncode == 0
+    assert httpx.get(f"{srv.url}/api/v1/users/me", headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    gone = subprocess.run([CORRAL, "user", "delete", "admin"], env=env, capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "add --yes" in gone.stderr  # asks first; without a terminal it refuses
