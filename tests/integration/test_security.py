@@ -4,7 +4,10 @@ refused on the very next request."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -102,3 +105,32 @@ def test_the_admin_token_file_follows_a_new_admin_token(server_factory: object) 
     assert httpx.get(f"{srv.url}/api/v1/users/me", headers={"Authorization": f"Bearer {old}"}).status_code == 401
     gone = subprocess.run([CORRAL, "user", "delete", "admin"], env=env, capture_output=True, text=True, timeout=60)
     assert gone.returncode == 1 and "add --yes" in gone.stderr  # asks first; without a terminal it refuses
+
+
+def test_secrets_are_sealed_in_the_database(server_factory: object, tmp_path: Path) -> None:
+    """The job gets its secret; the database (file, WAL and all) holds no trace of it; a secret an older version
+    stored in plain text is sealed at the next start."""
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    c = srv.client()
+    c.create_cluster({"name": "one", "scale": {"nodes": 1}})
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    check = 'test "$(printf %s "$API_KEY" | sha256sum | cut -c1-64)" = "$DIGEST" && echo key=$API_KEY'
+    job = c.create_job({"cluster": "one", "custom": {"command": check}, "env": {"DIGEST": digest},
+                        "secrets": {"API_KEY": secret}})  # fmt: skip
+    assert c.wait_job(job.name, timeout=60).state == "succeeded"  # the job got the very value
+    assert c.job_logs(job.name) == "key=***\n"
+    assert mode(srv.home / "secrets.key") == 0o600
+    stored = b"".join(p.read_bytes() for p in srv.home.glob("corral.db*"))
+    assert stored and secret.encode() not in stored  # the file, its WAL and all
+    with sqlite3.connect(srv.home / "corral.db") as db:
+        (raw,) = db.execute("SELECT secrets FROM jobs WHERE name = ?", (job.name,)).fetchone()
+        assert secret not in raw and json.loads(raw)["API_KEY"].startswith("fernet:")
+        # What an older version left: the value in plain text.
+        db.execute("UPDATE jobs SET secrets = ? WHERE name = ?", (json.dumps({"API_KEY": secret}), job.name))
+    srv.stop()
+    srv.start()
+    with sqlite3.connect(srv.home / "corral.db") as db:
+        (raw,) = db.execute("SELECT secrets FROM jobs WHERE name = ?", (job.name,)).fetchone()
+    assert secret not in raw and "fernet:" in raw
+    assert c.job_logs(job.name) == "key=***\n"  # still masked: the server reads the sealed value back

@@ -26,6 +26,7 @@ from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import Settings
 from corral.server.waiters import JobWaiters
+from corral.store import sealed
 from corral.store.db import Database
 
 API_PREFIX = "/api/v1"
@@ -38,8 +39,11 @@ def build_context(settings: Settings) -> ServerContext:
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
+    sealed.use_key_file(settings.secrets_key_file)
     with db.write() as session:
         ensure_defaults(session)
+        if count := sealed.seal_stored(session):
+            log.info("sealed the secrets of %d jobs stored in plain text by an older version", count)
     ensure_admin_token(db, settings.token_file)
     backends: Backends = create_backends(home=settings.home, code_dir=settings.code_dir)
     waiters = JobWaiters()

@@ -29,7 +29,7 @@ def hold_home_lock(home: Path) -> int:
 
 
 #: What in a home holds secrets or what jobs said: readable by the server's user alone.
-PRIVATE_FILES = ("corral.db", "corral.db-wal", "corral.db-shm", "server.log", "token", "server.pid")
+PRIVATE_FILES = ("corral.db", "corral.db-wal", "corral.db-shm", "server.log", "token", "server.pid", "secrets.key")
 
 
 def private_home(home: Path) -> None:

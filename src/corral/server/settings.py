@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         return self.home / "token"
 
     @property
+    def secrets_key_file(self) -> Path:
+        """The key job secrets are sealed with in the database (lose it and they cannot be read)."""
+        return self.home / "secrets.key"
+
+    @property
     def pid_file(self) -> Path:
         return self.home / "server.pid"
 

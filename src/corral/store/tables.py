@@ -14,6 +14,7 @@ from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, Un
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corral.core.specs import ClusterSpec
+from corral.store.sealed import SealedSecrets
 
 
 class Base(DeclarativeBase):
@@ -112,8 +113,9 @@ class JobRow(Base):
     rank_count: Mapped[int] = mapped_column(Integer)
     #: The validated spec with secret values removed (names kept, values masked).
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    #: Secret values; read only when building a launch plan.
-    secrets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Secret values, sealed in the database (``store/sealed.py``); read when building a launch plan and to
+    #: mask them in served logs.
+    secrets: Mapped[dict[str, Any]] = mapped_column(SealedSecrets, default=dict)
     code_archive: Mapped[str | None] = mapped_column(String(64), nullable=True)
     job_dir: Mapped[str] = mapped_column(Text)
     submitted_by: Mapped[str] = mapped_column(String(64))
