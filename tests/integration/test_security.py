@@ -19,7 +19,7 @@ import pytest
 
 from corral.client.client import Client
 from corral.core.errors import Conflict, Forbidden, Unauthorized
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, until
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 
@@ -134,3 +134,32 @@ def test_secrets_are_sealed_in_the_database(server_factory: object, tmp_path: Pa
         (raw,) = db.execute("SELECT secrets FROM jobs WHERE name = ?", (job.name,)).fetchone()
     assert secret not in raw and "fernet:" in raw
     assert c.job_logs(job.name) == "key=***\n"  # still masked: the server reads the sealed value back
+
+
+def test_every_change_is_in_the_audit_trail(server: ServerHandle) -> None:
+    """Who asked to change what, when, from where — allowed or refused; reads are not recorded; only admins
+    read the trail."""
+    admin = server.client()
+    name = f"eve{uuid.uuid4().hex[:6]}"
+    token = admin.create_user(name).token
+    with Client(server=server.url, token=token) as eve:
+        with pytest.raises(Forbidden):
+            eve.create_user("mallory")
+        eve.list_clusters()  # a read: not recorded
+        with pytest.raises(Forbidden):
+            eve.audit()
+    httpx.delete(f"{server.url}/api/v1/users/admin")  # no token at all: recorded as '-'
+
+    def trail() -> list[tuple[str, str, str, int]]:
+        return [(e.user, e.method, e.path, e.status) for e in admin.audit(limit=20)]
+
+    until(lambda: ("-", "DELETE", "/api/v1/users/admin", 401) in trail(), timeout=10)
+    entries = trail()
+    assert ("admin", "POST", "/api/v1/users", 201) in entries
+    assert (name, "POST", "/api/v1/users", 403) in entries
+    assert not any(e[1] == "GET" for e in entries)
+    mine = admin.audit(user=name)
+    assert [e.status for e in mine] == [403] and mine[0].client == "127.0.0.1"
+    cli = subprocess.run([CORRAL, "audit", "-u", name, "-o", "json"], env={**server.env, "CORRAL_TOKEN": server.token},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert cli.returncode == 0 and json.loads(cli.stdout)[0]["path"] == "/api/v1/users"

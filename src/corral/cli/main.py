@@ -56,6 +56,7 @@ app.add_typer(workspace.app, name="workspace")
 app.add_typer(user.app, name="user")
 app.add_typer(config_cli.app, name="config")
 app.command("usage")(workspace.usage)
+app.command("audit")(user.audit)
 
 
 def main() -> None:

@@ -50,3 +50,14 @@ def token(
     source = config.setting_source("token")
     if name is None and source is not None:
         err_console.print(f"your old token (from {source}) no longer works: put this one there")
+
+
+def audit(
+    user: Annotated[str | None, typer.Option("--user", "-u", help="This user's requests only.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="How many, newest first.")] = 50,
+    output: OutputOpt = "table",
+) -> None:
+    """Who asked to change what, when and from where (allowed or refused), newest first. Admins only."""
+    entries = client().audit(user=user, limit=limit)
+    rows = [(when(e.at), e.user, e.method, e.path, e.status, e.client) for e in entries]
+    emit(entries, output, make_table(["WHEN", "USER", "METHOD", "PATH", "STATUS", "FROM"], rows))

@@ -27,6 +27,7 @@ from corral.client.jobs import RemoteJob
 from corral.client.logs import LogsMixin
 from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
 from corral.core.models import (
+    AuditEntry,
     Cluster,
     Experiment,
     JobEvent,
@@ -92,6 +93,13 @@ class Client(LogsMixin, FilesMixin):
 
     def list_users(self) -> list[User]:
         return [User.model_validate(u) for u in self._request("GET", "/users").json()]
+
+    def audit(self, *, user: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` requests that asked to change something (of ``user`` only). Admins only."""
+        params: dict[str, str | int] = {"limit": limit}
+        if user is not None:
+            params["user"] = user
+        return [AuditEntry.model_validate(e) for e in self._request("GET", "/audit", params=params).json()]
 
     def delete_user(self, name: str) -> None:
         """Remove a user; their token stops working at once. Admins only."""

@@ -80,6 +80,18 @@ class User(Public):
     created_at: datetime
 
 
+class AuditEntry(Public):
+    """A request that asked to change something (allowed or refused, as ``status`` says)."""
+
+    id: int
+    at: datetime
+    user: str
+    method: str
+    path: str
+    status: int
+    client: str
+
+
 class UserCreated(User):
     #: Shown once: only its SHA-256 is stored.
     token: str

@@ -17,10 +17,11 @@ from corral.backends.registry import create_backends
 from corral.core.errors import Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
+from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
-from corral.server.routers import clusters, code, experiments, health, jobs, users, workspaces
+from corral.server.routers import audit, clusters, code, experiments, health, jobs, users, workspaces
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
@@ -67,6 +68,7 @@ def build_context(settings: Settings) -> ServerContext:
         names=NameCache(),
         admission=admission,
         backends=backends,
+        audit=AuditLog(db),
     )
 
 
@@ -75,12 +77,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = build_context(settings)
         app.state.context = context
+        context.audit.start()
         context.controller.start()
         log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
         try:
             yield
         finally:
             context.controller.stop()
+            context.audit.stop()
             context.backends.close()
             context.db.dispose()
 
@@ -93,9 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(AuditMiddleware)
     _serve_docs(app, settings)
     app.include_router(health.router, prefix=API_PREFIX)
-    for router in (workspaces, users, clusters, experiments, jobs, code):
+    for router in (workspaces, users, clusters, experiments, jobs, code, audit):
         app.include_router(router.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(jobs.workspace_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

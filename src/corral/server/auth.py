@@ -86,6 +86,7 @@ async def authenticate(
         if row is None:
             raise Unauthorized("the bearer token is not valid")
         principal = cache[digest] = Principal(name=row.name, is_admin=row.is_admin)
+    request.state.corral_user = principal.name  # for the audit trail
     return principal
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from corral.backends.base import Backends
+from corral.server.audit import AuditLog
 from corral.server.auth import Principal
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
@@ -26,5 +27,6 @@ class ServerContext:
     names: NameCache
     admission: Admission
     backends: Backends
+    audit: AuditLog
     #: Token hash -> principal: emptied whenever a user or token changes.
     principals: dict[str, Principal] = field(default_factory=dict)
