@@ -24,4 +24,4 @@ if [ "${1:-}" = "--distributed" ]; then
   .venv/bin/python -c "import torch" 2>/dev/null || quiet_pip "torch==2.13.0"
 fi
 quiet_pip -e ".[$extras]"
-.venv/bin/python -c "import corral, fastapi, sqlalchemy, sklearn" >/dev/null
+.venv/bin/python -c "import corral, fastapi, sqlalchemy, sklearn, cryptography" >/dev/null
