@@ -36,6 +36,8 @@ def test_fuzz_the_api_finds_no_server_error_and_no_schema_violation(server: Serv
     jobs = f"{server.url}/api/v1/workspaces/default/experiments/default/jobs"
     spec = {"name": "fuzz-job", "cluster": "local", "custom": {"command": "echo fuzz"}}
     assert httpx.post(jobs, headers=headers, json={"spec": spec}).status_code == 201
+    users = f"{server.url}/api/v1/users"
+    assert httpx.post(users, headers=headers, json={"name": "fuzz-user"}).status_code == 201
     schemathesis = Path(sys.executable).with_name("schemathesis")
     # fmt: off
     argv = [
