@@ -163,3 +163,26 @@ def test_every_change_is_in_the_audit_trail(server: ServerHandle) -> None:
     cli = subprocess.run([CORRAL, "audit", "-u", name, "-o", "json"], env={**server.env, "CORRAL_TOKEN": server.token},
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert cli.returncode == 0 and json.loads(cli.stdout)[0]["path"] == "/api/v1/users"
+
+
+def test_a_user_cannot_make_workspaces_or_manage_clusters(server: ServerHandle) -> None:
+    """Until workspaces have owners, workspaces and clusters (their nodes, exec included) are the admins':
+    a user cannot escape their quota with a workspace and cluster of their own, nor exec on a node."""
+    admin = server.client()
+    token = admin.create_user(f"dan{uuid.uuid4().hex[:6]}").token
+    with Client(server=server.url, token=token) as dan:
+        for attempt in (
+            lambda: dan.create_workspace("mine"),
+            lambda: dan.create_cluster({"name": "mine", "scale": {"nodes": 1}}),
+            lambda: dan.resize_cluster("local", 8),
+            lambda: dan.delete_cluster("local"),
+            lambda: list(dan.node_exec("local", "node-0", ["cat", str(server.home / "token")])),
+        ):
+            with pytest.raises(Forbidden, match="is not an admin"):
+                attempt()
+        job = dan.create_job({"cluster": "local", "custom": {"command": "env"}})  # submitting is every user's
+        assert dan.wait_job(job.name, timeout=60).state == "succeeded"
+        seen = dan.job_logs(job.name)
+    assert "CORRAL_JOB_NAME=" in seen  # the job's own variables, set by Corral
+    for private in ("CORRAL_HOME=", "CORRAL_DATABASE_URL=", str(server.home / "token")):
+        assert private not in seen  # not the server's settings

@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from corral.core.errors import Unauthorized
+from corral.core.errors import Forbidden, Unauthorized
 from corral.store.db import Database
 from corral.store.tables import PrincipalRow
 
@@ -91,6 +91,21 @@ async def authenticate(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden(f"user {principal.name!r} is not an admin")
+
+
+async def authenticate_admin(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must be an admin. Until workspaces have owners (issue 12), creating workspaces and
+    managing clusters and their nodes (``node exec`` included) is the admins' alone."""
+    require_admin(principal)
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(authenticate_admin)]
 
 
 async def optional_principal(

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from corral.core.specs import NAME_PATTERN
-from corral.server.auth import CurrentPrincipal, Principal
+from corral.server.auth import AdminPrincipal, CurrentPrincipal, Principal
 from corral.server.context import ServerContext
 
 
@@ -20,4 +20,4 @@ Ctx = Annotated[ServerContext, Depends(get_context)]
 #: name no body could create (a space, ``..``) is refused with 422 before it reaches a service.
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="a name: letters, digits, '_', '.', '-'")]
 
-__all__ = ["Ctx", "CurrentPrincipal", "PathName", "Principal"]
+__all__ = ["AdminPrincipal", "Ctx", "CurrentPrincipal", "PathName", "Principal"]

@@ -59,9 +59,15 @@ class _Attempt:
     started: set[int] = field(default_factory=set)
 
 
+#: Variables of the server's environment a job never sees: the server's own settings (its home, its database
+#: URL with any password, a token) and the job variables of Corral and Batch AI, which the planner sets itself.
+PRIVATE_PREFIXES = ("CORRAL_", "AZ_BATCHAI_")
+
+
 def server_environment() -> dict[str, str]:
-    """What jobs start from: the server's environment, its virtual environment's ``bin`` first on PATH."""
-    env = dict(os.environ)
+    """What jobs start from: the server's environment without its settings (``PRIVATE_PREFIXES``), its virtual
+    environment's ``bin`` first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
     if sys.prefix != sys.base_prefix:
         # The server runs in a virtual environment: jobs find its python first, as `corral` users expect.
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")

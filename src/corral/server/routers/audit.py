@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from corral.core.models import AuditEntry
+from corral.server.auth import require_admin
 from corral.server.deps import Ctx, CurrentPrincipal
 from corral.server.openapi import LIST_RESPONSE
-from corral.server.routers.users import require_admin
 from corral.store.tables import AuditRow
 
 router = APIRouter(prefix="/audit", tags=["audit"])

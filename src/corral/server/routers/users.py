@@ -2,19 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from corral.core.errors import Forbidden
 from corral.core.models import User, UserCreate, UserCreated
-from corral.server.auth import Principal
+from corral.server.auth import require_admin
 from corral.server.deps import Ctx, CurrentPrincipal, PathName
 from corral.server.services import commands
 from corral.server.services import users as service
 
 router = APIRouter(prefix="/users", tags=["users"])
-
-
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden(f"user {principal.name!r} is not an admin")
 
 
 @router.post("", status_code=201)

@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from corral.core.models import Quota, Usage, Workspace, WorkspaceCreate
-from corral.server.deps import Ctx, CurrentPrincipal, PathName
-from corral.server.routers.users import require_admin
+from corral.server.auth import require_admin
+from corral.server.deps import AdminPrincipal, Ctx, CurrentPrincipal, PathName
 from corral.server.services import commands
 from corral.server.services import usage as usage_service
 from corral.server.services import workspaces as service
@@ -19,7 +19,8 @@ def list_workspaces(ctx: Ctx, _p: CurrentPrincipal) -> list[Workspace]:
 
 
 @router.post("/workspaces", status_code=201)
-def create_workspace(body: WorkspaceCreate, ctx: Ctx, _p: CurrentPrincipal) -> Workspace:
+def create_workspace(body: WorkspaceCreate, ctx: Ctx, _a: AdminPrincipal) -> Workspace:
+    """A new workspace. Admins only."""
     with ctx.db.write() as session:
         return service.create_workspace(session, name=body.name)
 
