@@ -15,6 +15,7 @@ The config file (``$CORRAL_CONFIG``, else ``$XDG_CONFIG_HOME/corral/config.yaml`
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -63,12 +64,22 @@ def config_path() -> Path:
 
 
 def load_config() -> ConfigFile:
-    """The config file, or an empty one where there is none; a broken one is an error naming the file."""
+    """The config file, or an empty one where there is none; a broken one is an error naming the file. Read and
+    parsed once per version of the file (a client resolves several settings from it)."""
     path = config_path()
     try:
-        text = path.read_text()
+        stat = path.stat()
     except (FileNotFoundError, NotADirectoryError):
         return ConfigFile()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the config file {path}: {exc.strerror}") from None
+    return _parsed(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: Path, mtime_ns: int, size: int) -> ConfigFile:
+    try:
+        text = path.read_text()
     except OSError as exc:
         raise InvalidRequest(f"cannot read the config file {path}: {exc.strerror}") from None
     try:
@@ -91,6 +102,7 @@ def save_config(data: ConfigFile) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _parsed.cache_clear()  # a rewrite within the file system's time resolution must not read as the old one
     return path
 
 
