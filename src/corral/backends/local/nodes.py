@@ -18,7 +18,7 @@ from pathlib import Path
 
 from corral.backends.base import NewNode, NodeRef
 from corral.backends.local.backend import server_environment
-from corral.backends.local.resources import LOCAL_IP, machine_gpus, node_root, plan_local_nodes
+from corral.backends.local.resources import LOCAL_IP, check_local_nodes, machine_gpus, node_root
 from corral.core.errors import InvalidRequest
 from corral.core.specs import ClusterSpec
 from corral.launch.env import node_own_environment
@@ -35,7 +35,7 @@ class LocalNodes:
     # ------------------------------------------------------------ provider
 
     def check(self, spec: ClusterSpec, count: int) -> list[str]:
-        return plan_local_nodes(spec, count)[1]
+        return check_local_nodes(spec, count)
 
     def new_nodes(self, spec: ClusterSpec, count: int, *, held_gpus: set[int]) -> list[NewNode]:
         per_node = spec.node.gpus

@@ -36,11 +36,11 @@ def node_root(home: Path, workspace: str, cluster: str, node: str) -> Path:
     return home / "nodes" / workspace / cluster / node
 
 
-def plan_local_nodes(spec: ClusterSpec, count: int) -> tuple[list[tuple[int, ...]], list[str]]:
-    """GPU indexes per node (disjoint), and warnings about oversubscription.
+def check_local_nodes(spec: ClusterSpec, count: int) -> list[str]:
+    """Warnings about oversubscription of ``count`` nodes of ``spec`` on this machine.
 
     Raises InvalidSpec when the machine lacks the GPUs the nodes ask for: two
-    nodes never share a GPU.
+    nodes never share a GPU (``LocalNodes.new_nodes`` gives each its own).
     """
     gpus = machine_gpus()
     need = spec.node.gpus * count
@@ -49,9 +49,8 @@ def plan_local_nodes(spec: ClusterSpec, count: int) -> tuple[list[tuple[int, ...
             f"node.gpus: {count} nodes x {spec.node.gpus} GPUs need {need} GPUs, this machine has {len(gpus)}",
             details=[{"loc": "node.gpus", "message": f"this machine has {len(gpus)} GPUs"}],
         )
-    per_node = [tuple(gpus[i * spec.node.gpus : (i + 1) * spec.node.gpus]) for i in range(count)]
     warnings = []
     cpus = os.cpu_count() or 1
     if spec.node.cpus * count > cpus:
         warnings.append(f"oversubscribed: {count} nodes x {spec.node.cpus} cpus on a machine with {cpus} cpus")
-    return per_node, warnings
+    return warnings
