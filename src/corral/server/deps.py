@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from corral.core.specs import NAME_PATTERN
 from corral.server.auth import AdminPrincipal, CurrentPrincipal, Principal
@@ -20,4 +20,17 @@ Ctx = Annotated[ServerContext, Depends(get_context)]
 #: name no body could create (a space, ``..``) is refused with 422 before it reaches a service.
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="a name: letters, digits, '_', '.', '-'")]
 
-__all__ = ["AdminPrincipal", "Ctx", "CurrentPrincipal", "PathName", "Principal"]
+#: Row ids are 32-bit integers: a page cursor past the last one gives an empty page.
+MAX_ROW_ID = 2**31 - 1
+
+
+def page_cursor(
+    cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$", description="X-Next-Cursor of the last page.")] = None,
+) -> int | None:
+    return None if cursor is None else min(int(cursor), MAX_ROW_ID)
+
+
+#: Where a list's page starts (``cursor``, the row id a previous page's ``X-Next-Cursor`` gave), as an id.
+Cursor = Annotated[int | None, Depends(page_cursor)]
+
+__all__ = ["AdminPrincipal", "Ctx", "CurrentPrincipal", "Cursor", "PathName", "Principal"]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from corral.core.models import AuditEntry
 from corral.server.auth import require_admin
-from corral.server.deps import Ctx, CurrentPrincipal
+from corral.server.deps import Ctx, CurrentPrincipal, Cursor
 from corral.server.openapi import LIST_RESPONSE
 from corral.store.tables import AuditRow
 
@@ -23,7 +23,7 @@ def list_audit(
     principal: CurrentPrincipal,
     response: Response,
     user: Annotated[str | None, Query(max_length=64, description="This user's requests only ('-': unknown).")] = None,
-    cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$", description="X-Next-Cursor of the last page.")] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[AuditEntry]:
     """Every request that asked to change something, allowed or refused, newest first."""
@@ -32,7 +32,7 @@ def list_audit(
     if user is not None:
         query = query.where(AuditRow.user == user)
     if cursor is not None:
-        query = query.where(AuditRow.id < min(int(cursor), 2**31 - 1))
+        query = query.where(AuditRow.id < cursor)
     with ctx.db.read() as session:
         rows = list(session.scalars(query))
     if len(rows) > limit:

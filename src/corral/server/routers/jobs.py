@@ -13,7 +13,7 @@ from corral.core.errors import InvalidRequest
 from corral.core.models import FilePage, Job, JobCreate, JobEvent
 from corral.core.specs import NAME_PATTERN
 from corral.core.states import JobState
-from corral.server.deps import Ctx, CurrentPrincipal, PathName
+from corral.server.deps import Ctx, CurrentPrincipal, Cursor, PathName
 from corral.server.openapi import FILE_RESPONSE, LIST_RESPONSE, LOG_RESPONSE
 from corral.server.services import commands, outputs
 from corral.server.services import jobs as service
@@ -27,8 +27,6 @@ JobLimit = Query(1000, ge=1, le=10_000)
 #: URL (``?cursor=``) it stays within what every proxy and client passes in a request line.
 MAX_CURSOR = 256 * 1024
 MAX_QUERY_CURSOR = 8000
-#: Row ids are 32-bit integers: a list cursor past the last one gives an empty page.
-MAX_ROW_ID = 2**31 - 1
 
 
 @dataclass
@@ -38,7 +36,7 @@ class JobFilter:
     state: JobState | None = None
     name: Annotated[str | None, Query(pattern=NAME_PATTERN, description="This name only.")] = None
     prefix: Annotated[str | None, Query(max_length=64, description="Names that start with this.")] = None
-    cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$", description="X-Next-Cursor of the last page.")] = None
+    cursor: Cursor = None
     limit: int = JobLimit
 
 
@@ -46,7 +44,7 @@ def _job_page(ctx: Ctx, response: Response, ws: str, exp: str | None, f: JobFilt
     with ctx.db.read() as session:
         jobs, next_cursor = service.list_jobs(
             session, workspace=ws, experiment=exp, state=f.state, name=f.name, prefix=f.prefix,
-            after=min(int(f.cursor), MAX_ROW_ID) if f.cursor else None, limit=f.limit,
+            after=f.cursor, limit=f.limit,
         )  # fmt: skip
     if next_cursor is not None:
         response.headers["X-Next-Cursor"] = next_cursor
