@@ -42,7 +42,11 @@ def held_gpus(session: Session) -> set[int]:
 def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconciled:
     out = Reconciled()
     used_gpus = held_gpus(session)
-    clusters = session.execute(select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow)).all()
+    # Locked (PostgreSQL; SQLite has one writer anyway): a cluster deleted by a request while this pass runs
+    # would otherwise get nodes inserted for it, and the pass would fail on the foreign key.
+    clusters = session.execute(
+        select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow)
+    ).all()
     for cluster, workspace in clusters:
         nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
         gone: set[int] = set()
