@@ -79,7 +79,8 @@ def seal_stored(session: Any) -> int:
     """Seal the secrets stored in plain text by an older version; how many jobs had some."""
     from corral.store.tables import JobRow
 
-    rows = session.execute(text("SELECT id, secrets FROM jobs")).all()
+    # Only the jobs that have secrets: a start does not read every job's row.
+    rows = session.execute(text("SELECT id, secrets FROM jobs WHERE CAST(secrets AS TEXT) NOT IN ('{}', 'null')")).all()
     sealed = 0
     for job_id, raw in rows:
         values = json.loads(raw) if isinstance(raw, str) else raw
