@@ -35,17 +35,21 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: The admin the server makes at its first start, whose token it keeps in ``<home>/token`` for the local CLI.
+HOME_ADMIN = "admin"
+
+
 def ensure_admin_token(db: Database, token_file: Path) -> None:
     """Keep ``token_file`` valid: reuse the token in it, or issue a new admin token."""
     existing = token_file.read_text().strip() if token_file.exists() else ""
     with db.write() as session:
-        admin = session.scalars(select(PrincipalRow).where(PrincipalRow.name == "admin")).first()
+        admin = session.scalars(select(PrincipalRow).where(PrincipalRow.name == HOME_ADMIN)).first()
         if admin is not None and existing and admin.token_sha256 == token_hash(existing):
             return
         token = secrets.token_urlsafe(32)
         if admin is None:
             session.add(
-                PrincipalRow(name="admin", token_sha256=token_hash(token), is_admin=True, created_at=time.time())
+                PrincipalRow(name=HOME_ADMIN, token_sha256=token_hash(token), is_admin=True, created_at=time.time())
             )
         else:
             admin.token_sha256 = token_hash(token)

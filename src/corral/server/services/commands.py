@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from corral.core.models import Cluster, Job, JobCreate, Node, Quota, UserCreated, Workspace
-from corral.server.auth import write_token_file
+from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
 from corral.server.services import clusters, experiments, jobs, users, workspaces
 
@@ -158,6 +158,6 @@ def new_token(ctx: ServerContext, *, name: str) -> UserCreated:
     with ctx.db.write() as session:
         created = users.new_token(session, name=name)
     ctx.principals.clear()  # the old token's next request is refused
-    if name == "admin":  # the token the local CLI reads stays the admin's
+    if name == HOME_ADMIN:  # the token the local CLI reads stays the admin's
         write_token_file(ctx.settings.token_file, created.token)
     return created
