@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends.base import Executor, ExitKind, NodeAccess, NodeProvider, NodeRef, ProcessExit
+from corral.backends.base import FEATURES, Executor, ExitKind, NodeAccess, NodeProvider, NodeRef, ProcessExit
 from corral.backends.local.backend import LocalBackend
 from corral.backends.local.nodes import LocalNodes
 from corral.backends.local.resources import machine_gpus
@@ -135,6 +135,7 @@ def test_a_new_executor_recovers_what_the_last_one_launched(kind: Kind, tmp_path
 
 
 def test_nodes_get_gpus_no_other_node_holds(kind: Kind) -> None:
+    assert kind.nodes.features <= FEATURES  # what it says it supports is what the server knows to ask
     one_gpu = ClusterSpec.model_validate({"name": "g", "node": {"gpus": 1}, "scale": {"nodes": 1}})
     with pytest.raises(InvalidSpec, match=r"node\.gpus"):
         kind.nodes.check(one_gpu, kind.gpus + 1)

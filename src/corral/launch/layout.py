@@ -84,8 +84,3 @@ def node_job_paths(node_root: str, job_uid: str) -> dict[str, str]:
         "job_mount_root": str(job_root / "mounts"),
         "mount_root": str(PurePath(node_root, "mounts")),
     }
-
-
-def node_job_temp_dirs(node_root: str) -> str:
-    """Where every job's temp dir on a node is (a deleted job's is removed from each node's)."""
-    return str(PurePath(node_root, "jobs"))
