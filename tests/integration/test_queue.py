@@ -58,6 +58,8 @@ def test_fair_share_between_two_users(server: ServerHandle, admin: Client, tmp_p
     tag = uuid.uuid4().hex[:6]
     alice = Client(server=server.url, token=admin.create_user(f"alice-{tag}").token, experiment=admin.experiment)
     bob = Client(server=server.url, token=admin.create_user(f"bob-{tag}").token, experiment=admin.experiment)
+    for who in (f"alice-{tag}", f"bob-{tag}"):
+        admin.set_member(who, "contributor")
     with pytest.raises(Forbidden):
         alice.create_user("mallory")
     name = cluster(admin, 1)

@@ -145,7 +145,7 @@ def test_every_change_is_in_the_audit_trail(server: ServerHandle) -> None:
     with Client(server=server.url, token=token) as eve:
         with pytest.raises(Forbidden):
             eve.create_user("mallory")
-        eve.list_clusters()  # a read: not recorded
+        assert eve.list_workspaces() == []  # a read (not recorded); she holds no role anywhere yet
         with pytest.raises(Forbidden):
             eve.audit()
     httpx.delete(f"{server.url}/api/v1/users/admin")  # no token at all: recorded as '-'
@@ -165,22 +165,26 @@ def test_every_change_is_in_the_audit_trail(server: ServerHandle) -> None:
     assert cli.returncode == 0 and json.loads(cli.stdout)[0]["path"] == "/api/v1/users"
 
 
-def test_a_user_cannot_make_workspaces_or_manage_clusters(server: ServerHandle) -> None:
-    """Until workspaces have owners, workspaces and clusters (their nodes, exec included) are the admins':
-    a user cannot escape their quota with a workspace and cluster of their own, nor exec on a node."""
+def test_a_contributor_cannot_make_workspaces_or_manage_clusters(server: ServerHandle) -> None:
+    """Workspaces are the admins' to make, clusters (their nodes, exec included) their owners' to manage: a
+    contributor cannot escape a quota with a workspace and cluster of their own, nor exec on a node; the job
+    they submit gets none of the server's settings."""
     admin = server.client()
-    token = admin.create_user(f"dan{uuid.uuid4().hex[:6]}").token
+    name = f"dan{uuid.uuid4().hex[:6]}"
+    token = admin.create_user(name).token
+    admin.set_member(name, "contributor", workspace="default")
     with Client(server=server.url, token=token) as dan:
+        with pytest.raises(Forbidden, match="only admins create workspaces"):
+            dan.create_workspace("mine")
         for attempt in (
-            lambda: dan.create_workspace("mine"),
             lambda: dan.create_cluster({"name": "mine", "scale": {"nodes": 1}}),
             lambda: dan.resize_cluster("local", 8),
             lambda: dan.delete_cluster("local"),
             lambda: list(dan.node_exec("local", "node-0", ["cat", str(server.home / "token")])),
         ):
-            with pytest.raises(Forbidden, match="is not an admin"):
+            with pytest.raises(Forbidden, match="is a contributor of workspace 'default'; this needs owner"):
                 attempt()
-        job = dan.create_job({"cluster": "local", "custom": {"command": "env"}})  # submitting is every user's
+        job = dan.create_job({"cluster": "local", "custom": {"command": "env"}})  # submitting is a contributor's
         assert dan.wait_job(job.name, timeout=60).state == "succeeded"
         seen = dan.job_logs(job.name)
     assert "CORRAL_JOB_NAME=" in seen  # the job's own variables, set by Corral

@@ -1,4 +1,4 @@
-"""``corral user …`` (admins only)."""
+"""``corral user …`` (admins, but for one's own token)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,32 @@ import typer
 
 from corral.cli.common import OutputOpt, YesOpt, client, confirm, console, emit, err_console, make_table, when
 from corral.client import config
+from corral.core.units import parse_duration
 
 app = typer.Typer(help="Users: who submits jobs (each job records it), each with a token.", no_args_is_help=True)
 
 
+ExpiresOpt = Annotated[
+    str | None, typer.Option("--expires", help="The token works this long (90d, 12h); default: until revoked.")
+]
+
+
+def _seconds(expires: str | None) -> float | None:
+    return None if expires is None else parse_duration(expires)
+
+
 @app.command("create")
-def create(name: str, admin: bool = typer.Option(False, "--admin", help="Allowed to manage users and quotas.")) -> None:
-    """Create a user and print its token (shown once; give it to the user as CORRAL_TOKEN)."""
-    user = client().create_user(name, admin=admin)
+def create(
+    name: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Allowed everything: users, workspaces, quotas.")] = False,
+    unix_user: Annotated[
+        str | None, typer.Option("--unix-user", help="An existing account their jobs run as (server as root).")
+    ] = None,
+    expires: ExpiresOpt = None,
+) -> None:
+    """Create a user and print its token (shown once; give it to the user as CORRAL_TOKEN). They see no
+    workspace until an owner adds them: corral workspace member add WS USER."""
+    user = client().create_user(name, admin=admin, unix_user=unix_user, expires_in=_seconds(expires))
     console.print(user.token)
 
 
@@ -23,9 +41,12 @@ def create(name: str, admin: bool = typer.Option(False, "--admin", help="Allowed
 def list_(output: OutputOpt = "table") -> None:
     """List users."""
     users = client().list_users()
-    emit(
-        users, output, make_table(["NAME", "ADMIN", "CREATED"], [(u.name, u.admin, when(u.created_at)) for u in users])
-    )
+    rows = [
+        (u.name, u.admin, u.unix_user or "-", when(u.token_expires_at) if u.token_expires_at else "never",
+         when(u.created_at))
+        for u in users
+    ]  # fmt: skip
+    emit(users, output, make_table(["NAME", "ADMIN", "UNIX USER", "TOKEN EXPIRES", "CREATED"], rows))
 
 
 @app.command("delete")
@@ -41,11 +62,18 @@ def delete(name: str, yes: YesOpt = False) -> None:
 @app.command("token")
 def token(
     name: Annotated[str | None, typer.Argument(help="The user (admins only); default: yourself.")] = None,
+    expires: ExpiresOpt = None,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Only revoke the token; print no new one.")] = False,
 ) -> None:
-    """Give a user a new token and print it (shown once); the old one stops working at once."""
+    """Give a user a new token and print it (shown once); the old one stops working at once. With --revoke,
+    the token stops working and no new one is made (a later `corral user token` makes one)."""
     c = client()
     who = name or c.whoami().name
-    created = c.new_token(who)
+    if revoke:
+        c.revoke_token(who)
+        console.print(f"revoked the token of {who}")
+        return
+    created = c.new_token(who, expires_in=_seconds(expires))
     console.print(created.token)
     source = config.setting_source("token")
     if name is None and source is not None:

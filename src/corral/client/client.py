@@ -31,8 +31,10 @@ from corral.core.models import (
     Cluster,
     Experiment,
     JobEvent,
+    Member,
     Node,
     Quota,
+    Role,
     Usage,
     User,
     UserCreated,
@@ -72,8 +74,21 @@ class Client(LogsMixin, FilesMixin):
     def list_workspaces(self) -> list[Workspace]:
         return [Workspace.model_validate(w) for w in self._request("GET", "/workspaces").json()]
 
-    def create_workspace(self, name: str) -> Workspace:
-        return Workspace.model_validate(self._request("POST", "/workspaces", json={"name": name}).json())
+    def create_workspace(self, name: str, *, owner: str | None = None) -> Workspace:
+        """A new workspace; ``owner`` (admins only) becomes its owner. A user who may create one owns it."""
+        body = {"name": name, "owner": owner}
+        return Workspace.model_validate(self._request("POST", "/workspaces", json=body).json())
+
+    def list_members(self, *, workspace: str | None = None) -> list[Member]:
+        return [Member.model_validate(m) for m in self._request("GET", f"{self._ws(workspace)}/members").json()]
+
+    def set_member(self, user: str, role: Role, *, workspace: str | None = None) -> Member:
+        """Give ``user`` a role in the workspace (``reader``, ``contributor``, ``owner``). Owners and admins."""
+        response = self._request("PUT", f"{self._ws(workspace)}/members/{user}", json={"role": role})
+        return Member.model_validate(response.json())
+
+    def remove_member(self, user: str, *, workspace: str | None = None) -> None:
+        self._request("DELETE", f"{self._ws(workspace)}/members/{user}")
 
     def set_quota(
         self, *, max_nodes: int | None = None, max_gpus: int | None = None, workspace: str | None = None
@@ -87,9 +102,13 @@ class Client(LogsMixin, FilesMixin):
 
     # ------------------------------------------------------------ users
 
-    def create_user(self, name: str, *, admin: bool = False) -> UserCreated:
-        """A new user and its token (shown once). Admins only."""
-        return UserCreated.model_validate(self._request("POST", "/users", json={"name": name, "admin": admin}).json())
+    def create_user(
+        self, name: str, *, admin: bool = False, unix_user: str | None = None, expires_in: float | None = None
+    ) -> UserCreated:
+        """A new user and its token (shown once), working ``expires_in`` seconds (None: until revoked); their jobs
+        run as ``unix_user`` where the server runs as root (None: an account the server makes). Admins only."""
+        body = {"name": name, "admin": admin, "unix_user": unix_user}
+        return UserCreated.model_validate(self._request("POST", "/users", json=body, params=_expiry(expires_in)).json())
 
     def list_users(self) -> list[User]:
         return [User.model_validate(u) for u in self._request("GET", "/users").json()]
@@ -105,9 +124,14 @@ class Client(LogsMixin, FilesMixin):
         """Remove a user; their token stops working at once. Admins only."""
         self._request("DELETE", f"/users/{name}")
 
-    def new_token(self, name: str) -> UserCreated:
+    def new_token(self, name: str, *, expires_in: float | None = None) -> UserCreated:
         """A new token for ``name`` (an admin), or for oneself; the old one stops working at once."""
-        return UserCreated.model_validate(self._request("POST", f"/users/{name}/token").json())
+        response = self._request("POST", f"/users/{name}/token", params=_expiry(expires_in))
+        return UserCreated.model_validate(response.json())
+
+    def revoke_token(self, name: str) -> None:
+        """``name``'s token (an admin), or one's own, stops working at once; ``new_token`` gives one again."""
+        self._request("DELETE", f"/users/{name}/token")
 
     # ------------------------------------------------------------ clusters
 
@@ -326,6 +350,10 @@ class Client(LogsMixin, FilesMixin):
     def job_events(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> list[JobEvent]:
         response = self._request("GET", self._job(name, experiment, workspace) + "/events")
         return [JobEvent.model_validate(e) for e in response.json()]
+
+
+def _expiry(expires_in: float | None) -> dict[str, float]:
+    return {} if expires_in is None else {"expires_in": expires_in}
 
 
 def _chunks(data: bytes, progress: Progress | None, size: int = 1 << 20) -> Iterator[bytes]:

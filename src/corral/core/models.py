@@ -8,7 +8,7 @@ to ``"***"``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
@@ -29,8 +29,25 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- requests
 
 
+#: A user's name: like other names, and also ``@`` (an e-mail address).
+USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+UserName = Annotated[str, StringConstraints(pattern=USER_NAME_PATTERN)]
+
+#: What a member of a workspace may do, each role all that the one before may: ``reader`` sees its jobs, logs,
+#: clusters and usage; ``contributor`` also submits jobs and terminates and deletes their own; ``owner`` also
+#: manages its members, clusters (``node exec`` included), experiments and every member's jobs.
+Role = Literal["reader", "contributor", "owner"]
+ROLES: tuple[Role, ...] = ("reader", "contributor", "owner")
+
+
 class WorkspaceCreate(Strict):
     name: Name
+    #: A user who becomes the workspace's owner (admins only; a user who creates one owns it).
+    owner: UserName | None = None
+
+
+class MemberSet(Strict):
+    role: Role
 
 
 class ExperimentCreate(Strict):
@@ -67,17 +84,31 @@ class Workspace(Public):
     name: str
     created_at: datetime
     quota: Quota = Quota()
+    #: The caller's role in it (``admin`` for a server admin who holds none).
+    role: Role | Literal["admin"] | None = None
+
+
+class Member(Public):
+    user: str
+    role: Role
+    added_at: datetime
 
 
 class UserCreate(Public):
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    name: UserName
     admin: bool = False
+    #: The Unix account the user's jobs run as when the server runs as root (an existing account an admin
+    #: names); by default the server makes one, ``corral-<name>``.
+    unix_user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
 
 
 class User(Public):
     name: str
     admin: bool
     created_at: datetime
+    token_expires_at: datetime | None = None
+    #: The Unix account the user's jobs run as (None: the server's own).
+    unix_user: str | None = None
 
 
 class AuditEntry(Public):

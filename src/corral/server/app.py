@@ -17,6 +17,7 @@ from corral.backends.registry import create_backends
 from corral.core.errors import Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
+from corral.server.access import authorize, check_rules
 from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
@@ -99,10 +100,13 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(AuditMiddleware)
     _serve_docs(app, settings)
-    app.include_router(health.router, prefix=API_PREFIX)
-    for router in (workspaces, users, clusters, experiments, jobs, code, audit):
-        app.include_router(router.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
-    app.include_router(jobs.workspace_router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.state.api_prefix = API_PREFIX
+    authorised = [Depends(authorize)]  # the one authorisation point, in front of every route (server/access.py)
+    app.include_router(health.router, prefix=API_PREFIX, dependencies=authorised)
+    for router in (workspaces.router, users.router, clusters.router, experiments.router, jobs.router,
+                   jobs.workspace_router, code.router, audit.router):  # fmt: skip
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=authorised)
+    check_rules(app, API_PREFIX)
     return app
 
 

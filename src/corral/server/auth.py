@@ -1,8 +1,8 @@
 """Bearer tokens. A token is a random secret; only its SHA-256 is stored.
 
 On start the server makes sure ``<home>/token`` (mode 0600) holds a valid admin
-token, creating one the first time. The access check is one dependency
-(:data:`CurrentPrincipal`), so roles can later be checked in one place.
+token, creating one the first time. Who may call which route is
+decided in one place, ``server/access.py``, on the principal :func:`authenticate` finds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from corral.core.errors import Forbidden, Unauthorized
+from corral.core.errors import Unauthorized
 from corral.store.db import Database
 from corral.store.tables import PrincipalRow
 
@@ -29,6 +29,8 @@ from corral.store.tables import PrincipalRow
 class Principal:
     name: str
     is_admin: bool
+    #: When the token stops working (epoch seconds; None: never).
+    expires_at: float | None = None
 
 
 def token_hash(token: str) -> str:
@@ -66,11 +68,11 @@ def write_token_file(token_file: Path, token: str) -> None:
     os.replace(tmp, token_file)
 
 
-_bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False)
 
 
 async def authenticate(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     """Async on purpose: a sync dependency costs every request a hop to the thread pool and back. Principals are
     cached by token; deleting a user or giving them a new token empties the cache (it takes effect at once)."""
@@ -89,31 +91,15 @@ async def authenticate(
         row = await asyncio.to_thread(lookup)
         if row is None:
             raise Unauthorized("the bearer token is not valid")
-        principal = cache[digest] = Principal(name=row.name, is_admin=row.is_admin)
+        principal = cache[digest] = Principal(name=row.name, is_admin=row.is_admin, expires_at=row.token_expires_at)
     request.state.corral_user = principal.name  # for the audit trail
+    if principal.expires_at is not None and principal.expires_at <= time.time():
+        raise Unauthorized(f"the bearer token of {principal.name!r} has expired (corral user token gives a new one)")
     return principal
-
-
-CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
-
-
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden(f"user {principal.name!r} is not an admin")
-
-
-async def authenticate_admin(principal: CurrentPrincipal) -> Principal:
-    """The caller, who must be an admin. Until workspaces have owners (issue 12), creating workspaces and
-    managing clusters and their nodes (``node exec`` included) is the admins' alone."""
-    require_admin(principal)
-    return principal
-
-
-AdminPrincipal = Annotated[Principal, Depends(authenticate_admin)]
 
 
 async def optional_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal | None:
     """The caller when its token is valid, else None (for routes that say more to a known caller)."""
     try:

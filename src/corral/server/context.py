@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from corral.backends.base import Backends
+from corral.core.models import Role
 from corral.server.audit import AuditLog
 from corral.server.auth import Principal
 from corral.server.services.admission import Admission
@@ -30,3 +31,6 @@ class ServerContext:
     audit: AuditLog
     #: Token hash -> principal: emptied whenever a user or token changes.
     principals: dict[str, Principal] = field(default_factory=dict)
+    #: User -> their role in each workspace where they hold one: emptied whenever members, users or workspaces
+    #: change.
+    roles: dict[str, dict[str, Role]] = field(default_factory=dict)

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
+from corral.core.models import USER_NAME_PATTERN
 from corral.core.specs import NAME_PATTERN
-from corral.server.auth import AdminPrincipal, CurrentPrincipal, Principal
+from corral.server.access import Allowed
 from corral.server.context import ServerContext
 
 
@@ -19,6 +20,8 @@ Ctx = Annotated[ServerContext, Depends(get_context)]
 #: A workspace's, experiment's, cluster's, node's or job's name in a URL: the pattern names have in bodies, so a
 #: name no body could create (a space, ``..``) is refused with 422 before it reaches a service.
 PathName = Annotated[str, Path(pattern=NAME_PATTERN, description="a name: letters, digits, '_', '.', '-'")]
+#: A user's name in a URL (names may also hold ``@``).
+UserPathName = Annotated[str, Path(pattern=USER_NAME_PATTERN, description="a user's name")]
 
 #: Row ids are 32-bit integers: a page cursor past the last one gives an empty page.
 MAX_ROW_ID = 2**31 - 1
@@ -33,4 +36,4 @@ def page_cursor(
 #: Where a list's page starts (``cursor``, the row id a previous page's ``X-Next-Cursor`` gave), as an id.
 Cursor = Annotated[int | None, Depends(page_cursor)]
 
-__all__ = ["AdminPrincipal", "Ctx", "CurrentPrincipal", "Cursor", "PathName", "Principal"]
+__all__ = ["Allowed", "Ctx", "Cursor", "PathName", "UserPathName"]

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     #: more throughput under load for a few milliseconds of latency.
     scheduler_coalesce: float = 0.005
     log_level: str = "info"
+    #: Let every user create workspaces (they own those they create); else only admins do.
+    users_create_workspaces: bool = False
     #: Serve the OpenAPI schema and the docs page without a token (they list every route and field).
     public_docs: bool = False
     #: Fair share: usage this many seconds old counts half (Slurm's PriorityDecayHalfLife; default 7 days).

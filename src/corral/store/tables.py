@@ -40,6 +40,23 @@ class PrincipalRow(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    #: When the token stops working (None: never).
+    token_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The Unix account the user's jobs, setups and node commands run as when the server runs as root
+    #: (None: the server's own user).
+    unix_user: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class MemberRow(Base):
+    """A user's role in a workspace: ``reader``, ``contributor`` or ``owner`` (admins need none)."""
+
+    __tablename__ = "workspace_members"
+    __table_args__ = (UniqueConstraint("workspace_id", "principal_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class ExperimentRow(Base):

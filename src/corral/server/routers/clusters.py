@@ -9,18 +9,17 @@ from sse_starlette import EventSourceResponse
 
 from corral.core.models import Cluster, Node
 from corral.core.specs import Duration, Int, Text
-from corral.server.deps import AdminPrincipal, Ctx, CurrentPrincipal, PathName
+from corral.server.deps import Ctx, PathName
 from corral.server.openapi import TEXT_RESPONSE, ClusterSpecBody
 from corral.server.services import clusters as service
 from corral.server.services import commands
 from corral.server.services.node_exec import exec_on_node
 
 router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
-# Changing clusters and their nodes (exec included) is the admins' until workspaces have owners (issue 12).
 
 
 @router.post("", status_code=201)
-def create_cluster(ws: PathName, ctx: Ctx, _a: AdminPrincipal, spec: ClusterSpecBody) -> Cluster:
+def create_cluster(ws: PathName, ctx: Ctx, spec: ClusterSpecBody) -> Cluster:
     return commands.create_cluster(ctx, workspace=ws, spec=spec)
 
 
@@ -31,7 +30,7 @@ class ResizeRequest(BaseModel):
 
 
 @router.post("/{name}/resize")
-def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx, _a: AdminPrincipal) -> Cluster:
+def resize_cluster(ws: PathName, name: PathName, body: ResizeRequest, ctx: Ctx) -> Cluster:
     """Grow or shrink to ``nodes``; a shrink treats running jobs by ``deallocation`` (else the cluster's)."""
     return commands.resize_cluster(ctx, workspace=ws, name=name, nodes=body.nodes, deallocation=body.deallocation)
 
@@ -44,7 +43,7 @@ class AutoscaleRequest(BaseModel):
 
 
 @router.post("/{name}/autoscale")
-def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx: Ctx, _a: AdminPrincipal) -> Cluster:
+def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx: Ctx) -> Cluster:
     """Scale between ``min_nodes`` and ``max_nodes`` with the queue; idle nodes go after ``idle_timeout``."""
     return commands.autoscale_cluster(
         ctx, workspace=ws, name=name, min_nodes=body.min_nodes, max_nodes=body.max_nodes, idle_timeout=body.idle_timeout
@@ -52,31 +51,31 @@ def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx:
 
 
 @router.get("")
-def list_clusters(ws: PathName, ctx: Ctx, _p: CurrentPrincipal) -> list[Cluster]:
+def list_clusters(ws: PathName, ctx: Ctx) -> list[Cluster]:
     with ctx.db.read() as session:
         return service.list_clusters(session, workspace=ws)
 
 
 @router.get("/{name}")
-def get_cluster(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> Cluster:
+def get_cluster(ws: PathName, name: PathName, ctx: Ctx) -> Cluster:
     with ctx.db.read() as session:
         return service.get_cluster(session, workspace=ws, name=name)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_cluster(ws: PathName, name: PathName, ctx: Ctx, _a: AdminPrincipal) -> Response:
+def delete_cluster(ws: PathName, name: PathName, ctx: Ctx) -> Response:
     commands.delete_cluster(ctx, workspace=ws, name=name)
     return Response(status_code=204)
 
 
 @router.get("/{name}/nodes")
-def list_nodes(ws: PathName, name: PathName, ctx: Ctx, _p: CurrentPrincipal) -> list[Node]:
+def list_nodes(ws: PathName, name: PathName, ctx: Ctx) -> list[Node]:
     with ctx.db.read() as session:
         return service.list_nodes(session, workspace=ws, cluster=name)
 
 
 @router.get("/{name}/nodes/{node}/logs", response_model=None, responses=TEXT_RESPONSE)
-def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _p: CurrentPrincipal) -> PlainTextResponse:
+def node_logs(ws: PathName, name: PathName, node: PathName, ctx: Ctx) -> PlainTextResponse:
     """The output of the node's ``setup.command``."""
     return PlainTextResponse(commands.node_setup_log(ctx, workspace=ws, cluster=name, node=node))
 
@@ -87,21 +86,19 @@ class ExecRequest(BaseModel):
 
 
 @router.post("/{name}/nodes/{node}/exec")
-async def node_exec(
-    ws: PathName, name: PathName, node: PathName, body: ExecRequest, ctx: Ctx, _a: AdminPrincipal
-) -> Response:
+async def node_exec(ws: PathName, name: PathName, node: PathName, body: ExecRequest, ctx: Ctx) -> Response:
     """Run a command in the node's environment; its output as Server-Sent Events, then ``exit``."""
     events = await exec_on_node(ctx, workspace=ws, cluster=name, node=node, argv=body.command)
     return EventSourceResponse(events, ping=15)
 
 
 @router.post("/{name}/nodes/{node}/preempt", status_code=202)
-def node_preempt(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _a: AdminPrincipal) -> Node:
+def node_preempt(ws: PathName, name: PathName, node: PathName, ctx: Ctx) -> Node:
     """Preempt a node of a low-priority cluster on purpose: notice (SIGTERM) to its job, grace, eviction."""
     return commands.preempt_node(ctx, workspace=ws, cluster=name, node=node)
 
 
 @router.post("/{name}/nodes/{node}/recover")
-def node_recover(ws: PathName, name: PathName, node: PathName, ctx: Ctx, _a: AdminPrincipal) -> Node:
+def node_recover(ws: PathName, name: PathName, node: PathName, ctx: Ctx) -> Node:
     """Return an unusable node (lost, or its setup failed) to service; its setup runs again if there is one."""
     return commands.recover_node(ctx, workspace=ws, cluster=name, node=node)

@@ -1,50 +1,56 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from corral.core.models import User, UserCreate, UserCreated
-from corral.server.auth import require_admin
-from corral.server.deps import Ctx, CurrentPrincipal, PathName
+from corral.server.deps import Allowed, Ctx, UserPathName
 from corral.server.services import commands
 from corral.server.services import users as service
 
 router = APIRouter(prefix="/users", tags=["users"])
+#: A token's life in seconds (none: it works until revoked).
+ExpiresIn = Annotated[float | None, Query(gt=0, le=10 * 365 * 86400, description="Seconds the token works.")]
 
 
 @router.post("", status_code=201)
-def create_user(body: UserCreate, ctx: Ctx, principal: CurrentPrincipal) -> UserCreated:
+def create_user(body: UserCreate, ctx: Ctx, expires_in: ExpiresIn = None) -> UserCreated:
     """A new user and its token (shown once). Admins only."""
-    require_admin(principal)
-    with ctx.db.write() as session:
-        return service.create_user(session, name=body.name, admin=body.admin)
+    return commands.create_user(ctx, request=body, expires_in=expires_in)
 
 
 @router.get("/me")
-def whoami(ctx: Ctx, principal: CurrentPrincipal) -> User:
+def whoami(ctx: Ctx, access: Allowed) -> User:
     """The user the token belongs to."""
     with ctx.db.read() as session:
-        return service.get_user(session, name=principal.name)
+        return service.get_user(session, name=access.user)
 
 
 @router.get("")
-def list_users(ctx: Ctx, principal: CurrentPrincipal) -> list[User]:
-    require_admin(principal)
+def list_users(ctx: Ctx) -> list[User]:
+    """Every user. Admins only."""
     with ctx.db.read() as session:
         return service.list_users(session)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_user(name: PathName, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+def delete_user(name: UserPathName, ctx: Ctx, access: Allowed) -> Response:
     """Remove a user; their token stops working at once. Admins only; not oneself, not the last admin."""
-    require_admin(principal)
-    commands.delete_user(ctx, name=name, by=principal.name)
+    commands.delete_user(ctx, name=name, by=access.user)
     return Response(status_code=204)
 
 
 @router.post("/{name}/token", status_code=201)
-def new_token(name: PathName, ctx: Ctx, principal: CurrentPrincipal) -> UserCreated:
+def new_token(name: UserPathName, ctx: Ctx, expires_in: ExpiresIn = None) -> UserCreated:
     """A new token for the user (shown once); the old one stops working at once. Admins, or the user for
     their own token."""
-    if name != principal.name:
-        require_admin(principal)
-    return commands.new_token(ctx, name=name)
+    return commands.new_token(ctx, name=name, expires_in=expires_in)
+
+
+@router.delete("/{name}/token", status_code=204)
+def revoke_token(name: UserPathName, ctx: Ctx) -> Response:
+    """Revoke the user's token without giving a new one: it stops working at once (``new_token`` gives one
+    again). Admins, or the user for their own token."""
+    commands.revoke_token(ctx, name=name)
+    return Response(status_code=204)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from corral.core.models import Cluster, Job, JobCreate, Node, Quota, UserCreated, Workspace
+from corral.core.models import Cluster, Job, JobCreate, Member, Node, Quota, Role, UserCreate, UserCreated, Workspace
+from corral.server.access import Access
 from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
 from corral.server.services import clusters, experiments, jobs, users, workspaces
@@ -111,9 +112,11 @@ def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, user: 
     return job
 
 
-def terminate_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str) -> Job:
+def terminate_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str, access: Access) -> Job:
     with ctx.db.write() as session:
-        job, job_id, action = jobs.terminate_job(session, workspace=workspace, experiment=experiment, name=name)
+        job, job_id, action = jobs.terminate_job(
+            session, workspace=workspace, experiment=experiment, name=name, access=access
+        )
     if action == "signal":
         ctx.controller.request_terminate(job_id)
     elif action == "ended":
@@ -122,9 +125,9 @@ def terminate_job(ctx: ServerContext, *, workspace: str, experiment: str, name: 
     return job
 
 
-def delete_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str) -> None:
+def delete_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str, access: Access) -> None:
     with ctx.db.write() as session:
-        found = jobs.delete_job(session, workspace=workspace, experiment=experiment, name=name)
+        found = jobs.delete_job(session, workspace=workspace, experiment=experiment, name=name, access=access)
     jobs.remove_job_files(ctx.backends.nodes, [found])
 
 
@@ -136,6 +139,26 @@ def delete_experiment(ctx: ServerContext, *, workspace: str, name: str) -> None:
         job_dirs = experiments.delete_experiment(session, workspace=workspace, name=name)
     ctx.names.invalidate()
     jobs.remove_job_files(ctx.backends.nodes, job_dirs)
+
+
+def create_workspace(ctx: ServerContext, *, name: str, owner: str | None) -> Workspace:
+    with ctx.db.write() as session:
+        created = workspaces.create_workspace(session, name=name, owner=owner)
+    ctx.roles.clear()
+    return created
+
+
+def set_member(ctx: ServerContext, *, workspace: str, user: str, role: Role) -> Member:
+    with ctx.db.write() as session:
+        member = workspaces.set_member(session, workspace=workspace, user=user, role=role)
+    ctx.roles.clear()  # the new role holds from the member's next request
+    return member
+
+
+def remove_member(ctx: ServerContext, *, workspace: str, user: str) -> None:
+    with ctx.db.write() as session:
+        workspaces.remove_member(session, workspace=workspace, user=user)
+    ctx.roles.clear()
 
 
 def set_quota(ctx: ServerContext, *, workspace: str, quota: Quota) -> Workspace:
@@ -152,12 +175,26 @@ def delete_user(ctx: ServerContext, *, name: str, by: str) -> None:
     with ctx.db.write() as session:
         users.delete_user(session, name=name, by=by)
     ctx.principals.clear()  # the deleted user's next request is refused, not served from the cache
+    ctx.roles.clear()
 
 
-def new_token(ctx: ServerContext, *, name: str) -> UserCreated:
+def create_user(ctx: ServerContext, *, request: UserCreate, expires_in: float | None) -> UserCreated:
     with ctx.db.write() as session:
-        created = users.new_token(session, name=name)
+        return users.create_user(
+            session, name=request.name, admin=request.admin, expires_in=expires_in, unix_user=request.unix_user
+        )
+
+
+def new_token(ctx: ServerContext, *, name: str, expires_in: float | None = None) -> UserCreated:
+    with ctx.db.write() as session:
+        created = users.new_token(session, name=name, expires_in=expires_in)
     ctx.principals.clear()  # the old token's next request is refused
     if name == HOME_ADMIN:  # the token the local CLI reads stays the admin's
         write_token_file(ctx.settings.token_file, created.token)
     return created
+
+
+def revoke_token(ctx: ServerContext, *, name: str) -> None:
+    with ctx.db.write() as session:
+        users.revoke_token(session, name=name)
+    ctx.principals.clear()

@@ -30,6 +30,7 @@ from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
 from corral.scheduler.runs import queued_job
+from corral.server.access import Access
 from corral.server.services import experiments
 from corral.server.services.lookup import (
     ClusterRef,
@@ -339,9 +340,12 @@ def rank_nodes_of(session: Session, row: JobRow, nodes: list[str]) -> list[str |
     return rank_nodes(spec, nodes, gpus_per_node=node_gpus(cluster.spec) if cluster is not None else 0)
 
 
-def terminate_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Job, int, str]:
+def terminate_job(
+    session: Session, *, workspace: str, experiment: str, name: str, access: Access
+) -> tuple[Job, int, str]:
     """Returns the job, its id and what the caller must do next: ``"signal"``, ``"ended"`` or ``"none"``."""
     row, _ = job_row(session, workspace, experiment, name)
+    access.check_job_change(submitted_by=row.submitted_by, job=name)
     state = JobState(row.state)
     if state.is_terminal:
         raise Conflict(f"job {name!r} already {state.value}")
@@ -369,9 +373,10 @@ def terminate_job(session: Session, *, workspace: str, experiment: str, name: st
     return get_job(session, workspace=workspace, experiment=experiment, name=name), row.id, action
 
 
-def delete_job(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[str, str]:
+def delete_job(session: Session, *, workspace: str, experiment: str, name: str, access: Access) -> tuple[str, str]:
     """Delete a finished job; returns (job dir, uid) for :func:`remove_job_files` after commit."""
     row, _ = job_row(session, workspace, experiment, name)
+    access.check_job_change(submitted_by=row.submitted_by, job=name)
     if not JobState(row.state).is_terminal:
         raise Conflict(f"job {name!r} is {row.state}; terminate it before deleting it")
     found = (row.job_dir, row.uid)

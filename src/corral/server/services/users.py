@@ -16,14 +16,30 @@ from corral.store.tables import PrincipalRow
 
 
 def _model(row: PrincipalRow) -> User:
-    return User(name=row.name, admin=row.is_admin, created_at=datetime.fromtimestamp(row.created_at, UTC))
+    expires = row.token_expires_at
+    return User(
+        name=row.name,
+        admin=row.is_admin,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        token_expires_at=None if expires is None else datetime.fromtimestamp(expires, UTC),
+        unix_user=row.unix_user,
+    )
 
 
-def create_user(session: Session, *, name: str, admin: bool) -> UserCreated:
+def _expiry(expires_in: float | None) -> float | None:
+    return None if expires_in is None else time.time() + expires_in
+
+
+def create_user(
+    session: Session, *, name: str, admin: bool, expires_in: float | None = None, unix_user: str | None = None
+) -> UserCreated:
     if session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first() is not None:
         raise AlreadyExists(f"user {name!r} already exists")
     token = secrets.token_urlsafe(32)
-    row = PrincipalRow(name=name, token_sha256=token_hash(token), is_admin=admin, created_at=time.time())
+    row = PrincipalRow(
+        name=name, token_sha256=token_hash(token), is_admin=admin, created_at=time.time(),
+        token_expires_at=_expiry(expires_in), unix_user=unix_user,
+    )  # fmt: skip
     session.add(row)
     session.flush()
     return UserCreated(**_model(row).model_dump(), token=token)
@@ -58,10 +74,16 @@ def delete_user(session: Session, *, name: str, by: str) -> None:
     session.delete(row)
 
 
-def new_token(session: Session, *, name: str) -> UserCreated:
+def new_token(session: Session, *, name: str, expires_in: float | None = None) -> UserCreated:
     """Give a user a new token; the old one stops working at once."""
     row = _row(session, name)
     token = secrets.token_urlsafe(32)
     row.token_sha256 = token_hash(token)
+    row.token_expires_at = _expiry(expires_in)
     session.flush()
     return UserCreated(**_model(row).model_dump(), token=token)
+
+
+def revoke_token(session: Session, *, name: str) -> None:
+    """The user's token stops working; the hash of a secret nobody is told takes its place."""
+    _row(session, name).token_sha256 = token_hash(secrets.token_urlsafe(32))
