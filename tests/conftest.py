@@ -31,6 +31,35 @@ for _variable in ("CORRAL_PROFILE", "CORRAL_WORKSPACE", "CORRAL_EXPERIMENT"):
 DB_KINDS = ["sqlite", *(["postgres"] if PG_ADMIN_URL else [])]
 
 
+def passable(home: Path) -> Path:
+    """Let other accounts pass through the folders above a server's home (pytest makes them 0700), as they must
+    for users' jobs to reach their own folders in it (docs/security.md)."""
+    for folder in (home, *home.parents):
+        if folder == Path(tempfile_root()):
+            break
+        with contextlib.suppress(OSError):
+            folder.chmod(folder.stat().st_mode | 0o011)
+    return home
+
+
+def tempfile_root() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _unix_accounts_made_by_tests() -> Iterator[None]:
+    """A server that runs as root makes a Unix account for each user the tests create: remove those afterwards."""
+    import pwd
+
+    before = {entry.pw_name for entry in pwd.getpwall()}
+    yield
+    made = [e.pw_name for e in pwd.getpwall() if e.pw_name.startswith("corral-") and e.pw_name not in before]
+    for name in made:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,7 +184,7 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
     created: list[str | None] = []
 
     def factory(kind: str = "sqlite", settings: dict[str, str] | None = None) -> ServerHandle:
-        home = tmp_path / f"home{len(handles)}"
+        home = passable(tmp_path / f"home{len(handles)}")
         home.mkdir()
         url, name = make_database(kind, home)
         created.append(name)
@@ -177,7 +206,7 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture(scope="module", params=DB_KINDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     """One server per test module and database kind, with a 4-node local cluster ``local``."""
-    home = tmp_path_factory.mktemp("home")
+    home = passable(tmp_path_factory.mktemp("home"))
     url, name = make_database(request.param, home)
     handle = ServerHandle(home=home, port=free_port(), database_url=url)
     handle.start()

@@ -197,7 +197,7 @@ class FakeNodes:
         except FileNotFoundError:
             return ""
 
-    async def run(self, node: NodeRef, argv: list[str]) -> AsyncIterator[tuple[str, str]]:
+    async def run(self, node: NodeRef, argv: list[str], *, run_as: str | None = None) -> AsyncIterator[tuple[str, str]]:
         try:
             script = parse(" ".join(argv))
         except ValueError as exc:

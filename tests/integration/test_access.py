@@ -5,6 +5,8 @@ each refused."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from corral.client.client import Client
-from corral.core.errors import Forbidden, NotFound, Unauthorized
+from corral.core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from corral.server.access import RULES
 from tests.conftest import ServerHandle
 
@@ -232,3 +234,62 @@ def test_members_through_the_cli(server: ServerHandle) -> None:
     assert corral("workspace", "member", "remove", workspace, "admin").returncode == 0
     bad = corral("workspace", "member", "add", workspace, user, "--role", "king")
     assert bad.returncode != 0 and "king" in bad.stderr
+
+
+def test_jobs_setups_and_node_commands_run_as_their_user(server: ServerHandle) -> None:
+    """The server runs as root: bob's job, his cluster's setup and his node commands run as his own Unix
+    account, which can read neither the server's token nor its database, nor another job's environment."""
+    assert os.geteuid() == 0, "the tests run as root, as scripts/ do"
+    admin = server.client()
+    workspace = f"iso-{_tag()}"
+    admin.create_workspace(workspace)
+    secret = f"hush-{uuid.uuid4().hex}"
+    held = admin.create_job({"cluster": "local", "custom": {"command": "sleep 30"}, "secrets": {"HUSH": secret}})
+    bob_name = f"bob-{_tag()}"
+    made = admin.create_user(bob_name)
+    assert made.unix_user == f"corral-{bob_name}"
+    bob_uid = pwd.getpwnam(made.unix_user).pw_uid
+    admin.set_member(bob_name, "owner", workspace=workspace)
+    home = server.home
+    with Client(server=server.url, token=made.token, workspace=workspace) as bob:
+        bob.create_cluster({"name": "mine", "scale": {"nodes": 1}, "setup": {"command": "id -u"}})
+        try_all = (
+            f"id -u; cat {home}/token || echo no-token; head -c 16 {home}/corral.db || echo no-db; "
+            f"cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {secret} || true"
+        )
+        job = bob.create_job({"cluster": "mine", "custom": {"command": try_all}})
+        assert bob.wait_job(job.name, timeout=60).state == "succeeded"
+        out, err = bob.job_logs(job.name).split(), bob.job_logs(job.name, stream="stderr")
+        assert out == [str(bob_uid), "no-token", "no-db", "0"], (out, err)
+        assert "Permission denied" in err
+        assert Path(job.job_dir, "stdouterr", "attempt-1", "stdout-0.txt").stat().st_uid == bob_uid
+        assert bob.node_logs("mine", "node-0").split() == [str(bob_uid)]  # the setup ran as bob
+        ran = dict(bob.node_exec("mine", "node-0", ["sh", "-c", f"id -u; cat {home}/token"]))
+        assert ran.get("stdout") == str(bob_uid) and ran.get("exit") != "0"
+    admin.terminate_job(held.name)
+    mine = admin.create_job({"cluster": "local", "custom": {"command": "id -u"}})
+    assert admin.wait_job(mine.name, timeout=60).state == "succeeded" and admin.job_logs(mine.name) == "0\n"
+
+
+def test_an_admin_names_an_existing_account(server: ServerHandle) -> None:
+    admin = server.client()
+    name = f"nob-{_tag()}"
+    made = admin.create_user(name, unix_user="nobody")
+    assert made.unix_user == "nobody"
+    with pytest.raises(InvalidRequest, match="no Unix account 'no-such-account'"):
+        admin.create_user(f"x-{_tag()}", unix_user="no-such-account")
+    admin.set_member(name, "contributor", workspace="default")
+    with Client(server=server.url, token=made.token) as user:
+        job = user.create_job({"cluster": "local", "custom": {"command": "id -un"}})
+        assert user.wait_job(job.name, timeout=60).state == "succeeded" and user.job_logs(job.name) == "nobody\n"
+
+
+def test_one_user_mode_says_so(server_factory: object) -> None:
+    srv: ServerHandle = server_factory(settings={"CORRAL_RUN_AS_USERS": "false"})  # type: ignore[operator]
+    admin = srv.client()
+    assert admin.create_user(f"gil-{_tag()}").unix_user is None
+    with pytest.raises(InvalidRequest, match="runs every job as its own user"):
+        admin.create_user(f"hal-{_tag()}", unix_user="nobody")
+    srv.stop()
+    srv.start()
+    assert "one-user mode" in (srv.home / "server.log").read_text()

@@ -9,7 +9,7 @@ import pytest
 
 from corral.client.client import Client
 from corral.core.errors import Forbidden
-from tests.conftest import ServerHandle, until
+from tests.conftest import ServerHandle, passable, until
 
 
 @pytest.fixture
@@ -67,7 +67,9 @@ def test_fair_share_between_two_users(server: ServerHandle, admin: Client, tmp_p
     assert (
         alice.wait_job(alice.create_job({"cluster": name, "custom": {"command": "sleep 2"}}).name).state == "succeeded"
     )
-    gate, order = tmp_path / "gate", tmp_path / "order"
+    gate, order = tmp_path / "gate", passable(tmp_path) / "order"
+    order.touch(mode=0o666)  # written by both users' jobs (each as their own Unix account when the server is root)
+    order.chmod(0o666)
     blocker(admin, name, gate)
     for who, c in (("a1", alice), ("a2", alice), ("b1", bob), ("b2", bob)):
         c.create_job({"name": who, "cluster": name, "custom": {"command": f"echo {who} >> {order}"}})

@@ -111,13 +111,22 @@ class NodeProvider(Protocol):
 
 
 class NodeAccess(Protocol):
-    async def run(self, node: NodeRef, argv: list[str]) -> AsyncIterator[tuple[str, str]]:
-        """Start ``argv`` on the node, in its directory and environment (raise ``InvalidRequest`` when it cannot
-        start); then yield ``(stream, line)`` as it writes and ``("exit", code)`` last. Closing the iterator
-        early kills the command."""
+    async def run(self, node: NodeRef, argv: list[str], *, run_as: str | None = None) -> AsyncIterator[tuple[str, str]]:
+        """Start ``argv`` on the node, in its directory and environment, as the Unix account ``run_as`` (None:
+        the server's) (raise ``InvalidRequest`` when it cannot start); then yield ``(stream, line)`` as it writes
+        and ``("exit", code)`` last. Closing the iterator early kills the command."""
 
     def read_text(self, node: NodeRef, relative: str) -> str:
         """A file of the node's directory ('' when there is none)."""
+
+
+class Accounts(Protocol):
+    """The Unix accounts users' processes run as, where the server isolates users (it runs as root)."""
+
+    def ensure(self, user: str, unix_user: str | None) -> str:
+        """The account for a new Corral user: ``unix_user`` (which must exist), else one made for them; raise
+        ``InvalidRequest`` when that cannot be."""
+        ...
 
 
 @dataclass
@@ -127,6 +136,8 @@ class Backends:
     executor: Executor
     nodes: NodeProvider
     access: NodeAccess
+    #: None: every process runs as the server's own user (one-user mode).
+    accounts: Accounts | None = None
 
     def close(self) -> None:
         self.executor.close()

@@ -74,14 +74,8 @@ def build_plan(
                 code_archive=ctx.code_archive,
             )
         )
-    shared = [
-        ctx.attempt_dir,
-        logs,
-        layout.shared,
-        layout.checkpoints,
-        *(output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs),
-        *extra_dirs,
-    ]
+    outputs = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs]
+    shared = [ctx.attempt_dir, logs, layout.shared, layout.checkpoints, *outputs, *extra_dirs]
     return LaunchPlan(
         job_uid=ctx.job_uid,
         attempt=ctx.attempt,
@@ -93,4 +87,6 @@ def build_plan(
         files=tuple(files),
         ports=ctx.ports,
         checkpoint_dir=layout.checkpoints,
+        run_as=ctx.run_as,
+        owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *outputs) if ctx.run_as else (),
     )

@@ -52,6 +52,8 @@ class JobContext:
     code_archive: str | None = None
     #: Ports reserved for this attempt (see :func:`corral.launch.planner.ports_needed`).
     ports: tuple[int, ...] = ()
+    #: The Unix account the job runs as (None: the server's own).
+    run_as: str | None = None
 
     @property
     def layout(self) -> JobLayout:
@@ -112,6 +114,10 @@ class LaunchPlan:
     ports: tuple[int, ...] = ()
     #: Where the job's checkpoints are: a new attempt starts from the newest (``CORRAL_RESUMED_FROM``).
     checkpoint_dir: str | None = None
+    #: The Unix account every process runs as (None: the server's own). It then owns ``owned_dirs`` and all in
+    #: them (made if missing); the folders above them stay the server's, opened for passage only (0711).
+    run_as: str | None = None
+    owned_dirs: tuple[str, ...] = ()
 
     @cached_property
     def processes(self) -> tuple[ProcessPlan, ...]:

@@ -199,6 +199,7 @@ class NodeLifecycle:
             root=self._provider.node_root(NodeRef(workspace, cluster.name, node.name, tuple(node.gpus))),
             command=setup.command,
             env=dict(setup.env),
+            run_as=cluster.run_as,
         )
 
     def _finish_setups(self, session: Session, now: float) -> None:

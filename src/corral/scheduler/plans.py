@@ -40,6 +40,7 @@ def plan_for(
         secrets=dict(job.secrets),
         code_archive=job.code_archive,
         ports=tuple(ports),
+        run_as=job.run_as,
     )
     assignments = [
         NodeAssignment(

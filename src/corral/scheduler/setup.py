@@ -1,7 +1,8 @@
 """Node setup: ``setup.command`` runs on every node as it joins, before any job.
 
 The node is ``preparing`` meanwhile; it becomes ``idle`` when the command exits 0,
-else ``unusable`` with the error, its output in ``<node root>/setup.txt``. A setup
+else ``unusable`` with the error, its output in ``<node root>/setup/setup.txt``. It runs in
+``<node root>/setup`` (its own folder), as the cluster's creator's Unix account where users have theirs. A setup
 runs as a one-process launch plan (``job_uid`` ``setup-<node id>``), so the backend
 starts, watches, signals and re-attaches to it after a restart as it does jobs.
 """
@@ -14,7 +15,7 @@ from corral.launch.env import node_own_environment
 from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
 
 PREFIX = "setup-"
-LOG_NAME = "setup.txt"
+LOG_NAME = "setup/setup.txt"
 
 
 def setup_uid(node_id: int) -> str:
@@ -35,6 +36,7 @@ def setup_plan(
     root: str,
     command: str,
     env: dict[str, str],
+    run_as: str | None = None,
 ) -> LaunchPlan:
     attempt_dir = str(PurePath(root, "setup"))
     variables = {
@@ -54,7 +56,7 @@ def setup_plan(
         rank=0,
         node_id=node_id,
         node_name=node_name,
-        workdir=root,
+        workdir=attempt_dir,
         prepare_command=None,
         prepare_log="",
         processes=(process,),
@@ -66,4 +68,6 @@ def setup_plan(
         shared_dirs=(attempt_dir,),
         nodes=(node,),
         grace_seconds=10.0,
+        run_as=run_as,
+        owned_dirs=(attempt_dir,) if run_as else (),
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -10,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import func, select
 
 import corral
 from corral.backends.base import Backends
@@ -30,6 +33,7 @@ from corral.server.settings import Settings
 from corral.server.waiters import JobWaiters
 from corral.store import sealed
 from corral.store.db import Database
+from corral.store.tables import PrincipalRow
 
 API_PREFIX = "/api/v1"
 #: The caller of a route that anyone may call, when its token is valid (module level: FastAPI resolves it).
@@ -47,7 +51,10 @@ def build_context(settings: Settings) -> ServerContext:
         if count := sealed.seal_stored(session):
             log.info("sealed the secrets of %d jobs stored in plain text by an older version", count)
     ensure_admin_token(db, settings.token_file)
-    backends: Backends = create_backends(home=settings.home, code_dir=settings.code_dir)
+    backends: Backends = create_backends(
+        home=settings.home, code_dir=settings.code_dir, isolate_users=settings.isolates_users
+    )
+    _say_who_jobs_run_as(db, settings)
     waiters = JobWaiters()
     controller = Controller(
         db=db,
@@ -71,6 +78,23 @@ def build_context(settings: Settings) -> ServerContext:
         backends=backends,
         audit=AuditLog(db),
     )
+
+
+def _say_who_jobs_run_as(db: Database, settings: Settings) -> None:
+    if settings.isolates_users:
+        if os.geteuid() != 0:
+            raise RuntimeError("CORRAL_RUN_AS_USERS=true needs a server that runs as root (to switch accounts)")
+        log.info("each user's jobs, setups and node commands run as their own Unix account")
+        return
+    with db.read() as session:
+        users = session.scalar(select(func.count()).select_from(PrincipalRow)) or 0
+    if users > 1:
+        log.warning(
+            "one-user mode: this server does not run as root (or CORRAL_RUN_AS_USERS=false), so the jobs of all "
+            "%d users run as %s and can read one another's files and this server's home; give tokens only to "
+            "people you would give that account to (docs/security.md)",
+            users, getpass.getuser(),
+        )  # fmt: skip
 
 
 def create_app(settings: Settings) -> FastAPI:

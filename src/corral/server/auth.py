@@ -31,6 +31,8 @@ class Principal:
     is_admin: bool
     #: When the token stops working (epoch seconds; None: never).
     expires_at: float | None = None
+    #: The Unix account their processes run as where users are isolated (None: the server's).
+    unix_user: str | None = None
 
 
 def token_hash(token: str) -> str:
@@ -91,7 +93,9 @@ async def authenticate(
         row = await asyncio.to_thread(lookup)
         if row is None:
             raise Unauthorized("the bearer token is not valid")
-        principal = cache[digest] = Principal(name=row.name, is_admin=row.is_admin, expires_at=row.token_expires_at)
+        principal = cache[digest] = Principal(
+            name=row.name, is_admin=row.is_admin, expires_at=row.token_expires_at, unix_user=row.unix_user
+        )
     request.state.corral_user = principal.name  # for the audit trail
     if principal.expires_at is not None and principal.expires_at <= time.time():
         raise Unauthorized(f"the bearer token of {principal.name!r} has expired (corral user token gives a new one)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     #: more throughput under load for a few milliseconds of latency.
     scheduler_coalesce: float = 0.005
     log_level: str = "info"
+    #: Run each user's jobs, setups and node commands as their own Unix account (made for them, or one an admin
+    #: names). Unset: yes when the server runs as root (it must, to switch accounts), else one-user mode.
+    run_as_users: bool | None = None
     #: Let every user create workspaces (they own those they create); else only admins do.
     users_create_workspaces: bool = False
     #: Serve the OpenAPI schema and the docs page without a token (they list every route and field).
@@ -58,6 +62,10 @@ class Settings(BaseSettings):
     port_range: str = Field("29500-32767", pattern=r"^\d{1,5}-\d{1,5}$")
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
     gil_switch_interval: float = 0.0005
+
+    @property
+    def isolates_users(self) -> bool:
+        return self.run_as_users if self.run_as_users is not None else os.geteuid() == 0
 
     @property
     def ports(self) -> tuple[int, int]:

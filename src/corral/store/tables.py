@@ -76,6 +76,8 @@ class ClusterRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     allocation_state: Mapped[str] = mapped_column(String(16), default="steady")
+    #: The Unix account its nodes' setup runs as (its creator's; None: the server's own).
+    run_as: Mapped[str | None] = mapped_column(String(32), nullable=True)
     target_nodes: Mapped[int] = mapped_column(Integer)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[float] = mapped_column(Float)
@@ -136,6 +138,8 @@ class JobRow(Base):
     code_archive: Mapped[str | None] = mapped_column(String(64), nullable=True)
     job_dir: Mapped[str] = mapped_column(Text)
     submitted_by: Mapped[str] = mapped_column(String(64))
+    #: The Unix account its processes run as (its submitter's; None: the server's own).
+    run_as: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)

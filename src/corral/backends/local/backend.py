@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.backends.base import ExitKind, ExitListener, ProcessExit
+from corral.backends.local.accounts import Account, account, give_dirs
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper, run_id
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
@@ -48,6 +49,8 @@ class _Attempt:
     """What the backend keeps about one plan while it runs (guarded by the backend's lock)."""
 
     plan: LaunchPlan
+    #: The Unix account its processes run as (None: the server's).
+    account: Account | None = None
     #: exit file -> pid of each wrapper alive.
     pids: dict[str, int] = field(default_factory=dict)
     #: A signal asked for the whole plan: whatever starts later gets it at once.
@@ -75,8 +78,17 @@ def server_environment() -> dict[str, str]:
 
 
 class LocalBackend:
-    def __init__(self, *, code_dir: Path, base_env: dict[str, str] | None = None, launcher_threads: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        code_dir: Path,
+        home: Path | None = None,
+        base_env: dict[str, str] | None = None,
+        launcher_threads: int = 4,
+    ) -> None:
         self._code_dir = code_dir
+        #: The server's home: folders of it above a job's own are opened for passage when the job has an account.
+        self._home = home or code_dir.parent
         self._base_env = server_environment() if base_env is None else dict(base_env)
         self._listener: ExitListener | None = None
         self._watcher = ExitWatcher()
@@ -113,6 +125,9 @@ class LocalBackend:
                 if node.code_archive:
                     with tarfile.open(self._code_dir / f"{node.code_archive}.tar.gz") as tar:
                         tar.extractall(node.workdir, filter="data")
+            if plan.run_as:
+                state.account = account(plan.run_as)
+                give_dirs(state.account, plan.owned_dirs, within=self._home)
             if plan.has_prepare:
                 self._start_prepare(state)
             else:
@@ -133,9 +148,13 @@ class LocalBackend:
         self, state: _Attempt, exit_file: str, workdir: str, command: str, out: str, err: str, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
         argv = ["/bin/sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file, workdir, command, out, err]
+        owner, run = state.account, run_id(state.plan.job_uid, state.plan.attempt)
         popen = subprocess.Popen(
             argv,
-            env={**self._base_env, **env, RUN_VARIABLE: run_id(state.plan.job_uid, state.plan.attempt)},
+            env={**self._base_env, **(owner.environment(workdir) if owner else {}), **env, RUN_VARIABLE: run},
+            user=owner.uid if owner else None,
+            group=owner.gid if owner else None,
+            extra_groups=[] if owner else None,
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

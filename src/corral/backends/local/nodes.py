@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from corral.backends.base import NewNode, NodeRef
+from corral.backends.local.accounts import account, open_for_passage
 from corral.backends.local.backend import server_environment
 from corral.backends.local.resources import LOCAL_IP, check_local_nodes, machine_gpus, node_root
 from corral.core.errors import InvalidRequest
@@ -62,7 +63,7 @@ class LocalNodes:
         except FileNotFoundError:
             return ""
 
-    async def run(self, node: NodeRef, argv: list[str]) -> AsyncIterator[tuple[str, str]]:
+    async def run(self, node: NodeRef, argv: list[str], *, run_as: str | None = None) -> AsyncIterator[tuple[str, str]]:
         if not argv:
             raise InvalidRequest("command: give the command to run, e.g. ['nvidia-smi']")
         root = Path(self.node_root(node))
@@ -70,11 +71,14 @@ class LocalNodes:
             workspace=node.workspace, cluster=node.cluster, node=node.name, root=str(root), gpus=node.gpus
         )
         await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+        owner = account(run_as) if run_as else None
+        if owner is not None:  # the node's folder stays the server's, open for passage (the command starts there)
+            await asyncio.to_thread(open_for_passage, root, within=self._home)
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv,
+                *(owner.command(argv) if owner else argv),
                 cwd=root,
-                env={**server_environment(), **own},
+                env={**server_environment(), **(owner.environment(str(root)) if owner else {}), **own},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse
 
 from corral.core.models import Cluster, Node
 from corral.core.specs import Duration, Int, Text
-from corral.server.deps import Ctx, PathName
+from corral.server.deps import Allowed, Ctx, PathName
 from corral.server.openapi import TEXT_RESPONSE, ClusterSpecBody
 from corral.server.services import clusters as service
 from corral.server.services import commands
@@ -19,8 +19,9 @@ router = APIRouter(prefix="/workspaces/{ws}/clusters", tags=["clusters"])
 
 
 @router.post("", status_code=201)
-def create_cluster(ws: PathName, ctx: Ctx, spec: ClusterSpecBody) -> Cluster:
-    return commands.create_cluster(ctx, workspace=ws, spec=spec)
+def create_cluster(ws: PathName, ctx: Ctx, access: Allowed, spec: ClusterSpecBody) -> Cluster:
+    """A new cluster; its nodes' setup runs as its creator's Unix account where users have theirs."""
+    return commands.create_cluster(ctx, workspace=ws, spec=spec, access=access)
 
 
 class ResizeRequest(BaseModel):
@@ -86,9 +87,14 @@ class ExecRequest(BaseModel):
 
 
 @router.post("/{name}/nodes/{node}/exec")
-async def node_exec(ws: PathName, name: PathName, node: PathName, body: ExecRequest, ctx: Ctx) -> Response:
-    """Run a command in the node's environment; its output as Server-Sent Events, then ``exit``."""
-    events = await exec_on_node(ctx, workspace=ws, cluster=name, node=node, argv=body.command)
+async def node_exec(
+    ws: PathName, name: PathName, node: PathName, body: ExecRequest, ctx: Ctx, access: Allowed
+) -> Response:
+    """Run a command in the node's environment (as the caller's Unix account where users have theirs); its
+    output as Server-Sent Events, then ``exit``."""
+    events = await exec_on_node(
+        ctx, workspace=ws, cluster=name, node=node, argv=body.command, run_as=commands.run_as(ctx, access)
+    )
     return EventSourceResponse(events, ping=15)
 
 

@@ -69,7 +69,7 @@ async def create_job(
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    job = commands.submit_job(ctx, workspace=ws, request=request, user=access.user, dry_run=dry_run)
+    job = commands.submit_job(ctx, workspace=ws, request=request, access=access, dry_run=dry_run)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
     return Response(job.model_dump_json(), status_code=200 if dry_run else 201, media_type="application/json")
 

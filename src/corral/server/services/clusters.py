@@ -80,10 +80,16 @@ def _check_size(most: int, limit: int, loc: str) -> None:
 
 
 def create_cluster(
-    session: Session, *, workspace: str, spec_data: dict[str, Any], max_nodes: int, provider: NodeProvider
+    session: Session,
+    *,
+    workspace: str,
+    spec_data: dict[str, Any],
+    max_nodes: int,
+    provider: NodeProvider,
+    run_as: str | None = None,
 ) -> Cluster:
     """A new cluster with its first nodes (as many as the provider can give now; the control loop adds the
-    rest when it can)."""
+    rest when it can); its setup runs as the Unix account ``run_as`` (None: the server's)."""
     spec = parse_spec(ClusterSpec, spec_data, source="cluster")
     _refuse_unsupported(spec, provider)
     if spec.scale.is_auto:
@@ -105,6 +111,7 @@ def create_cluster(
         target_nodes=count,
         warnings=warnings,
         created_at=time.time(),
+        run_as=run_as,
     )
     session.add(row)
     session.flush()

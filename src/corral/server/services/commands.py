@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from corral.core.errors import InvalidRequest
 from corral.core.models import Cluster, Job, JobCreate, Member, Node, Quota, Role, UserCreate, UserCreated, Workspace
 from corral.server.access import Access
 from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
 from corral.server.services import clusters, experiments, jobs, users, workspaces
+
+
+def run_as(ctx: ServerContext, access: Access) -> str | None:
+    """The Unix account the caller's processes run as: theirs where users are isolated, else the server's."""
+    return access.principal.unix_user if ctx.backends.accounts is not None and access.principal else None
 
 
 def _clusters_changed(ctx: ServerContext) -> None:
@@ -25,11 +31,11 @@ def _clusters_changed(ctx: ServerContext) -> None:
 # ---------------------------------------------------------------- clusters
 
 
-def create_cluster(ctx: ServerContext, *, workspace: str, spec: dict[str, Any]) -> Cluster:
+def create_cluster(ctx: ServerContext, *, workspace: str, spec: dict[str, Any], access: Access) -> Cluster:
     with ctx.db.write() as session:
         cluster = clusters.create_cluster(
             session, workspace=workspace, spec_data=spec, max_nodes=ctx.settings.max_nodes_per_cluster,
-            provider=ctx.backends.nodes,
+            provider=ctx.backends.nodes, run_as=run_as(ctx, access),
         )  # fmt: skip
     _clusters_changed(ctx)
     return cluster
@@ -97,12 +103,14 @@ def node_setup_log(ctx: ServerContext, *, workspace: str, cluster: str, node: st
 # ---------------------------------------------------------------- jobs
 
 
-def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, user: str, dry_run: bool = False) -> Job:
+def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access: Access, dry_run: bool = False) -> Job:
     """Queue a job (the loop is handed it once committed), after the user's limits; with ``dry_run``, check
     everything a submission checks and store nothing."""
+    user = access.user
     where: dict[str, Any] = {
         "workspace": workspace, "request": request, "submitted_by": user, "jobs_dir": ctx.settings.jobs_dir,
         "code_dir": ctx.settings.code_dir, "max_env_bytes": ctx.settings.max_env_bytes,
+        "run_as": run_as(ctx, access),
     }  # fmt: skip
     if dry_run:
         return jobs.check_job(ctx.db, ctx.names, **where)
@@ -179,9 +187,20 @@ def delete_user(ctx: ServerContext, *, name: str, by: str) -> None:
 
 
 def create_user(ctx: ServerContext, *, request: UserCreate, expires_in: float | None) -> UserCreated:
+    """A user, with the Unix account their processes run as where users are isolated (made if need be)."""
+    unix_user = None
+    if ctx.backends.accounts is not None:
+        with ctx.db.read() as session:
+            users.check_new(session, name=request.name)
+        unix_user = ctx.backends.accounts.ensure(request.name, request.unix_user)
+    elif request.unix_user is not None:
+        raise InvalidRequest(
+            "unix_user: this server runs every job as its own user (it does not run as root, or "
+            "CORRAL_RUN_AS_USERS=false), so a user's jobs cannot run as another account"
+        )
     with ctx.db.write() as session:
         return users.create_user(
-            session, name=request.name, admin=request.admin, expires_in=expires_in, unix_user=request.unix_user
+            session, name=request.name, admin=request.admin, expires_in=expires_in, unix_user=unix_user
         )
 
 

@@ -162,6 +162,7 @@ def _check_submission(
     jobs_dir: Path,
     code_dir: Path,
     max_env_bytes: int,
+    run_as: str | None = None,
 ) -> _Submission:
     """Everything a submission checks before it is stored: the spec, its paths and sizes, the code archive,
     the cluster and whether the job could ever fit it."""
@@ -206,6 +207,7 @@ def _check_submission(
         "code_archive": request.code_archive,
         "job_dir": JobLayout.under(jobs_dir, workspace, experiment_name, name, uid).job_dir,
         "submitted_by": submitted_by,
+        "run_as": run_as,
         "created_at": now,
         "queued_at": now,
         "wall_clock": spec.limits.max_wall_clock,

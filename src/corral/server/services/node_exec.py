@@ -25,10 +25,10 @@ def node_ref(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> 
 
 
 async def exec_on_node(
-    ctx: ServerContext, *, workspace: str, cluster: str, node: str, argv: list[str]
+    ctx: ServerContext, *, workspace: str, cluster: str, node: str, argv: list[str], run_as: str | None
 ) -> AsyncIterator[ServerSentEvent]:
     ref = await asyncio.to_thread(node_ref, ctx, workspace=workspace, cluster=cluster, node=node)
-    output = await ctx.backends.access.run(ref, argv)
+    output = await ctx.backends.access.run(ref, argv, run_as=run_as)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         try:

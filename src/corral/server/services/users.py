@@ -30,11 +30,15 @@ def _expiry(expires_in: float | None) -> float | None:
     return None if expires_in is None else time.time() + expires_in
 
 
+def check_new(session: Session, *, name: str) -> None:
+    if session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first() is not None:
+        raise AlreadyExists(f"user {name!r} already exists")
+
+
 def create_user(
     session: Session, *, name: str, admin: bool, expires_in: float | None = None, unix_user: str | None = None
 ) -> UserCreated:
-    if session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first() is not None:
-        raise AlreadyExists(f"user {name!r} already exists")
+    check_new(session, name=name)
     token = secrets.token_urlsafe(32)
     row = PrincipalRow(
         name=name, token_sha256=token_hash(token), is_admin=admin, created_at=time.time(),

@@ -21,6 +21,8 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("principals", sa.Column("token_expires_at", sa.Float(), nullable=True))
     op.add_column("principals", sa.Column("unix_user", sa.String(length=32), nullable=True))
+    op.add_column("jobs", sa.Column("run_as", sa.String(length=32), nullable=True))
+    op.add_column("clusters", sa.Column("run_as", sa.String(length=32), nullable=True))
     members = op.create_table(
         "workspace_members",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -45,5 +47,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_workspace_members_principal_id", table_name="workspace_members")
     op.drop_table("workspace_members")
+    op.drop_column("clusters", "run_as")
+    op.drop_column("jobs", "run_as")
     op.drop_column("principals", "unix_user")
     op.drop_column("principals", "token_expires_at")

@@ -1,0 +1,107 @@
+"""Unix accounts that users' processes run as, where the server runs as root (as Slurm runs jobs as their user).
+
+A process started for an account gets its uid, its primary group and no other group, ``HOME`` (its home when it
+has one it owns, else the process's working directory), ``USER`` and ``LOGNAME``. The directories it must write
+(:attr:`~corral.launch.plan.LaunchPlan.owned_dirs`) become its own with all in them; the server's folders above
+them, within the server's home, are opened for passage only (0700 -> 0711: no listing), so what the server
+keeps there — the database, the token, the secrets' key, code archives, other jobs — stays unreadable.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.core.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` run as this account, for starters that cannot switch accounts themselves (uvloop's
+        subprocesses take no ``user``): util-linux's ``setpriv`` drops to it, then becomes ``argv``."""
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--", *argv]
+
+    def environment(self, workdir: str) -> dict[str, str]:
+        home = self.home if _owned_dir(self.home, self.uid) else workdir
+        return {"HOME": home, "USER": self.name, "LOGNAME": self.name}
+
+
+def _owned_dir(path: str, uid: int) -> bool:
+    try:
+        return Path(path).is_dir() and os.stat(path).st_uid == uid
+    except OSError:
+        return False
+
+
+def account(name: str) -> Account:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise InvalidRequest(f"unix_user: no Unix account {name!r} on this machine") from None
+    return Account(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid, home=entry.pw_dir)
+
+
+def open_for_passage(path: str | Path, *, within: Path) -> None:
+    """Open ``path`` and the folders above it, up to and including ``within``, for passage (0700 -> 0711) where
+    they are the server's; folders outside ``within`` are never changed."""
+    me = os.geteuid()
+    for folder in (Path(path), *Path(path).parents):
+        if not folder.is_relative_to(within):
+            break
+        st = os.stat(folder)
+        if st.st_uid == me and st.st_mode & 0o777 == 0o700:
+            os.chmod(folder, 0o711)
+
+
+def give_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
+    """Make ``dirs`` (created if missing) and everything in them ``owner``'s; open the server's own folders above
+    them, up to and including ``within``, for passage."""
+    for top in dirs:
+        os.makedirs(top, exist_ok=True)
+        open_for_passage(Path(top).parent, within=within)
+        for root, subdirs, files in os.walk(top):
+            for name in (root, *(os.path.join(root, n) for n in (*subdirs, *files))):
+                if os.lstat(name).st_uid != owner.uid:
+                    os.lchown(name, owner.uid, owner.gid)
+
+
+#: Accounts made for Corral users are named ``corral-<user>`` (what a Unix name allows of it).
+ACCOUNT_PREFIX = "corral-"
+
+
+def account_name(user: str) -> str:
+    return (ACCOUNT_PREFIX + re.sub(r"[^a-z0-9_-]", "-", user.lower()))[:32]
+
+
+class LocalAccounts:
+    """Accounts on this machine: an existing one an admin names, else ``corral-<user>``, made with ``useradd``
+    (a system account without a password, a home or a login shell) unless it exists."""
+
+    def ensure(self, user: str, unix_user: str | None) -> str:
+        if unix_user is not None:
+            return account(unix_user).name
+        name = account_name(user)
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            try:
+                made = subprocess.run(
+                    ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                     "--shell", "/usr/sbin/nologin", name],
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+            except OSError as exc:
+                raise InvalidRequest(f"cannot make the Unix account {name!r}: {exc}") from None
+            if made.returncode != 0:
+                raise InvalidRequest(f"cannot make the Unix account {name!r}: {made.stderr.strip()}") from None
+        return name
