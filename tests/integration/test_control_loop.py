@@ -16,6 +16,8 @@ from corral.core.models import Job, JobCreate
 from corral.core.states import JobState
 from corral.scheduler import liveness
 from corral.scheduler.loop import Controller
+from corral.server.access import Access
+from corral.server.auth import Principal
 from corral.server.services import clusters, jobs
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
@@ -100,7 +102,8 @@ def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_
             assert good.state == JobState.RUNNING
             shown = jobs.get_job(session, workspace="default", experiment="default", name=made[0])
             assert shown.spec is None and shown.toolkit == "custom" and shown.state == JobState.FAILED
-            found = jobs.delete_job(session, workspace="default", experiment="default", name=made[0])
+            admin = Access(Principal(name="admin", is_admin=True), "default", "admin")
+            found = jobs.delete_job(session, workspace="default", experiment="default", name=made[0], access=admin)
             assert found[0] == bad.job_dir
 
 

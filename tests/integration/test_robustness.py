@@ -251,6 +251,7 @@ def test_per_user_submission_limits_answer_429(server_factory: object) -> None:
     waited = srv.client().create_job(job("true"))  # by default it waits as told and sends it again
     assert waited.state == "queued"
     bob = api(srv, "POST", "/users", json={"name": "bob"}).json()["token"]
+    api(srv, "PUT", "/workspaces/default/members/bob", json={"role": "contributor"})
     other = submit(srv, job("true"), headers={"Authorization": f"Bearer {bob}"})
     assert other.status_code == 201  # one user's limit is not another's
 

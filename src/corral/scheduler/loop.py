@@ -36,6 +36,7 @@ from corral.launch.planner import ports_needed
 from corral.scheduler.ending import fail_unlaunchable, finish_runs
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.liveness import Liveness
+from corral.scheduler.nodes import lock_clusters
 from corral.scheduler.outcome import Failure, Run, failure_of
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
@@ -193,6 +194,7 @@ class Controller:
         self._pass_ports, self._failed_in_pass = [], []
         try:
             with self._db.write() as session:
+                lock_clusters(session)
                 requeued = self._finish(session, done, now) if done else []
                 self._queue.load_policy(session)
                 removed = self._step_nodes(session, now)

@@ -39,11 +39,19 @@ def held_gpus(session: Session) -> set[int]:
     return {g for gpus in session.scalars(select(NodeRow.gpus)) for g in gpus}
 
 
+def lock_clusters(session: Session) -> None:
+    """First in every pass's transaction (PostgreSQL; SQLite has one writer anyway): the pass takes clusters
+    before nodes, as a request that deletes or resizes a cluster does. Taken after the nodes a pass releases
+    first, a cluster lock waited for a request that held the cluster and waited for those nodes: a deadlock.
+    ``FOR NO KEY UPDATE`` lets submissions (which only reference a cluster) go on meanwhile."""
+    session.execute(select(ClusterRow.id).order_by(ClusterRow.id).with_for_update(key_share=True))
+
+
 def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconciled:
     out = Reconciled()
     used_gpus = held_gpus(session)
-    # Locked (PostgreSQL; SQLite has one writer anyway): a cluster deleted by a request while this pass runs
-    # would otherwise get nodes inserted for it, and the pass would fail on the foreign key.
+    # Locked (see lock_clusters): a cluster deleted by a request while this pass runs would otherwise get nodes
+    # inserted for it, and the pass would fail on the foreign key.
     clusters = session.execute(
         select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow)
     ).all()
