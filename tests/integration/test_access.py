@@ -19,7 +19,7 @@ import pytest
 from corral.client.client import Client
 from corral.core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from corral.server.access import RULES
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, passable, until
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 ROLES = ("reader", "contributor", "owner")
@@ -293,3 +293,61 @@ def test_one_user_mode_says_so(server_factory: object) -> None:
     srv.stop()
     srv.start()
     assert "one-user mode" in (srv.home / "server.log").read_text()
+
+
+def test_code_serves_only_the_workspaces_it_was_sent_to(server: ServerHandle, tmp_path: Path) -> None:
+    """Knowing the SHA-256 of another workspace's code is not enough to run it: sending its bytes is."""
+    admin = server.client()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "model.py").write_text(f"SECRET_WEIGHTS = {uuid.uuid4().hex!r}\n")
+    sha = admin.upload_code(code, workspace="default")
+    workspace = f"code-{_tag()}"
+    admin.create_workspace(workspace)
+    admin.create_cluster({"name": "one", "scale": {"nodes": 1}}, workspace=workspace)
+    name = f"ivy-{_tag()}"
+    token = admin.create_user(name).token
+    admin.set_member(name, "contributor", workspace=workspace)
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"{server.url}/api/v1/workspaces/{workspace}"
+    assert httpx.get(f"{base}/code/{sha}", headers=headers).status_code == 404
+    spec = {"cluster": "one", "custom": {"command": "cat model.py"}}
+    refused = httpx.post(f"{base}/experiments/default/jobs", headers=headers, json={"spec": spec, "code_archive": sha})
+    assert refused.status_code == 404 and "not uploaded to workspace" in refused.json()["error"]["message"]
+    with Client(server=server.url, token=token, workspace=workspace) as ivy:  # sending the bytes: yes
+        job = ivy.create_job({**spec, "code": str(code)})
+        assert ivy.wait_job(job.name, timeout=60).state == "succeeded"
+        assert "SECRET_WEIGHTS" in ivy.job_logs(job.name)
+
+
+def test_an_output_where_the_account_may_not_write_fails_the_job(server: ServerHandle, tmp_path: Path) -> None:
+    admin = server.client()
+    name = f"jo-{_tag()}"
+    token = admin.create_user(name).token
+    admin.set_member(name, "contributor", workspace="default")
+    closed = passable(tmp_path) / "closed"
+    closed.mkdir(mode=0o755)  # root's: others may not write it
+    with Client(server=server.url, token=token) as jo:
+        job = jo.create_job({"cluster": "local", "custom": {"command": "true"},
+                             "outputs": [{"id": "OUT", "path": str(closed)}]})  # fmt: skip
+        ended = jo.wait_job(job.name, timeout=60)
+    assert ended.state == "failed" and f"may not write {closed}" in (ended.error.message if ended.error else "")
+    assert list(closed.iterdir()) == []  # nothing was made there for the job
+
+
+def test_a_job_resumed_after_a_server_crash_still_runs_as_its_user(server_factory: object) -> None:
+    """SIGKILL during the prepare phase: the new server re-attaches, and the processes it starts after the
+    prepare run as the job's account, not as root."""
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    admin = srv.client()
+    admin.create_cluster({"name": "one", "scale": {"nodes": 1}})
+    name = f"kim-{_tag()}"
+    made = admin.create_user(name)
+    admin.set_member(name, "contributor", workspace="default")
+    with Client(server=srv.url, token=made.token) as kim:
+        job = kim.create_job({"cluster": "one", "prepare": {"command": "sleep 3"}, "custom": {"command": "id -u"}})
+        until(lambda: kim.get_job(job.name).state == "running")
+        srv.kill()
+        srv.start()
+        assert kim.wait_job(job.name, timeout=60).state == "succeeded"
+        assert kim.job_logs(job.name) == f"{pwd.getpwnam(made.unix_user or '').pw_uid}\n"

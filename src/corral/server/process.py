@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -34,10 +35,12 @@ PRIVATE_FILES = ("corral.db", "corral.db-wal", "corral.db-shm", "server.log", "t
 
 def private_home(home: Path) -> None:
     """Everything the server writes is its user's alone (umask 077); a home made by an older version, or by
-    hand, is closed too: the home 0700, its database, WAL and logs 0600."""
+    hand, is closed too: the home 0700 (0711, passage only, stays: users' running jobs pass through it to their
+    own folders), its database, WAL and logs 0600."""
     os.umask(0o077)
     home.mkdir(parents=True, exist_ok=True)
-    home.chmod(0o700)
+    if stat.S_IMODE(home.stat().st_mode) != 0o711:
+        home.chmod(0o700)
     for name in PRIVATE_FILES:
         path = home / name
         if path.exists():

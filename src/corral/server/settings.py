@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         return self.home / "code"
 
     @property
+    def code_marks_dir(self) -> Path:
+        """A mark for each workspace an archive was uploaded to (services/code.py)."""
+        return self.home / "code-workspaces"
+
+    @property
     def token_file(self) -> Path:
         return self.home / "token"
 

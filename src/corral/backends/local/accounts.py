@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,15 +64,41 @@ def open_for_passage(path: str | Path, *, within: Path) -> None:
             os.chmod(folder, 0o711)
 
 
+def _writable_by(owner: Account, path: Path) -> bool:
+    st = os.stat(path)
+    if st.st_uid == owner.uid:
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid == owner.gid:
+        return bool(st.st_mode & stat.S_IWGRP)
+    return bool(st.st_mode & stat.S_IWOTH)
+
+
+def check_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
+    """Before anything is made: a folder outside the server's home (an output's) is made for ``owner`` only
+    where they could make it themselves — the nearest folder of it that exists, links resolved, is theirs to
+    write."""
+    for path in dirs:
+        if Path(path).is_relative_to(within):
+            continue
+        existing = Path(path)
+        while not existing.exists():
+            existing = existing.parent
+        real = Path(os.path.realpath(existing))
+        if not _writable_by(owner, real):
+            raise PermissionError(f"{path}: the Unix account {owner.name!r} may not write {real}")
+
+
 def give_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
     """Make ``dirs`` (created if missing) and everything in them ``owner``'s; open the server's own folders above
-    them, up to and including ``within``, for passage."""
+    them, up to and including ``within``, for passage (:func:`check_dirs` first)."""
     for top in dirs:
         os.makedirs(top, exist_ok=True)
         open_for_passage(Path(top).parent, within=within)
-        for root, subdirs, files in os.walk(top):
+        for root, subdirs, files in os.walk(top):  # symbolic links are not followed, and changed themselves
             for name in (root, *(os.path.join(root, n) for n in (*subdirs, *files))):
-                if os.lstat(name).st_uid != owner.uid:
+                st = os.lstat(name)
+                # A file linked from elsewhere (a hard link the job made) is not the job's to be given.
+                if st.st_uid != owner.uid and (stat.S_ISDIR(st.st_mode) or st.st_nlink == 1):
                     os.lchown(name, owner.uid, owner.gid)
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.backends.base import ExitKind, ExitListener, ProcessExit
-from corral.backends.local.accounts import Account, account, give_dirs
+from corral.backends.local.accounts import Account, account, check_dirs, give_dirs
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper, run_id
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
@@ -116,6 +116,8 @@ class LocalBackend:
     def _launch_now(self, state: _Attempt) -> None:
         plan = state.plan
         try:
+            if (owner := _owner(state)) is not None:
+                check_dirs(owner, plan.owned_dirs, within=self._home)
             for path in plan.shared_dirs:
                 os.makedirs(path, exist_ok=True)
             for path, content in plan.files:
@@ -125,8 +127,7 @@ class LocalBackend:
                 if node.code_archive:
                     with tarfile.open(self._code_dir / f"{node.code_archive}.tar.gz") as tar:
                         tar.extractall(node.workdir, filter="data")
-            if plan.run_as:
-                state.account = account(plan.run_as)
+            if state.account is not None:
                 give_dirs(state.account, plan.owned_dirs, within=self._home)
             if plan.has_prepare:
                 self._start_prepare(state)
@@ -148,7 +149,7 @@ class LocalBackend:
         self, state: _Attempt, exit_file: str, workdir: str, command: str, out: str, err: str, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
         argv = ["/bin/sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file, workdir, command, out, err]
-        owner, run = state.account, run_id(state.plan.job_uid, state.plan.attempt)
+        owner, run = _owner(state), run_id(state.plan.job_uid, state.plan.attempt)
         popen = subprocess.Popen(
             argv,
             env={**self._base_env, **(owner.environment(workdir) if owner else {}), **env, RUN_VARIABLE: run},
@@ -322,6 +323,14 @@ class LocalBackend:
         self._launcher.shutdown(wait=True)
         self._watcher.close()
         self._reaper.close()
+
+
+def _owner(state: _Attempt) -> Account | None:
+    """The account the plan's processes run as, looked up once (also for an attempt re-attached after a restart,
+    whose processes may start only now, after its prepare)."""
+    if state.plan.run_as and state.account is None:
+        state.account = account(state.plan.run_as)
+    return state.account
 
 
 def _resumed_from(plan: LaunchPlan) -> str | None:

@@ -13,7 +13,7 @@ Sha = Path(pattern=r"^[0-9a-f]{64}$")
 
 @router.get("/{sha256}", status_code=204)
 def has_code(ws: PathName, ctx: Ctx, sha256: str = Sha) -> Response:
-    if not service.has_archive(ctx.settings.code_dir, sha256):
+    if not service.has_archive(ctx.settings, ws, sha256):
         raise NotFound(f"code archive {sha256} was not uploaded")
     return Response(status_code=204)
 
@@ -23,5 +23,5 @@ async def put_code(ws: PathName, request: Request, ctx: Ctx, sha256: str = Sha) 
     """Upload a gzipped tar named by its SHA-256 (the body is streamed to disk, never held whole)."""
     length = request.headers.get("content-length")
     declared = int(length) if length and length.isdigit() else None
-    await service.receive_archive(ctx.settings, sha256, body=request.stream(), declared_size=declared)
+    await service.receive_archive(ctx.settings, ws, sha256, body=request.stream(), declared_size=declared)
     return Response(status_code=204)

@@ -1,4 +1,8 @@
-"""Code archives uploaded by clients, stored once per SHA-256 under ``<home>/code``."""
+"""Code archives uploaded by clients, stored once per SHA-256 under ``<home>/code``.
+
+An archive serves the workspaces it was uploaded to only (a mark per workspace, ``<home>/code-workspaces``):
+knowing another workspace's archive's SHA-256 is not enough to run its code, sending its bytes is.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,17 @@ from corral.server.settings import Settings
 from corral.storage.code import ArchiveUpload
 
 
-def has_archive(code_dir: Path, sha256: str) -> bool:
-    return (code_dir / f"{sha256}.tar.gz").exists()
+def _mark(settings: Settings, workspace: str, sha256: str) -> Path:
+    return settings.code_marks_dir / workspace / sha256
+
+
+def has_archive(settings: Settings, workspace: str, sha256: str) -> bool:
+    """Whether the archive was uploaded to the workspace (and is still stored)."""
+    return _mark(settings, workspace, sha256).exists() and (settings.code_dir / f"{sha256}.tar.gz").exists()
 
 
 async def receive_archive(
-    settings: Settings, sha256: str, *, body: AsyncIterator[bytes], declared_size: int | None
+    settings: Settings, workspace: str, sha256: str, *, body: AsyncIterator[bytes], declared_size: int | None
 ) -> None:
     """Store an upload as it arrives: refused at once when its declared size passes the limit, as soon as the
     bytes do otherwise; checked (members, unpacked size) off the event loop, then moved in place."""
@@ -34,3 +43,6 @@ async def receive_archive(
         )
     finally:
         upload.discard()
+    mark = _mark(settings, workspace, sha256)
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()

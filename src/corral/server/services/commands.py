@@ -109,7 +109,7 @@ def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access
     user = access.user
     where: dict[str, Any] = {
         "workspace": workspace, "request": request, "submitted_by": user, "jobs_dir": ctx.settings.jobs_dir,
-        "code_dir": ctx.settings.code_dir, "max_env_bytes": ctx.settings.max_env_bytes,
+        "settings": ctx.settings, "max_env_bytes": ctx.settings.max_env_bytes,
         "run_as": run_as(ctx, access),
     }  # fmt: skip
     if dry_run:

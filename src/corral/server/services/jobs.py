@@ -31,7 +31,7 @@ from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
 from corral.scheduler.runs import queued_job
 from corral.server.access import Access
-from corral.server.services import experiments
+from corral.server.services import code, experiments
 from corral.server.services.lookup import (
     ClusterRef,
     NameCache,
@@ -41,6 +41,7 @@ from corral.server.services.lookup import (
     stored_toolkit,
     workspace_row,
 )
+from corral.server.settings import Settings
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobEventRow, JobRow
 from corral.store.transitions import record_created, transition_job
@@ -160,7 +161,7 @@ def _check_submission(
     request: JobCreate,
     submitted_by: str,
     jobs_dir: Path,
-    code_dir: Path,
+    settings: Settings,
     max_env_bytes: int,
     run_as: str | None = None,
 ) -> _Submission:
@@ -174,8 +175,8 @@ def _check_submission(
         )
     _check_paths(spec)
     _check_env_size(spec, max_env_bytes)
-    if request.code_archive and not (code_dir / f"{request.code_archive}.tar.gz").exists():
-        raise NotFound(f"code archive {request.code_archive} was not uploaded")
+    if request.code_archive and not code.has_archive(settings, workspace, request.code_archive):
+        raise NotFound(f"code archive {request.code_archive} was not uploaded to workspace {workspace!r}")
     experiment_name = request.experiment or spec.experiment or "default"
     workspace_id, cluster, experiment_id = names.resolve(
         db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
@@ -233,7 +234,7 @@ def _name_taken(db: Database, experiment_id: int | None, name: str) -> bool:
 def create_job(
     db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any
 ) -> tuple[Job, QueuedJob]:
-    """Check the request (:func:`_check_submission`: ``submitted_by``, ``jobs_dir``, ``code_dir``,
+    """Check the request (:func:`_check_submission`: ``submitted_by``, ``jobs_dir``, ``settings``,
     ``max_env_bytes``), resolve names (cached), then hold the write lock for two inserts only.
 
     Returns the job and what the queue's policy needs of it (for the control loop).
