@@ -234,6 +234,11 @@ def test_members_through_the_cli(server: ServerHandle) -> None:
     assert corral("workspace", "member", "remove", workspace, "admin").returncode == 0
     bad = corral("workspace", "member", "add", workspace, user, "--role", "king")
     assert bad.returncode != 0 and "king" in bad.stderr
+    token = corral("token", "new", user, "--expires", "1h").stdout.strip()
+    assert httpx.get(f"{server.url}/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}).is_success
+    revoked = corral("token", "revoke", user)
+    assert revoked.returncode == 0 and f"revoked the token of {user}" in revoked.stdout
+    assert httpx.get(f"{server.url}/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
 
 def test_jobs_setups_and_node_commands_run_as_their_user(server: ServerHandle) -> None:

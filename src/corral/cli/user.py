@@ -80,6 +80,19 @@ def token(
         err_console.print(f"your old token (from {source}) no longer works: put this one there")
 
 
+#: ``corral token new|revoke``: the same as ``corral user token [--revoke]``, where people look for it.
+token_app = typer.Typer(help="Tokens: a new one for you (or, for admins, anyone), or revoke one.", no_args_is_help=True)
+token_app.command("new")(token)
+
+
+@token_app.command("revoke")
+def revoke_token(
+    name: Annotated[str | None, typer.Argument(help="The user (admins only); default: yourself.")] = None,
+) -> None:
+    """Revoke a user's token: it stops working at once, and no new one is made (`corral token new` makes one)."""
+    token(name, expires=None, revoke=True)
+
+
 def audit(
     user: Annotated[str | None, typer.Option("--user", "-u", help="This user's requests only.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="How many, newest first.")] = 50,
