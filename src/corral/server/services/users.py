@@ -54,13 +54,10 @@ def list_users(session: Session) -> list[User]:
 
 
 def get_user(session: Session, *, name: str) -> User:
-    row = session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first()
-    if row is None:
-        raise NotFound(f"user {name!r} not found")
-    return _model(row)
+    return _model(user_row(session, name))
 
 
-def _row(session: Session, name: str) -> PrincipalRow:
+def user_row(session: Session, name: str) -> PrincipalRow:
     row = session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first()
     if row is None:
         raise NotFound(f"user {name!r} not found")
@@ -70,7 +67,7 @@ def _row(session: Session, name: str) -> PrincipalRow:
 def delete_user(session: Session, *, name: str, by: str) -> None:
     """Remove a user and so their token (their jobs stay, with who submitted them). Not oneself, not the last
     admin: someone must be able to manage the server."""
-    row = _row(session, name)
+    row = user_row(session, name)
     if name == by:
         raise Conflict("you cannot delete yourself; another admin can")
     if row.is_admin and session.scalar(select(func.count()).where(PrincipalRow.is_admin)) == 1:
@@ -80,7 +77,7 @@ def delete_user(session: Session, *, name: str, by: str) -> None:
 
 def new_token(session: Session, *, name: str, expires_in: float | None = None) -> UserCreated:
     """Give a user a new token; the old one stops working at once."""
-    row = _row(session, name)
+    row = user_row(session, name)
     token = secrets.token_urlsafe(32)
     row.token_sha256 = token_hash(token)
     row.token_expires_at = _expiry(expires_in)
@@ -90,4 +87,4 @@ def new_token(session: Session, *, name: str, expires_in: float | None = None) -
 
 def revoke_token(session: Session, *, name: str) -> None:
     """The user's token stops working; the hash of a secret nobody is told takes its place."""
-    _row(session, name).token_sha256 = token_hash(secrets.token_urlsafe(32))
+    user_row(session, name).token_sha256 = token_hash(secrets.token_urlsafe(32))

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from corral.core.errors import AlreadyExists, NotFound
 from corral.core.models import Member, Quota, Role, Workspace
 from corral.server.services.lookup import workspace_row
+from corral.server.services.users import user_row
 from corral.store.tables import ExperimentRow, MemberRow, PrincipalRow, WorkspaceRow
 
 DEFAULT = "default"
@@ -44,7 +45,7 @@ def create_workspace(session: Session, *, name: str, owner: str | None) -> Works
     """A new workspace with its ``default`` experiment; ``owner``, when given, becomes its owner."""
     if session.scalars(select(WorkspaceRow).where(WorkspaceRow.name == name)).first() is not None:
         raise AlreadyExists(f"workspace {name!r} already exists")
-    owner_row = _user_row(session, owner) if owner is not None else None
+    owner_row = user_row(session, owner) if owner is not None else None
     row = create_workspace_row(session, name=name)
     if owner_row is not None:
         session.add(MemberRow(workspace_id=row.id, principal_id=owner_row.id, role="owner", created_at=time.time()))
@@ -63,13 +64,6 @@ def get_workspace(session: Session, *, name: str, role: str | None) -> Workspace
     return to_model(workspace_row(session, name), role)
 
 
-def _user_row(session: Session, name: str) -> PrincipalRow:
-    row = session.scalars(select(PrincipalRow).where(PrincipalRow.name == name)).first()
-    if row is None:
-        raise NotFound(f"user {name!r} not found")
-    return row
-
-
 def list_members(session: Session, *, workspace: str) -> list[Member]:
     query = (
         select(PrincipalRow.name, MemberRow.role, MemberRow.created_at)
@@ -84,7 +78,7 @@ def list_members(session: Session, *, workspace: str) -> list[Member]:
 def set_member(session: Session, *, workspace: str, user: str, role: Role) -> Member:
     """Give ``user`` the role in the workspace (a member's role is replaced)."""
     ws = workspace_row(session, workspace)
-    principal = _user_row(session, user)
+    principal = user_row(session, user)
     row = session.scalars(
         select(MemberRow).where(MemberRow.workspace_id == ws.id, MemberRow.principal_id == principal.id)
     ).first()
