@@ -21,6 +21,7 @@ from corral.server.auth import Principal
 from corral.server.services import clusters, jobs
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
+from corral.server.settings import get_settings
 from corral.store.db import Database
 from corral.store.tables import JobEventRow, JobRow
 from corral.store.transitions import transition_job
@@ -56,7 +57,7 @@ def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCach
         request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
         submitted_by="test",
         jobs_dir=tmp_path / "jobs",
-        code_dir=tmp_path / "code",
+        settings=get_settings(home=tmp_path),
         max_env_bytes=1 << 16,
     )
     controller.job_submitted(queued)
