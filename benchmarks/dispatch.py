@@ -1,6 +1,6 @@
 """Dispatch throughput and latency of trivial jobs through the API, beside the subprocess floor.
 
-    python benchmarks/dispatch.py [--jobs 1000] [--nodes 8] [--concurrency 8]
+    python benchmarks/dispatch.py [--jobs 1000] [--nodes 8] [--concurrency 8] [--as-user]
 
 Starts a real server (temporary home, SQLite unless --database-url), creates a
 local cluster of one-cpu nodes, submits N ``true`` jobs through the REST API
@@ -11,6 +11,9 @@ from several threads and waits for all of them. Prints:
 - submit→running and submit→succeeded latency (p50, p99), from the server's timestamps;
 - submit→succeeded for one job at a time on an idle cluster, as the client sees it;
 - the server's resident memory over the run, and its peak.
+
+With ``--as-user`` the jobs are submitted by a user who is not an admin (a contributor of the workspace): where
+the server runs as root, each of their processes runs as that user's own Unix account.
 
 It prints figures only; it never fails on time.
 """
@@ -105,6 +108,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument(
+        "--as-user",
+        action="store_true",
+        help="submit as a contributor, not the admin (as root, their jobs run as their own Unix account; the "
+        "home must then be where other accounts may pass, e.g. --home-parent /tmp)",
+    )
+    parser.add_argument(
         "--home-parent",
         default=str(Path.home()),
         help="where the server's temporary home goes (default: your home, like ~/.corral; "
@@ -121,14 +130,24 @@ def main() -> None:
         subprocess.run(["true"], check=True)
     floor = args.jobs / (time.perf_counter() - t0)
 
+    accounts: list[str | None] = []
     with tempfile.TemporaryDirectory(prefix=".corral-bench-", dir=args.home_parent) as tmp:
         home = Path(tmp)
+        if args.as_user:
+            home.chmod(0o711)  # the server keeps it so: users' jobs pass through it to their own folders
         server = start_server(home, args.port, args.database_url)
         try:
             url = f"http://127.0.0.1:{args.port}"
             token = (home / "token").read_text().strip()
             client = Client(server=url, token=token, experiment="bench", timeout=120)
             client.create_cluster({"name": "bench", "node": {"cpus": 1}, "scale": {"nodes": args.nodes}})
+            if args.as_user:
+                made = client.create_user(f"bench-{os.getpid()}")
+                accounts.append(made.unix_user)
+                client.set_member(made.name, "contributor")
+                client.close()
+                token = made.token
+                client = Client(server=url, token=token, experiment="bench", timeout=120)
             spec = {"cluster": "bench", "custom": {"command": "true"}}
 
             rss: list[int] = [memory_kib(server.pid, "VmRSS")]
@@ -185,12 +204,15 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
+            for account in filter(None, accounts):  # the account the server made for the benchmark's user
+                subprocess.run(["userdel", account], check=False, capture_output=True)
 
     n = args.jobs
     throughput = n / (last_done - first_submit)
     print(
         f"dispatch benchmark: {n} `true` jobs, {args.nodes} one-cpu local nodes, {args.concurrency} submitters, "
         f"{os.cpu_count()} cpus, database {'sqlite' if not args.database_url else args.database_url.split(':')[0]}"
+        + (f", submitted by a contributor running as {accounts[0] or 'the server user'}" if args.as_user else "")
     )
     print(f"  floor: subprocess.run loop          {floor:8.1f} jobs/s")
     print(f"  submission rate                     {n / (last_submit - first_submit):8.1f} jobs/s")

@@ -28,8 +28,9 @@ class Account:
     home: str
 
     def command(self, argv: list[str]) -> list[str]:
-        """``argv`` run as this account, for starters that cannot switch accounts themselves (uvloop's
-        subprocesses take no ``user``): util-linux's ``setpriv`` drops to it, then becomes ``argv``."""
+        """``argv`` run as this account: util-linux's ``setpriv`` drops to it, then becomes ``argv`` (same pid,
+        same session). Cheaper than ``subprocess.Popen(user=...)``, which must fork the whole server instead of
+        vfork-ing it, and works where a starter cannot switch accounts itself (uvloop's subprocesses)."""
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--", *argv]
 
     def environment(self, workdir: str) -> dict[str, str]:
