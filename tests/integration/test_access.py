@@ -350,8 +350,16 @@ def test_a_job_resumed_after_a_server_crash_still_runs_as_its_user(server_factor
     made = admin.create_user(name)
     admin.set_member(name, "contributor", workspace="default")
     with Client(server=srv.url, token=made.token) as kim:
-        job = kim.create_job({"cluster": "one", "prepare": {"command": "sleep 3"}, "custom": {"command": "id -u"}})
-        until(lambda: kim.get_job(job.name).state == "running")
+        job = kim.create_job({"cluster": "one", "prepare": {"command": "echo preparing; sleep 3"},
+                              "custom": {"command": "id -u"}})  # fmt: skip
+
+        def preparing() -> bool:
+            try:
+                return "preparing" in kim.job_logs(job.name, stream="prepare")
+            except NotFound:  # no log yet
+                return False
+
+        until(preparing)  # the prepare runs (a crash before it starts loses the attempt, as for anyone)
         srv.kill()
         srv.start()
         assert kim.wait_job(job.name, timeout=60).state == "succeeded"

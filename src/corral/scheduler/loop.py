@@ -197,6 +197,9 @@ class Controller:
                 lock_clusters(session)
                 requeued = self._finish(session, done, now) if done else []
                 self._queue.load_policy(session)
+                # This pass's submissions are taken in once, here: the automatic scale's demand and the
+                # placement see the same jobs (one arriving mid-pass waits for the next, which it wakes).
+                self._queue.refresh(session, now, self._runs_by_job)
                 removed = self._step_nodes(session, now)
                 starts = self._schedule(session, now)
         except BaseException:
@@ -274,7 +277,6 @@ class Controller:
     def _schedule(self, session: Session, now: float) -> list[Start]:
         """Run the queue's policy: record why jobs wait, preempt, commit the placed jobs running, and return
         what :meth:`_run_for` needs for each."""
-        self._queue.refresh(session, now, self._runs_by_job)
         if not self._queue.jobs:
             return []
         free_rows = session.execute(
@@ -334,9 +336,8 @@ class Controller:
         """The nodes' pass (setups ended, automatic scale, evictions, resizes); stop the runs it says to."""
         demand: dict[int, int] = {}
         if self._nodes.auto:  # only automatic clusters need it: not a walk over the queue on every pass
-            # Take in this pass's submissions first: a job submitted to a cluster at 0 nodes makes it grow now
-            # (and waits as ClusterScaling), not a pass later as Resources.
-            self._queue.refresh(session, now, self._runs_by_job)
+            # The pass's submissions are in already: a job sent to a cluster at 0 nodes makes it grow now (and
+            # waits as ClusterScaling), not a pass later as Resources.
             for job in self._queue.jobs.values():
                 if job.cluster_id in self._nodes.auto:
                     demand[job.cluster_id] = demand.get(job.cluster_id, 0) + job.node_count

@@ -93,6 +93,12 @@ class QueueView:
                 if job.job_id not in running:  # a full reload may have seen it, and placed it, first
                     self.jobs[job.job_id] = job
                     self._reasons.setdefault(job.job_id, None)
+                if job.cluster_id not in self.clusters:
+                    # A cluster made after this pass loaded the policy (a pass already under way when the
+                    # request that made it committed): load it now, so the job is judged by it in this pass
+                    # (an automatic cluster at 0 nodes grows for it), not as Resources.
+                    self.stale = True
+            self.load_policy(session)
             return
         self._next_reload = now + RELOAD_SECONDS
         self._submitted.clear()
