@@ -364,3 +364,23 @@ def test_a_job_resumed_after_a_server_crash_still_runs_as_its_user(server_factor
         srv.start()
         assert kim.wait_job(job.name, timeout=60).state == "succeeded"
         assert kim.job_logs(job.name) == f"{pwd.getpwnam(made.unix_user or '').pw_uid}\n"
+
+
+def test_a_home_other_accounts_cannot_reach_fails_their_jobs_clearly(server_factory: object) -> None:
+    """A home under a folder only root may pass (as /root is): the job fails at launch naming that folder."""
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    admin = srv.client()
+    admin.create_cluster({"name": "one", "scale": {"nodes": 1}})
+    name = f"lee-{_tag()}"
+    token = admin.create_user(name).token
+    admin.set_member(name, "contributor", workspace="default")
+    closed = srv.home.parent
+    closed.chmod(0o700)
+    try:
+        with Client(server=srv.url, token=token) as lee:
+            job = lee.create_job({"cluster": "one", "custom": {"command": "true"}})
+            ended = lee.wait_job(job.name, timeout=60)
+    finally:
+        closed.chmod(0o711)
+    message = ended.error.message if ended.error else ""
+    assert ended.state == "failed" and f"cannot pass {closed} (mode 700)" in message, message

@@ -74,11 +74,28 @@ def _writable_by(owner: Account, path: Path) -> bool:
     return bool(st.st_mode & stat.S_IWOTH)
 
 
+def _passable_by(owner: Account, folder: Path) -> bool:
+    st = os.stat(folder)
+    if st.st_uid == owner.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == owner.gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
 def check_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
-    """Before anything is made: a folder outside the server's home (an output's) is made for ``owner`` only
-    where they could make it themselves — the nearest folder of it that exists, links resolved, is theirs to
-    write."""
+    """Before anything is made: ``owner`` can pass every folder above ``dirs`` that the server does not open
+    for it (those outside ``within``: a home under ``/root`` is not reachable by other accounts), and a folder
+    outside the server's home (an output's) is made for ``owner`` only where they could make it themselves —
+    the nearest folder of it that exists, links resolved, is theirs to write."""
     for path in dirs:
+        for folder in Path(path).parents:
+            if not folder.is_relative_to(within) and folder.exists() and not _passable_by(owner, folder):
+                raise PermissionError(
+                    f"{path}: the Unix account {owner.name!r} cannot pass {folder} (mode "
+                    f"{stat.S_IMODE(folder.stat().st_mode):o}); let other accounts pass it (chmod o+x) or put "
+                    "the server's home (CORRAL_HOME) where they can"
+                )
         if Path(path).is_relative_to(within):
             continue
         existing = Path(path)
