@@ -289,15 +289,21 @@ def test_an_admin_names_an_existing_account(server: ServerHandle) -> None:
         assert user.wait_job(job.name, timeout=60).state == "succeeded" and user.job_logs(job.name) == "nobody\n"
 
 
-def test_one_user_mode_says_so(server_factory: object) -> None:
+def test_one_user_mode_says_so_and_its_users_get_accounts_later(server_factory: object) -> None:
     srv: ServerHandle = server_factory(settings={"CORRAL_RUN_AS_USERS": "false"})  # type: ignore[operator]
     admin = srv.client()
-    assert admin.create_user(f"gil-{_tag()}").unix_user is None
+    name = f"gil-{_tag()}"
+    assert admin.create_user(name).unix_user is None
     with pytest.raises(InvalidRequest, match="runs every job as its own user"):
         admin.create_user(f"hal-{_tag()}", unix_user="nobody")
     srv.stop()
     srv.start()
     assert "one-user mode" in (srv.home / "server.log").read_text()
+    srv.stop()  # the same home, now isolating users (the server runs as root): gil gets an account
+    srv.settings.pop("CORRAL_RUN_AS_USERS")
+    srv.start()
+    users = {u.name: u.unix_user for u in srv.client().list_users()}
+    assert users[name] == f"corral-{name}" and users["admin"] is None
 
 
 def test_code_serves_only_the_workspaces_it_was_sent_to(server: ServerHandle, tmp_path: Path) -> None:

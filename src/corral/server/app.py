@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 import corral
 from corral.backends.base import Backends
 from corral.backends.registry import create_backends
-from corral.core.errors import Unauthorized
+from corral.core.errors import CorralError, Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
 from corral.server.access import authorize, check_rules
 from corral.server.audit import AuditLog, AuditMiddleware
-from corral.server.auth import Principal, ensure_admin_token, optional_principal
+from corral.server.auth import HOME_ADMIN, Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
 from corral.server.routers import audit, clusters, code, experiments, health, jobs, users, workspaces
@@ -54,7 +54,7 @@ def build_context(settings: Settings) -> ServerContext:
     backends: Backends = create_backends(
         home=settings.home, code_dir=settings.code_dir, isolate_users=settings.isolates_users
     )
-    _say_who_jobs_run_as(db, settings)
+    _say_who_jobs_run_as(db, settings, backends)
     waiters = JobWaiters()
     controller = Controller(
         db=db,
@@ -80,10 +80,20 @@ def build_context(settings: Settings) -> ServerContext:
     )
 
 
-def _say_who_jobs_run_as(db: Database, settings: Settings) -> None:
+def _say_who_jobs_run_as(db: Database, settings: Settings, backends: Backends) -> None:
+    """Isolating users: every user but the home's admin gets an account, those made in one-user mode (or by an
+    older version) included. Else say, where several users share the server's account, that they do."""
     if settings.isolates_users:
         if os.geteuid() != 0:
             raise RuntimeError("CORRAL_RUN_AS_USERS=true needs a server that runs as root (to switch accounts)")
+        assert backends.accounts is not None
+        with db.write() as session:
+            for row in session.scalars(select(PrincipalRow).where(PrincipalRow.unix_user.is_(None))):
+                if row.name != HOME_ADMIN:
+                    try:
+                        row.unix_user = backends.accounts.ensure(row.name, None)
+                    except CorralError as exc:
+                        log.error("user %s keeps running as the server's user: %s", row.name, exc.message)
         log.info("each user's jobs, setups and node commands run as their own Unix account")
         return
     with db.read() as session:
