@@ -65,22 +65,15 @@ def open_for_passage(path: str | Path, *, within: Path) -> None:
             os.chmod(folder, 0o711)
 
 
-def _writable_by(owner: Account, path: Path) -> bool:
-    st = os.stat(path)
-    if st.st_uid == owner.uid:
-        return bool(st.st_mode & stat.S_IWUSR)
-    if st.st_gid == owner.gid:
-        return bool(st.st_mode & stat.S_IWGRP)
-    return bool(st.st_mode & stat.S_IWOTH)
+#: Permission bits of one class (owner, group, others): may write, may pass.
+WRITE, PASS = 0o2, 0o1
 
 
-def _passable_by(owner: Account, folder: Path) -> bool:
+def _may(owner: Account, folder: Path, bit: int) -> bool:
+    """Whether ``owner`` (its uid, its primary group) holds ``bit`` on ``folder`` by its mode."""
     st = os.stat(folder)
-    if st.st_uid == owner.uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid == owner.gid:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
+    shift = 6 if st.st_uid == owner.uid else 3 if st.st_gid == owner.gid else 0
+    return bool((st.st_mode >> shift) & bit)
 
 
 def check_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
@@ -90,7 +83,7 @@ def check_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
     the nearest folder of it that exists, links resolved, is theirs to write."""
     for path in dirs:
         for folder in Path(path).parents:
-            if not folder.is_relative_to(within) and folder.exists() and not _passable_by(owner, folder):
+            if not folder.is_relative_to(within) and folder.exists() and not _may(owner, folder, PASS):
                 raise PermissionError(
                     f"{path}: the Unix account {owner.name!r} cannot pass {folder} (mode "
                     f"{stat.S_IMODE(folder.stat().st_mode):o}); let other accounts pass it (chmod o+x) or put "
@@ -102,7 +95,7 @@ def check_dirs(owner: Account, dirs: tuple[str, ...], *, within: Path) -> None:
         while not existing.exists():
             existing = existing.parent
         real = Path(os.path.realpath(existing))
-        if not _writable_by(owner, real):
+        if not _may(owner, real, WRITE):
             raise PermissionError(f"{path}: the Unix account {owner.name!r} may not write {real}")
 
 
