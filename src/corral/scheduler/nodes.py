@@ -51,10 +51,12 @@ def lock_clusters(session: Session) -> None:
 def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconciled:
     out = Reconciled()
     used_gpus = held_gpus(session)
-    # Locked (see lock_clusters): a cluster deleted by a request while this pass runs would otherwise get nodes
-    # inserted for it, and the pass would fail on the foreign key.
+    # Locked as lock_clusters locks them (that lock already holds those that existed when the pass began; this
+    # one takes a cluster made since): a cluster deleted by a request while this pass runs would otherwise get
+    # nodes inserted for it, and the pass would fail on the foreign key. Not FOR UPDATE: that would hold up the
+    # submissions that only reference a cluster until the pass ends.
     clusters = session.execute(
-        select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow)
+        select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow, key_share=True)
     ).all()
     for cluster, workspace in clusters:
         nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
