@@ -56,9 +56,7 @@ def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCach
         workspace="default",
         request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
         submitted_by="test",
-        jobs_dir=tmp_path / "jobs",
-        settings=get_settings(home=tmp_path),
-        max_env_bytes=1 << 16,
+        settings=get_settings(home=tmp_path, max_env_bytes=1 << 16),
     )
     controller.job_submitted(queued)
     return job

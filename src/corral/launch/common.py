@@ -88,5 +88,5 @@ def build_plan(
         ports=ctx.ports,
         checkpoint_dir=layout.checkpoints,
         run_as=ctx.run_as,
-        owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *outputs) if ctx.run_as else (),
+        owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *outputs),
     )

@@ -114,8 +114,9 @@ class LaunchPlan:
     ports: tuple[int, ...] = ()
     #: Where the job's checkpoints are: a new attempt starts from the newest (``CORRAL_RESUMED_FROM``).
     checkpoint_dir: str | None = None
-    #: The Unix account every process runs as (None: the server's own). It then owns ``owned_dirs`` and all in
-    #: them (made if missing); the folders above them stay the server's, opened for passage only (0711).
+    #: The Unix account every process runs as (None: the server's own). With one, it owns ``owned_dirs`` (the
+    #: folders the job writes) and all in them (made if missing); the folders above them stay the server's,
+    #: opened for passage only (0711).
     run_as: str | None = None
     owned_dirs: tuple[str, ...] = ()
 

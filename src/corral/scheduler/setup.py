@@ -69,5 +69,5 @@ def setup_plan(
         nodes=(node,),
         grace_seconds=10.0,
         run_as=run_as,
-        owned_dirs=(attempt_dir,) if run_as else (),
+        owned_dirs=(attempt_dir,),
     )

@@ -127,8 +127,8 @@ class LocalBackend:
                 if node.code_archive:
                     with tarfile.open(self._code_dir / f"{node.code_archive}.tar.gz") as tar:
                         tar.extractall(node.workdir, filter="data")
-            if state.account is not None:
-                give_dirs(state.account, plan.owned_dirs, within=self._home)
+            if owner is not None:
+                give_dirs(owner, plan.owned_dirs, within=self._home)
             if plan.has_prepare:
                 self._start_prepare(state)
             else:

@@ -108,8 +108,7 @@ def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access
     everything a submission checks and store nothing."""
     user = access.user
     where: dict[str, Any] = {
-        "workspace": workspace, "request": request, "submitted_by": user, "jobs_dir": ctx.settings.jobs_dir,
-        "settings": ctx.settings, "max_env_bytes": ctx.settings.max_env_bytes,
+        "workspace": workspace, "request": request, "submitted_by": user, "settings": ctx.settings,
         "run_as": run_as(ctx, access),
     }  # fmt: skip
     if dry_run:

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -160,9 +160,7 @@ def _check_submission(
     workspace: str,
     request: JobCreate,
     submitted_by: str,
-    jobs_dir: Path,
     settings: Settings,
-    max_env_bytes: int,
     run_as: str | None = None,
 ) -> _Submission:
     """Everything a submission checks before it is stored: the spec, its paths and sizes, the code archive,
@@ -174,7 +172,7 @@ def _check_submission(
             details=[{"loc": "code", "message": "packed by the client"}],
         )
     _check_paths(spec)
-    _check_env_size(spec, max_env_bytes)
+    _check_env_size(spec, settings.max_env_bytes)
     if request.code_archive and not code.has_archive(settings, workspace, request.code_archive):
         raise NotFound(f"code archive {request.code_archive} was not uploaded to workspace {workspace!r}")
     experiment_name = request.experiment or spec.experiment or "default"
@@ -206,7 +204,7 @@ def _check_submission(
         "spec": public.model_dump(mode="json"),
         "secrets": dict(spec.secrets),
         "code_archive": request.code_archive,
-        "job_dir": JobLayout.under(jobs_dir, workspace, experiment_name, name, uid).job_dir,
+        "job_dir": JobLayout.under(settings.jobs_dir, workspace, experiment_name, name, uid).job_dir,
         "submitted_by": submitted_by,
         "run_as": run_as,
         "created_at": now,
@@ -234,8 +232,9 @@ def _name_taken(db: Database, experiment_id: int | None, name: str) -> bool:
 def create_job(
     db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any
 ) -> tuple[Job, QueuedJob]:
-    """Check the request (:func:`_check_submission`: ``submitted_by``, ``jobs_dir``, ``settings``,
-    ``max_env_bytes``), resolve names (cached), then hold the write lock for two inserts only.
+    """Check the request (:func:`_check_submission`: ``submitted_by``, ``settings`` (where job directories go,
+    the code archives, ``max_env_bytes``), ``run_as``), resolve names (cached), then hold the write lock for two
+    inserts only.
 
     Returns the job and what the queue's policy needs of it (for the control loop).
 
