@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import bench_server, pct  # noqa: E402
-from corral.backends.local.backend import _wrapper_pids  # noqa: E402
+from corral.backends.local.backend import wrapper_pids  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
             while c.get_job(job.name).state != "running":
                 time.sleep(0.01)
             time.sleep(0.2)  # well started
-            pids = [pid for path, pid in _wrapper_pids().items() if job.uid in path]
+            pids = [pid for path, pid in wrapper_pids().items() if job.uid in path]
             lost_node = c.get_job(job.name).nodes[0]
             killed_at = time.time()
             os.killpg(pids[0], signal.SIGKILL)

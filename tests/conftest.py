@@ -23,6 +23,8 @@ import pytest
 
 from corral.client.client import Client
 
+pytest_plugins = ["tests.ray_hosts"]
+
 PG_ADMIN_URL = os.environ.get("CORRAL_TEST_POSTGRES_URL")
 # The client's config file of whoever runs the tests (their profiles, their current experiment) stays out of them.
 os.environ["CORRAL_CONFIG"] = os.path.join(os.devnull, "corral-config.yaml")
@@ -170,9 +172,9 @@ class ServerHandle:
 
 def _kill_leftover_jobs(home: Path) -> None:
     """Tests must not leak job processes into each other: kill every node group of this home still alive."""
-    from corral.backends.local.backend import _wrapper_pids
+    from corral.backends.local.backend import wrapper_pids
 
-    for exit_file, pid in _wrapper_pids().items():
+    for exit_file, pid in wrapper_pids().items():
         if exit_file.startswith(str(home)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

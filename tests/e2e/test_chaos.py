@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends.local.backend import _wrapper_pids
+from corral.backends.local.backend import wrapper_pids
 from corral.core.errors import CorralError
 from corral.core.states import JobState, can_transition
 from tests.conftest import ServerHandle
@@ -71,7 +71,7 @@ def test_chaos_keeps_every_invariant(server_factory: object, tmp_path: Path) -> 
                 c = srv.client(experiment="chaos")
                 actions["restart"] += 1
                 continue
-            live = [pid for path, pid in _wrapper_pids().items() if path.startswith(home) and "/attempts/" in path]
+            live = [pid for path, pid in wrapper_pids().items() if path.startswith(home) and "/attempts/" in path]
             roll = rng.random()
             if live and roll < 0.4:  # a job's own process dies (exit 137): retried for its exit code
                 for pid in group_members(rng.choice(live)):
@@ -131,4 +131,4 @@ def test_chaos_keeps_every_invariant(server_factory: object, tmp_path: Path) -> 
             assert job.state == JobState.FAILED and len(job.attempts) == MAX_ATTEMPTS, "it had no attempts left"
     # No process left behind.
     time.sleep(0.5)
-    assert [p for p in _wrapper_pids() if p.startswith(home)] == []
+    assert [p for p in wrapper_pids() if p.startswith(home)] == []

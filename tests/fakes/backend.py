@@ -175,7 +175,9 @@ class FakeNodes:
             )
         return []
 
-    def new_nodes(self, spec: ClusterSpec, count: int, *, held_gpus: set[int]) -> list[NewNode]:
+    def new_nodes(
+        self, spec: ClusterSpec, count: int, *, held_gpus: set[int], held_ips: frozenset[str] = frozenset()
+    ) -> list[NewNode]:
         free = [g for g in range(self.machine.gpus) if g not in held_gpus]
         per = spec.node.gpus
         possible = count if per == 0 else min(count, len(free) // per)

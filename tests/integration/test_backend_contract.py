@@ -1,5 +1,6 @@
-"""One suite every backend passes (issue 11): the local backend with real processes, and the fake one of
-``tests/fakes`` — the next backend (Ray) joins the parametrisation and proves itself against the same cases."""
+"""One suite every backend passes (issue 11): the local backend with real processes, the fake one of
+``tests/fakes``, and Ray's on separate hosts (network namespaces with private node disks, ``tests/ray_hosts.py``):
+a test that reads or writes a node's files from here instead of through the backend fails there."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from corral.core.specs import ClusterSpec, JobSpec
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
 from tests.fakes.backend import FakeExecutor, FakeMachine, FakeNodes
+from tests.ray_hosts import NODE_ROOT, RayHosts
 
 
 @dataclass
@@ -33,13 +35,28 @@ class Kind:
     nodes: NodeProvider
     access: NodeAccess
     gpus: int
+    #: Node i's address.
+    ips: tuple[str, ...] = ("127.0.0.1",) * 3
 
 
-@pytest.fixture(params=["local", "fake"])
+@pytest.fixture(params=["local", "fake", "ray"])
 def kind(request: pytest.FixtureRequest, tmp_path: Path) -> Kind:
     if request.param == "local":
         local = LocalNodes(tmp_path)
         return Kind("local", lambda: LocalBackend(code_dir=tmp_path / "code"), local, local, len(machine_gpus()))
+    if request.param == "ray":
+        from corral.backends.ray.cluster import RayCluster
+        from corral.backends.ray.executor import RayExecutor
+        from corral.backends.ray.nodes import RayNodes
+
+        hosts: RayHosts = request.getfixturevalue("ray_hosts")
+        cluster = RayCluster(hosts.address)
+        machines = RayNodes(cluster, node_base=NODE_ROOT)
+
+        def executor() -> Executor:
+            return RayExecutor(cluster, node_base=NODE_ROOT, code_dir=tmp_path / "code", home=tmp_path)
+
+        return Kind("ray", executor, machines, machines, 0, hosts.ips)
     machine = FakeMachine(gpus=4)
     fake = FakeNodes(machine, tmp_path / "nodes")
     return Kind("fake", lambda: FakeExecutor(machine), fake, fake, machine.gpus)
@@ -73,7 +90,7 @@ def plan(kind: Kind, tmp_path: Path, command: str, *, prepare: str | None = None
     ctx = JobContext("ws", "exp", "j", uid, 1, str(tmp_path / "jobs" / uid), parse_spec(JobSpec, data))
     assignments = [
         NodeAssignment(
-            node_id=i, name=f"node-{i}", ip="127.0.0.1", root=kind.nodes.node_root(NodeRef("ws", "c", f"node-{i}"))
+            node_id=i, name=f"node-{i}", ip=kind.ips[i], root=kind.nodes.node_root(NodeRef("ws", "c", f"node-{i}"))
         )
         for i in range(nodes)
     ]
@@ -143,19 +160,28 @@ def test_nodes_get_gpus_no_other_node_holds(kind: Kind) -> None:
     assert len(given) == kind.gpus and len({g for n in given for g in n.gpus}) == kind.gpus
     assert kind.nodes.new_nodes(one_gpu, 1, held_gpus=set(range(64))) == []  # every GPU held: none now
     cpu_only = ClusterSpec.model_validate({"name": "c", "scale": {"nodes": 3}})
-    assert [n.gpus for n in kind.nodes.new_nodes(cpu_only, 3, held_gpus=set())] == [(), (), ()]
+    given = kind.nodes.new_nodes(cpu_only, 3, held_gpus=set())
+    assert [n.gpus for n in given] == [(), (), ()]
+    if kind.name == "ray":  # one node per machine: a machine some node holds is not given again
+        assert kind.nodes.new_nodes(cpu_only, 3, held_gpus=set(), held_ips=frozenset(kind.ips[:2])) == given[2:]
 
 
 def test_a_command_runs_on_a_node_and_its_files_are_read(kind: Kind) -> None:
-    node = NodeRef("ws", "c", "node-0")
+    node = NodeRef("ws", "c", "node-0", ip=kind.ips[0])
 
-    async def run() -> list[tuple[str, str]]:
-        return [item async for item in await kind.access.run(node, ["echo", "hi"])]
+    def run(*argv: str) -> list[tuple[str, str]]:
+        async def output() -> list[tuple[str, str]]:
+            return [item async for item in await kind.access.run(node, list(argv))]
 
-    assert asyncio.run(run()) == [("stdout", "hi"), ("exit", "0")]
+        return asyncio.run(output())
+
+    assert run("echo", "hi") == [("stdout", "hi"), ("exit", "0")]
     assert kind.access.read_text(node, "no-such-file.txt") == ""
-    Path(kind.nodes.node_root(node)).mkdir(parents=True, exist_ok=True)
-    (Path(kind.nodes.node_root(node)) / "setup.txt").write_text("set up\n")
+    if kind.name == "ray":  # the node's disk is its own: write there through the node
+        assert run("sh", "-c", "echo set up > setup.txt")[-1] == ("exit", "0")
+    else:
+        Path(kind.nodes.node_root(node)).mkdir(parents=True, exist_ok=True)
+        (Path(kind.nodes.node_root(node)) / "setup.txt").write_text("set up\n")
     assert kind.access.read_text(node, "setup.txt") == "set up\n"
     kind.nodes.remove_node_files("ws", "c")
     assert kind.access.read_text(node, "setup.txt") == ""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends.local.backend import _wrapper_pids
+from corral.backends.local.backend import wrapper_pids
 from corral.client.client import Client
 from corral.core.errors import InvalidRequest
 from tests.conftest import ServerHandle, until
@@ -65,7 +65,7 @@ def test_node_loss_requeues_to_another_node_and_recover_returns_it(
     until(lambda: c.get_job(job.name).state == "running")
     first_node = c.get_job(job.name).nodes[0]
     # The node's processes vanish without an exit code: SIGKILL its whole process group, wrapper included.
-    live = {path: pid for path, pid in _wrapper_pids().items() if job.uid in path}
+    live = {path: pid for path, pid in wrapper_pids().items() if job.uid in path}
     assert len(live) == 1
     os.killpg(next(iter(live.values())), signal.SIGKILL)
     done = c.wait_job(job.name, timeout=60)

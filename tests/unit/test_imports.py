@@ -23,8 +23,10 @@ ALLOWED: dict[str, set[str]] = {
     "corral.store": {"corral.core"},
     "corral.backends": set(),
     "corral.backends.base": {"corral.core", "corral.launch"},
-    "corral.backends.registry": {"corral.backends.base", "corral.backends.local"},
+    "corral.backends.registry": {"corral.backends.base", "corral.backends.local", "corral.backends.ray"},
     "corral.backends.local": {"corral.backends.base", "corral.core", "corral.launch"},
+    # The Ray backend runs the local backend's wrapper, watcher and reaper on each machine.
+    "corral.backends.ray": {"corral", "corral.backends.base", "corral.backends.local", "corral.core", "corral.launch"},
     "corral.scheduler": {"corral.backends.base", "corral.core", "corral.launch", "corral.store"},
     "corral.server": {
         "corral",

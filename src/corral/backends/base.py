@@ -74,6 +74,8 @@ class NodeRef:
     cluster: str
     name: str
     gpus: tuple[int, ...] = ()
+    #: Where it is reached (a backend whose nodes are other machines finds the node by it).
+    ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,11 @@ class NodeProvider(Protocol):
     def check(self, spec: ClusterSpec, count: int) -> list[str]:
         """Raise ``InvalidSpec`` when ``count`` nodes of ``spec`` could never exist here; else warnings."""
 
-    def new_nodes(self, spec: ClusterSpec, count: int, *, held_gpus: set[int]) -> list[NewNode]:
-        """Up to ``count`` new nodes; fewer while what they need (``held_gpus``: other nodes' GPUs) is taken."""
+    def new_nodes(
+        self, spec: ClusterSpec, count: int, *, held_gpus: set[int], held_ips: frozenset[str] = frozenset()
+    ) -> list[NewNode]:
+        """Up to ``count`` new nodes; fewer while what they need is taken (``held_gpus``: other nodes' GPUs;
+        ``held_ips``: other nodes' addresses, for a backend whose nodes are machines of their own)."""
 
     def node_root(self, node: NodeRef) -> str:
         """The node's own directory (its jobs' temp dirs, its setup's output), as the node sees it."""

@@ -72,6 +72,7 @@ def build_plan(
                 processes=tuple(processes),
                 prepare_env=node_environment(ctx, node_list, rank) if prepare else {},
                 code_archive=ctx.code_archive,
+                ip=node.ip,
             )
         )
     outputs = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs]

@@ -96,6 +96,8 @@ class NodePlan:
     processes: tuple[ProcessPlan, ...]
     prepare_env: dict[str, str] = field(default_factory=dict)
     code_archive: str | None = None
+    #: Where the node is reached (a backend whose nodes are other machines finds the node by it).
+    ip: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,17 @@ class Reconciled:
     leaving: int = 0
 
 
-def held_gpus(session: Session) -> set[int]:
-    """The GPUs some node holds."""
-    return {g for gpus in session.scalars(select(NodeRow.gpus)) for g in gpus}
+@dataclass
+class Held:
+    """What the nodes that exist hold: a new node gets none of it."""
+
+    gpus: set[int]
+    ips: set[str]
+
+
+def held(session: Session) -> Held:
+    rows = session.execute(select(NodeRow.gpus, NodeRow.ip)).all()
+    return Held(gpus={g for gpus, _ip in rows for g in gpus}, ips={ip for _gpus, ip in rows})
 
 
 def lock_clusters(session: Session) -> None:
@@ -50,7 +58,7 @@ def lock_clusters(session: Session) -> None:
 
 def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconciled:
     out = Reconciled()
-    used_gpus = held_gpus(session)
+    taken = held(session)
     # Locked as lock_clusters locks them (that lock already holds those that existed when the pass began; this
     # one takes a cluster made since): a cluster deleted by a request while this pass runs would otherwise get
     # nodes inserted for it, and the pass would fail on the foreign key. Not FOR UPDATE: that would hold up the
@@ -64,7 +72,7 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
         staying = [n for n in nodes if n.state != NodeState.LEAVING]
         excess = len(staying) - cluster.target_nodes
         if excess < 0:
-            add_nodes(session, cluster, nodes, -excess, provider, used_gpus, now)
+            add_nodes(session, cluster, nodes, -excess, provider, taken, now)
         elif excess > 0:
             order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
             victims = sorted(staying, key=lambda n: (order.get(NodeState(n.state), 4), -n.index))[:excess]
@@ -100,25 +108,26 @@ def add_nodes(
     nodes: list[NodeRow],
     count: int,
     provider: NodeProvider,
-    used_gpus: set[int],
+    taken: Held,
     now: float,
 ) -> int:
     """Add up to ``count`` nodes (the lowest free indexes) as the provider gives them; how many it gave (fewer
     while the GPUs they need are held: the cluster stays resizing)."""
     spec = cluster.parsed
-    given = provider.new_nodes(spec, count, held_gpus=used_gpus)
-    taken = {n.index for n in nodes}
+    given = provider.new_nodes(spec, count, held_gpus=taken.gpus, held_ips=frozenset(taken.ips))
+    indexes = {n.index for n in nodes}
     index = 0
     state = NodeState.PREPARING if spec.setup else NodeState.IDLE
     for new in given:
-        while index in taken:
+        while index in indexes:
             index += 1
-        used_gpus.update(new.gpus)
+        taken.gpus.update(new.gpus)
+        taken.ips.add(new.ip)
         node = NodeRow(
             cluster_id=cluster.id, name=f"node-{index}", index=index, state=state, ip=new.ip, gpus=list(new.gpus)
         )
         node.idle_since = now
         session.add(node)
         nodes.append(node)
-        taken.add(index)
+        indexes.add(index)
     return len(given)

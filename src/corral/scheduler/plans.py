@@ -47,7 +47,7 @@ def plan_for(
             node_id=node.id,
             name=node.name,
             ip=node.ip,
-            root=provider.node_root(NodeRef(workspace, cluster.name, node.name, tuple(node.gpus))),
+            root=provider.node_root(NodeRef(workspace, cluster.name, node.name, tuple(node.gpus), node.ip)),
             gpus=tuple(node.gpus),
             cpus=shape.cpus,
             memory=shape.memory,

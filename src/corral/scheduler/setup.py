@@ -34,6 +34,7 @@ def setup_plan(
     workspace: str,
     gpus: list[int],
     root: str,
+    ip: str,
     command: str,
     env: dict[str, str],
     run_as: str | None = None,
@@ -60,6 +61,7 @@ def setup_plan(
         prepare_command=None,
         prepare_log="",
         processes=(process,),
+        ip=ip,
     )
     return LaunchPlan(
         job_uid=setup_uid(node_id),

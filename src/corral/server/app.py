@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 import corral
 from corral.backends.base import Backends
-from corral.backends.registry import create_backends
+from corral.backends.registry import RayConfig, create_backends
 from corral.core.errors import CorralError, Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
@@ -51,8 +51,13 @@ def build_context(settings: Settings) -> ServerContext:
         if count := sealed.seal_stored(session):
             log.info("sealed the secrets of %d jobs stored in plain text by an older version", count)
     ensure_admin_token(db, settings.token_file)
+    ray = None
+    if settings.ray_address:
+        ray = RayConfig(
+            settings.ray_address, settings.ray_node_root, settings.ray_node_resource, settings.ray_namespace
+        )
     backends: Backends = create_backends(
-        home=settings.home, code_dir=settings.code_dir, isolate_users=settings.isolates_users
+        home=settings.home, code_dir=settings.code_dir, isolate_users=settings.isolates_users, ray=ray
     )
     _say_who_jobs_run_as(db, settings, backends)
     waiters = JobWaiters()

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     fairshare_half_life: float = Field(7 * 86400.0, gt=0)
     #: Ports given to distributed jobs (PyTorch's MASTER_PORT, TensorFlow's tasks), ``low-high``.
     port_range: str = Field("29500-32767", pattern=r"^\d{1,5}-\d{1,5}$")
+    # ---- the Ray backend (docs/ray.md): set ray_address and the clusters' nodes are that Ray cluster's machines
+    #: ``host:port`` of the Ray head (its GCS), or ``auto`` where this machine is part of the Ray cluster.
+    ray_address: str | None = None
+    #: Every node's own folder on its machine (logs and exit records of its processes, the jobs' working dirs).
+    ray_node_root: str = "/var/lib/corral-node"
+    #: The custom resource that marks a Ray machine as Corral's (``ray start --resources '{"corral_node": 1}'``).
+    ray_node_resource: str = "corral_node"
+    ray_namespace: str = "corral"
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
     gil_switch_interval: float = 0.0005
 

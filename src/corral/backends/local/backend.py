@@ -37,7 +37,7 @@ from corral.backends.base import ExitKind, ExitListener, ProcessExit
 from corral.backends.local.accounts import Account, account, check_dirs, give_dirs
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper, run_id
 from corral.backends.local.watcher import ExitWatcher
-from corral.backends.local.wrapper import WRAPPER_NAME, WRAPPER_SCRIPT, parse_exit_file
+from corral.backends.local.wrapper import WRAPPER_NAME, parse_exit_file, wrapper_argv
 from corral.launch.layout import CHECKPOINT_LATEST, FIRST_FAILURE, STARTED_MARKER, prepare_exit, rank_exit
 from corral.launch.plan import LaunchPlan, NodePlan, ProcessPlan
 
@@ -148,7 +148,7 @@ class LocalBackend:
     def _spawn(
         self, state: _Attempt, exit_file: str, workdir: str, command: str, out: str, err: str, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        argv = ["/bin/sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file, workdir, command, out, err]
+        argv = wrapper_argv(exit_file, workdir, command, out, err)
         owner, run = _owner(state), run_id(state.plan.job_uid, state.plan.attempt)
         popen = subprocess.Popen(
             # Not Popen's user=: switching there forbids vfork, and forking the whole server cost ~10 ms a job.
@@ -186,7 +186,7 @@ class LocalBackend:
         if plan.has_prepare:
             Path(plan.attempt_dir, STARTED_MARKER).touch()
         workdirs = {node.rank: node.workdir for node in plan.nodes}
-        resumed = _resumed_from(plan)
+        resumed = resumed_from(plan)
         for process in plan.processes:
             env = process.env if resumed is None else {**process.env, "CORRAL_RESUMED_FROM": resumed}
             exit_file = rank_exit(plan.attempt_dir, process.rank)
@@ -209,13 +209,13 @@ class LocalBackend:
         """Clean up after a wrapper that ended; its exit code, or None when it recorded none."""
         if pid is not None:
             if sweep:
-                _kill_session(pid)
+                kill_session(pid)
             # Whatever the command left in its group (background children) goes with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         with self._lock:
             state.pids.pop(exit_file, None)
-        return _read_exit(exit_file)
+        return read_exit(exit_file)
 
     def _prepare_ended(self, state: _Attempt, node: NodePlan, pid: int | None) -> None:
         code = self._ended(state, prepare_exit(state.plan.attempt_dir, node.rank), pid)
@@ -272,7 +272,7 @@ class LocalBackend:
             for process in plan.processes:
                 self._emit(plan, process.rank, ExitKind.NOT_STARTED, None, None)
             return
-        live = _wrapper_pids()
+        live = wrapper_pids()
         if plan.has_prepare and not os.path.exists(os.path.join(plan.attempt_dir, STARTED_MARKER)):
             nodes = [node for node in plan.nodes if node.prepare_command]
             with self._lock:
@@ -291,7 +291,7 @@ class LocalBackend:
         self, state: _Attempt, exit_file: str, live: dict[str, int], ended: Callable[[int | None], None]
     ) -> None:
         pid = live.get(exit_file)
-        if pid is None or _read_exit(exit_file) is not None:
+        if pid is None or read_exit(exit_file) is not None:
             ended(None)  # ended while no server watched: its exit file says how (or nothing: lost)
             return
         with self._lock:
@@ -331,7 +331,7 @@ def _owner(state: _Attempt) -> Account | None:
     return state.account
 
 
-def _resumed_from(plan: LaunchPlan) -> str | None:
+def resumed_from(plan: LaunchPlan) -> str | None:
     """The job's newest checkpoint, when there is one: a new attempt starts from it."""
     folder = plan.checkpoint_dir
     if not folder:
@@ -344,7 +344,7 @@ def _resumed_from(plan: LaunchPlan) -> str | None:
     return str(path) if name and path.exists() else None
 
 
-def _read_exit(exit_file: str) -> int | None:
+def read_exit(exit_file: str) -> int | None:
     with contextlib.suppress(FileNotFoundError):
         return parse_exit_file(Path(exit_file).read_text())
     return None
@@ -354,7 +354,7 @@ def _session_of(pid: str) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
 
 
-def _kill_session(session: int) -> None:
+def kill_session(session: int) -> None:
     """SIGKILL every process of a session (the wrapper's): its children may have left its process group."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -363,7 +363,7 @@ def _kill_session(session: int) -> None:
                     os.kill(int(entry), signal.SIGKILL)
 
 
-def _wrapper_pids() -> dict[str, int]:
+def wrapper_pids() -> dict[str, int]:
     """Exit file -> pid of every wrapper alive on this machine, from one scan of /proc.
 
     The wrapper's subshells share its argv; the wrapper is the one that leads its session.

@@ -38,7 +38,9 @@ class LocalNodes:
     def check(self, spec: ClusterSpec, count: int) -> list[str]:
         return check_local_nodes(spec, count)
 
-    def new_nodes(self, spec: ClusterSpec, count: int, *, held_gpus: set[int]) -> list[NewNode]:
+    def new_nodes(
+        self, spec: ClusterSpec, count: int, *, held_gpus: set[int], held_ips: frozenset[str] = frozenset()
+    ) -> list[NewNode]:
         per_node = spec.node.gpus
         free = [g for g in machine_gpus() if g not in held_gpus]
         possible = count if per_node == 0 else min(count, len(free) // per_node)

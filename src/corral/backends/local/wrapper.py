@@ -40,6 +40,11 @@ printf 'exit %s\n' "$?" > "$_corral_x"
 WRAPPER_NAME = "corral-node"
 
 
+def wrapper_argv(exit_file: str, workdir: str, command: str, stdout: str, stderr: str) -> list[str]:
+    """The argv that runs ``command`` under the wrapper."""
+    return ["/bin/sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME, exit_file, workdir, command, stdout, stderr]
+
+
 def parse_exit_file(text: str) -> int | None:
     """The exit code of ``exit 3\\n``; None while the file is incomplete."""
     if not text.endswith("\n"):

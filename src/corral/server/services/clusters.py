@@ -21,7 +21,7 @@ from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
-from corral.scheduler.nodes import add_nodes, held_gpus
+from corral.scheduler.nodes import add_nodes, held
 from corral.scheduler.setup import LOG_NAME as SETUP_LOG
 from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, NodeRow
@@ -115,7 +115,7 @@ def create_cluster(
     )
     session.add(row)
     session.flush()
-    if add_nodes(session, row, [], count, provider, held_gpus(session), row.created_at) < count:
+    if add_nodes(session, row, [], count, provider, held(session), row.created_at) < count:
         row.allocation_state = "resizing"
     session.flush()
     return to_model(session, row, workspace)
@@ -224,7 +224,7 @@ def _rescale(
 def node_setup_log(session: Session, access: NodeAccess, *, workspace: str, cluster: str, node: str) -> str:
     """The output of the node's setup.command ('' when it has none or it has not written yet)."""
     found = node_row(session, workspace=workspace, cluster=cluster, node=node)[1]  # ``node`` may be an index
-    return access.read_text(NodeRef(workspace, cluster, found.name, tuple(found.gpus)), SETUP_LOG)
+    return access.read_text(NodeRef(workspace, cluster, found.name, tuple(found.gpus), found.ip), SETUP_LOG)
 
 
 def autoscale_cluster(

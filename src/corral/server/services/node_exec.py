@@ -21,7 +21,7 @@ def node_ref(ctx: ServerContext, *, workspace: str, cluster: str, node: str) -> 
     """The node (``node`` may be its index) as the backend knows it."""
     with ctx.db.read() as session:
         found = node_row(session, workspace=workspace, cluster=cluster, node=node)[1]
-        return NodeRef(workspace=workspace, cluster=cluster, name=found.name, gpus=tuple(found.gpus))
+        return NodeRef(workspace=workspace, cluster=cluster, name=found.name, gpus=tuple(found.gpus), ip=found.ip)
 
 
 async def exec_on_node(

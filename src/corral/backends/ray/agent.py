@@ -1,0 +1,301 @@
+"""The agent: one long-lived Ray actor per machine of a Ray cluster, which runs Corral's processes there.
+
+It starts each process under the local backend's wrapper (:mod:`corral.backends.local.wrapper`: its own
+session, stdout and stderr to node-local files, its exit code written to a node-local exit record), learns of
+its end through the local backend's pidfd watcher, and keeps the ends in a numbered list that the server reads
+with a long poll (:meth:`NodeAgent.ended`). Logs stay on the node; the server reads them by offset
+(:meth:`NodeAgent.read`). Nothing here needs the server: a process outlives both the server and this actor, and
+a new agent finds the wrappers alive again through ``/proc`` and their exit records on disk
+(:meth:`NodeAgent.status`).
+
+This module imports no Ray: :mod:`corral.backends.ray.cluster` makes the class an actor. Every method is
+called from the server through Ray, on the actor's threads (it is a threaded actor); state is under one lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import corral
+from corral.backends.local.accounts import Account, account, check_dirs, give_dirs, open_for_passage
+from corral.backends.local.backend import kill_session, read_exit, server_environment, wrapper_pids
+from corral.backends.local.reaper import RUN_VARIABLE, Reaper
+from corral.backends.local.watcher import ExitWatcher
+from corral.backends.local.wrapper import wrapper_argv
+
+#: How many ends the agent keeps that the server has not yet acknowledged (beyond it, the oldest go: the
+#: server re-reads ends from the exit records when it recovers).
+MAX_KEPT_ENDS = 100_000
+#: Largest piece of one file :meth:`NodeAgent.read` returns at a time.
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Start:
+    """One wrapped process to start: where its exit record and logs go on this node, and what it runs."""
+
+    exit_file: str
+    workdir: str
+    command: str
+    stdout: str
+    stderr: str
+    env: dict[str, str]
+    #: Its children may leave its process group (mpirun's): end them by session.
+    sweep_session: bool = False
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a node needs before its processes start: folders, files, the job's code."""
+
+    dirs: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
+    #: (working directory, gzipped tar of the job's code) to unpack.
+    code: tuple[tuple[str, bytes], ...] = ()
+    #: The Unix account the processes run as, and the folders it must own (under ``within``).
+    run_as: str | None = None
+    owned_dirs: tuple[str, ...] = ()
+    within: str = "/"
+
+
+class NodeAgent:
+    def __init__(self, version: str) -> None:
+        if version != corral.__version__:
+            raise RuntimeError(
+                f"this node runs corral {corral.__version__}, the server {version}: install the server's version "
+                f"on every node (pip install corral=={version}) or ship it in the Ray runtime environment"
+            )
+        self._base_env = server_environment()
+        self._watcher = ExitWatcher()
+        self._reaper = Reaper()
+        self._lock = threading.Condition()
+        #: exit file -> pid of each wrapper alive that this agent watches.
+        self._pids: dict[str, int] = {}
+        #: run id -> a signal asked for all of its processes (those starting later get it at once).
+        self._signalled: dict[str, signal.Signals] = {}
+        #: Ends not yet acknowledged: (sequence number, exit file, exit code or None when none was recorded).
+        self._ends: list[tuple[int, str, int | None]] = []
+        self._next = 0
+        self._execs: dict[int, _Exec] = {}
+
+    def hello(self) -> dict[str, object]:
+        return {"version": corral.__version__, "pid": os.getpid(), "hostname": socket.gethostname()}
+
+    # ------------------------------------------------------------ start
+
+    def setup(self, setup: Setup) -> None:
+        """Make the folders and files, unpack the code, give the account what it owns."""
+        owner = account(setup.run_as) if setup.run_as else None
+        if owner is not None:
+            check_dirs(owner, setup.owned_dirs, within=Path(setup.within))
+        for path in setup.dirs:
+            os.makedirs(path, exist_ok=True)
+        for path, content in setup.files:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Path(path).write_text(content)
+        for workdir, archive in setup.code:
+            os.makedirs(workdir, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                tar.extractall(workdir, filter="data")
+        if owner is not None:
+            give_dirs(owner, setup.owned_dirs, within=Path(setup.within))
+
+    def start(self, run: str, starts: list[Start], run_as: str | None = None) -> None:
+        owner = account(run_as) if run_as else None
+        for item in starts:
+            os.makedirs(os.path.dirname(item.exit_file), exist_ok=True)
+            self._spawn(run, item, owner)
+
+    def _spawn(self, run: str, item: Start, owner: Account | None) -> None:
+        argv = wrapper_argv(item.exit_file, item.workdir, item.command, item.stdout, item.stderr)
+        env = {**self._base_env, **(owner.environment(item.workdir) if owner else {}), **item.env, RUN_VARIABLE: run}
+        popen = subprocess.Popen(
+            owner.command(argv) if owner else argv,
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._pids[item.exit_file] = popen.pid
+            pending = self._signalled.get(run)
+        if pending is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, pending)
+        self._watcher.watch(popen.pid, lambda: self._ended(item.exit_file, popen.pid, item.sweep_session), popen)
+
+    def _ended(self, exit_file: str, pid: int, sweep: bool) -> None:
+        if sweep:
+            kill_session(pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        code = read_exit(exit_file)
+        with self._lock:
+            self._pids.pop(exit_file, None)
+            self._ends.append((self._next, exit_file, code))
+            self._next += 1
+            del self._ends[:-MAX_KEPT_ENDS]
+            self._lock.notify_all()
+
+    # ------------------------------------------------------------ ends
+
+    def ended(self, after: int, timeout: float) -> list[tuple[int, str, int | None]]:
+        """The ends numbered above ``after`` (waiting up to ``timeout`` seconds for one); those up to ``after``
+        are acknowledged and dropped."""
+        with self._lock:
+            self._ends = [end for end in self._ends if end[0] > after]
+            if not self._ends:
+                self._lock.wait(timeout)
+            return list(self._ends)
+
+    def status(self, exit_files: list[str]) -> dict[str, int | str | None]:
+        """For each exit file: its code when recorded, ``"running"`` while its wrapper lives (it is watched from
+        now on), else None (it ended recording nothing, or never started)."""
+        live = wrapper_pids()
+        out: dict[str, int | str | None] = {}
+        for exit_file in exit_files:
+            code = read_exit(exit_file)
+            pid = live.get(exit_file)
+            if code is not None or pid is None:
+                out[exit_file] = code
+                continue
+            out[exit_file] = "running"
+            with self._lock:
+                watched = exit_file in self._pids
+                self._pids[exit_file] = pid
+            if not watched and not self._watcher.watch(pid, functools.partial(self._ended, exit_file, pid, True)):
+                out[exit_file] = read_exit(exit_file)
+        return out
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    # ------------------------------------------------------------ signals
+
+    def signal(self, run: str, exit_files: list[str], kill: bool) -> None:
+        sig = signal.SIGKILL if kill else signal.SIGTERM
+        with self._lock:
+            self._signalled[run] = sig
+            pids = [self._pids[f] for f in exit_files if f in self._pids]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+
+    def forget(self, run: str) -> None:
+        """The run has ended everywhere: end what it left behind on this node."""
+        with self._lock:
+            self._signalled.pop(run, None)
+        self._reaper.ended(run)
+
+    # ------------------------------------------------------------ files
+
+    def read(self, requests: list[tuple[str, int]]) -> list[bytes]:
+        """The bytes of each file from its offset (up to :data:`READ_CHUNK`); empty where there are none."""
+        out = []
+        for path, offset in requests:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    out.append(f.read(READ_CHUNK))
+            except OSError:
+                out.append(b"")
+        return out
+
+    def remove(self, paths: list[str]) -> None:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def remove_matching(self, base: str, patterns: list[str]) -> None:
+        for pattern in patterns:
+            for path in Path(base).glob(pattern):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------ commands (cluster node exec)
+
+    def exec_start(self, argv: list[str], cwd: str, env: dict[str, str], run_as: str | None, within: str) -> int:
+        owner = account(run_as) if run_as else None
+        os.makedirs(cwd, exist_ok=True)
+        if owner is not None:
+            open_for_passage(cwd, within=Path(within))
+        process = subprocess.Popen(
+            owner.command(argv) if owner else argv,
+            cwd=cwd,
+            env={**self._base_env, **(owner.environment(cwd) if owner else {}), **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        made = _Exec(process)
+        with self._lock:
+            self._execs[process.pid] = made
+        return process.pid
+
+    def exec_read(self, pid: int, timeout: float) -> list[tuple[str, str]]:
+        """What the command wrote since the last call (waiting up to ``timeout`` for something), ``("exit",
+        code)`` last once it has ended."""
+        with self._lock:
+            made = self._execs.get(pid)
+        if made is None:
+            return [("exit", "-1")]
+        lines = made.take(timeout)
+        if lines and lines[-1][0] == "exit":
+            with self._lock:
+                self._execs.pop(pid, None)
+        return lines
+
+    def exec_kill(self, pid: int) -> None:
+        with self._lock:
+            made = self._execs.pop(pid, None)
+        if made is not None and made.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(made.process.pid, signal.SIGKILL)
+
+
+class _Exec:
+    """A command's output as it comes, read by one thread per stream."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self._lines: list[tuple[str, str]] = []
+        self._open = 2
+        self._cond = threading.Condition()
+        assert process.stdout is not None and process.stderr is not None
+        for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
+            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        for raw in stream:
+            with self._cond:
+                self._lines.append((name, raw.decode(errors="replace").rstrip("\n")))
+                self._cond.notify_all()
+        code = None
+        with self._cond:
+            self._open -= 1
+            last = self._open == 0
+        if last:
+            code = self.process.wait()
+            with self._cond:
+                self._lines.append(("exit", str(code)))
+                self._cond.notify_all()
+
+    def take(self, timeout: float) -> list[tuple[str, str]]:
+        with self._cond:
+            if not self._lines:
+                self._cond.wait(timeout)
+            taken, self._lines = self._lines, []
+            return taken

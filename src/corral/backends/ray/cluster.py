@@ -1,0 +1,100 @@
+"""The server as a driver of one Ray cluster: its machines, and the agent on each.
+
+A Corral node on Ray is one Ray node (one machine) offering the custom resource that marks it for Corral
+(``CORRAL_RAY_NODE_RESOURCE``, ``corral_node`` by default: ``ray start --resources '{"corral_node": 1}'``); the
+head, without it, takes no jobs. Corral knows a machine by its IP address: that is what jobs need (MASTER_ADDR,
+MPI's hostfile), and a Ray node that comes back on the same machine is the same Corral node.
+
+On each machine in use runs one agent (:class:`~corral.backends.ray.agent.NodeAgent`): a detached actor named
+after the machine's address, pinned to its Ray node, holding no CPU. Detached, it outlives the server, and a
+restarted server finds it again by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import corral
+
+log = logging.getLogger(__name__)
+
+#: Concurrent calls one agent serves (long polls for ends and command output among them).
+AGENT_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class Machine:
+    node_id: str
+    ip: str
+    alive: bool
+    resources: dict[str, float]
+
+
+class RayCluster:
+    def __init__(self, address: str, *, namespace: str = "corral", resource: str = "corral_node") -> None:
+        import ray
+
+        self.resource = resource
+        self.namespace = namespace
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, log_to_driver=False)
+        self._agents: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def machines(self) -> list[Machine]:
+        """Every machine the Ray cluster knows, alive or dead (a dead one's resources are empty)."""
+        import ray
+
+        return [
+            Machine(n["NodeID"], n["NodeManagerAddress"], bool(n["Alive"]), dict(n.get("Resources") or {}))
+            for n in ray.nodes()
+        ]
+
+    def alive_ips(self) -> dict[str, str]:
+        """IP -> Ray node id of every machine alive that offers Corral's resource."""
+        return {m.ip: m.node_id for m in self.machines() if m.alive and m.resources.get(self.resource)}
+
+    def agent(self, ip: str) -> Any:
+        """The agent on the machine at ``ip``, started there if it is not yet; raise ``LookupError`` when no
+        machine alive offers Corral's resource at that address."""
+        with self._lock:
+            found = self._agents.get(ip)
+        if found is not None:
+            return found
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from corral.backends.ray.agent import NodeAgent
+
+        node_id = self.alive_ips().get(ip)
+        if node_id is None:
+            raise LookupError(f"no machine of the Ray cluster offers {self.resource!r} at {ip} now")
+        actor = (
+            ray.remote(NodeAgent)
+            .options(
+                name=agent_name(ip),
+                namespace=self.namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+                max_concurrency=AGENT_CONCURRENCY,
+                max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            )
+            .remote(corral.__version__)
+        )
+        with self._lock:
+            self._agents[ip] = actor
+        return actor
+
+    def drop_agent(self, ip: str) -> None:
+        """Forget the agent at ``ip`` (it died): the next call starts a new one where the machine is alive."""
+        with self._lock:
+            self._agents.pop(ip, None)
+
+
+def agent_name(ip: str) -> str:
+    return f"corral-agent-{ip}"

@@ -1,0 +1,433 @@
+"""Run launch plans on the machines of a Ray cluster, through the agent on each (:mod:`.agent`).
+
+What is on a node stays there: each process's exit record and its stdout and stderr are written to the
+machine's own disk (``<node base>/runs/<job uid>.<attempt>/``), and the server copies the logs into the job's
+``stdouterr/`` as they grow (the copy's size is the offset to read from, so a restarted server goes on where
+the last one stopped) and once more, to the end, before it reports the process ended. Paths of a plan under the
+node base (a setup's log, a job's working directory) are the node's already and are written there directly.
+The job's other folders (``shared/``, ``checkpoints/``, outputs) must be on a file system every machine and the
+server mount at the same path, as Batch AI's shared file systems were (docs/ray.md).
+
+An attempt goes through the local backend's two phases: every node's prepare, then every process. The server
+is the barrier between them: it starts the processes once every prepare has reported 0, marking
+``<attempt dir>/started`` first so that a restart knows the phase. One thread reads the agents' ends (one long
+poll per agent); a failed poll means the agent, with its machine, is gone: the processes it ran are ``LOST``.
+Launches and recoveries run on a few launcher threads, as on the local backend, so the control loop never waits
+for a machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+from corral.backends.base import ExitKind, ExitListener, ProcessExit
+from corral.backends.local.accounts import account, check_dirs, give_dirs
+from corral.backends.local.backend import resumed_from
+from corral.backends.local.reaper import run_id
+from corral.backends.ray.agent import Setup, Start
+from corral.backends.ray.cluster import RayCluster
+from corral.launch.layout import STARTED_MARKER, prepare_exit, rank_exit
+from corral.launch.plan import LaunchPlan, NodePlan
+
+log = logging.getLogger(__name__)
+
+#: How long one poll for ends waits on the agent.
+POLL_SECONDS = 2.0
+#: How often running processes' logs are copied to the server.
+PULL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One wrapped process of a run on one machine: a prepare (``rank`` is the node's) or a job process."""
+
+    ip: str
+    prepare: bool
+    rank: int
+    #: On the machine.
+    exit_file: str
+    #: (machine path, server path) of the logs to copy; empty where the plan's log is on the machine already.
+    logs: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class _Run:
+    plan: LaunchPlan
+    run: str
+    items: dict[str, _Item] = field(default_factory=dict)  # by machine exit file (unique per machine and run)
+    #: Ranks (of processes) reported; node ranks of prepares ended.
+    reported: set[int] = field(default_factory=set)
+    prepared: set[int] = field(default_factory=set)
+    prepare_failure: tuple[int, int | None] | None = None
+    started: bool = False
+
+
+class RayExecutor:
+    def __init__(self, cluster: RayCluster, *, node_base: str, code_dir: Path, home: Path, threads: int = 4) -> None:
+        self._cluster = cluster
+        self._base = node_base.rstrip("/") or "/"
+        self._code_dir = code_dir
+        self._home = home
+        self._listener: ExitListener | None = None
+        self._runs: dict[tuple[str, int], _Run] = {}
+        #: (machine ip, machine exit file) -> its run.
+        self._by_exit: dict[tuple[str, str], _Run] = {}
+        self._lock = threading.RLock()
+        self._pull_lock = threading.Lock()
+        self._launcher = ThreadPoolExecutor(threads, thread_name_prefix="corral-ray-launcher")
+        self._closed = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._poll_ends, name="corral-ray-ends", daemon=True),
+            threading.Thread(target=self._pull_logs, name="corral-ray-logs", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def set_listener(self, listener: ExitListener) -> None:
+        self._listener = listener
+
+    # ------------------------------------------------------------ paths
+
+    def _on_node(self, path: str) -> bool:
+        return PurePath(path).is_relative_to(self._base)
+
+    def _runs_dir(self, run: str) -> str:
+        return str(PurePath(self._base, "runs", run))
+
+    def _items(self, state: _Run, node: NodePlan, *, prepare: bool) -> list[tuple[_Item, Start]]:
+        plan, runs_dir = state.plan, self._runs_dir(state.run)
+
+        def local(path: str) -> str:
+            return path if self._on_node(path) else str(PurePath(runs_dir, PurePath(path).name))
+
+        def logs(*paths: str) -> tuple[tuple[str, str], ...]:
+            return tuple((local(p), p) for p in dict.fromkeys(paths) if not self._on_node(p))
+
+        if prepare:
+            assert node.prepare_command is not None
+            exit_file = str(PurePath(runs_dir, PurePath(prepare_exit(plan.attempt_dir, node.rank)).name))
+            item = _Item(node.ip, True, node.rank, exit_file, logs(node.prepare_log))
+            start = Start(
+                exit_file, node.workdir, node.prepare_command, local(node.prepare_log), local(node.prepare_log),
+                node.prepare_env,
+            )  # fmt: skip
+            return [(item, start)]
+        made = []
+        resumed = resumed_from(plan)
+        for process in node.processes:
+            exit_file = str(PurePath(runs_dir, PurePath(rank_exit(plan.attempt_dir, process.rank)).name))
+            item = _Item(node.ip, False, process.rank, exit_file, logs(process.stdout, process.stderr))
+            start = Start(
+                exit_file, node.workdir, process.command, local(process.stdout), local(process.stderr),
+                process.env if resumed is None else {**process.env, "CORRAL_RESUMED_FROM": resumed},
+                process.sweep_session,
+            )  # fmt: skip
+            made.append((item, start))
+        return made
+
+    def _register(self, state: _Run, items: list[_Item]) -> None:
+        with self._lock:
+            for item in items:
+                state.items[item.exit_file + "@" + item.ip] = item
+                self._by_exit[(item.ip, item.exit_file)] = state
+
+    def _run(self, plan: LaunchPlan) -> _Run:
+        with self._lock:
+            key = (plan.job_uid, plan.attempt)
+            state = self._runs.get(key)
+            if state is None:
+                state = self._runs[key] = _Run(plan, run_id(plan.job_uid, plan.attempt))
+            return state
+
+    # ------------------------------------------------------------ launch
+
+    def launch(self, plan: LaunchPlan) -> None:
+        self._launcher.submit(self._launch_now, self._run(plan))
+
+    def _launch_now(self, state: _Run) -> None:
+        import ray
+
+        plan = state.plan
+        try:
+            server_dirs = tuple(d for d in plan.shared_dirs if not self._on_node(d))
+            owned_here = tuple(d for d in plan.owned_dirs if not self._on_node(d))
+            owner = account(plan.run_as) if plan.run_as else None
+            if owner is not None:
+                check_dirs(owner, owned_here, within=self._home)
+            for path in server_dirs:
+                os.makedirs(path, exist_ok=True)
+            for path, content in plan.files:
+                if not self._on_node(path):
+                    Path(path).write_text(content)
+            if owner is not None:
+                give_dirs(owner, owned_here, within=self._home)
+            archives: dict[str, bytes] = {}
+            calls = []
+            for node in plan.nodes:
+                code: tuple[tuple[str, bytes], ...] = ()
+                if node.code_archive:
+                    if node.code_archive not in archives:
+                        archives[node.code_archive] = (self._code_dir / f"{node.code_archive}.tar.gz").read_bytes()
+                    code = ((node.workdir, archives[node.code_archive]),)
+                # The node's own folders: its working directory, the run's records, a setup's folder.
+                mine = (node.workdir, self._runs_dir(state.run), *(d for d in plan.shared_dirs if self._on_node(d)))
+                setup = Setup(
+                    dirs=mine,
+                    files=plan.files,
+                    code=code,
+                    run_as=plan.run_as,
+                    owned_dirs=tuple(dict.fromkeys(d for d in (*plan.owned_dirs, *mine) if d in mine)),
+                    within=self._base,
+                )
+                calls.append(self._cluster.agent(node.ip).setup.remote(setup))
+            ray.get(calls)
+            self._start(state, prepare=plan.has_prepare)
+        except Exception as exc:
+            self._launch_failed(state, exc)
+
+    def _start(self, state: _Run, *, prepare: bool) -> None:
+        import ray
+
+        plan = state.plan
+        if not prepare and plan.has_prepare:
+            Path(plan.attempt_dir, STARTED_MARKER).touch()
+        with self._lock:
+            state.started = state.started or not prepare
+        calls = []
+        for node in plan.nodes:
+            if prepare and not node.prepare_command:
+                continue
+            pairs = self._items(state, node, prepare=prepare)
+            self._register(state, [item for item, _ in pairs])
+            calls.append(self._cluster.agent(node.ip).start.remote(state.run, [s for _, s in pairs], plan.run_as))
+        ray.get(calls)
+
+    def _launch_failed(self, state: _Run, exc: Exception) -> None:
+        log.exception("launch of job %s on Ray failed", state.plan.job_uid)
+        self.signal(state.plan, kill=True)
+        message = f"{type(exc).__name__}: {exc}"
+        for process in state.plan.processes:
+            self._emit(state, process.rank, ExitKind.LAUNCH_FAILED, None, message)
+
+    def _start_processes_or_fail(self, state: _Run) -> None:
+        try:
+            self._start(state, prepare=False)
+        except Exception as exc:
+            self._launch_failed(state, exc)
+
+    # ------------------------------------------------------------ ends
+
+    def _poll_ends(self) -> None:
+        import ray
+
+        cursors: dict[str, int] = {}
+        pending: dict[Any, str] = {}
+        while not self._closed.is_set():
+            with self._lock:
+                wanted = {item.ip for state in self._runs.values() for item in state.items.values()}
+            for ip in wanted - set(pending.values()):
+                try:
+                    pending[self._cluster.agent(ip).ended.remote(cursors.get(ip, -1), POLL_SECONDS)] = ip
+                except Exception as exc:  # no such machine alive now
+                    self._machine_lost(ip, str(exc))
+            if not pending:
+                self._closed.wait(0.1)
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+            for ref in ready:
+                ip = pending.pop(ref)
+                try:
+                    ends = ray.get(ref)
+                except Exception as exc:  # the agent died: its machine's processes are lost with it
+                    self._cluster.drop_agent(ip)
+                    self._machine_lost(ip, f"{type(exc).__name__}")
+                    continue
+                for seq, exit_file, code in ends:
+                    cursors[ip] = max(cursors.get(ip, -1), seq)
+                    self._ended(ip, exit_file, code)
+
+    def _machine_lost(self, ip: str, why: str) -> None:
+        with self._lock:
+            lost = [(state, item) for state in self._runs.values() for item in state.items.values() if item.ip == ip]
+        if lost:
+            log.warning("the machine at %s is gone (%s): %d processes lost", ip, why, len(lost))
+        for state, item in lost:
+            self._item_ended(state, item, None, pull=False)
+
+    def _ended(self, ip: str, exit_file: str, code: int | None) -> None:
+        with self._lock:
+            state = self._by_exit.get((ip, exit_file))
+            item = state.items.get(exit_file + "@" + ip) if state else None
+        if state is None or item is None:
+            return  # a run this server does not watch (forgotten, or not yet recovered)
+        self._item_ended(state, item, code)
+
+    def _item_ended(self, state: _Run, item: _Item, code: int | None, *, pull: bool = True) -> None:
+        with self._lock:
+            if state.items.pop(item.exit_file + "@" + item.ip, None) is None:
+                return  # reported already
+            self._by_exit.pop((item.ip, item.exit_file), None)
+        if pull:
+            with contextlib.suppress(Exception):
+                self._pull(item.ip, item.logs)
+        if item.prepare:
+            self._prepare_ended(state, item.rank, code)
+            return
+        self._emit(state, item.rank, ExitKind.EXITED if code is not None else ExitKind.LOST, code, None)
+
+    def _prepare_ended(self, state: _Run, node_rank: int, code: int | None) -> None:
+        plan = state.plan
+        with self._lock:
+            state.prepared.add(node_rank)
+            first = code != 0 and state.prepare_failure is None
+            if first:
+                state.prepare_failure = (node_rank, code)
+            remaining = any(n.prepare_command and n.rank not in state.prepared for n in plan.nodes)
+            failure = state.prepare_failure
+        if first:
+            self.signal(plan, kill=False)  # no process starts now: the others need not finish preparing
+        if remaining:
+            return
+        if failure is None:
+            self._launcher.submit(self._start_processes_or_fail, state)
+            return
+        rank, failed_code = failure
+        name = plan.nodes[rank].node_name
+        if failed_code is None:
+            message = f"prepare.command on node {rank} ({name}) vanished without an exit code"
+        else:
+            message = f"prepare.command failed on node {rank} ({name}) with exit code {failed_code}"
+        for process in plan.processes:
+            self._emit(state, process.rank, ExitKind.PREPARE_FAILED, failed_code, message)
+
+    def _emit(self, state: _Run, rank: int, kind: ExitKind, code: int | None, message: str | None) -> None:
+        with self._lock:
+            if rank in state.reported:
+                return
+            state.reported.add(rank)
+        if self._listener is not None:
+            self._listener(ProcessExit(state.plan.job_uid, state.plan.attempt, rank, kind, code, message))
+
+    # ------------------------------------------------------------ logs
+
+    def _pull_logs(self) -> None:
+        while not self._closed.wait(PULL_SECONDS):
+            with self._lock:
+                wanted: dict[str, list[tuple[str, str]]] = {}
+                for state in self._runs.values():
+                    for item in state.items.values():
+                        wanted.setdefault(item.ip, []).extend(item.logs)
+            for ip, logs in wanted.items():
+                try:
+                    self._pull(ip, tuple(logs))
+                except Exception:  # the machine is away: its ends say so; the next pull tries again
+                    log.debug("copying logs from %s failed", ip, exc_info=True)
+
+    def _pull(self, ip: str, logs: tuple[tuple[str, str], ...]) -> None:
+        """Copy what is new of each (machine path, server path) to the server, to the end."""
+        import ray
+
+        if not logs:
+            return
+        with self._pull_lock:
+            remaining = list(dict.fromkeys(logs))
+            while remaining:
+                offsets = [(node_path, _size(server_path)) for node_path, server_path in remaining]
+                chunks = ray.get(self._cluster.agent(ip).read.remote(offsets))
+                more = []
+                for (node_path, server_path), chunk in zip(remaining, chunks, strict=True):
+                    if chunk:
+                        with open(server_path, "ab") as f:
+                            f.write(chunk)
+                        more.append((node_path, server_path))
+                remaining = more
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self, plan: LaunchPlan) -> None:
+        self._launcher.submit(self._recover_now, self._run(plan))
+
+    def _recover_now(self, state: _Run) -> None:
+        import ray
+
+        plan = state.plan
+        try:
+            if not self._exists(plan, plan.attempt_dir):
+                for process in plan.processes:
+                    self._emit(state, process.rank, ExitKind.NOT_STARTED, None, None)
+                return
+            prepare = plan.has_prepare and not self._exists(plan, str(PurePath(plan.attempt_dir, STARTED_MARKER)))
+            with self._lock:
+                state.started = not prepare
+            by_node: list[tuple[NodePlan, list[_Item]]] = []
+            for node in plan.nodes:
+                if prepare and not node.prepare_command:
+                    continue
+                items = [item for item, _ in self._items(state, node, prepare=prepare)]
+                self._register(state, items)
+                by_node.append((node, items))
+            for node, items in by_node:
+                try:
+                    found = ray.get(self._cluster.agent(node.ip).status.remote([i.exit_file for i in items]))
+                except Exception as exc:
+                    self._machine_lost(node.ip, str(exc))
+                    continue
+                for item in items:
+                    code = found.get(item.exit_file)
+                    if code != "running":
+                        self._item_ended(state, item, code if isinstance(code, int) else None)
+        except Exception as exc:
+            self._launch_failed(state, exc)
+
+    def _exists(self, plan: LaunchPlan, path: str) -> bool:
+        import ray
+
+        if not self._on_node(path):
+            return os.path.exists(path)
+        return bool(ray.get(self._cluster.agent(plan.nodes[0].ip).exists.remote(path)))
+
+    # ------------------------------------------------------------ signals
+
+    def signal(self, plan: LaunchPlan, *, kill: bool) -> None:
+        state = self._run(plan)
+        for node in plan.nodes:
+            files = [i.exit_file for i, _ in self._items(state, node, prepare=True)] if node.prepare_command else []
+            files += [i.exit_file for i, _ in self._items(state, node, prepare=False)]
+            self._tell(node.ip, "signal", state.run, files, kill)
+
+    def forget(self, plan: LaunchPlan) -> None:
+        with self._lock:
+            state = self._runs.pop((plan.job_uid, plan.attempt), None)
+            if state is not None:
+                for item in state.items.values():
+                    self._by_exit.pop((item.ip, item.exit_file), None)
+        run = run_id(plan.job_uid, plan.attempt)
+        for ip in {node.ip for node in plan.nodes}:
+            self._tell(ip, "forget", run)
+
+    def _tell(self, ip: str, method: str, *args: Any) -> None:
+        """Call an agent without waiting for it; a machine that is gone is no error here (its ends say so)."""
+        try:
+            getattr(self._cluster.agent(ip), method).remote(*args)
+        except Exception:
+            log.debug("calling %s on the agent at %s failed", method, ip, exc_info=True)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._launcher.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,120 @@
+"""A Ray cluster's machines as Corral's nodes: which can be had, their folders, commands run on them.
+
+:class:`RayNodes` is the backend's :class:`~corral.backends.base.NodeProvider` and
+:class:`~corral.backends.base.NodeAccess`. A new node is a machine alive that offers Corral's resource and that
+no node holds yet (one Corral node per machine). Its folder is ``<node base>/<workspace>/<cluster>/<node>`` on
+the machine's own disk; ``cluster node exec`` and ``cluster node logs`` go through the machine's agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import PurePath
+from typing import Any
+
+from corral.backends.base import NewNode, NodeRef
+from corral.backends.ray.cluster import RayCluster
+from corral.core.errors import InvalidRequest, InvalidSpec
+from corral.core.specs import ClusterSpec
+from corral.launch.env import node_own_environment
+
+#: How long one read of a command's output waits on the agent.
+EXEC_POLL_SECONDS = 1.0
+
+
+class RayNodes:
+    backend = "ray"
+    features = frozenset({"setup"})
+
+    def __init__(self, cluster: RayCluster, *, node_base: str) -> None:
+        self._cluster = cluster
+        self._base = node_base
+
+    # ------------------------------------------------------------ provider
+
+    def check(self, spec: ClusterSpec, count: int) -> list[str]:
+        if spec.node.gpus:
+            raise InvalidSpec(
+                "node.gpus: GPUs on Ray clusters are not available in this version",
+                details=[{"loc": "node.gpus", "message": "not available on the ray backend in this version"}],
+            )
+        alive = len(self._cluster.alive_ips())
+        if count > alive:
+            return [
+                f"the Ray cluster has {alive} machines offering {self._cluster.resource!r} now: the cluster stays "
+                f"resizing until {count} have joined"
+            ]
+        return []
+
+    def new_nodes(
+        self, spec: ClusterSpec, count: int, *, held_gpus: set[int], held_ips: frozenset[str] = frozenset()
+    ) -> list[NewNode]:
+        if spec.node.gpus:  # no machine here offers them (``check`` refuses such a cluster)
+            return []
+        free = sorted(ip for ip in self._cluster.alive_ips() if ip not in held_ips)
+        return [NewNode(ip=ip) for ip in free[:count]]
+
+    def node_root(self, node: NodeRef) -> str:
+        return str(PurePath(self._base, node.workspace, node.cluster, node.name))
+
+    def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
+        folder = PurePath(self._base, workspace, cluster, *([node] if node else []))
+        self._on_every_machine(lambda agent: agent.remove.remote([str(folder)]))
+
+    def remove_job_files(self, job_uid: str) -> None:
+        # Every node's root is <base>/<workspace>/<cluster>/<node>; the records of its runs are <base>/runs/.
+        patterns = [f"*/*/*/jobs/{job_uid}", f"runs/{job_uid}.*"]
+        self._on_every_machine(lambda agent: agent.remove_matching.remote(self._base, patterns))
+
+    def _on_every_machine(self, call: Callable[[Any], object]) -> None:
+        for ip in self._cluster.alive_ips():
+            with contextlib.suppress(Exception):  # a machine away now keeps its files; they are its own disk's
+                call(self._cluster.agent(ip))
+
+    # ------------------------------------------------------------ access
+
+    def read_text(self, node: NodeRef, relative: str) -> str:
+        import ray
+
+        try:
+            agent = self._cluster.agent(node.ip)
+        except LookupError:
+            return ""
+        chunks = ray.get(agent.read.remote([(str(PurePath(self.node_root(node), relative)), 0)]))
+        return bytes(chunks[0]).decode(errors="replace")
+
+    async def run(self, node: NodeRef, argv: list[str], *, run_as: str | None = None) -> AsyncIterator[tuple[str, str]]:
+        if not argv:
+            raise InvalidRequest("command: give the command to run, e.g. ['nvidia-smi']")
+        root = self.node_root(node)
+        own = node_own_environment(workspace=node.workspace, cluster=node.cluster, node=node.name, root=root, gpus=())
+        try:
+            agent = self._cluster.agent(node.ip)
+            pid = await agent.exec_start.remote(argv, root, own, run_as, self._base)
+        except LookupError as exc:
+            raise InvalidRequest(f"node: {exc}") from None
+        except Exception as exc:  # the command could not start there (no such program, no such account)
+            raise InvalidRequest(f"command: cannot run {argv[0]!r} on {node.ip}: {_cause(exc)}") from None
+        return _output(agent, pid)
+
+
+async def _output(agent: Any, pid: int) -> AsyncIterator[tuple[str, str]]:
+    ended = False
+    try:
+        while not ended:
+            lines = await agent.exec_read.remote(pid, EXEC_POLL_SECONDS)
+            for line in lines:
+                ended = line[0] == "exit"
+                yield line[0], line[1]
+    finally:
+        if not ended:  # the client went away: so does the command
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(agent.exec_kill.remote(pid).future())
+
+
+def _cause(exc: Exception) -> str:
+    """The message of the error an agent's call raised, without Ray's wrapping."""
+    cause = getattr(exc, "cause", None)
+    return str(cause) if cause is not None else str(exc).strip().splitlines()[-1]
