@@ -38,16 +38,24 @@ session_pids() {
 }
 
 down() {
-  local ns pid
+  local ns pid link tries
   for ns in $(ip netns list | awk '{print $1}' | grep "^${PREFIX}-h" || true); do
     # Everything running in a host: its Ray worker and whatever it started (jobs included).
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    for tries in 1 2 3 4 5 6 7 8 9 10; do
+      pids=$(ip netns pids "$ns" 2>/dev/null || true)
+      [ -z "$pids" ] && break
+      kill -9 $pids 2>/dev/null || true
+      sleep 0.2
+    done
     ip netns delete "$ns" 2>/dev/null || true
   done
   if [ -f "$STATE/head.pid" ]; then
     for pid in $(session_pids "$(cat "$STATE/head.pid")"); do kill -9 "$pid" 2>/dev/null || true; done
   fi
-  ip link delete "$BRIDGE" 2>/dev/null || true
+  # The hosts' links go with their namespaces, but not at once: delete what is left by name.
+  for link in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^${PREFIX}-" || true); do
+    ip link delete "$link" 2>/dev/null || true
+  done
   rm -rf "$STATE"
 }
 

@@ -15,12 +15,14 @@ called from the server through Ray, on the actor's threads (it is a threaded act
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import io
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tarfile
 import threading
@@ -112,15 +114,18 @@ class NodeAgent:
         if owner is not None:
             give_dirs(owner, setup.owned_dirs, within=Path(setup.within))
 
-    def start(self, run: str, starts: list[Start], run_as: str | None = None) -> None:
+    def start(self, run: str, starts: list[Start], run_as: str | None = None, ip: str = "") -> None:
+        """Start each process; ``ip`` is the machine's address that its peers reach it at."""
         owner = account(run_as) if run_as else None
+        network = network_environment(ip)
         for item in starts:
             os.makedirs(os.path.dirname(item.exit_file), exist_ok=True)
-            self._spawn(run, item, owner)
+            self._spawn(run, item, owner, network)
 
-    def _spawn(self, run: str, item: Start, owner: Account | None) -> None:
+    def _spawn(self, run: str, item: Start, owner: Account | None, network: dict[str, str]) -> None:
         argv = wrapper_argv(item.exit_file, item.workdir, item.command, item.stdout, item.stderr)
-        env = {**self._base_env, **(owner.environment(item.workdir) if owner else {}), **item.env, RUN_VARIABLE: run}
+        own = owner.environment(item.workdir) if owner else {}
+        env = {**self._base_env, **network, **own, **item.env, RUN_VARIABLE: run}
         popen = subprocess.Popen(
             owner.command(argv) if owner else argv,
             env=env,
@@ -264,6 +269,31 @@ class NodeAgent:
         if made is not None and made.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(made.process.pid, signal.SIGKILL)
+
+
+def network_environment(ip: str) -> dict[str, str]:
+    """Where a machine has several interfaces, collective libraries pick one by the hostname, which may resolve
+    to loopback: name the interface that holds the address the job's peers are given (a job's own ``env``
+    still wins)."""
+    name = interface_of(ip) if ip else None
+    return {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name} if name else {}
+
+
+@functools.cache
+def interface_of(ip: str) -> str | None:
+    """The network interface whose IPv4 address is ``ip`` (None when none is)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _index, name in socket.if_nameindex():
+            try:  # SIOCGIFADDR: the interface's address, bytes 20-24 of the ifreq it fills in
+                found = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))[20:24]
+            except OSError:
+                continue  # no IPv4 address
+            if socket.inet_ntoa(found) == ip:
+                return name
+    finally:
+        probe.close()
+    return None
 
 
 class _Exec:

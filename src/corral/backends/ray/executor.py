@@ -206,7 +206,9 @@ class RayExecutor:
                 continue
             pairs = self._items(state, node, prepare=prepare)
             self._register(state, [item for item, _ in pairs])
-            calls.append(self._cluster.agent(node.ip).start.remote(state.run, [s for _, s in pairs], plan.run_as))
+            calls.append(
+                self._cluster.agent(node.ip).start.remote(state.run, [s for _, s in pairs], plan.run_as, node.ip)
+            )
         ray.get(calls)
 
     def _launch_failed(self, state: _Run, exc: Exception) -> None:

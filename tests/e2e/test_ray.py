@@ -1,0 +1,132 @@
+"""Clusters on Ray, end to end through a real server, on separate hosts (``tests/ray_hosts.py``: network
+namespaces with addresses of their own and private node disks, one Ray worker each).
+
+The server is a Ray driver (``CORRAL_RAY_ADDRESS``); nothing of a node's disk is visible from here, so every
+log and exit code the tests see came back through the agents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerHandle, free_port, make_database, passable, until
+from tests.e2e.test_distributed import EXAMPLES, torch_only
+from tests.ray_hosts import NODE_ROOT, RayHosts
+
+CLUSTER = "hosts"
+
+
+@pytest.fixture(scope="module")
+def srv(ray_hosts: RayHosts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """A server on the Ray hosts, with a 2-node cluster whose setup records each host's address."""
+    home = passable(tmp_path_factory.mktemp("ray-home"))
+    settings = {"CORRAL_RAY_ADDRESS": ray_hosts.address, "CORRAL_RAY_NODE_ROOT": NODE_ROOT}
+    handle = ServerHandle(home, free_port(), make_database("sqlite", home)[0], settings=settings)
+    handle.start()
+    with handle.client() as c:
+        c.create_cluster(
+            {"name": CLUSTER, "backend": "ray", "scale": {"nodes": 2}, "setup": {"command": "hostname -I"}}
+        )
+        until(lambda: [n.state for n in c.list_nodes(CLUSTER)] == ["idle", "idle"], timeout=60)
+    yield handle
+    for c in handle.clients:
+        c.close()
+    handle.stop()
+
+
+def host_ip(text: str) -> str:
+    found = re.search(r"198\.18\.0\.\d+", text)
+    assert found, text
+    return found.group(0)
+
+
+def test_nodes_are_the_hosts_and_their_setup_ran_on_each(srv: ServerHandle, ray_hosts: RayHosts) -> None:
+    c = srv.client()
+    nodes = c.list_nodes(CLUSTER)
+    assert len({n.ip for n in nodes}) == 2 and {n.ip for n in nodes} <= set(ray_hosts.ips)
+    for node in nodes:  # the setup's log is on the host's own disk: read back through its agent
+        assert host_ip(c.node_logs(CLUSTER, node.name)) == node.ip
+    assert not Path(NODE_ROOT, "default").exists(), "node files must not be on the server's disk"
+
+
+def test_node_exec_runs_on_that_host(srv: ServerHandle) -> None:
+    c = srv.client()
+    node = c.list_nodes(CLUSTER)[1]
+    output = list(c.node_exec(CLUSTER, node.name, ["sh", "-c", "hostname -I; echo $CORRAL_NODE_NAME >&2; exit 3"]))
+    assert host_ip(output[0][1]) == node.ip
+    assert ("stderr", node.name) in output and output[-1] == ("exit", "3")
+
+
+def test_each_rank_runs_on_its_own_host_and_its_logs_come_back(srv: ServerHandle) -> None:
+    c = srv.client(experiment="hosts")
+    spec = {
+        "cluster": CLUSTER,
+        "node_count": 2,
+        "custom": {"command": "hostname -I; echo nodes=$CORRAL_NODE_IPS; echo to-stderr >&2; exit $((4 + CORRAL_NODE_RANK))"},
+    }  # fmt: skip
+    job = c.wait_job(c.create_job(spec, name="where").name, timeout=60)
+    assert job.state == "failed" and job.error is not None and "exited with code 4" in job.error.message, job.error
+    nodes = {n.name: n.ip for n in c.list_nodes(CLUSTER)}
+    ips = [host_ip(c.job_logs(job.name, rank=rank)) for rank in range(2)]
+    assert ips == [nodes[name] for name in job.nodes] and len(set(ips)) == 2
+    assert f"nodes={','.join(ips)}" in c.job_logs(job.name, rank=1)
+    assert c.job_logs(job.name, rank=1, stream="stderr") == "to-stderr\n"
+
+
+def test_tensorflow_config_names_both_hosts(srv: ServerHandle, tmp_path: Path) -> None:
+    c = srv.client(experiment="tensorflow")
+    root = tmp_path / "tf"
+    shutil.copytree(EXAMPLES / "tensorflow-config", root)
+    spec = (root / "job.yaml").read_text().replace("../../.corral-demo/outputs", str(tmp_path / "outputs"))
+    (root / "job.yaml").write_text(
+        spec.replace("cluster: demo", f"cluster: {CLUSTER}").replace("node_count: 4", "node_count: 2")
+    )
+    job = c.wait_job(c.create_job(root / "job.yaml").name, timeout=120)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="stderr"))
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs").rglob("configs/*.json"))]
+    hosts = {address.rsplit(":", 1)[0] for kind in configs[0]["cluster"].values() for address in kind}
+    assert hosts == {n.ip for n in c.list_nodes(CLUSTER)}
+
+
+def test_a_killed_server_finds_the_job_again_and_its_logs_go_on(srv: ServerHandle) -> None:
+    c = srv.client(experiment="crash")
+    command = "for i in 1 2 3 4 5 6 7 8; do echo line-$i; sleep 0.4; done; exit 7"
+    job = c.create_job({"cluster": CLUSTER, "node_count": 2, "custom": {"command": command}}, name="survivor")
+    until(lambda: "line-2" in c.job_logs(job.name, rank=1), timeout=60)
+    srv.kill()
+    time.sleep(1.5)  # the job goes on without a server
+    srv.start()
+    c = srv.client(experiment="crash")
+    ended = c.wait_job(job.name, timeout=60)
+    assert ended.state == "failed" and ended.error is not None and "exited with code 7" in ended.error.message, (
+        ended.error
+    )
+    expected = "".join(f"line-{i}\n" for i in range(1, 9))
+    assert [c.job_logs(job.name, rank=rank) for rank in range(2)] == [expected, expected]
+
+
+@pytest.mark.slow
+@torch_only
+def test_pytorch_ddp_example_trains_across_two_hosts(srv: ServerHandle, tmp_path: Path) -> None:
+    c = srv.client(experiment="ddp")
+    root = tmp_path / "ddp"
+    shutil.copytree(EXAMPLES / "pytorch-ddp", root)
+    spec = (root / "job.yaml").read_text().replace("../../.corral-demo/outputs", str(tmp_path / "outputs"))
+    (root / "job.yaml").write_text(spec.replace("cluster: demo", f"cluster: {CLUSTER}"))
+    job = c.wait_job(c.create_job(root / "job.yaml").name, timeout=300)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, rank=0, stream="stderr"))
+    logs = [c.job_logs(job.name, rank=rank) for rank in range(4)]
+    digests = {re.search(r"params_sha256=(\w+)", text).group(1) for text in logs}  # type: ignore[union-attr]
+    assert len(digests) == 1, "DDP keeps every rank's parameters identical"
+    ips = {n.name: n.ip for n in c.list_nodes(CLUSTER)}
+    assert len({ips[name] for name in job.nodes}) == 2, "the two nodes are two hosts"
+    assert f"rendezvous at {ips[job.nodes[0]]}:" in logs[0]  # node 0's address, reached from the other host
+    metrics = json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
+    assert metrics["accuracy"] > 0.9 and metrics["world_size"] == 4
