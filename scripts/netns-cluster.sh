@@ -3,6 +3,7 @@
 #
 #   scripts/netns-cluster.sh up [HOSTS]   # prints the Ray address (198.18.0.1:PORT) once every host has joined
 #   scripts/netns-cluster.sh down
+#   scripts/netns-cluster.sh restart N    # host N boots again (what ran there ends; a new, empty node disk)
 #
 # `up` makes a bridge (198.18.0.1/24, the benchmarking range: no other address is used) and one network
 # namespace per host (198.18.0.11, .12, ...), starts the Ray head in this namespace (no CPUs, so it takes no
@@ -59,6 +60,41 @@ down() {
   rm -rf "$STATE"
 }
 
+# Start host $1's Ray worker (its node disk a new, empty tmpfs: a machine that boots).
+start_host() {
+  local i=$1
+  setsid ip netns exec "${PREFIX}-h$i" unshare --mount --propagation private sh -c "
+    mount -t tmpfs -o size=512m,mode=0755 corral-node '$NODE_ROOT' &&
+    exec '$RAY' start --block --address '$HEAD_IP:$PORT' --node-ip-address '$(host_ip "$i")' \
+      --num-cpus ${HOST_CPUS:-2} --memory ${HOST_MEMORY:-1073741824} --object-store-memory 80000000 \
+      --resources '{\"corral_node\": 1}' --disable-usage-stats --temp-dir '$STATE/h$i'" \
+    >>"$STATE/h$i.log" 2>&1 &
+  echo $! >"$STATE/h$i.pid"
+}
+
+# Wait until the hosts $1 (comma-separated numbers) are alive in the Ray cluster.
+wait_joined() {
+  "$PYTHON" - "$HEAD_IP:$PORT" "$1" <<'EOF'
+import logging, sys, time
+import ray
+ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
+wanted = {f"198.18.0.{10 + int(i)}" for i in sys.argv[2].split(",")}
+deadline = time.monotonic() + 90
+while not wanted <= {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("corral_node")}:
+    assert time.monotonic() < deadline, "the hosts did not join the Ray cluster"
+    time.sleep(0.2)
+EOF
+}
+
+# Host $1 boots again: whatever still runs there ends, its Ray worker starts on a new node disk.
+restart_host() {
+  local pids
+  pids=$(ip netns pids "${PREFIX}-h$1" 2>/dev/null || true)
+  [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+  start_host "$1"
+  wait_joined "$1"
+}
+
 up() {
   local hosts=${1:-2} i ns
   [ "$(id -u)" = 0 ] || { echo "netns-cluster: needs root (network and mount namespaces)" >&2; exit 2; }
@@ -67,6 +103,10 @@ up() {
   ip link add "$BRIDGE" type bridge
   ip addr add "$HEAD_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # A machine that stops answering is declared dead after ~3 s instead of ~15 s (docs/ray.md).
+  RAY_health_check_period_ms=${RAY_health_check_period_ms:-1000} \
+  RAY_health_check_timeout_ms=${RAY_health_check_timeout_ms:-1000} \
+  RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-3} \
   setsid "$RAY" start --head --block --node-ip-address "$HEAD_IP" --port "$PORT" --num-cpus 0 \
     --object-store-memory 100000000 --include-dashboard false --disable-usage-stats \
     --temp-dir "$STATE/head" >"$STATE/head.log" 2>&1 &
@@ -92,30 +132,14 @@ while True:  # the head's GCS answers
         assert time.monotonic() < deadline, "the Ray head did not start"
         time.sleep(0.2)
 EOF
-  for i in $(seq 1 "$hosts"); do
-    ns=${PREFIX}-h$i
-    setsid ip netns exec "$ns" unshare --mount --propagation private sh -c "
-      mount -t tmpfs -o size=512m,mode=0755 corral-node '$NODE_ROOT' &&
-      exec '$RAY' start --block --address '$HEAD_IP:$PORT' --node-ip-address '$(host_ip "$i")' \
-        --num-cpus ${HOST_CPUS:-2} --memory ${HOST_MEMORY:-1073741824} --object-store-memory 80000000 \
-        --resources '{\"corral_node\": 1}' --disable-usage-stats --temp-dir '$STATE/h$i'" \
-      >"$STATE/h$i.log" 2>&1 &
-    echo $! >"$STATE/h$i.pid"
-  done
-  "$PYTHON" - "$HEAD_IP:$PORT" "$hosts" <<'EOF'
-import logging, sys, time
-import ray
-ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
-deadline = time.monotonic() + 90
-while sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("corral_node")) < int(sys.argv[2]):
-    assert time.monotonic() < deadline, "the hosts did not join the Ray cluster"
-    time.sleep(0.2)
-EOF
+  for i in $(seq 1 "$hosts"); do start_host "$i"; done
+  wait_joined "$(seq -s, 1 "$hosts")"
   echo "$HEAD_IP:$PORT"
 }
 
 case "${1:-}" in
   up) up "${2:-2}" ;;
   down) down ;;
-  *) echo "usage: $0 up [HOSTS] | down" >&2; exit 2 ;;
+  restart) restart_host "$2" ;;
+  *) echo "usage: $0 up [HOSTS] | down | restart HOST" >&2; exit 2 ;;
 esac

@@ -6,9 +6,11 @@ Skipped where it cannot run (not root, no ``ip``, no Ray); in CI (which runs as 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "netns-cluster.sh"
 HOSTS = 3
+STATE = Path(os.environ.get("NETNS_STATE", "/tmp/corral-netns"))
 #: Every host's node disk (a tmpfs in its own mount namespace: not seen from the tests' namespace).
 NODE_ROOT = "/var/lib/corral-node"
 
@@ -31,10 +34,18 @@ class RayHosts:
     ips: tuple[str, ...]
 
     def kill_ray(self, host: int) -> None:
-        """SIGKILL everything running on host ``host`` (1-based): its Ray worker and the processes it started."""
-        pids = subprocess.run(["ip", "netns", "pids", f"crl-h{host}"], capture_output=True, text=True).stdout
-        for pid in pids.split():
-            subprocess.run(["kill", "-9", pid], check=False)
+        """SIGKILL host ``host``'s (1-based) Ray processes (its raylet, its workers, the agent among them), and
+        nothing else: the jobs' processes, in sessions of their own, are the agent's fence's to end."""
+        session = int((STATE / f"h{host}.pid").read_text())
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    def restart(self, host: int) -> None:
+        """Host ``host`` boots again: what still runs there ends, its Ray worker joins with a new node disk."""
+        done = subprocess.run(["bash", str(SCRIPT), "restart", str(host)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
 
 
 def why_not() -> str | None:

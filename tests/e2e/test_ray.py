@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.client.client import Client
 from tests.conftest import ServerHandle, free_port, make_database, passable, until
 from tests.e2e.test_distributed import EXAMPLES, torch_only
 from tests.ray_hosts import NODE_ROOT, RayHosts
@@ -66,18 +67,18 @@ def test_node_exec_runs_on_that_host(srv: ServerHandle) -> None:
 
 def test_each_rank_runs_on_its_own_host_and_its_logs_come_back(srv: ServerHandle) -> None:
     c = srv.client(experiment="hosts")
-    spec = {
-        "cluster": CLUSTER,
-        "node_count": 2,
-        "custom": {"command": "hostname -I; echo nodes=$CORRAL_NODE_IPS; echo to-stderr >&2; exit $((4 + CORRAL_NODE_RANK))"},
-    }  # fmt: skip
+    # Rank 0 fails first (rank 1 later, if it is not ended before): its code is the job's.
+    command = "hostname -I; echo nodes=$CORRAL_NODE_IPS; echo to-stderr >&2; "
+    command += "[ $CORRAL_NODE_RANK = 0 ] || sleep 2; exit 4"
+    spec = {"cluster": CLUSTER, "node_count": 2, "custom": {"command": command}}
     job = c.wait_job(c.create_job(spec, name="where").name, timeout=60)
     assert job.state == "failed" and job.error is not None and "exited with code 4" in job.error.message, job.error
     nodes = {n.name: n.ip for n in c.list_nodes(CLUSTER)}
     ips = [host_ip(c.job_logs(job.name, rank=rank)) for rank in range(2)]
     assert ips == [nodes[name] for name in job.nodes] and len(set(ips)) == 2
     assert f"nodes={','.join(ips)}" in c.job_logs(job.name, rank=1)
-    assert c.job_logs(job.name, rank=1, stream="stderr") == "to-stderr\n"
+    assert c.job_logs(job.name, rank=0, stream="stderr") == "to-stderr\n"
+    assert c.job_logs(job.name, rank=1, stream="stderr").startswith("to-stderr\n")  # then ended by the failure
 
 
 def test_tensorflow_config_names_both_hosts(srv: ServerHandle, tmp_path: Path) -> None:
@@ -130,3 +131,57 @@ def test_pytorch_ddp_example_trains_across_two_hosts(srv: ServerHandle, tmp_path
     assert f"rendezvous at {ips[job.nodes[0]]}:" in logs[0]  # node 0's address, reached from the other host
     metrics = json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
     assert metrics["accuracy"] > 0.9 and metrics["world_size"] == 4
+
+
+def run_processes(run: str) -> list[int]:
+    """Processes of this machine (every host's) that belong to the attempt ``run`` (``<job uid>.<attempt>``)."""
+    found, wanted = [], f"CORRAL_RUN_ID={run}".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_host_whose_ray_dies_loses_its_node_and_the_job_runs_again_elsewhere(
+    srv: ServerHandle, ray_hosts: RayHosts
+) -> None:
+    c = srv.client(experiment="loss")
+    c.resize_cluster(CLUSTER, 3)
+    until(lambda: [n.state for n in c.list_nodes(CLUSTER)] == ["idle"] * 3, timeout=60)
+    # The first attempt writes a heartbeat into the job's shared folder: the stale one must stop writing it.
+    beat = 'echo "$CORRAL_NODE_RANK $CORRAL_ATTEMPT" >> $CORRAL_SHARED_JOB_TEMP/beats; sleep 0.2'
+    command = f'for i in $(seq 1 25); do {beat}; done; [ "$CORRAL_ATTEMPT" -gt 1 ]'
+    job = c.create_job({"cluster": CLUSTER, "node_count": 2, "custom": {"command": command}}, name="lossy")
+    until(lambda: c.get_job(job.name).state == "running" and "1 1" in _beats(c, job.name), timeout=60)
+    running = c.get_job(job.name)
+    ips = {n.name: n.ip for n in c.list_nodes(CLUSTER)}
+    victim = ips[running.nodes[1]]
+    killed_at = time.monotonic()
+    ray_hosts.kill_ray(ray_hosts.ips.index(victim) + 1)
+    try:
+        until(lambda: len(c.get_job(job.name).attempts) >= 2, timeout=60)
+        requeued_after = time.monotonic() - killed_at
+        print(f"host's Ray killed -> job requeued: {requeued_after:.1f} s")
+        until(lambda: run_processes(f"{job.uid}.1") == [], timeout=10)  # the fence ended the stale attempt
+        fenced = len(_beats(c, job.name).splitlines())
+        ended = c.wait_job(job.name, timeout=120)
+        assert ended.state == "succeeded", ended.error
+        first = ended.attempts[0]
+        assert first.reason == "NodeLost" and victim not in {ips[n] for n in ended.nodes}
+        lost = next(n for n in c.list_nodes(CLUSTER) if n.ip == victim)
+        assert lost.state == "unusable" and lost.error
+        beats = _beats(c, job.name).splitlines()
+        assert not [b for b in beats[fenced:] if b.endswith(" 1")], "the stale attempt wrote after it was fenced"
+    finally:
+        ray_hosts.restart(ray_hosts.ips.index(victim) + 1)
+    c.resize_cluster(CLUSTER, 2)  # the unusable node goes first
+    until(lambda: victim not in {n.ip for n in c.list_nodes(CLUSTER)}, timeout=60)
+
+
+def _beats(c: Client, name: str) -> str:
+    job = c.get_job(name)
+    beats = Path(job.job_dir, "shared", "beats")
+    return beats.read_text() if beats.exists() else ""

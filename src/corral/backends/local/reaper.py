@@ -29,8 +29,6 @@ SCAN_SECONDS = 1.0
 #: Scans during which an ended attempt's stragglers are looked for.
 SCANS_PER_RUN = 3
 
-_NEEDLE = f"{RUN_VARIABLE}=".encode()
-
 
 def run_id(job_uid: str, attempt: int) -> str:
     return f"{job_uid}.{attempt}"
@@ -77,10 +75,11 @@ class Reaper:
             threading.Event().wait(SCAN_SECONDS)
 
     @staticmethod
-    def reap(runs: set[bytes]) -> int:
-        """SIGKILL every process whose environment names one of ``runs``; how many there were."""
+    def reap(runs: set[bytes], variable: str = RUN_VARIABLE) -> int:
+        """SIGKILL every process whose environment gives ``variable`` one of the values ``runs``; how many."""
         killed = 0
         me = os.getpid()
+        needle = f"{variable}=".encode()
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == me:
                 continue
@@ -89,11 +88,11 @@ class Reaper:
                     environ = f.read()
             except OSError:
                 continue
-            at = environ.find(_NEEDLE)
+            at = environ.find(needle)
             if at < 0 or (at > 0 and environ[at - 1] != 0):
                 continue
             end = environ.find(b"\0", at)
-            value = environ[at + len(_NEEDLE) : end if end >= 0 else None]
+            value = environ[at + len(needle) : end if end >= 0 else None]
             if value in runs:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry), signal.SIGKILL)

@@ -24,8 +24,10 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tarfile
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,6 +38,7 @@ from corral.backends.local.backend import kill_session, read_exit, server_enviro
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import wrapper_argv
+from corral.backends.ray.fence import AGENT_VARIABLE
 
 #: How many ends the agent keeps that the server has not yet acknowledged (beyond it, the oldest go: the
 #: server re-reads ends from the exit records when it recovers).
@@ -79,7 +82,16 @@ class NodeAgent:
                 f"this node runs corral {corral.__version__}, the server {version}: install the server's version "
                 f"on every node (pip install corral=={version}) or ship it in the Ray runtime environment"
             )
-        self._base_env = server_environment()
+        #: In every process it starts: its fence ends them when this agent ends (:mod:`.fence`).
+        self._id = uuid.uuid4().hex
+        self._base_env = {**server_environment(), AGENT_VARIABLE: self._id}
+        self._fence = subprocess.Popen(
+            [sys.executable, "-m", "corral.backends.ray.fence", str(os.getpid()), self._id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._watcher = ExitWatcher()
         self._reaper = Reaper()
         self._lock = threading.Condition()
@@ -93,7 +105,10 @@ class NodeAgent:
         self._execs: dict[int, _Exec] = {}
 
     def hello(self) -> dict[str, object]:
-        return {"version": corral.__version__, "pid": os.getpid(), "hostname": socket.gethostname()}
+        return {
+            "version": corral.__version__, "pid": os.getpid(), "fence": self._fence.pid, "agent_id": self._id,
+            "hostname": socket.gethostname(),
+        }  # fmt: skip
 
     # ------------------------------------------------------------ start
 

@@ -11,7 +11,7 @@ server mount at the same path, as Batch AI's shared file systems were (docs/ray.
 An attempt goes through the local backend's two phases: every node's prepare, then every process. The server
 is the barrier between them: it starts the processes once every prepare has reported 0, marking
 ``<attempt dir>/started`` first so that a restart knows the phase. One thread reads the agents' ends (one long
-poll per agent); a failed poll means the agent, with its machine, is gone: the processes it ran are ``LOST``.
+poll per agent); an agent that died took its processes with it (:mod:`.fence`): they are ``LOST``.
 Launches and recoveries run on a few launcher threads, as on the local backend, so the control loop never waits
 for a machine.
 """
@@ -247,13 +247,24 @@ class RayExecutor:
                 ip = pending.pop(ref)
                 try:
                     ends = ray.get(ref)
-                except Exception as exc:  # the agent died: its machine's processes are lost with it
-                    self._cluster.drop_agent(ip)
-                    self._machine_lost(ip, f"{type(exc).__name__}")
+                except Exception as exc:
+                    self._poll_failed(ip, exc)
                     continue
                 for seq, exit_file, code in ends:
                     cursors[ip] = max(cursors.get(ip, -1), seq)
                     self._ended(ip, exit_file, code)
+
+    def _poll_failed(self, ip: str, exc: Exception) -> None:
+        """A dead agent took its processes with it (its fence ended them): they are lost. One that is only out of
+        reach for now is polled again, unless Ray has given its machine up."""
+        from ray.exceptions import ActorDiedError
+
+        if isinstance(exc, ActorDiedError) or ip not in self._cluster.alive_ips():
+            self._cluster.drop_agent(ip)
+            self._machine_lost(ip, type(exc).__name__)
+            return
+        log.warning("the agent at %s did not answer (%s): asking again", ip, exc)
+        self._closed.wait(0.5)
 
     def _machine_lost(self, ip: str, why: str) -> None:
         with self._lock:
