@@ -8,7 +8,8 @@
 # `up` makes a bridge (198.18.0.1/24, the benchmarking range: no other address is used) and one network
 # namespace per host (198.18.0.11, .12, ...), starts the Ray head in this namespace (no CPUs, so it takes no
 # jobs) and one Ray worker in each host, offering the resource `corral_node`. Each host also gets its own node
-# disk: a tmpfs at CORRAL_RAY_NODE_ROOT in a mount namespace of its own, so nothing on it is seen from here.
+# disk: a tmpfs at CORRAL_RAY_NODE_ROOT in a mount namespace of its own, so nothing on it is seen from here, and
+# its own hostname (crl-h1, ...: OpenMPI takes ranks on machines of one hostname for neighbours in memory).
 # Processes are stopped by pid (never `ray stop`, which stops every Ray process on the machine).
 # Needs root, `ip` and `unshare`; Ray from .venv (or $RAY).
 #
@@ -63,8 +64,8 @@ down() {
 # Start host $1's Ray worker (its node disk a new, empty tmpfs: a machine that boots).
 start_host() {
   local i=$1
-  setsid ip netns exec "${PREFIX}-h$i" unshare --mount --propagation private sh -c "
-    mount -t tmpfs -o size=512m,mode=0755 corral-node '$NODE_ROOT' &&
+  setsid ip netns exec "${PREFIX}-h$i" unshare --mount --uts --propagation private sh -c "
+    hostname '${PREFIX}-h$i' && mount -t tmpfs -o size=512m,mode=0755 corral-node '$NODE_ROOT' &&
     exec '$RAY' start --block --address '$HEAD_IP:$PORT' --node-ip-address '$(host_ip "$i")' \
       --num-cpus ${HOST_CPUS:-2} --memory ${HOST_MEMORY:-1073741824} --object-store-memory 80000000 \
       --resources '{\"corral_node\": 1}' --disable-usage-stats --temp-dir '$STATE/h$i'" \

@@ -18,7 +18,7 @@ import pytest
 
 from corral.client.client import Client
 from tests.conftest import ServerHandle, free_port, make_database, passable, until
-from tests.e2e.test_distributed import EXAMPLES, torch_only
+from tests.e2e.test_distributed import EXAMPLES, mpi_only, torch_only
 from tests.ray_hosts import NODE_ROOT, RayHosts
 
 CLUSTER = "hosts"
@@ -131,6 +131,41 @@ def test_pytorch_ddp_example_trains_across_two_hosts(srv: ServerHandle, tmp_path
     assert f"rendezvous at {ips[job.nodes[0]]}:" in logs[0]  # node 0's address, reached from the other host
     metrics = json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
     assert metrics["accuracy"] > 0.9 and metrics["world_size"] == 4
+
+
+@mpi_only
+def test_mpi_ranks_run_on_both_hosts_and_the_example_sums(srv: ServerHandle, tmp_path: Path) -> None:
+    c = srv.client(experiment="mpi")
+    spec = {"cluster": CLUSTER, "node_count": 2, "mpi": {"command": "hostname -I", "processes": 4}}
+    job = c.wait_job(c.create_job(spec, name="hosts").name, timeout=120)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="mpirun"))
+    ips = {n.name: n.ip for n in c.list_nodes(CLUSTER)}
+    # mpirun fills node 0's slots first: ranks 0 and 1 there, 2 and 3 on the other host (started through its agent)
+    seen = [host_ip(c.job_logs(job.name, rank=rank)) for rank in range(4)]
+    assert seen == [ips[job.nodes[0]]] * 2 + [ips[job.nodes[1]]] * 2
+    root = tmp_path / "mpi"
+    shutil.copytree(EXAMPLES / "mpi-allreduce", root)
+    text = (root / "job.yaml").read_text().replace("../../.corral-demo/outputs", str(tmp_path / "outputs"))
+    (root / "job.yaml").write_text(text.replace("cluster: demo", f"cluster: {CLUSTER}"))
+    job = c.wait_job(c.create_job(root / "job.yaml").name, timeout=120)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="mpirun"))
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs").rglob("result/rank-*.json"))]
+    assert sorted(r["rank"] for r in records) == [0, 1, 2, 3] and all(r["sum"] == 10 for r in records)
+
+
+@mpi_only
+def test_a_failing_mpi_rank_on_the_second_host_fails_the_job_and_nothing_is_left(srv: ServerHandle) -> None:
+    c = srv.client(experiment="mpi-fail")
+    spec = {
+        "cluster": CLUSTER,
+        "node_count": 2,
+        "mpi": {"command": '[ "$OMPI_COMM_WORLD_RANK" = 2 ] && exit 4; sleep 300', "processes": 4},
+        "limits": {"termination_grace": "5s"},
+    }
+    job = c.wait_job(c.create_job(spec).name, timeout=90)
+    assert job.state == "failed" and job.error is not None
+    assert "rank 2 exited with code 4 (the first to fail)" in job.error.message, job.error
+    until(lambda: run_processes(f"{job.uid}.1") == [], timeout=15)  # on either host
 
 
 def run_processes(run: str) -> list[int]:

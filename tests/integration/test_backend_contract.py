@@ -50,7 +50,7 @@ def kind(request: pytest.FixtureRequest, tmp_path: Path) -> Kind:
         from corral.backends.ray.nodes import RayNodes
 
         hosts: RayHosts = request.getfixturevalue("ray_hosts")
-        cluster = RayCluster(hosts.address)
+        cluster = RayCluster(hosts.address, node_base=NODE_ROOT)
         machines = RayNodes(cluster, node_base=NODE_ROOT)
 
         def executor() -> Executor:

@@ -252,12 +252,7 @@ class LocalBackend:
         if code is None:
             self._emit(plan, process.rank, ExitKind.LOST, None, None)
             return
-        message = None
-        if code != 0:
-            with contextlib.suppress(OSError, ValueError):
-                rank, rank_code = Path(plan.attempt_dir, FIRST_FAILURE).read_text().split()
-                message = f"rank {int(rank)} exited with code {int(rank_code)} (the first to fail)"
-        self._emit(plan, process.rank, ExitKind.EXITED, code, message)
+        self._emit(plan, process.rank, ExitKind.EXITED, code, first_failure(plan) if code != 0 else None)
 
     def _emit(self, plan: LaunchPlan, rank: int, kind: ExitKind, code: int | None, message: str | None) -> None:
         if self._listener is not None:
@@ -329,6 +324,14 @@ def _owner(state: _Attempt) -> Account | None:
     if state.plan.run_as and state.account is None:
         state.account = account(state.plan.run_as)
     return state.account
+
+
+def first_failure(plan: LaunchPlan) -> str | None:
+    """Which rank failed first, where a launcher (mpirun) ran many ranks as one process and recorded it."""
+    with contextlib.suppress(OSError, ValueError):
+        rank, rank_code = Path(plan.attempt_dir, FIRST_FAILURE).read_text().split()
+        return f"rank {int(rank)} exited with code {int(rank_code)} (the first to fail)"
+    return None
 
 
 def resumed_from(plan: LaunchPlan) -> str | None:

@@ -18,7 +18,10 @@ import contextlib
 import fcntl
 import functools
 import io
+import ipaddress
+import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -30,7 +33,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import corral
 from corral.backends.local.accounts import Account, account, check_dirs, give_dirs, open_for_passage
@@ -39,6 +42,7 @@ from corral.backends.local.reaper import RUN_VARIABLE, Reaper
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.local.wrapper import wrapper_argv
 from corral.backends.ray.fence import AGENT_VARIABLE
+from corral.backends.ray.rsh import SOCKET_VARIABLE
 
 #: How many ends the agent keeps that the server has not yet acknowledged (beyond it, the oldest go: the
 #: server re-reads ends from the exit records when it recovers).
@@ -76,7 +80,7 @@ class Setup:
 
 
 class NodeAgent:
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, node_base: str = "/var/lib/corral-node", namespace: str = "corral") -> None:
         if version != corral.__version__:
             raise RuntimeError(
                 f"this node runs corral {corral.__version__}, the server {version}: install the server's version "
@@ -103,6 +107,11 @@ class NodeAgent:
         self._ends: list[tuple[int, str, int | None]] = []
         self._next = 0
         self._execs: dict[int, _Exec] = {}
+        self._base = node_base
+        self._namespace = namespace
+        #: Where ``mpirun``'s remote shell on this machine asks for commands on others (:mod:`.rsh`).
+        self._socket = str(Path(node_base, "agent.sock"))
+        threading.Thread(target=self._serve_rsh, name="corral-agent-rsh", daemon=True).start()
 
     def hello(self) -> dict[str, object]:
         return {
@@ -132,7 +141,7 @@ class NodeAgent:
     def start(self, run: str, starts: list[Start], run_as: str | None = None, ip: str = "") -> None:
         """Start each process; ``ip`` is the machine's address that its peers reach it at."""
         owner = account(run_as) if run_as else None
-        network = network_environment(ip)
+        network = {**network_environment(ip), SOCKET_VARIABLE: self._socket}
         for item in starts:
             os.makedirs(os.path.dirname(item.exit_file), exist_ok=True)
             self._spawn(run, item, owner, network)
@@ -285,27 +294,89 @@ class NodeAgent:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(made.process.pid, signal.SIGKILL)
 
+    # ------------------------------------------------------------ mpirun's remote shell
+
+    def _serve_rsh(self) -> None:
+        os.makedirs(self._base, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._socket)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self._socket)
+        os.chmod(self._socket, 0o666)  # every job's account connects; it is known by its uid (SO_PEERCRED)
+        server.listen(64)
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=self._rsh, args=(conn,), name="corral-agent-rsh-call", daemon=True).start()
+
+    def _rsh(self, conn: socket.socket) -> None:
+        """Run one remote-shell request on the host it names, as the account of the process that asked."""
+        import ray
+
+        from corral.backends.ray.cluster import agent_name
+
+        with conn, conn.makefile("rwb") as stream:
+            pid: int | None = None
+            remote: Any = None
+            try:
+                request = json.loads(stream.readline())
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+                _pid, uid, _gid = struct.unpack("3i", creds)
+                run_as = None if uid == 0 else pwd.getpwuid(uid).pw_name
+                run = str(request.get("run") or "")
+                env = {RUN_VARIABLE: run} if run else {}
+                cwd = str(Path(self._base, "runs", run)) if run else self._base
+                remote = ray.get_actor(agent_name(str(request["host"])), namespace=self._namespace)
+                argv = ["/bin/sh", "-c", str(request["command"])]
+                pid = ray.get(remote.exec_start.remote(argv, cwd, env, run_as, self._base))
+                ended = False
+                while not ended:
+                    for kind, text in ray.get(remote.exec_read.remote(pid, 1.0)):
+                        ended = kind == "exit"
+                        stream.write(json.dumps([kind, text]).encode() + b"\n")
+                    stream.flush()
+            except Exception as exc:
+                with contextlib.suppress(OSError):
+                    stream.write(json.dumps(["stderr", f"corral rsh: {exc}"]).encode() + b"\n")
+                    stream.write(json.dumps(["exit", "255"]).encode() + b"\n")
+                    stream.flush()
+                if remote is not None and pid is not None:  # the caller went away: so does its command
+                    with contextlib.suppress(Exception):
+                        remote.exec_kill.remote(pid)
+
 
 def network_environment(ip: str) -> dict[str, str]:
     """Where a machine has several interfaces, collective libraries pick one by the hostname, which may resolve
     to loopback: name the interface that holds the address the job's peers are given (a job's own ``env``
     still wins)."""
-    name = interface_of(ip) if ip else None
-    return {"GLOO_SOCKET_IFNAME": name, "NCCL_SOCKET_IFNAME": name} if name else {}
+    found = interface_of(ip) if ip else None
+    if found is None:
+        return {}
+    name, network = found
+    return {
+        "GLOO_SOCKET_IFNAME": name,
+        "NCCL_SOCKET_IFNAME": name,
+        # OpenMPI: daemons on the other machines start through their agents (no ssh), and talk over this network.
+        "OMPI_MCA_plm_rsh_agent": f"{sys.executable} -m corral.backends.ray.rsh",
+        "OMPI_MCA_plm_rsh_no_tree_spawn": "1",
+        "OMPI_MCA_oob_tcp_if_include": network,
+        "OMPI_MCA_btl_tcp_if_include": network,
+    }
 
 
 @functools.cache
-def interface_of(ip: str) -> str | None:
-    """The network interface whose IPv4 address is ``ip`` (None when none is)."""
+def interface_of(ip: str) -> tuple[str, str] | None:
+    """The network interface whose IPv4 address is ``ip``, and its network (``198.18.0.0/24``); None if none."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         for _index, name in socket.if_nameindex():
-            try:  # SIOCGIFADDR: the interface's address, bytes 20-24 of the ifreq it fills in
-                found = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))[20:24]
+            request = struct.pack("256s", name.encode()[:15])
+            try:  # SIOCGIFADDR, SIOCGIFNETMASK: bytes 20-24 of the ifreq they fill in
+                address = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), 0x8915, request)[20:24])
+                mask = socket.inet_ntoa(fcntl.ioctl(probe.fileno(), 0x891B, request)[20:24])
             except OSError:
                 continue  # no IPv4 address
-            if socket.inet_ntoa(found) == ip:
-                return name
+            if address == ip:
+                return name, str(ipaddress.IPv4Network(f"{address}/{mask}", strict=False))
     finally:
         probe.close()
     return None

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Concurrent calls one agent serves (long polls for ends and command output among them).
 AGENT_CONCURRENCY = 64
+#: How long an agent may take to start (a machine's first Ray worker starts a Python process).
+AGENT_START_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,17 @@ class Machine:
 
 
 class RayCluster:
-    def __init__(self, address: str, *, namespace: str = "corral", resource: str = "corral_node") -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        namespace: str = "corral",
+        resource: str = "corral_node",
+        node_base: str = "/var/lib/corral-node",
+    ) -> None:
         import ray
 
+        self.node_base = node_base
         self.resource = resource
         self.namespace = namespace
         if not ray.is_initialized():
@@ -72,23 +82,39 @@ class RayCluster:
         node_id = self.alive_ips().get(ip)
         if node_id is None:
             raise LookupError(f"no machine of the Ray cluster offers {self.resource!r} at {ip} now")
-        actor = (
-            ray.remote(NodeAgent)
-            .options(
-                name=agent_name(ip),
-                namespace=self.namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=0,
-                max_concurrency=AGENT_CONCURRENCY,
-                max_restarts=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            )
-            .remote(corral.__version__)
-        )
+        options = {
+            "name": agent_name(ip),
+            "namespace": self.namespace,
+            "lifetime": "detached",
+            "get_if_exists": True,
+            "num_cpus": 0,
+            "max_concurrency": AGENT_CONCURRENCY,
+            "max_restarts": 0,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
+        }
+        arguments = (corral.__version__, self.node_base, self.namespace)
+        actor: Any = ray.remote(NodeAgent).options(**options).remote(*arguments)
+        version = self._version(actor, ip)
+        if version != corral.__version__:  # an agent of an older server lives on: it makes way for this one's
+            log.info("replacing the agent on %s (corral %s) with one of corral %s", ip, version, corral.__version__)
+            ray.kill(actor)
+            actor = ray.remote(NodeAgent).options(**options).remote(*arguments)
+            self._version(actor, ip)
         with self._lock:
             self._agents[ip] = actor
         return actor
+
+    @staticmethod
+    def _version(actor: Any, ip: str) -> str:
+        """The agent's Corral version, once it has started; raise ``LookupError`` saying why it could not."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        try:
+            return str(ray.get(actor.hello.remote(), timeout=AGENT_START_SECONDS)["version"])
+        except RayActorError as exc:
+            cause = getattr(exc, "cause", None) or str(exc).strip().splitlines()[-1]
+            raise LookupError(f"the Corral agent on {ip} could not start: {cause}") from None
 
     def drop_agent(self, ip: str) -> None:
         """Forget the agent at ``ip`` (it died): the next call starts a new one where the machine is alive."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from corral.backends.base import ExitKind, ExitListener, ProcessExit
 from corral.backends.local.accounts import account, check_dirs, give_dirs
-from corral.backends.local.backend import resumed_from
+from corral.backends.local.backend import first_failure, resumed_from
 from corral.backends.local.reaper import run_id
 from corral.backends.ray.agent import Setup, Start
 from corral.backends.ray.cluster import RayCluster
@@ -293,7 +293,10 @@ class RayExecutor:
         if item.prepare:
             self._prepare_ended(state, item.rank, code)
             return
-        self._emit(state, item.rank, ExitKind.EXITED if code is not None else ExitKind.LOST, code, None)
+        if code is None:
+            self._emit(state, item.rank, ExitKind.LOST, None, None)
+            return
+        self._emit(state, item.rank, ExitKind.EXITED, code, first_failure(state.plan) if code else None)
 
     def _prepare_ended(self, state: _Run, node_rank: int, code: int | None) -> None:
         plan = state.plan

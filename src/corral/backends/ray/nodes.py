@@ -2,8 +2,9 @@
 
 :class:`RayNodes` is the backend's :class:`~corral.backends.base.NodeProvider` and
 :class:`~corral.backends.base.NodeAccess`. A new node is a machine alive that offers Corral's resource and that
-no node holds yet (one Corral node per machine). Its folder is ``<node base>/<workspace>/<cluster>/<node>`` on
-the machine's own disk; ``cluster node exec`` and ``cluster node logs`` go through the machine's agent.
+no node holds yet (one Corral node per machine). Its folder is ``<node base>/<workspace>/<cluster>`` on the
+machine's own disk (one path on every machine of a cluster); ``cluster node exec`` and ``cluster node logs`` go
+through the machine's agent.
 """
 
 from __future__ import annotations
@@ -57,15 +58,19 @@ class RayNodes:
         return [NewNode(ip=ip) for ip in free[:count]]
 
     def node_root(self, node: NodeRef) -> str:
-        return str(PurePath(self._base, node.workspace, node.cluster, node.name))
+        # The same path on every machine of the cluster (each holds one of its nodes), as Batch AI's nodes had:
+        # a job's working directory is one path everywhere, which mpirun needs (it starts remote ranks there).
+        return str(PurePath(self._base, node.workspace, node.cluster))
 
     def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
-        folder = PurePath(self._base, workspace, cluster, *([node] if node else []))
-        self._on_every_machine(lambda agent: agent.remove.remote([str(folder)]))
+        if node is not None:
+            return  # a machine that leaves keeps its node's folder until the cluster goes (it may come back)
+        folder = str(PurePath(self._base, workspace, cluster))
+        self._on_every_machine(lambda agent: agent.remove.remote([folder]))
 
     def remove_job_files(self, job_uid: str) -> None:
-        # Every node's root is <base>/<workspace>/<cluster>/<node>; the records of its runs are <base>/runs/.
-        patterns = [f"*/*/*/jobs/{job_uid}", f"runs/{job_uid}.*"]
+        # Every node's root is <base>/<workspace>/<cluster>; the records of its runs are <base>/runs/.
+        patterns = [f"*/*/jobs/{job_uid}", f"runs/{job_uid}.*"]
         self._on_every_machine(lambda agent: agent.remove_matching.remote(self._base, patterns))
 
     def _on_every_machine(self, call: Callable[[Any], object]) -> None:
