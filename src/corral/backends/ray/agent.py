@@ -150,6 +150,7 @@ class NodeAgent:
         argv = wrapper_argv(item.exit_file, item.workdir, item.command, item.stdout, item.stderr)
         own = owner.environment(item.workdir) if owner else {}
         env = {**self._base_env, **network, **own, **item.env, RUN_VARIABLE: run}
+        unniced()
         popen = subprocess.Popen(
             owner.command(argv) if owner else argv,
             env=env,
@@ -260,6 +261,7 @@ class NodeAgent:
         os.makedirs(cwd, exist_ok=True)
         if owner is not None:
             open_for_passage(cwd, within=Path(within))
+        unniced()
         process = subprocess.Popen(
             owner.command(argv) if owner else argv,
             cwd=cwd,
@@ -342,6 +344,13 @@ class NodeAgent:
                 if remote is not None and pid is not None:  # the caller went away: so does its command
                     with contextlib.suppress(Exception):
                         remote.exec_kill.remote(pid)
+
+
+def unniced() -> None:
+    """Ray runs its workers (this agent among them) at a low priority (nice 15), and a process inherits it from
+    the thread that starts it: put the calling thread back to 0 so that a job runs as it would from a shell."""
+    with contextlib.suppress(PermissionError):  # not root: the jobs stay niced
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)
 
 
 def network_environment(ip: str) -> dict[str, str]:

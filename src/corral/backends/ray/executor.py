@@ -66,7 +66,8 @@ class _Run:
     reported: set[int] = field(default_factory=set)
     prepared: set[int] = field(default_factory=set)
     prepare_failure: tuple[int, int | None] | None = None
-    started: bool = False
+    #: Node ranks whose machine was lost while they prepared.
+    prepare_lost: set[int] = field(default_factory=set)
 
 
 class RayExecutor:
@@ -83,6 +84,8 @@ class RayExecutor:
         self._pull_lock = threading.Lock()
         self._launcher = ThreadPoolExecutor(threads, thread_name_prefix="corral-ray-launcher")
         self._closed = threading.Event()
+        #: Set when a run is registered: the ends thread polls its machines (it may have had none to poll).
+        self._new_machine = threading.Event()
         self._threads = [
             threading.Thread(target=self._poll_ends, name="corral-ray-ends", daemon=True),
             threading.Thread(target=self._pull_logs, name="corral-ray-logs", daemon=True),
@@ -137,6 +140,7 @@ class RayExecutor:
             for item in items:
                 state.items[item.exit_file + "@" + item.ip] = item
                 self._by_exit[(item.ip, item.exit_file)] = state
+        self._new_machine.set()
 
     def _run(self, plan: LaunchPlan) -> _Run:
         with self._lock:
@@ -198,8 +202,6 @@ class RayExecutor:
         plan = state.plan
         if not prepare and plan.has_prepare:
             Path(plan.attempt_dir, STARTED_MARKER).touch()
-        with self._lock:
-            state.started = state.started or not prepare
         calls = []
         for node in plan.nodes:
             if prepare and not node.prepare_command:
@@ -231,40 +233,46 @@ class RayExecutor:
 
         cursors: dict[str, int] = {}
         pending: dict[Any, str] = {}
+        #: Every machine a run used: its poll goes on between runs, so that a new run's ends come at once.
+        polled: set[str] = set()
         while not self._closed.is_set():
             with self._lock:
-                wanted = {item.ip for state in self._runs.values() for item in state.items.values()}
-            for ip in wanted - set(pending.values()):
+                polled |= {item.ip for state in self._runs.values() for item in state.items.values()}
+                self._new_machine.clear()
+            for ip in polled - set(pending.values()):
                 try:
                     pending[self._cluster.agent(ip).ended.remote(cursors.get(ip, -1), POLL_SECONDS)] = ip
                 except Exception as exc:  # no such machine alive now
+                    polled.discard(ip)
                     self._machine_lost(ip, str(exc))
             if not pending:
-                self._closed.wait(0.1)
+                self._new_machine.wait(0.5)
                 continue
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.1)
             for ref in ready:
                 ip = pending.pop(ref)
                 try:
                     ends = ray.get(ref)
                 except Exception as exc:
-                    self._poll_failed(ip, exc)
+                    if self._poll_failed(ip, exc):
+                        polled.discard(ip)
                     continue
                 for seq, exit_file, code in ends:
                     cursors[ip] = max(cursors.get(ip, -1), seq)
                     self._ended(ip, exit_file, code)
 
-    def _poll_failed(self, ip: str, exc: Exception) -> None:
-        """A dead agent took its processes with it (its fence ended them): they are lost. One that is only out of
-        reach for now is polled again, unless Ray has given its machine up."""
+    def _poll_failed(self, ip: str, exc: Exception) -> bool:
+        """A dead agent took its processes with it (its fence ended them): they are lost (True). One that is only
+        out of reach for now is polled again, unless Ray has given its machine up."""
         from ray.exceptions import ActorDiedError
 
         if isinstance(exc, ActorDiedError) or ip not in self._cluster.alive_ips():
             self._cluster.drop_agent(ip)
             self._machine_lost(ip, type(exc).__name__)
-            return
+            return True
         log.warning("the agent at %s did not answer (%s): asking again", ip, exc)
         self._closed.wait(0.5)
+        return False
 
     def _machine_lost(self, ip: str, why: str) -> None:
         with self._lock:
@@ -272,7 +280,7 @@ class RayExecutor:
         if lost:
             log.warning("the machine at %s is gone (%s): %d processes lost", ip, why, len(lost))
         for state, item in lost:
-            self._item_ended(state, item, None, pull=False)
+            self._item_ended(state, item, None, lost=True)
 
     def _ended(self, ip: str, exit_file: str, code: int | None) -> None:
         with self._lock:
@@ -282,26 +290,29 @@ class RayExecutor:
             return  # a run this server does not watch (forgotten, or not yet recovered)
         self._item_ended(state, item, code)
 
-    def _item_ended(self, state: _Run, item: _Item, code: int | None, *, pull: bool = True) -> None:
+    def _item_ended(self, state: _Run, item: _Item, code: int | None, *, lost: bool = False) -> None:
+        """``lost``: its machine is gone (nothing more to read there)."""
         with self._lock:
             if state.items.pop(item.exit_file + "@" + item.ip, None) is None:
                 return  # reported already
             self._by_exit.pop((item.ip, item.exit_file), None)
-        if pull:
+        if not lost:
             with contextlib.suppress(Exception):
                 self._pull(item.ip, item.logs)
         if item.prepare:
-            self._prepare_ended(state, item.rank, code)
+            self._prepare_ended(state, item.rank, code, lost=lost)
             return
         if code is None:
             self._emit(state, item.rank, ExitKind.LOST, None, None)
             return
         self._emit(state, item.rank, ExitKind.EXITED, code, first_failure(state.plan) if code else None)
 
-    def _prepare_ended(self, state: _Run, node_rank: int, code: int | None) -> None:
+    def _prepare_ended(self, state: _Run, node_rank: int, code: int | None, *, lost: bool = False) -> None:
         plan = state.plan
         with self._lock:
             state.prepared.add(node_rank)
+            if lost:
+                state.prepare_lost.add(node_rank)
             first = code != 0 and state.prepare_failure is None
             if first:
                 state.prepare_failure = (node_rank, code)
@@ -313,6 +324,11 @@ class RayExecutor:
             return
         if failure is None:
             self._launcher.submit(self._start_processes_or_fail, state)
+            return
+        if state.prepare_lost:  # a machine went while preparing: its node is lost, the others never started
+            for process in plan.processes:
+                kind = ExitKind.LOST if process.node_rank in state.prepare_lost else ExitKind.NOT_STARTED
+                self._emit(state, process.rank, kind, None, None)
             return
         rank, failed_code = failure
         name = plan.nodes[rank].node_name
@@ -380,8 +396,6 @@ class RayExecutor:
                     self._emit(state, process.rank, ExitKind.NOT_STARTED, None, None)
                 return
             prepare = plan.has_prepare and not self._exists(plan, str(PurePath(plan.attempt_dir, STARTED_MARKER)))
-            with self._lock:
-                state.started = not prepare
             by_node: list[tuple[NodePlan, list[_Item]]] = []
             for node in plan.nodes:
                 if prepare and not node.prepare_command:
