@@ -44,8 +44,16 @@ class RayHosts:
 
     def restart(self, host: int) -> None:
         """Host ``host`` boots again: what still runs there ends, its Ray worker joins with a new node disk."""
-        done = subprocess.run(["bash", str(SCRIPT), "restart", str(host)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["bash", str(SCRIPT), "restart", str(host)], capture_output=True, text=True, env=script_environment()
+        )
         assert done.returncode == 0, done.stderr[-3000:]
+
+
+def script_environment() -> dict[str, str]:
+    """The script's settings: Ray and Python of the tests' own environment, wherever the checkout is."""
+    tools = {"RAY": str(Path(sys.executable).parent / "ray"), "PYTHON": sys.executable}
+    return {**os.environ, **tools, "CORRAL_RAY_NODE_ROOT": NODE_ROOT}
 
 
 def why_not() -> str | None:
@@ -65,7 +73,7 @@ def ray_hosts() -> Iterator[RayHosts]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the Ray tests: {reason}")
         pytest.skip(reason)
-    env = {**os.environ, "CORRAL_RAY_NODE_ROOT": NODE_ROOT}
+    env = script_environment()
     up = subprocess.run(["bash", str(SCRIPT), "up", str(HOSTS)], capture_output=True, text=True, env=env)
     assert up.returncode == 0, up.stderr[-3000:]
     try:
