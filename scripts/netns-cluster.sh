@@ -64,6 +64,9 @@ down() {
 # Start host $1's Ray worker (its node disk a new, empty tmpfs: a machine that boots).
 start_host() {
   local i=$1
+  # A host cut off from the head for this long has its raylet exit, and with it the Corral agent, whose fence
+  # then ends the jobs' processes there (Ray's default is 60 s; docs/ray.md).
+  RAY_gcs_rpc_server_reconnect_timeout_s=${RAY_gcs_rpc_server_reconnect_timeout_s:-5} \
   setsid ip netns exec "${PREFIX}-h$i" unshare --mount --uts --propagation private sh -c "
     hostname '${PREFIX}-h$i' && mount -t tmpfs -o size=512m,mode=0755 corral-node '$NODE_ROOT' &&
     exec '$RAY' start --block --address '$HEAD_IP:$PORT' --node-ip-address '$(host_ip "$i")' \
@@ -90,6 +93,7 @@ EOF
 # Host $1 boots again: whatever still runs there ends, its Ray worker starts on a new node disk.
 restart_host() {
   local pids
+  ip link set "${PREFIX}-v$1" up
   pids=$(ip netns pids "${PREFIX}-h$1" 2>/dev/null || true)
   [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
   start_host "$1"

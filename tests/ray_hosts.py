@@ -42,6 +42,10 @@ class RayHosts:
                 if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
                     os.kill(int(entry.name), signal.SIGKILL)
 
+    def cut(self, host: int) -> None:
+        """Take host ``host``'s link down: it runs on, cut off from the Ray cluster and the server."""
+        subprocess.run(["ip", "link", "set", f"crl-v{host}", "down"], check=True)
+
     def restart(self, host: int) -> None:
         """Host ``host`` boots again: what still runs there ends, its Ray worker joins with a new node disk."""
         done = subprocess.run(

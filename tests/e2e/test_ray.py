@@ -81,6 +81,29 @@ def test_each_rank_runs_on_its_own_host_and_its_logs_come_back(srv: ServerHandle
     assert c.job_logs(job.name, rank=1, stream="stderr").startswith("to-stderr\n")  # then ended by the failure
 
 
+def test_ray_sees_what_a_running_job_holds(srv: ServerHandle, ray_hosts: RayHosts) -> None:
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    if not ray.is_initialized():
+        ray.init(address=ray_hosts.address, namespace="corral", logging_level="ERROR", log_to_driver=False)
+    c = srv.client(experiment="held")
+    job = c.create_job({"cluster": CLUSTER, "node_count": 2, "custom": {"command": "sleep 3"}}, name="held")
+    until(lambda: c.get_job(job.name).state == "running", timeout=60)
+
+    def reservation() -> dict[str, object] | None:
+        return next((g for g in placement_group_table().values() if g["name"] == f"corral-{job.uid}.1"), None)
+
+    until(lambda: (reservation() or {}).get("state") == "CREATED", timeout=10)
+    group = reservation()
+    assert group is not None
+    machines = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    held = {machines[node] for node in group["bundles_to_node_id"].values()}  # type: ignore[attr-defined]
+    assert held == {n.ip for n in c.list_nodes(CLUSTER) if n.name in c.get_job(job.name).nodes}
+    assert c.wait_job(job.name, timeout=60).state == "succeeded"
+    until(lambda: (reservation() or {}).get("state") in (None, "REMOVED"), timeout=10)  # let go with the attempt
+
+
 def test_tensorflow_config_names_both_hosts(srv: ServerHandle, tmp_path: Path) -> None:
     c = srv.client(experiment="tensorflow")
     root = tmp_path / "tf"
@@ -180,27 +203,33 @@ def run_processes(run: str) -> list[int]:
     return found
 
 
-def test_a_host_whose_ray_dies_loses_its_node_and_the_job_runs_again_elsewhere(
-    srv: ServerHandle, ray_hosts: RayHosts
+@pytest.mark.parametrize("how", ["ray-killed", "link-down"])
+def test_a_lost_host_loses_its_node_its_processes_end_and_the_job_runs_again_elsewhere(
+    srv: ServerHandle, ray_hosts: RayHosts, how: str
 ) -> None:
     c = srv.client(experiment="loss")
     c.resize_cluster(CLUSTER, 3)
     until(lambda: [n.state for n in c.list_nodes(CLUSTER)] == ["idle"] * 3, timeout=60)
-    # The first attempt writes a heartbeat into the job's shared folder: the stale one must stop writing it.
+    # The first attempt writes a heartbeat into the job's shared folder for 30 s (the stale one must stop writing
+    # once fenced); the second, 1 s.
     beat = 'echo "$CORRAL_NODE_RANK $CORRAL_ATTEMPT" >> $CORRAL_SHARED_JOB_TEMP/beats; sleep 0.2'
-    command = f'for i in $(seq 1 25); do {beat}; done; [ "$CORRAL_ATTEMPT" -gt 1 ]'
-    job = c.create_job({"cluster": CLUSTER, "node_count": 2, "custom": {"command": command}}, name="lossy")
+    command = f"for i in $(seq 1 $([ $CORRAL_ATTEMPT = 1 ] && echo 150 || echo 5)); do {beat}; done"
+    job = c.create_job({"cluster": CLUSTER, "node_count": 2, "custom": {"command": command}}, name=f"lossy-{how}")
     until(lambda: c.get_job(job.name).state == "running" and "1 1" in _beats(c, job.name), timeout=60)
     running = c.get_job(job.name)
     ips = {n.name: n.ip for n in c.list_nodes(CLUSTER)}
     victim = ips[running.nodes[1]]
-    killed_at = time.monotonic()
-    ray_hosts.kill_ray(ray_hosts.ips.index(victim) + 1)
+    host = ray_hosts.ips.index(victim) + 1
+    lost_at = time.monotonic()
+    if how == "ray-killed":
+        ray_hosts.kill_ray(host)
+    else:
+        ray_hosts.cut(host)
     try:
         until(lambda: len(c.get_job(job.name).attempts) >= 2, timeout=60)
-        requeued_after = time.monotonic() - killed_at
-        print(f"host's Ray killed -> job requeued: {requeued_after:.1f} s")
-        until(lambda: run_processes(f"{job.uid}.1") == [], timeout=10)  # the fence ended the stale attempt
+        print(f"{how}: the job requeued after {time.monotonic() - lost_at:.1f} s")
+        until(lambda: run_processes(f"{job.uid}.1") == [], timeout=30)  # the fence ended the stale attempt
+        print(f"{how}: the stale attempt's processes gone after {time.monotonic() - lost_at:.1f} s")
         fenced = len(_beats(c, job.name).splitlines())
         ended = c.wait_job(job.name, timeout=120)
         assert ended.state == "succeeded", ended.error
@@ -211,7 +240,7 @@ def test_a_host_whose_ray_dies_loses_its_node_and_the_job_runs_again_elsewhere(
         beats = _beats(c, job.name).splitlines()
         assert not [b for b in beats[fenced:] if b.endswith(" 1")], "the stale attempt wrote after it was fenced"
     finally:
-        ray_hosts.restart(ray_hosts.ips.index(victim) + 1)
+        ray_hosts.restart(host)
     c.resize_cluster(CLUSTER, 2)  # the unusable node goes first
     until(lambda: victim not in {n.ip for n in c.list_nodes(CLUSTER)}, timeout=60)
 

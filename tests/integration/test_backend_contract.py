@@ -69,6 +69,17 @@ class Listening:
         self.executor = kind.executor()
         self.reports: queue.Queue[ProcessExit] = queue.Queue()
         self.executor.set_listener(self.reports.put)
+        self.plans: list[LaunchPlan] = []
+
+    def launch(self, plan: LaunchPlan) -> None:
+        self.plans.append(plan)
+        self.executor.launch(plan)
+
+    def close(self) -> None:
+        """As the control loop does once their attempts have ended: forget every plan, then stop."""
+        for plan in self.plans:
+            self.executor.forget(plan)
+        self.executor.close()
 
     def take(self, count: int, timeout: float = 30.0) -> list[ProcessExit]:
         got = [self.reports.get(timeout=timeout) for _ in range(count)]
@@ -79,7 +90,7 @@ class Listening:
 def listening(kind: Kind) -> Iterator[Listening]:
     made = Listening(kind)
     yield made
-    made.executor.close()
+    made.close()
 
 
 def plan(kind: Kind, tmp_path: Path, command: str, *, prepare: str | None = None, nodes: int = 2) -> LaunchPlan:
@@ -99,7 +110,7 @@ def plan(kind: Kind, tmp_path: Path, command: str, *, prepare: str | None = None
 
 def test_each_process_reports_its_end_once_and_writes_its_log(kind: Kind, listening: Listening, tmp_path: Path) -> None:
     p = plan(kind, tmp_path, "echo hi; exit 3")
-    listening.executor.launch(p)
+    listening.launch(p)
     reports = listening.take(2)
     assert [(r.rank, r.kind, r.exit_code) for r in reports] == [(0, ExitKind.EXITED, 3), (1, ExitKind.EXITED, 3)]
     assert all(Path(process.stdout).read_text() == "hi\n" for process in p.processes)
@@ -110,7 +121,7 @@ def test_each_process_reports_its_end_once_and_writes_its_log(kind: Kind, listen
 
 def test_a_failed_prepare_starts_no_process(kind: Kind, listening: Listening, tmp_path: Path) -> None:
     p = plan(kind, tmp_path, "echo ran; exit 0", prepare="exit 5")
-    listening.executor.launch(p)
+    listening.launch(p)
     reports = listening.take(2)
     assert {(r.kind, r.exit_code) for r in reports} == {(ExitKind.PREPARE_FAILED, 5)}
     assert reports[0].message is not None and "exit code 5" in reports[0].message
@@ -121,7 +132,7 @@ def test_a_failed_prepare_starts_no_process(kind: Kind, listening: Listening, tm
 
 def test_a_signal_ends_what_runs(kind: Kind, listening: Listening, tmp_path: Path) -> None:
     p = plan(kind, tmp_path, "sleep 60")
-    listening.executor.launch(p)
+    listening.launch(p)
     with pytest.raises(queue.Empty):
         listening.reports.get(timeout=0.5)  # running
     listening.executor.signal(p, kill=False)
@@ -133,7 +144,7 @@ def test_a_new_executor_recovers_what_the_last_one_launched(kind: Kind, tmp_path
     before = Listening(kind)
     running = plan(kind, tmp_path, "sleep 1; exit 4")
     never = plan(kind, tmp_path, "exit 0")
-    before.executor.launch(running)
+    before.launch(running)
     with pytest.raises(queue.Empty):
         before.reports.get(timeout=0.3)
     before.executor.close()  # the server stops; what it started goes on
@@ -148,7 +159,8 @@ def test_a_new_executor_recovers_what_the_last_one_launched(kind: Kind, tmp_path
             (never.job_uid, 0): (ExitKind.NOT_STARTED, None), (never.job_uid, 1): (ExitKind.NOT_STARTED, None),
         }  # fmt: skip
     finally:
-        after.executor.close()
+        after.plans += [running, never]
+        after.close()
 
 
 def test_nodes_get_gpus_no_other_node_holds(kind: Kind) -> None:

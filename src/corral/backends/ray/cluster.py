@@ -113,13 +113,18 @@ class RayCluster:
         try:
             return str(ray.get(actor.hello.remote(), timeout=AGENT_START_SECONDS)["version"])
         except RayActorError as exc:
-            cause = getattr(exc, "cause", None) or str(exc).strip().splitlines()[-1]
-            raise LookupError(f"the Corral agent on {ip} could not start: {cause}") from None
+            raise LookupError(f"the Corral agent on {ip} could not start: {unwrap(exc)}") from None
 
     def drop_agent(self, ip: str) -> None:
         """Forget the agent at ``ip`` (it died): the next call starts a new one where the machine is alive."""
         with self._lock:
             self._agents.pop(ip, None)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The exception an agent's method raised, out of Ray's wrapping (``RayTaskError``, an actor's death)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
 
 
 def agent_name(ip: str) -> str:

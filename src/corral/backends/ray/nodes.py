@@ -16,7 +16,7 @@ from pathlib import PurePath
 from typing import Any
 
 from corral.backends.base import NewNode, NodeRef
-from corral.backends.ray.cluster import RayCluster
+from corral.backends.ray.cluster import RayCluster, unwrap
 from corral.core.errors import InvalidRequest, InvalidSpec
 from corral.core.specs import ClusterSpec
 from corral.launch.env import node_own_environment
@@ -101,7 +101,7 @@ class RayNodes:
         except LookupError as exc:
             raise InvalidRequest(f"node: {exc}") from None
         except Exception as exc:  # the command could not start there (no such program, no such account)
-            raise InvalidRequest(f"command: cannot run {argv[0]!r} on {node.ip}: {_cause(exc)}") from None
+            raise InvalidRequest(f"command: cannot run {argv[0]!r} on {node.ip}: {unwrap(exc)}") from None
         return _output(agent, pid)
 
 
@@ -117,9 +117,3 @@ async def _output(agent: Any, pid: int) -> AsyncIterator[tuple[str, str]]:
         if not ended:  # the client went away: so does the command
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(agent.exec_kill.remote(pid).future())
-
-
-def _cause(exc: Exception) -> str:
-    """The message of the error an agent's call raised, without Ray's wrapping."""
-    cause = getattr(exc, "cause", None)
-    return str(cause) if cause is not None else str(exc).strip().splitlines()[-1]
