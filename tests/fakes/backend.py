@@ -189,6 +189,9 @@ class FakeNodes:
     def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
         shutil.rmtree(self.root / workspace / cluster / (node or ""), ignore_errors=True)
 
+    def machines(self) -> frozenset[str] | None:
+        return None  # this machine's slices: they come and go with Corral alone
+
     def remove_job_files(self, job_uid: str) -> None:
         for job_dir in self.root.glob(f"*/*/*/jobs/{job_uid}"):
             shutil.rmtree(job_dir, ignore_errors=True)

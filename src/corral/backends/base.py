@@ -105,6 +105,10 @@ class NodeProvider(Protocol):
         """Up to ``count`` new nodes; fewer while what they need is taken (``held_gpus``: other nodes' GPUs;
         ``held_ips``: other nodes' addresses, for a backend whose nodes are machines of their own)."""
 
+    def machines(self) -> frozenset[str] | None:
+        """The addresses of the machines nodes can be on now, where machines come and go outside Corral (a node
+        not in use whose machine is gone is replaced); None where they are fixed. Cheap enough for every second."""
+
     def node_root(self, node: NodeRef) -> str:
         """The node's own directory (its jobs' temp dirs, its setup's output), as the node sees it."""
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Automatic scale removes nodes idle this long when the cluster gives no ``idle_timeout``.
 DEFAULT_IDLE_TIMEOUT = 600.0
+#: Where machines come and go outside Corral (Ray's), how often a pass looks whether they did.
+MACHINES_SECONDS = 1.0
 
 
 @dataclass
@@ -68,6 +70,9 @@ class NodeLifecycle:
         self._setups: dict[str, tuple[int, LaunchPlan]] = {}
         self._reports: list[ProcessExit] = []
         self._launches: list[LaunchPlan] = []
+        #: The machines the provider had at the last look, and when that was.
+        self._machines: frozenset[str] | None = None
+        self._machines_at = 0.0
 
     def request_reconcile(self) -> None:
         """Bring every cluster to its target at the next pass (a resize, a freed leaving node, a failed pass)."""
@@ -83,6 +88,12 @@ class NodeLifecycle:
     def step(self, session: Session, now: float, demand: dict[int, int]) -> NodeActions:
         """One pass, in the loop's transaction. ``demand``: nodes the queued jobs of each cluster need."""
         actions = NodeActions()
+        if now - self._machines_at >= MACHINES_SECONDS:  # machines that joined or left: nodes to add or replace
+            self._machines_at = now
+            machines = self._provider.machines()
+            if machines != self._machines:
+                self._machines = machines
+                self.reconcile_needed = True
         if self._reports:
             self._finish_setups(session, now)
         if self.auto:

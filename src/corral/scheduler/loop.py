@@ -30,7 +30,7 @@ from dataclasses import replace
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from corral.backends.base import Backends, ProcessExit
+from corral.backends.base import Backends, ExitKind, ProcessExit
 from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
 from corral.scheduler.ending import fail_unlaunchable, finish_runs
@@ -268,7 +268,8 @@ class Controller:
     def _finish(self, session: Session, runs: list[Run], now: float) -> list[Run]:
         """Commit how the runs ended; the runs whose jobs went back to the queue."""
         requeued = finish_runs(session, runs, now, nodes_leaving=bool(self._nodes.leaving))
-        if self._nodes.leaving:
+        lost = any(e.kind == ExitKind.LOST for run in runs for e in run.exits.values())
+        if self._nodes.leaving or lost:  # a node to let go, or a lost one that may have no machine any more
             self._nodes.request_reconcile()
         return requeued
 

@@ -12,6 +12,7 @@ node count differs from its target or a node is leaving, else ``steady``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -21,6 +22,8 @@ from corral.backends.base import NodeProvider
 from corral.core.states import NodeState
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
 from corral.store.transitions import transition_node
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,9 +69,19 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
     clusters = session.execute(
         select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow, key_share=True)
     ).all()
+    machines = provider.machines()
     for cluster, workspace in clusters:
         nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
         gone: set[int] = set()
+        if machines is not None:  # a node in no use whose machine went is replaced (a running one's job says so)
+            for node in nodes:
+                free = node.job_id is None and node.state in (NodeState.IDLE, NodeState.UNUSABLE)
+                if free and node.ip not in machines:
+                    log.info("node %s of cluster %s: its machine %s is gone", node.name, cluster.name, node.ip)
+                    out.removed.append((workspace, cluster.name, node.name))
+                    session.delete(node)
+                    gone.add(node.id)
+            nodes = [n for n in nodes if n.id not in gone]
         staying = [n for n in nodes if n.state != NodeState.LEAVING]
         excess = len(staying) - cluster.target_nodes
         if excess < 0:

@@ -53,6 +53,9 @@ class LocalNodes:
         root = node_root(self._home, workspace, cluster, node or "_")
         shutil.rmtree(root if node is not None else root.parent, ignore_errors=True)
 
+    def machines(self) -> frozenset[str] | None:
+        return None  # this machine's slices: they come and go with Corral alone
+
     def remove_job_files(self, job_uid: str) -> None:
         for root in self._home.glob("nodes/*/*/*"):  # every node's root: <home>/nodes/<ws>/<cluster>/<node>
             shutil.rmtree(node_job_paths(str(root), job_uid)["job_temp"], ignore_errors=True)

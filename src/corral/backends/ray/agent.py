@@ -183,14 +183,16 @@ class NodeAgent:
 
     # ------------------------------------------------------------ ends
 
-    def ended(self, after: int, timeout: float) -> list[tuple[int, str, int | None]]:
-        """The ends numbered above ``after`` (waiting up to ``timeout`` seconds for one); those up to ``after``
-        are acknowledged and dropped."""
+    def ended(self, seen: str | None, after: int, timeout: float) -> tuple[str, list[tuple[int, str, int | None]]]:
+        """This agent's id, and its ends numbered above ``after`` (waiting up to ``timeout`` seconds for one);
+        those up to ``after`` are acknowledged and dropped. ``after`` counts only if ``seen`` is this agent's id:
+        numbers start again with each agent (a machine's new agent, after the last one died)."""
         with self._lock:
-            self._ends = [end for end in self._ends if end[0] > after]
+            if seen == self._id:
+                self._ends = [end for end in self._ends if end[0] > after]
             if not self._ends:
                 self._lock.wait(timeout)
-            return list(self._ends)
+            return self._id, list(self._ends)
 
     def status(self, exit_files: list[str]) -> dict[str, int | str | None]:
         """For each exit file: its code when recorded, ``"running"`` while its wrapper lives (it is watched from

@@ -13,6 +13,7 @@ restarted server finds it again by name.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,12 @@ class RayCluster:
         self.resource = resource
         self.namespace = namespace
         if not ray.is_initialized():
+            # Ray's driver takes SIGTERM over (it exits at once); the server's own shutdown keeps it.
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, log_to_driver=False)
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
         self._agents: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -241,7 +241,8 @@ class RayExecutor:
     def _poll_ends(self) -> None:
         import ray
 
-        cursors: dict[str, int] = {}
+        #: Per machine: (its agent's id, the last end read from it).
+        cursors: dict[str, tuple[str | None, int]] = {}
         pending: dict[Any, str] = {}
         #: Every machine a run used: its poll goes on between runs, so that a new run's ends come at once.
         polled: set[str] = set()
@@ -251,7 +252,8 @@ class RayExecutor:
                 self._new_machine.clear()
             for ip in polled - set(pending.values()):
                 try:
-                    pending[self._cluster.agent(ip).ended.remote(cursors.get(ip, -1), POLL_SECONDS)] = ip
+                    seen, after = cursors.get(ip, (None, -1))
+                    pending[self._cluster.agent(ip).ended.remote(seen, after, POLL_SECONDS)] = ip
                 except Exception as exc:  # no such machine alive now
                     polled.discard(ip)
                     self._machine_lost(ip, str(exc))
@@ -262,13 +264,14 @@ class RayExecutor:
             for ref in ready:
                 ip = pending.pop(ref)
                 try:
-                    ends = ray.get(ref)
+                    agent, ends = ray.get(ref)
                 except Exception as exc:
                     if self._poll_failed(ip, exc):
                         polled.discard(ip)
                     continue
-                for seq, exit_file, code in ends:
-                    cursors[ip] = max(cursors.get(ip, -1), seq)
+                before, last = cursors.get(ip, (None, -1))
+                cursors[ip] = (agent, max((end[0] for end in ends), default=last if agent == before else -1))
+                for _seq, exit_file, code in ends:
                     self._ended(ip, exit_file, code)
 
     def _poll_failed(self, ip: str, exc: Exception) -> bool:

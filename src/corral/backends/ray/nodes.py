@@ -57,6 +57,9 @@ class RayNodes:
         free = sorted(ip for ip in self._cluster.alive_ips() if ip not in held_ips)
         return [NewNode(ip=ip) for ip in free[:count]]
 
+    def machines(self) -> frozenset[str] | None:
+        return frozenset(self._cluster.alive_ips())
+
     def node_root(self, node: NodeRef) -> str:
         # The same path on every machine of the cluster (each holds one of its nodes), as Batch AI's nodes had:
         # a job's working directory is one path everywhere, which mpirun needs (it starts remote ranks there).
