@@ -254,3 +254,41 @@ def _beats(c: Client, name: str) -> str:
     job = c.get_job(name)
     beats = Path(job.job_dir, "shared", "beats")
     return beats.read_text() if beats.exists() else ""
+
+
+def requested_machines() -> list[dict[str, float]]:
+    """What Corral last asked of Ray's autoscaler (the request it keeps in the cluster's key-value store)."""
+    import ray
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    stored = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    assert ray.is_initialized() and stored is not None
+    return list(json.loads(stored))
+
+
+def test_an_automatic_cluster_grows_from_zero_for_a_job_and_back_asking_ray_for_its_machines(
+    srv: ServerHandle, ray_hosts: RayHosts
+) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_hosts.address, namespace="corral", logging_level="ERROR", log_to_driver=False)
+    c = srv.client(experiment="auto")
+    c.resize_cluster(CLUSTER, 0)  # its machines are free for the automatic cluster
+    until(lambda: c.list_nodes(CLUSTER) == [], timeout=60)
+    auto = {"name": "auto", "backend": "ray", "scale": {"min_nodes": 0, "max_nodes": 2, "idle_timeout": "2s"}}
+    try:
+        c.create_cluster(auto)
+        until(lambda: requested_machines() == [], timeout=10)
+        job = c.create_job({"cluster": "auto", "node_count": 2, "custom": {"command": "hostname -I"}}, name="grow")
+        until(lambda: requested_machines() == [{"corral_node": 1}] * 2, timeout=10)
+        ended = c.wait_job(job.name, timeout=60)
+        assert ended.state == "succeeded", ended.error
+        assert len({host_ip(c.job_logs(job.name, rank=rank)) for rank in range(2)}) == 2
+        until(lambda: c.list_nodes("auto") == [], timeout=30)  # idle past the timeout: back to 0
+        until(lambda: requested_machines() == [], timeout=10)
+    finally:
+        c.delete_cluster("auto")
+        c.resize_cluster(CLUSTER, 2)
+        until(lambda: [n.state for n in c.list_nodes(CLUSTER)] == ["idle", "idle"], timeout=60)

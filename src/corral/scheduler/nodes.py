@@ -112,6 +112,7 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
         out.leaving += leaving
         steady = leaving == 0 and len(remaining) == cluster.target_nodes
         cluster.allocation_state = "steady" if steady else "resizing"
+    provider.request(sum(cluster.target_nodes for cluster, _ in clusters))
     return out
 
 

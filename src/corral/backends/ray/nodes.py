@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import PurePath
 from typing import Any
@@ -20,6 +21,8 @@ from corral.backends.ray.cluster import RayCluster, unwrap
 from corral.core.errors import InvalidRequest, InvalidSpec
 from corral.core.specs import ClusterSpec
 from corral.launch.env import node_own_environment
+
+log = logging.getLogger(__name__)
 
 #: How long one read of a command's output waits on the agent.
 EXEC_POLL_SECONDS = 1.0
@@ -32,6 +35,8 @@ class RayNodes:
     def __init__(self, cluster: RayCluster, *, node_base: str) -> None:
         self._cluster = cluster
         self._base = node_base
+        #: The machines last asked of Ray's autoscaler (None: not asked yet by this server).
+        self._requested: int | None = None
 
     # ------------------------------------------------------------ provider
 
@@ -56,6 +61,20 @@ class RayNodes:
             return []
         free = sorted(ip for ip in self._cluster.alive_ips() if ip not in held_ips)
         return [NewNode(ip=ip) for ip in free[:count]]
+
+    def request(self, nodes: int) -> None:
+        """Tell Ray's autoscaler the machines Corral's clusters want in all (it replaces the last request); it
+        starts machines for what is missing, and they join as new nodes."""
+        if nodes == self._requested:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        try:
+            request_resources(bundles=[{self._cluster.resource: 1}] * nodes)
+        except Exception:  # the head is away: asked again at the next change or restart, nodes need not wait
+            log.warning("could not ask Ray's autoscaler for %d machines", nodes, exc_info=True)
+            return
+        self._requested = nodes
 
     def machines(self) -> frozenset[str] | None:
         return frozenset(self._cluster.alive_ips())
