@@ -61,7 +61,7 @@ def test_node_exec_runs_on_that_host(srv: ServerHandle) -> None:
     c = srv.client()
     node = c.list_nodes(CLUSTER)[1]
     output = list(c.node_exec(CLUSTER, node.name, ["sh", "-c", "hostname -I; echo $CORRAL_NODE_NAME >&2; exit 3"]))
-    assert host_ip(output[0][1]) == node.ip
+    assert host_ip(next(line for stream, line in output if stream == "stdout")) == node.ip
     assert ("stderr", node.name) in output and output[-1] == ("exit", "3")
 
 

@@ -24,6 +24,8 @@ from corral.launch.env import node_own_environment
 
 log = logging.getLogger(__name__)
 
+#: How long removing files waits for the machines.
+REMOVE_SECONDS = 5.0
 #: How long one read of a command's output waits on the agent.
 EXEC_POLL_SECONDS = 1.0
 
@@ -95,10 +97,17 @@ class RayNodes:
         patterns = [f"*/*/jobs/{job_uid}", f"runs/{job_uid}.*"]
         self._on_every_machine(lambda agent: agent.remove_matching.remote(self._base, patterns))
 
-    def _on_every_machine(self, call: Callable[[Any], object]) -> None:
+    def _on_every_machine(self, call: Callable[[Any], Any]) -> None:
+        """Call every machine's agent and wait for them (a few seconds at most: one that does not answer keeps
+        its files, on its own disk)."""
+        import ray
+
+        calls = []
         for ip in self._cluster.alive_ips():
-            with contextlib.suppress(Exception):  # a machine away now keeps its files; they are its own disk's
-                call(self._cluster.agent(ip))
+            with contextlib.suppress(Exception):
+                calls.append(call(self._cluster.agent(ip)))
+        if calls:
+            ray.wait(calls, num_returns=len(calls), timeout=REMOVE_SECONDS)
 
     # ------------------------------------------------------------ access
 
