@@ -81,27 +81,32 @@ def test_each_rank_runs_on_its_own_host_and_its_logs_come_back(srv: ServerHandle
     assert c.job_logs(job.name, rank=1, stream="stderr").startswith("to-stderr\n")  # then ended by the failure
 
 
-def test_ray_sees_what_a_running_job_holds(srv: ServerHandle, ray_hosts: RayHosts) -> None:
-    import ray
+def reservations() -> dict[str, str]:
+    """Address of the machine -> its Ray node id, for each machine Corral holds with a placement group."""
     from ray.util.placement_group import placement_group_table
 
+    groups = placement_group_table().values()
+    return {
+        g["name"].removeprefix("corral-node-"): g["bundles_to_node_id"][0]
+        for g in groups
+        if g["name"].startswith("corral-node-") and g["state"] == "CREATED"
+    }
+
+
+def ray_driver(hosts: RayHosts) -> dict[str, str]:
+    """This test process as a driver of the hosts' Ray cluster; address -> Ray node id of each alive machine."""
+    import ray
+
     if not ray.is_initialized():
-        ray.init(address=ray_hosts.address, namespace="corral", logging_level="ERROR", log_to_driver=False)
-    c = srv.client(experiment="held")
-    job = c.create_job({"cluster": CLUSTER, "node_count": 2, "custom": {"command": "sleep 3"}}, name="held")
-    until(lambda: c.get_job(job.name).state == "running", timeout=60)
+        ray.init(address=hosts.address, namespace="corral", logging_level="ERROR", log_to_driver=False)
+    return {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
-    def reservation() -> dict[str, object] | None:
-        return next((g for g in placement_group_table().values() if g["name"] == f"corral-{job.uid}.1"), None)
 
-    until(lambda: (reservation() or {}).get("state") == "CREATED", timeout=10)
-    group = reservation()
-    assert group is not None
-    machines = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-    held = {machines[node] for node in group["bundles_to_node_id"].values()}  # type: ignore[attr-defined]
-    assert held == {n.ip for n in c.list_nodes(CLUSTER) if n.name in c.get_job(job.name).nodes}
-    assert c.wait_job(job.name, timeout=60).state == "succeeded"
-    until(lambda: (reservation() or {}).get("state") in (None, "REMOVED"), timeout=10)  # let go with the attempt
+def test_ray_sees_the_machines_corral_holds(srv: ServerHandle, ray_hosts: RayHosts) -> None:
+    machines = ray_driver(ray_hosts)
+    c = srv.client()
+    held = {n.ip for n in c.list_nodes(CLUSTER)}
+    until(lambda: reservations() == {ip: machines[ip] for ip in held}, timeout=10)  # each pinned to its machine
 
 
 def test_tensorflow_config_names_both_hosts(srv: ServerHandle, tmp_path: Path) -> None:
@@ -270,19 +275,18 @@ def requested_machines() -> list[dict[str, float]]:
 def test_an_automatic_cluster_grows_from_zero_for_a_job_and_back_asking_ray_for_its_machines(
     srv: ServerHandle, ray_hosts: RayHosts
 ) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=ray_hosts.address, namespace="corral", logging_level="ERROR", log_to_driver=False)
+    ray_driver(ray_hosts)
     c = srv.client(experiment="auto")
     c.resize_cluster(CLUSTER, 0)  # its machines are free for the automatic cluster
     until(lambda: c.list_nodes(CLUSTER) == [], timeout=60)
+    until(lambda: reservations() == {}, timeout=10)  # and Ray sees them let go
     auto = {"name": "auto", "backend": "ray", "scale": {"min_nodes": 0, "max_nodes": 2, "idle_timeout": "2s"}}
     try:
         c.create_cluster(auto)
         until(lambda: requested_machines() == [], timeout=10)
         job = c.create_job({"cluster": "auto", "node_count": 2, "custom": {"command": "hostname -I"}}, name="grow")
         until(lambda: requested_machines() == [{"corral_node": 1}] * 2, timeout=10)
+        until(lambda: len(reservations()) == 2, timeout=30)
         ended = c.wait_job(job.name, timeout=60)
         assert ended.state == "succeeded", ended.error
         assert len({host_ip(c.job_logs(job.name, rank=rank)) for rank in range(2)}) == 2

@@ -189,8 +189,8 @@ class FakeNodes:
     def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
         shutil.rmtree(self.root / workspace / cluster / (node or ""), ignore_errors=True)
 
-    def request(self, nodes: int) -> None:
-        pass  # nodes are made here, not asked of anyone
+    def hold(self, ips: frozenset[str], wanted: int) -> None:
+        pass  # nodes are made here: nobody else to tell
 
     def machines(self) -> frozenset[str] | None:
         return None  # this machine's slices: they come and go with Corral alone

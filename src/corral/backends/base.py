@@ -109,9 +109,10 @@ class NodeProvider(Protocol):
         """The addresses of the machines nodes can be on now, where machines come and go outside Corral (a node
         not in use whose machine is gone is replaced); None where they are fixed. Cheap enough for every second."""
 
-    def request(self, nodes: int) -> None:
-        """Every cluster's target in all, after each change: a backend whose machines come from an autoscaler
-        asks it for that many (the whole need, not an increment); others have nothing to do."""
+    def hold(self, ips: frozenset[str], wanted: int) -> None:
+        """After every change of nodes: the addresses of the machines Corral's nodes are on, and every cluster's
+        target in all. A backend whose machines are shared keeps those reserved (and lets go of the others);
+        one whose machines come from an autoscaler asks it for ``wanted`` (the whole need, not an increment)."""
 
     def node_root(self, node: NodeRef) -> str:
         """The node's own directory (its jobs' temp dirs, its setup's output), as the node sees it."""

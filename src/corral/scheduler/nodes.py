@@ -112,7 +112,8 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
         out.leaving += leaving
         steady = leaving == 0 and len(remaining) == cluster.target_nodes
         cluster.allocation_state = "steady" if steady else "resizing"
-    provider.request(sum(cluster.target_nodes for cluster, _ in clusters))
+    ips = frozenset(session.scalars(select(NodeRow.ip)))
+    provider.hold(ips, sum(cluster.target_nodes for cluster, _ in clusters))
     return out
 
 

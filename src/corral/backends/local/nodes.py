@@ -53,8 +53,8 @@ class LocalNodes:
         root = node_root(self._home, workspace, cluster, node or "_")
         shutil.rmtree(root if node is not None else root.parent, ignore_errors=True)
 
-    def request(self, nodes: int) -> None:
-        pass  # nodes are made here, not asked of anyone
+    def hold(self, ips: frozenset[str], wanted: int) -> None:
+        pass  # nodes are made here: nobody else to tell
 
     def machines(self) -> frozenset[str] | None:
         return None  # this machine's slices: they come and go with Corral alone

@@ -42,14 +42,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
 #: How often running processes' logs are copied to the server.
 PULL_SECONDS = 0.5
-#: How long a launch waits for Ray to reserve its machines (an earlier attempt's reservation is let go first).
-RESERVE_SECONDS = 60.0
-#: The label Ray gives every node: its id.
-NODE_ID_LABEL = "ray.io/node-id"
-
-
-def reservation_name(run: str) -> str:
-    return f"corral-{run}"
 
 
 @dataclass(frozen=True)
@@ -180,7 +172,6 @@ class RayExecutor:
                     Path(path).write_text(content)
             if owner is not None:
                 give_dirs(owner, owned_here, within=self._home)
-            self._reserve(state)
             archives: dict[str, bytes] = {}
             calls = []
             for node in plan.nodes:
@@ -454,39 +445,6 @@ class RayExecutor:
         run = run_id(plan.job_uid, plan.attempt)
         for ip in {node.ip for node in plan.nodes}:
             self._tell(ip, "forget", run)
-        self._launcher.submit(self._release, run)
-
-    # ------------------------------------------------------------ reservations
-
-    def _reserve(self, state: _Run) -> None:
-        """Reserve the plan's machines in Ray: a placement group of one bundle of Corral's resource per node,
-        each pinned to the machine Corral's policy chose (a label selector on its Ray node id), so that Ray's
-        accounting and autoscaler see what Corral holds. Its readiness is the gang barrier: every machine is
-        alive and no longer held by an earlier attempt. Detached: it outlives a server restart, and goes when
-        the attempt is forgotten."""
-        import ray
-        from ray.util.placement_group import placement_group
-
-        alive = self._cluster.alive_ips()
-        missing = [node.ip for node in state.plan.nodes if node.ip not in alive]
-        if missing:
-            raise LookupError(f"no machine of the Ray cluster offers {self._cluster.resource!r} at {missing[0]} now")
-        group = placement_group(
-            [{self._cluster.resource: 1} for _ in state.plan.nodes],
-            strategy="STRICT_SPREAD",
-            name=reservation_name(state.run),
-            lifetime="detached",
-            bundle_label_selector=[{NODE_ID_LABEL: alive[node.ip]} for node in state.plan.nodes],
-        )
-        if not group.wait(RESERVE_SECONDS):
-            ray.util.remove_placement_group(group)
-            raise TimeoutError(f"Ray did not reserve the job's machines within {RESERVE_SECONDS:.0f} s")
-
-    def _release(self, run: str) -> None:
-        import ray
-
-        with contextlib.suppress(Exception):  # none was made (a setup that never launched), or it is gone already
-            ray.util.remove_placement_group(ray.util.get_placement_group(reservation_name(run)))
 
     def _tell(self, ip: str, method: str, *args: Any) -> None:
         """Call an agent without waiting for it; a machine that is gone is no error here (its ends say so)."""

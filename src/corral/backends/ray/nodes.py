@@ -24,6 +24,16 @@ from corral.launch.env import node_own_environment
 
 log = logging.getLogger(__name__)
 
+#: The label Ray gives every node: its id.
+NODE_ID_LABEL = "ray.io/node-id"
+#: Names of the machines' reservations (placement groups) start so.
+RESERVATION = "corral-node-"
+
+
+def reservation_name(ip: str) -> str:
+    return f"{RESERVATION}{ip}"
+
+
 #: How long removing files waits for the machines.
 REMOVE_SECONDS = 5.0
 #: How long one read of a command's output waits on the agent.
@@ -39,6 +49,8 @@ class RayNodes:
         self._base = node_base
         #: The machines last asked of Ray's autoscaler (None: not asked yet by this server).
         self._requested: int | None = None
+        #: The names of the machines' reservations made (None: not looked up yet).
+        self._reserved: set[str] | None = None
 
     # ------------------------------------------------------------ provider
 
@@ -64,19 +76,52 @@ class RayNodes:
         free = sorted(ip for ip in self._cluster.alive_ips() if ip not in held_ips)
         return [NewNode(ip=ip) for ip in free[:count]]
 
-    def request(self, nodes: int) -> None:
+    def hold(self, ips: frozenset[str], wanted: int) -> None:
+        self._request(wanted)
+        self._reserve(ips)
+
+    def _request(self, wanted: int) -> None:
         """Tell Ray's autoscaler the machines Corral's clusters want in all (it replaces the last request); it
         starts machines for what is missing, and they join as new nodes."""
-        if nodes == self._requested:
+        if wanted == self._requested:
             return
         from ray.autoscaler.sdk import request_resources
 
         try:
-            request_resources(bundles=[{self._cluster.resource: 1}] * nodes)
+            request_resources(bundles=[{self._cluster.resource: 1}] * wanted)
         except Exception:  # the head is away: asked again at the next change or restart, nodes need not wait
-            log.warning("could not ask Ray's autoscaler for %d machines", nodes, exc_info=True)
+            log.warning("could not ask Ray's autoscaler for %d machines", wanted, exc_info=True)
             return
-        self._requested = nodes
+        self._requested = wanted
+
+    def _reserve(self, ips: frozenset[str]) -> None:
+        """Hold each machine a node is on with a placement group of its own (``corral-node-<ip>``: one bundle of
+        Corral's resource, pinned to the machine by its Ray node id, detached), for as long as the node exists:
+        Ray's accounting — and its autoscaler, which would otherwise take a machine running Corral's processes
+        for idle — sees it in use. Per node, not per attempt: Ray hands a removed group's resources back about
+        a second later, which each job would wait for."""
+        import ray
+        from ray.util.placement_group import placement_group, placement_group_table
+
+        if self._reserved is None:  # what an earlier server left: let go of what no node holds any more
+            groups = placement_group_table().values()
+            self._reserved = {
+                g["name"] for g in groups if g["name"].startswith(RESERVATION) and g["state"] != "REMOVED"
+            }
+        alive = self._cluster.alive_ips()
+        wanted = {reservation_name(ip): ip for ip in ips if ip in alive}
+        for name in self._reserved - set(wanted):
+            with contextlib.suppress(Exception):  # gone with its machine already
+                ray.util.remove_placement_group(ray.util.get_placement_group(name))
+        for name in set(wanted) - self._reserved:
+            selector = [{NODE_ID_LABEL: alive[wanted[name]]}]
+            try:
+                placement_group(
+                    [{self._cluster.resource: 1}], name=name, lifetime="detached", bundle_label_selector=selector
+                )
+            except Exception:
+                log.warning("could not reserve the machine at %s in Ray", wanted[name], exc_info=True)
+        self._reserved = set(wanted)
 
     def machines(self) -> frozenset[str] | None:
         return frozenset(self._cluster.alive_ips())
