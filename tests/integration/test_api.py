@@ -126,7 +126,10 @@ def test_unknown_cluster_and_duplicate_job_name(server: ServerHandle) -> None:
 
 def test_delete_needs_a_finished_job(server: ServerHandle) -> None:
     c = server.client(experiment=f"e{uuid.uuid4().hex[:6]}")
-    job = c.create_job({"cluster": "local", "custom": {"command": "sleep 30"}})
+    # A short grace: a SIGTERM that lands while the command is being started waits for it to end (the wrapper's
+    # subshell runs its trap only then), and the SIGKILL after the grace ends it.
+    spec = {"cluster": "local", "custom": {"command": "sleep 30"}, "limits": {"termination_grace": "5s"}}
+    job = c.create_job(spec)
     with pytest.raises(Conflict, match="terminate it before deleting"):
         c.delete_job(job.name)
     c.terminate_job(job.name)

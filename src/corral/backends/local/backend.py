@@ -148,18 +148,9 @@ class LocalBackend:
     def _spawn(
         self, state: _Attempt, exit_file: str, workdir: str, command: str, out: str, err: str, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        argv = wrapper_argv(exit_file, workdir, command, out, err)
         owner, run = _owner(state), run_id(state.plan.job_uid, state.plan.attempt)
-        popen = subprocess.Popen(
-            # Not Popen's user=: switching there forbids vfork, and forking the whole server cost ~10 ms a job.
-            owner.command(argv) if owner else argv,
-            env={**self._base_env, **(owner.environment(workdir) if owner else {}), **env, RUN_VARIABLE: run},
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        full = {**self._base_env, **(owner.environment(workdir) if owner else {}), **env, RUN_VARIABLE: run}
+        popen = spawn_wrapper(owner, full, exit_file, workdir, command, out, err)
         with self._lock:
             state.pids[exit_file] = popen.pid
             pending = state.signalled
@@ -324,6 +315,23 @@ def _owner(state: _Attempt) -> Account | None:
     if state.plan.run_as and state.account is None:
         state.account = account(state.plan.run_as)
     return state.account
+
+
+def spawn_wrapper(
+    owner: Account | None, env: dict[str, str], exit_file: str, workdir: str, command: str, out: str, err: str
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` under the wrapper, in a session of its own, as ``owner`` (None: this process's user)."""
+    argv = wrapper_argv(exit_file, workdir, command, out, err)
+    return subprocess.Popen(
+        # Not Popen's user=: switching there forbids vfork, and forking the whole server cost ~10 ms a job.
+        owner.command(argv) if owner else argv,
+        env=env,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def first_failure(plan: LaunchPlan) -> str | None:

@@ -37,10 +37,9 @@ from typing import IO, Any
 
 import corral
 from corral.backends.local.accounts import Account, account, check_dirs, give_dirs, open_for_passage
-from corral.backends.local.backend import kill_session, read_exit, server_environment, wrapper_pids
+from corral.backends.local.backend import kill_session, read_exit, server_environment, spawn_wrapper, wrapper_pids
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper
 from corral.backends.local.watcher import ExitWatcher
-from corral.backends.local.wrapper import wrapper_argv
 from corral.backends.ray.fence import AGENT_VARIABLE
 from corral.backends.ray.rsh import SOCKET_VARIABLE
 
@@ -147,19 +146,10 @@ class NodeAgent:
             self._spawn(run, item, owner, network)
 
     def _spawn(self, run: str, item: Start, owner: Account | None, network: dict[str, str]) -> None:
-        argv = wrapper_argv(item.exit_file, item.workdir, item.command, item.stdout, item.stderr)
         own = owner.environment(item.workdir) if owner else {}
         env = {**self._base_env, **network, **own, **item.env, RUN_VARIABLE: run}
         unniced()
-        popen = subprocess.Popen(
-            owner.command(argv) if owner else argv,
-            env=env,
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        popen = spawn_wrapper(owner, env, item.exit_file, item.workdir, item.command, item.stdout, item.stderr)
         with self._lock:
             self._pids[item.exit_file] = popen.pid
             pending = self._signalled.get(run)
