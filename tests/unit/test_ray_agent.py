@@ -28,3 +28,10 @@ def test_the_remote_shell_says_why_it_cannot_run(
     assert main(["rsh", "198.18.0.12", "orted"]) == 255
     assert "cannot reach the agent at /nonexistent/agent.sock" in capsys.readouterr().err
     assert main(["rsh"]) == 255
+
+
+def test_an_agent_of_another_version_says_what_to_install() -> None:
+    from corral.backends.ray.agent import NodeAgent
+
+    with pytest.raises(RuntimeError, match=r"install the server's version .*corral\[ray\]==0\.0\.1"):
+        NodeAgent("0.0.1")

@@ -82,8 +82,8 @@ class NodeAgent:
     def __init__(self, version: str, node_base: str = "/var/lib/corral-node", namespace: str = "corral") -> None:
         if version != corral.__version__:
             raise RuntimeError(
-                f"this node runs corral {corral.__version__}, the server {version}: install the server's version "
-                f"on every node (pip install corral=={version}) or ship it in the Ray runtime environment"
+                f"this machine runs corral {corral.__version__}, the server {version}: install the server's "
+                f"version in the Python of every machine's Ray workers (pip install 'corral[ray]=={version}')"
             )
         #: In every process it starts: its fence ends them when this agent ends (:mod:`.fence`).
         self._id = uuid.uuid4().hex
