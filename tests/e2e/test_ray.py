@@ -8,9 +8,11 @@ log and exit code the tests see came back through the agents.
 from __future__ import annotations
 
 import json
+import pwd
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,25 @@ def test_each_rank_runs_on_its_own_host_and_its_logs_come_back(srv: ServerHandle
     assert f"nodes={','.join(ips)}" in c.job_logs(job.name, rank=1)
     assert c.job_logs(job.name, rank=0, stream="stderr") == "to-stderr\n"
     assert c.job_logs(job.name, rank=1, stream="stderr").startswith("to-stderr\n")  # then ended by the failure
+
+
+def test_a_users_job_runs_as_their_account_on_every_host(srv: ServerHandle) -> None:
+    admin = srv.client()
+    name = f"rayuser-{uuid.uuid4().hex[:6]}"
+    user = Client(server=srv.url, token=admin.create_user(name).token, experiment="theirs")
+    admin.set_member(name, "contributor", workspace="default")
+    # Its account writes its working directory on each host's own disk, and the job's shared folder.
+    command = 'id -un; touch "$CORRAL_JOB_TEMP/mine" && echo wrote; '
+    command += 'echo "$CORRAL_NODE_RANK" > "$CORRAL_SHARED_JOB_TEMP/r$CORRAL_NODE_RANK"'
+    with user:
+        spec = {"cluster": CLUSTER, "node_count": 2, "custom": {"command": command}}
+        job = user.wait_job(user.create_job(spec).name, timeout=60)
+        assert job.state == "succeeded", (job.error, user.job_logs(job.name, stream="stderr"))
+        account = next(u.unix_user for u in admin.list_users() if u.name == name)
+        assert account and [user.job_logs(job.name, rank=r) for r in range(2)] == [f"{account}\nwrote\n"] * 2
+        shared = Path(job.job_dir, "shared")
+        assert sorted(p.name for p in shared.iterdir()) == ["r0", "r1"]
+        assert {p.stat().st_uid for p in shared.iterdir()} == {pwd.getpwnam(account).pw_uid}
 
 
 def reservations() -> dict[str, str]:
