@@ -113,15 +113,18 @@ class RayNodes:
         for name in self._reserved - set(wanted):
             with contextlib.suppress(Exception):  # gone with its machine already
                 ray.util.remove_placement_group(ray.util.get_placement_group(name))
+        held = self._reserved & set(wanted)
         for name in set(wanted) - self._reserved:
             selector = [{NODE_ID_LABEL: alive[wanted[name]]}]
             try:
                 placement_group(
                     [{self._cluster.resource: 1}], name=name, lifetime="detached", bundle_label_selector=selector
                 )
-            except Exception:
+            except Exception:  # tried again at the next change of nodes
                 log.warning("could not reserve the machine at %s in Ray", wanted[name], exc_info=True)
-        self._reserved = set(wanted)
+                continue
+            held.add(name)
+        self._reserved = held
 
     def machines(self) -> frozenset[str] | None:
         return frozenset(self._cluster.alive_ips())
