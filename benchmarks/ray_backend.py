@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,7 +39,6 @@ from corral.client.client import Client  # noqa: E402
 
 SCRIPT = ROOT / "examples" / "pytorch-ddp" / "train.py"
 NETNS = ROOT / "scripts" / "netns-cluster.sh"
-STATE = Path(os.environ.get("NETNS_STATE", "/tmp/corral-netns"))
 NODE_ROOT = "/var/lib/corral-node"
 HOSTS = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
 
@@ -110,17 +108,6 @@ def ddp_by_hand(epochs: int, port: int) -> float:
     return throughput(outputs[0][0])
 
 
-def kill_ray(host: int) -> None:
-    """SIGKILL host ``host``'s Ray processes (the session its ``ray start`` leads)."""
-    session = int((STATE / f"h{host}.pid").read_text())
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            continue
-
-
 def node_loss(client: Client, cluster: str) -> float:
     client.resize_cluster(cluster, 3)
     wait_nodes(client, cluster, 3)
@@ -131,7 +118,7 @@ def node_loss(client: Client, cluster: str) -> float:
     ips = {n.name: n.ip for n in client.list_nodes(cluster)}
     victim = ips[client.get_job(job.name).nodes[1]]
     killed = time.monotonic()
-    kill_ray(HOSTS.index(victim) + 1)
+    subprocess.run(["bash", str(NETNS), "kill-ray", str(HOSTS.index(victim) + 1)], check=True, capture_output=True)
     while True:
         now = client.get_job(job.name)
         if len(now.attempts) >= 2 and now.state == "running":

@@ -4,6 +4,7 @@
 #   scripts/netns-cluster.sh up [HOSTS]   # prints the Ray address (198.18.0.1:PORT) once every host has joined
 #   scripts/netns-cluster.sh down
 #   scripts/netns-cluster.sh restart N    # host N boots again (what ran there ends; a new, empty node disk)
+#   scripts/netns-cluster.sh kill-ray N   # host N's Ray processes are SIGKILLed (nothing else there)
 #
 # `up` makes a bridge (198.18.0.1/24, the benchmarking range: no other address is used) and one network
 # namespace per host (198.18.0.11, .12, ...), starts the Ray head in this namespace (no CPUs, so it takes no
@@ -142,9 +143,17 @@ EOF
   echo "$HEAD_IP:$PORT"
 }
 
+# Host $1's Ray dies: SIGKILL its Ray processes (the session its `ray start` leads: raylet, workers, the Corral
+# agent), nothing else (the jobs' processes, in sessions of their own, are the agent's fence's to end).
+kill_ray() {
+  local pid
+  for pid in $(session_pids "$(cat "$STATE/h$1.pid")"); do kill -9 "$pid" 2>/dev/null || true; done
+}
+
 case "${1:-}" in
   up) up "${2:-2}" ;;
   down) down ;;
   restart) restart_host "$2" ;;
-  *) echo "usage: $0 up [HOSTS] | down | restart HOST" >&2; exit 2 ;;
+  kill-ray) kill_ray "$2" ;;
+  *) echo "usage: $0 up [HOSTS] | down | restart HOST | kill-ray HOST" >&2; exit 2 ;;
 esac

@@ -6,11 +6,9 @@ Skipped where it cannot run (not root, no ``ip``, no Ray); in CI (which runs as 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +20,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "netns-cluster.sh"
 HOSTS = 3
-STATE = Path(os.environ.get("NETNS_STATE", "/tmp/corral-netns"))
 #: Every host's node disk (a tmpfs in its own mount namespace: not seen from the tests' namespace).
 NODE_ROOT = "/var/lib/corral-node"
 
@@ -36,11 +33,7 @@ class RayHosts:
     def kill_ray(self, host: int) -> None:
         """SIGKILL host ``host``'s (1-based) Ray processes (its raylet, its workers, the agent among them), and
         nothing else: the jobs' processes, in sessions of their own, are the agent's fence's to end."""
-        session = int((STATE / f"h{host}.pid").read_text())
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session:
-                    os.kill(int(entry.name), signal.SIGKILL)
+        run_script("kill-ray", str(host))
 
     def cut(self, host: int) -> None:
         """Take host ``host``'s link down: it runs on, cut off from the Ray cluster and the server."""
@@ -48,16 +41,18 @@ class RayHosts:
 
     def restart(self, host: int) -> None:
         """Host ``host`` boots again: what still runs there ends, its Ray worker joins with a new node disk."""
-        done = subprocess.run(
-            ["bash", str(SCRIPT), "restart", str(host)], capture_output=True, text=True, env=script_environment()
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_script("restart", str(host))
 
 
 def script_environment() -> dict[str, str]:
     """The script's settings: Ray and Python of the tests' own environment, wherever the checkout is."""
     tools = {"RAY": str(Path(sys.executable).parent / "ray"), "PYTHON": sys.executable}
     return {**os.environ, **tools, "CORRAL_RAY_NODE_ROOT": NODE_ROOT}
+
+
+def run_script(*args: str) -> None:
+    done = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=script_environment())
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def why_not() -> str | None:

@@ -51,10 +51,10 @@ def kind(request: pytest.FixtureRequest, tmp_path: Path) -> Kind:
 
         hosts: RayHosts = request.getfixturevalue("ray_hosts")
         cluster = RayCluster(hosts.address, node_base=NODE_ROOT)
-        machines = RayNodes(cluster, node_base=NODE_ROOT)
+        machines = RayNodes(cluster)
 
         def executor() -> Executor:
-            return RayExecutor(cluster, node_base=NODE_ROOT, code_dir=tmp_path / "code", home=tmp_path)
+            return RayExecutor(cluster, code_dir=tmp_path / "code", home=tmp_path)
 
         return Kind("ray", executor, machines, machines, 0, hosts.ips)
     machine = FakeMachine(gpus=4)

@@ -37,8 +37,8 @@ def create_backends(
         from corral.backends.ray.nodes import RayNodes
 
         cluster = RayCluster(ray.address, namespace=ray.namespace, resource=ray.resource, node_base=ray.node_root)
-        machines = RayNodes(cluster, node_base=ray.node_root)
-        executor = RayExecutor(cluster, node_base=ray.node_root, code_dir=code_dir, home=home)
+        machines = RayNodes(cluster)
+        executor = RayExecutor(cluster, code_dir=code_dir, home=home)
         return Backends(executor=executor, nodes=machines, access=machines, accounts=accounts)
 
     from corral.backends.local.backend import LocalBackend

@@ -89,11 +89,7 @@ class NodeLifecycle:
         """One pass, in the loop's transaction. ``demand``: nodes the queued jobs of each cluster need."""
         actions = NodeActions()
         if now - self._machines_at >= MACHINES_SECONDS:  # machines that joined or left: nodes to add or replace
-            self._machines_at = now
-            machines = self._provider.machines()
-            if machines != self._machines:
-                self._machines = machines
-                self.reconcile_needed = True
+            self._look_at_machines(now)
         if self._reports:
             self._finish_setups(session, now)
         if self.auto:
@@ -163,9 +159,18 @@ class NodeLifecycle:
             if node.job_id is not None:
                 actions.requeue.append((node.job_id, AttemptReason.PREEMPTED))
 
+    def _look_at_machines(self, now: float) -> None:
+        self._machines_at = now
+        machines = self._provider.machines()
+        if machines != self._machines:
+            self._machines = machines
+            self.reconcile_needed = True
+
     def _reconcile(self, session: Session, now: float, actions: NodeActions) -> None:
+        if self._machines_at != now:  # a reconcile sees the machines of now (looked at once in a pass)
+            self._look_at_machines(now)
         self.reconcile_needed = False
-        result = reconcile(session, now, self._provider)
+        result = reconcile(session, now, self._provider, self._machines)
         self.leaving = result.leaving
         actions.requeue.extend((job_id, AttemptReason.NODE_REMOVED) for job_id in result.requeue)
         actions.terminate.extend(result.terminate)

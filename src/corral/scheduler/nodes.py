@@ -59,7 +59,11 @@ def lock_clusters(session: Session) -> None:
         session.execute(select(ClusterRow.id).order_by(ClusterRow.id).with_for_update(key_share=True))
 
 
-def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconciled:
+def reconcile(
+    session: Session, now: float, provider: NodeProvider, machines: frozenset[str] | None = None
+) -> Reconciled:
+    """Bring every cluster to its target. ``machines``: the provider's (``NodeProvider.machines``), where machines
+    come and go outside Corral."""
     out = Reconciled()
     taken = held(session)
     # Locked as lock_clusters locks them (that lock already holds those that existed when the pass began; this
@@ -69,7 +73,6 @@ def reconcile(session: Session, now: float, provider: NodeProvider) -> Reconcile
     clusters = session.execute(
         select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow, key_share=True)
     ).all()
-    machines = provider.machines()
     for cluster, workspace in clusters:
         nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
         gone: set[int] = set()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,19 +117,18 @@ class LocalBackend:
     def _launch_now(self, state: _Attempt) -> None:
         plan = state.plan
         try:
-            if (owner := _owner(state)) is not None:
-                check_dirs(owner, plan.owned_dirs, within=self._home)
-            for path in plan.shared_dirs:
-                os.makedirs(path, exist_ok=True)
-            for path, content in plan.files:
-                Path(path).write_text(content)
-            for node in plan.nodes:
-                os.makedirs(node.workdir, exist_ok=True)
-                if node.code_archive:
-                    with tarfile.open(self._code_dir / f"{node.code_archive}.tar.gz") as tar:
-                        tar.extractall(node.workdir, filter="data")
-            if owner is not None:
-                give_dirs(owner, plan.owned_dirs, within=self._home)
+            lay_out(
+                _owner(state),
+                within=self._home,
+                dirs=(*plan.shared_dirs, *(node.workdir for node in plan.nodes)),
+                files=plan.files,
+                code=[
+                    (node.workdir, self._code_dir / f"{node.code_archive}.tar.gz")
+                    for node in plan.nodes
+                    if node.code_archive
+                ],
+                owned=plan.owned_dirs,
+            )
             if plan.has_prepare:
                 self._start_prepare(state)
             else:
@@ -315,6 +315,33 @@ def _owner(state: _Attempt) -> Account | None:
     if state.plan.run_as and state.account is None:
         state.account = account(state.plan.run_as)
     return state.account
+
+
+def lay_out(
+    owner: Account | None,
+    *,
+    within: Path,
+    dirs: Iterable[str],
+    files: Iterable[tuple[str, str]] = (),
+    code: Iterable[tuple[str, Path | bytes]] = (),
+    owned: tuple[str, ...] = (),
+) -> None:
+    """Make a job's folders and files and unpack its code (a gzipped tar: its file, or its bytes) into each
+    working directory; with ``owner``, check first that it may have ``owned`` and give them to it at the end."""
+    if owner is not None:
+        check_dirs(owner, owned, within=within)
+    for path in dirs:
+        os.makedirs(path, exist_ok=True)
+    for path, content in files:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).write_text(content)
+    for workdir, archive in code:
+        os.makedirs(workdir, exist_ok=True)
+        source = {"name": archive} if isinstance(archive, Path) else {"fileobj": io.BytesIO(archive)}
+        with tarfile.open(mode="r", **source) as tar:
+            tar.extractall(workdir, filter="data")
+    if owner is not None:
+        give_dirs(owner, owned, within=within)
 
 
 def spawn_wrapper(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import io
 import ipaddress
 import json
 import os
@@ -28,7 +27,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tarfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -36,8 +34,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import corral
-from corral.backends.local.accounts import Account, account, check_dirs, give_dirs, open_for_passage
-from corral.backends.local.backend import kill_session, read_exit, server_environment, spawn_wrapper, wrapper_pids
+from corral.backends.local.accounts import Account, account, open_for_passage
+from corral.backends.local.backend import (
+    kill_session,
+    lay_out,
+    read_exit,
+    server_environment,
+    spawn_wrapper,
+    wrapper_pids,
+)
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.ray.fence import AGENT_VARIABLE
@@ -123,19 +128,8 @@ class NodeAgent:
     def setup(self, setup: Setup) -> None:
         """Make the folders and files, unpack the code, give the account what it owns."""
         owner = account(setup.run_as) if setup.run_as else None
-        if owner is not None:
-            check_dirs(owner, setup.owned_dirs, within=Path(setup.within))
-        for path in setup.dirs:
-            os.makedirs(path, exist_ok=True)
-        for path, content in setup.files:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Path(path).write_text(content)
-        for workdir, archive in setup.code:
-            os.makedirs(workdir, exist_ok=True)
-            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-                tar.extractall(workdir, filter="data")
-        if owner is not None:
-            give_dirs(owner, setup.owned_dirs, within=Path(setup.within))
+        within, dirs, owned = Path(setup.within), setup.dirs, setup.owned_dirs
+        lay_out(owner, within=within, dirs=dirs, files=setup.files, code=setup.code, owned=owned)
 
     def start(self, run: str, starts: list[Start], run_as: str | None = None, ip: str = "") -> None:
         """Start each process; ``ip`` is the machine's address that its peers reach it at."""

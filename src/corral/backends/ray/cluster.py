@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import corral
@@ -26,14 +25,6 @@ log = logging.getLogger(__name__)
 AGENT_CONCURRENCY = 64
 #: How long an agent may take to start (a machine's first Ray worker starts a Python process).
 AGENT_START_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Machine:
-    node_id: str
-    ip: str
-    alive: bool
-    resources: dict[str, float]
 
 
 class RayCluster:
@@ -47,7 +38,8 @@ class RayCluster:
     ) -> None:
         import ray
 
-        self.node_base = node_base
+        #: Every node's folder, on its machine's own disk.
+        self.node_base = node_base.rstrip("/") or "/"
         self.resource = resource
         self.namespace = namespace
         if not ray.is_initialized():
@@ -60,18 +52,15 @@ class RayCluster:
         self._agents: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def machines(self) -> list[Machine]:
-        """Every machine the Ray cluster knows, alive or dead (a dead one's resources are empty)."""
-        import ray
-
-        return [
-            Machine(n["NodeID"], n["NodeManagerAddress"], bool(n["Alive"]), dict(n.get("Resources") or {}))
-            for n in ray.nodes()
-        ]
-
     def alive_ips(self) -> dict[str, str]:
         """IP -> Ray node id of every machine alive that offers Corral's resource."""
-        return {m.ip: m.node_id for m in self.machines() if m.alive and m.resources.get(self.resource)}
+        import ray
+
+        return {
+            n["NodeManagerAddress"]: n["NodeID"]
+            for n in ray.nodes()
+            if n["Alive"] and (n.get("Resources") or {}).get(self.resource)
+        }
 
     def agent(self, ip: str) -> Any:
         """The agent on the machine at ``ip``, started there if it is not yet; raise ``LookupError`` when no

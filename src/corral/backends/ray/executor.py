@@ -2,8 +2,7 @@
 
 What is on a node stays there: each process's exit record and its stdout and stderr are written to the
 machine's own disk (``<node base>/runs/<job uid>.<attempt>/``), and the server copies the logs into the job's
-``stdouterr/`` as they grow (the copy's size is the offset to read from, so a restarted server goes on where
-the last one stopped) and once more, to the end, before it reports the process ended. Paths of a plan under the
+``stdouterr/`` as they grow and to the end before it reports a process ended (:mod:`.logs`). Paths of a plan under the
 node base (a setup's log, a job's working directory) are the node's already and are written there directly.
 The job's other folders (``shared/``, ``checkpoints/``, outputs) must be on a file system every machine and the
 server mount at the same path, as Batch AI's shared file systems were (docs/ray.md).
@@ -28,11 +27,12 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from corral.backends.base import ExitKind, ExitListener, ProcessExit
-from corral.backends.local.accounts import account, check_dirs, give_dirs
-from corral.backends.local.backend import first_failure, resumed_from
+from corral.backends.local.accounts import account
+from corral.backends.local.backend import first_failure, lay_out, resumed_from
 from corral.backends.local.reaper import run_id
 from corral.backends.ray.agent import Setup, Start
 from corral.backends.ray.cluster import RayCluster, unwrap
+from corral.backends.ray.logs import Log, LogCopier
 from corral.launch.layout import STARTED_MARKER, prepare_exit, rank_exit
 from corral.launch.plan import LaunchPlan, NodePlan
 
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 #: How long one poll for ends waits on the agent.
 POLL_SECONDS = 2.0
-#: How often running processes' logs are copied to the server.
-PULL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,15 +51,16 @@ class _Item:
     rank: int
     #: On the machine.
     exit_file: str
-    #: (machine path, server path) of the logs to copy; empty where the plan's log is on the machine already.
-    logs: tuple[tuple[str, str], ...]
+    #: The logs to copy; empty where the plan's log is on the machine already.
+    logs: tuple[Log, ...]
 
 
 @dataclass
 class _Run:
     plan: LaunchPlan
     run: str
-    items: dict[str, _Item] = field(default_factory=dict)  # by machine exit file (unique per machine and run)
+    #: By (machine ip, machine exit file), as the agents report their ends.
+    items: dict[tuple[str, str], _Item] = field(default_factory=dict)
     #: Ranks (of processes) reported; node ranks of prepares ended.
     reported: set[int] = field(default_factory=set)
     prepared: set[int] = field(default_factory=set)
@@ -71,9 +70,9 @@ class _Run:
 
 
 class RayExecutor:
-    def __init__(self, cluster: RayCluster, *, node_base: str, code_dir: Path, home: Path, threads: int = 4) -> None:
+    def __init__(self, cluster: RayCluster, *, code_dir: Path, home: Path, threads: int = 4) -> None:
         self._cluster = cluster
-        self._base = node_base.rstrip("/") or "/"
+        self._base = cluster.node_base
         self._code_dir = code_dir
         self._home = home
         self._listener: ExitListener | None = None
@@ -81,17 +80,13 @@ class RayExecutor:
         #: (machine ip, machine exit file) -> its run.
         self._by_exit: dict[tuple[str, str], _Run] = {}
         self._lock = threading.RLock()
-        self._pull_lock = threading.Lock()
         self._launcher = ThreadPoolExecutor(threads, thread_name_prefix="corral-ray-launcher")
         self._closed = threading.Event()
         #: Set when a run is registered: the ends thread polls its machines (it may have had none to poll).
         self._new_machine = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._poll_ends, name="corral-ray-ends", daemon=True),
-            threading.Thread(target=self._pull_logs, name="corral-ray-logs", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._ends = threading.Thread(target=self._poll_ends, name="corral-ray-ends", daemon=True)
+        self._ends.start()
+        self._logs = LogCopier(cluster, self._running_logs)
 
     def set_listener(self, listener: ExitListener) -> None:
         self._listener = listener
@@ -138,8 +133,8 @@ class RayExecutor:
     def _register(self, state: _Run, items: list[_Item]) -> None:
         with self._lock:
             for item in items:
-                state.items[item.exit_file + "@" + item.ip] = item
-                self._by_exit[(item.ip, item.exit_file)] = state
+                state.items[item.ip, item.exit_file] = item
+                self._by_exit[item.ip, item.exit_file] = state
         self._new_machine.set()
 
     def _run(self, plan: LaunchPlan) -> _Run:
@@ -160,18 +155,13 @@ class RayExecutor:
 
         plan = state.plan
         try:
-            server_dirs = tuple(d for d in plan.shared_dirs if not self._on_node(d))
-            owned_here = tuple(d for d in plan.owned_dirs if not self._on_node(d))
-            owner = account(plan.run_as) if plan.run_as else None
-            if owner is not None:
-                check_dirs(owner, owned_here, within=self._home)
-            for path in server_dirs:
-                os.makedirs(path, exist_ok=True)
-            for path, content in plan.files:
-                if not self._on_node(path):
-                    Path(path).write_text(content)
-            if owner is not None:
-                give_dirs(owner, owned_here, within=self._home)
+            lay_out(  # the job's folders and files on the server's disk
+                account(plan.run_as) if plan.run_as else None,
+                within=self._home,
+                dirs=[d for d in plan.shared_dirs if not self._on_node(d)],
+                files=[(path, content) for path, content in plan.files if not self._on_node(path)],
+                owned=tuple(d for d in plan.owned_dirs if not self._on_node(d)),
+            )
             archives: dict[str, bytes] = {}
             calls = []
             for node in plan.nodes:
@@ -289,7 +279,7 @@ class RayExecutor:
     def _ended(self, ip: str, exit_file: str, code: int | None) -> None:
         with self._lock:
             state = self._by_exit.get((ip, exit_file))
-            item = state.items.get(exit_file + "@" + ip) if state else None
+            item = state.items.get((ip, exit_file)) if state else None
         if state is None or item is None:
             return  # a run this server does not watch (forgotten, or not yet recovered)
         self._item_ended(state, item, code)
@@ -297,12 +287,12 @@ class RayExecutor:
     def _item_ended(self, state: _Run, item: _Item, code: int | None, *, lost: bool = False) -> None:
         """``lost``: its machine is gone (nothing more to read there)."""
         with self._lock:
-            if state.items.pop(item.exit_file + "@" + item.ip, None) is None:
+            if state.items.pop((item.ip, item.exit_file), None) is None:
                 return  # reported already
             self._by_exit.pop((item.ip, item.exit_file), None)
         if not lost:
             with contextlib.suppress(Exception):
-                self._pull(item.ip, item.logs)
+                self._logs.copy(item.ip, item.logs)
         if item.prepare:
             self._prepare_ended(state, item.rank, code, lost=lost)
             return
@@ -351,39 +341,13 @@ class RayExecutor:
         if self._listener is not None:
             self._listener(ProcessExit(state.plan.job_uid, state.plan.attempt, rank, kind, code, message))
 
-    # ------------------------------------------------------------ logs
-
-    def _pull_logs(self) -> None:
-        while not self._closed.wait(PULL_SECONDS):
-            with self._lock:
-                wanted: dict[str, list[tuple[str, str]]] = {}
-                for state in self._runs.values():
-                    for item in state.items.values():
-                        wanted.setdefault(item.ip, []).extend(item.logs)
-            for ip, logs in wanted.items():
-                try:
-                    self._pull(ip, tuple(logs))
-                except Exception:  # the machine is away: its ends say so; the next pull tries again
-                    log.debug("copying logs from %s failed", ip, exc_info=True)
-
-    def _pull(self, ip: str, logs: tuple[tuple[str, str], ...]) -> None:
-        """Copy what is new of each (machine path, server path) to the server, to the end."""
-        import ray
-
-        if not logs:
-            return
-        with self._pull_lock:
-            remaining = list(dict.fromkeys(logs))
-            while remaining:
-                offsets = [(node_path, _size(server_path)) for node_path, server_path in remaining]
-                chunks = ray.get(self._cluster.agent(ip).read.remote(offsets))
-                more = []
-                for (node_path, server_path), chunk in zip(remaining, chunks, strict=True):
-                    if chunk:
-                        with open(server_path, "ab") as f:
-                            f.write(chunk)
-                        more.append((node_path, server_path))
-                remaining = more
+    def _running_logs(self) -> dict[str, list[Log]]:
+        with self._lock:
+            wanted: dict[str, list[Log]] = {}
+            for state in self._runs.values():
+                for item in state.items.values():
+                    wanted.setdefault(item.ip, []).extend(item.logs)
+            return wanted
 
     # ------------------------------------------------------------ recovery
 
@@ -430,11 +394,13 @@ class RayExecutor:
     # ------------------------------------------------------------ signals
 
     def signal(self, plan: LaunchPlan, *, kill: bool) -> None:
+        """Signal what runs on every machine of the plan; each agent also keeps the signal for the run's
+        processes it has yet to start."""
         state = self._run(plan)
-        for node in plan.nodes:
-            files = [i.exit_file for i, _ in self._items(state, node, prepare=True)] if node.prepare_command else []
-            files += [i.exit_file for i, _ in self._items(state, node, prepare=False)]
-            self._tell(node.ip, "signal", state.run, files, kill)
+        with self._lock:
+            running = [(ip, exit_file) for ip, exit_file in state.items]
+        for ip in dict.fromkeys(node.ip for node in plan.nodes):
+            self._tell(ip, "signal", state.run, [f for at, f in running if at == ip], kill)
 
     def forget(self, plan: LaunchPlan) -> None:
         with self._lock:
@@ -456,12 +422,5 @@ class RayExecutor:
     def close(self) -> None:
         self._closed.set()
         self._launcher.shutdown(wait=True)
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
+        self._logs.close()
+        self._ends.join(timeout=5)

@@ -44,9 +44,9 @@ class RayNodes:
     backend = "ray"
     features = frozenset({"setup"})
 
-    def __init__(self, cluster: RayCluster, *, node_base: str) -> None:
+    def __init__(self, cluster: RayCluster) -> None:
         self._cluster = cluster
-        self._base = node_base
+        self._base = cluster.node_base
         #: The machines last asked of Ray's autoscaler (None: not asked yet by this server).
         self._requested: int | None = None
         #: The names of the machines' reservations made (None: not looked up yet).
