@@ -5,6 +5,8 @@
 #   scripts/netns-cluster.sh down
 #   scripts/netns-cluster.sh restart N    # host N boots again (what ran there ends; a new, empty node disk)
 #   scripts/netns-cluster.sh kill-ray N   # host N's Ray processes are SIGKILLed (nothing else there)
+#   scripts/netns-cluster.sh add RESOURCES CPUS  # a new host (number 11 on) joins; prints its address
+#   scripts/netns-cluster.sh remove IP    # that host is switched off: everything in it ends, it is gone
 #
 # `up` makes a bridge (198.18.0.1/24, the benchmarking range: no other address is used) and one network
 # namespace per host (198.18.0.11, .12, ...), starts the Ray head in this namespace (no CPUs, so it takes no
@@ -12,6 +14,11 @@
 # disk: a tmpfs at CORRAL_RAY_NODE_ROOT in a mount namespace of its own, so nothing on it is seen from here, and
 # its own hostname (crl-h1, ...: OpenMPI takes ranks on machines of one hostname for neighbours in memory).
 # Processes are stopped by pid (never `ray stop`, which stops every Ray process on the machine).
+#
+# The head runs Ray's autoscaler with a node provider that makes hosts (scripts/netns_node_provider.py: `add` and
+# `remove` above): a node type `corral-auto` offering `corral_auto` (AUTOSCALE_MAX hosts at most, 2; idle ones
+# go after AUTOSCALE_IDLE_MINUTES, 0.1). A Corral server with CORRAL_RAY_NODE_RESOURCE=corral_auto sees only
+# those hosts, so its clusters grow and shrink through Ray's autoscaler; the `up` hosts are not the autoscaler's.
 # Needs root, `ip` and `unshare`; Ray from .venv (or $RAY).
 #
 # Settings: NETNS_STATE (default /tmp/corral-netns), NETNS_PREFIX (crl), RAY_PORT (6390), HOST_CPUS (2),
@@ -62,17 +69,29 @@ down() {
   rm -rf "$STATE"
 }
 
-# Start host $1's Ray worker (its node disk a new, empty tmpfs: a machine that boots).
+# Host $1's namespace and its link to the bridge.
+make_host() {
+  local ns=${PREFIX}-h$1
+  ip netns add "$ns"
+  ip link add "${PREFIX}-v$1" type veth peer name eth0 netns "$ns"
+  ip link set "${PREFIX}-v$1" master "$BRIDGE" up
+  ip -n "$ns" addr add "$(host_ip "$1")/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+}
+
+# Start host $1's Ray worker (its node disk a new, empty tmpfs: a machine that boots), offering the resources $2
+# (JSON; corral_node by default) and $3 CPUs.
 start_host() {
-  local i=$1
+  local i=$1 resources=${2:-'{"corral_node": 1}'} cpus=${3:-${HOST_CPUS:-2}}
   # A host cut off from the head for this long has its raylet exit, and with it the Corral agent, whose fence
   # then ends the jobs' processes there (Ray's default is 60 s; docs/ray.md).
   RAY_gcs_rpc_server_reconnect_timeout_s=${RAY_gcs_rpc_server_reconnect_timeout_s:-5} \
   setsid ip netns exec "${PREFIX}-h$i" unshare --mount --uts --propagation private sh -c "
     hostname '${PREFIX}-h$i' && mount -t tmpfs -o size=512m,mode=0755 corral-node '$NODE_ROOT' &&
     exec '$RAY' start --block --address '$HEAD_IP:$PORT' --node-ip-address '$(host_ip "$i")' \
-      --num-cpus ${HOST_CPUS:-2} --memory ${HOST_MEMORY:-1073741824} --object-store-memory 80000000 \
-      --resources '{\"corral_node\": 1}' --disable-usage-stats --temp-dir '$STATE/h$i'" \
+      --num-cpus $cpus --memory ${HOST_MEMORY:-1073741824} --object-store-memory 80000000 \
+      --resources '$resources' --disable-usage-stats --temp-dir '$STATE/h$i'" \
     >>"$STATE/h$i.log" 2>&1 &
   echo $! >"$STATE/h$i.pid"
 }
@@ -101,8 +120,64 @@ restart_host() {
   wait_joined "$1"
 }
 
+# Ray's autoscaler's settings: hosts of the type corral-auto are made and removed by this script.
+autoscaling_config() {
+  local max=${AUTOSCALE_MAX:-2}
+  cat >"$STATE/autoscaler.yaml" <<EOF
+cluster_name: corral-netns
+max_workers: $max
+upscaling_speed: 10
+idle_timeout_minutes: ${AUTOSCALE_IDLE_MINUTES:-0.1}
+provider: {type: external, module: netns_node_provider.NetnsNodeProvider, head_ip: $HEAD_IP,
+           disable_node_updaters: true, disable_launch_config_check: true}
+auth: {ssh_user: root}
+file_mounts: {}
+cluster_synced_files: []
+file_mounts_sync_continuously: false
+rsync_exclude: []
+rsync_filter: []
+initialization_commands: []
+setup_commands: []
+head_setup_commands: []
+worker_setup_commands: []
+head_start_ray_commands: []
+worker_start_ray_commands: []
+head_node_type: ray.head.default
+available_node_types:
+  ray.head.default: {resources: {}, node_config: {}, max_workers: 0}
+  corral-auto: {resources: {CPU: ${HOST_CPUS:-2}, corral_auto: 1}, node_config: {}, min_workers: 0, max_workers: $max}
+EOF
+  echo "$STATE/autoscaler.yaml"
+}
+
+# A new host, numbered from 11 (the `up` hosts keep 1 to 10), offering the resources $1 (JSON) and $2 CPUs.
+add_host() {
+  local i=11
+  exec 9>"$STATE/add.lock"
+  flock 9
+  while [ -e "$STATE/h$i.pid" ] || ip netns list | grep -q "^${PREFIX}-h$i\\b"; do i=$((i + 1)); done
+  make_host "$i"
+  start_host "$i" "$1" "$2"
+  flock -u 9
+  host_ip "$i"
+}
+
+# Switch off the host with address $1: everything in it ends, its namespace and link go.
+remove_host() {
+  local i=$((${1##*.} - 10)) pids tries
+  for tries in 1 2 3 4 5 6 7 8 9 10; do
+    pids=$(ip netns pids "${PREFIX}-h$i" 2>/dev/null || true)
+    [ -z "$pids" ] && break
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.2
+  done
+  ip netns delete "${PREFIX}-h$i" 2>/dev/null || true
+  ip link delete "${PREFIX}-v$i" 2>/dev/null || true
+  rm -rf "$STATE/h$i.pid" "$STATE/h$i"
+}
+
 up() {
-  local hosts=${1:-2} i ns
+  local hosts=${1:-2} i
   [ "$(id -u)" = 0 ] || { echo "netns-cluster: needs root (network and mount namespaces)" >&2; exit 2; }
   down
   mkdir -p "$STATE" "$NODE_ROOT"
@@ -113,19 +188,13 @@ up() {
   RAY_health_check_period_ms=${RAY_health_check_period_ms:-1000} \
   RAY_health_check_timeout_ms=${RAY_health_check_timeout_ms:-1000} \
   RAY_health_check_failure_threshold=${RAY_health_check_failure_threshold:-3} \
+  AUTOSCALER_UPDATE_INTERVAL_S=1 PYTHONPATH="$PWD/scripts" NETNS_SCRIPT="$PWD/scripts/netns-cluster.sh" \
   setsid "$RAY" start --head --block --node-ip-address "$HEAD_IP" --port "$PORT" --num-cpus 0 \
+    --autoscaling-config "$(autoscaling_config)" \
     --object-store-memory 100000000 --include-dashboard false --disable-usage-stats \
     --temp-dir "$STATE/head" >"$STATE/head.log" 2>&1 &
   echo $! >"$STATE/head.pid"
-  for i in $(seq 1 "$hosts"); do
-    ns=${PREFIX}-h$i
-    ip netns add "$ns"
-    ip link add "${PREFIX}-v$i" type veth peer name eth0 netns "$ns"
-    ip link set "${PREFIX}-v$i" master "$BRIDGE" up
-    ip -n "$ns" addr add "$(host_ip "$i")/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$ns" link set lo up
-  done
+  for i in $(seq 1 "$hosts"); do make_host "$i"; done
   "$PYTHON" - "$HEAD_IP:$PORT" 0 <<'EOF'
 import sys, time
 deadline = time.monotonic() + 60
@@ -155,5 +224,7 @@ case "${1:-}" in
   down) down ;;
   restart) restart_host "$2" ;;
   kill-ray) kill_ray "$2" ;;
-  *) echo "usage: $0 up [HOSTS] | down | restart HOST | kill-ray HOST" >&2; exit 2 ;;
+  add) add_host "$2" "$3" ;;
+  remove) remove_host "$2" ;;
+  *) echo "usage: $0 up [HOSTS] | down | restart HOST | kill-ray HOST | add RESOURCES CPUS | remove IP" >&2; exit 2 ;;
 esac

@@ -62,9 +62,9 @@ class RayCluster:
             if n["Alive"] and (n.get("Resources") or {}).get(self.resource)
         }
 
-    def agent(self, ip: str) -> Any:
-        """The agent on the machine at ``ip``, started there if it is not yet; raise ``LookupError`` when no
-        machine alive offers Corral's resource at that address."""
+    def agent(self, ip: str, *, start: bool = True) -> Any:
+        """The agent on the machine at ``ip``, started there if it is not yet (unless ``start`` is false); raise
+        ``LookupError`` when no machine alive offers Corral's resource at that address (or no agent is there)."""
         with self._lock:
             found = self._agents.get(ip)
         if found is not None:
@@ -73,6 +73,12 @@ class RayCluster:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from corral.backends.ray.agent import NodeAgent
+
+        if not start:
+            try:
+                return ray.get_actor(agent_name(ip), namespace=self.namespace)
+            except ValueError:
+                raise LookupError(f"no Corral agent runs on {ip}") from None
 
         node_id = self.alive_ips().get(ip)
         if node_id is None:
@@ -109,6 +115,23 @@ class RayCluster:
             return str(ray.get(actor.hello.remote(), timeout=AGENT_START_SECONDS)["version"])
         except RayActorError as exc:
             raise LookupError(f"the Corral agent on {ip} could not start: {unwrap(exc)}") from None
+
+    def end_agent(self, ip: str) -> None:
+        """End the agent on the machine at ``ip``, if one runs there: Ray counts a machine with an actor on it as
+        busy, so its autoscaler switches off only machines Corral has let go of and left no agent on."""
+        with self._lock:
+            self._agents.pop(ip, None)
+        try:
+            actor = self.agent(ip, start=False)
+        except LookupError:
+            return
+        import ray
+
+        log.info("ending the agent on %s: Corral holds no node there", ip)
+        try:
+            ray.kill(actor)
+        except Exception:  # gone already
+            log.debug("ending the agent on %s failed", ip, exc_info=True)
 
     def drop_agent(self, ip: str) -> None:
         """Forget the agent at ``ip`` (it died): the next call starts a new one where the machine is alive."""

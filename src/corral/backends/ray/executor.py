@@ -413,9 +413,10 @@ class RayExecutor:
             self._tell(ip, "forget", run)
 
     def _tell(self, ip: str, method: str, *args: Any) -> None:
-        """Call an agent without waiting for it; a machine that is gone is no error here (its ends say so)."""
+        """Call an agent without waiting for it; a machine that is gone is no error here (its ends say so), and
+        one Corral has let go of meanwhile has no agent to tell (none is started there)."""
         try:
-            getattr(self._cluster.agent(ip), method).remote(*args)
+            getattr(self._cluster.agent(ip, start=False), method).remote(*args)
         except Exception:
             log.debug("calling %s on the agent at %s failed", method, ip, exc_info=True)
 

@@ -51,6 +51,8 @@ class RayNodes:
         self._requested: int | None = None
         #: The names of the machines' reservations made (None: not looked up yet).
         self._reserved: set[str] | None = None
+        #: The machines Corral's nodes are on, as last told (``hold``; None: not told yet by this server).
+        self._holding: frozenset[str] | None = None
 
     # ------------------------------------------------------------ provider
 
@@ -77,6 +79,7 @@ class RayNodes:
         return [NewNode(ip=ip) for ip in free[:count]]
 
     def hold(self, ips: frozenset[str], wanted: int) -> None:
+        self._holding = ips
         self._request(wanted)
         self._reserve(ips)
 
@@ -104,15 +107,19 @@ class RayNodes:
         from ray.util.placement_group import placement_group, placement_group_table
 
         if self._reserved is None:  # what an earlier server left: let go of what no node holds any more
-            groups = placement_group_table().values()
             self._reserved = {
-                g["name"] for g in groups if g["name"].startswith(RESERVATION) and g["state"] != "REMOVED"
+                g["name"]
+                for g in placement_group_table().values()
+                if g["name"].startswith(RESERVATION)
+                and g["state"] != "REMOVED"
+                and any(self._cluster.resource in bundle for bundle in g["bundles"].values())  # not another's
             }
         alive = self._cluster.alive_ips()
         wanted = {reservation_name(ip): ip for ip in ips if ip in alive}
-        for name in self._reserved - set(wanted):
+        for name in self._reserved - set(wanted):  # a machine let go of: no reservation, no agent left there
             with contextlib.suppress(Exception):  # gone with its machine already
                 ray.util.remove_placement_group(ray.util.get_placement_group(name))
+            self._cluster.end_agent(name.removeprefix(RESERVATION))
         held = self._reserved & set(wanted)
         for name in set(wanted) - self._reserved:
             selector = [{NODE_ID_LABEL: alive[wanted[name]]}]
@@ -147,15 +154,19 @@ class RayNodes:
 
     def _on_every_machine(self, call: Callable[[Any], Any]) -> None:
         """Call every machine's agent and wait for them (a few seconds at most: one that does not answer keeps
-        its files, on its own disk)."""
+        its files, on its own disk). An agent started for it on a machine no node is on ends after."""
         import ray
 
         calls = []
-        for ip in self._cluster.alive_ips():
+        machines = set(self._cluster.alive_ips())
+        for ip in machines:
             with contextlib.suppress(Exception):
                 calls.append(call(self._cluster.agent(ip)))
         if calls:
             ray.wait(calls, num_returns=len(calls), timeout=REMOVE_SECONDS)
+        if self._holding is not None:
+            for ip in machines - self._holding:
+                self._cluster.end_agent(ip)
 
     # ------------------------------------------------------------ access
 
