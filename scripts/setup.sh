@@ -25,3 +25,17 @@ if [ "${1:-}" = "--distributed" ]; then
 fi
 quiet_pip -e ".[$extras]"
 .venv/bin/python -c "import corral, fastapi, sqlalchemy, sklearn, cryptography" >/dev/null
+
+# Azurite, a real Azure Blob Storage server for the volume tests (tests/data_stores.py), from npm into .tools/.
+if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
+  if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Node.js and npm (apt-get) for Azurite" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  if command -v npm >/dev/null; then
+    npm install --silent --no-audit --no-fund --prefix .tools azurite@3 >/dev/null 2>&1 \
+      || echo "Azurite could not be installed: the Azure Blob volume tests are skipped" >&2
+  else
+    echo "npm is missing: the Azure Blob volume tests are skipped" >&2
+  fi
+fi

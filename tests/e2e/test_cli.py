@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.data_stores import S3Server
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 
@@ -366,3 +367,25 @@ def test_server_stop(cli: Cli) -> None:
     assert "stopped" in cli("server", "stop", "--home", str(cli.home)).stdout
     status = cli("server", "status", ok=False)
     assert status.returncode == 1 and "no Corral server answers" in status.stderr
+
+
+def test_volume_commands(cli: Cli, tmp_path: Path, s3_server: S3Server) -> None:
+    spec = s3_server.volume("data", "cli-volume", prefix="sets")
+    (tmp_path / "volume.yaml").write_text(yaml.safe_dump(spec))
+    assert cli("volume", "create", "-f", str(tmp_path / "volume.yaml")).stdout.strip() == "data"
+    listed = cli("volume", "list").stdout
+    assert "data" in listed and "s3://cli-volume/sets" in listed
+    shown = cli("volume", "show", "data", "-o", "json").stdout
+    assert json.loads(shown)["has_credentials"] is True and spec["credentials"]["secret_access_key"] not in shown
+    (tmp_path / "up" / "deep").mkdir(parents=True)
+    (tmp_path / "up" / "deep" / "x.txt").write_text("x\n")
+    (tmp_path / "up" / "y.bin").write_bytes(b"\0" * 2048)
+    assert "copied 2 files" in cli("volume", "cp", str(tmp_path / "up"), "vol://data/in").stdout
+    ls = cli("volume", "ls", "vol://data/in").stdout
+    assert "deep/" in ls and "y.bin" in ls and "2.0 KiB" in ls
+    cli("volume", "cp", "vol://data/in", str(tmp_path / "down"))
+    assert (tmp_path / "down" / "deep" / "x.txt").read_text() == "x\n"
+    wrong = cli("volume", "cp", str(tmp_path / "up"), str(tmp_path / "elsewhere"), ok=False)
+    assert wrong.returncode != 0 and "one of the two starts with vol://" in wrong.stderr
+    cli("volume", "delete", "data", "--yes")
+    assert "data" not in cli("volume", "list").stdout

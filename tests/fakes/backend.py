@@ -183,6 +183,9 @@ class FakeNodes:
         possible = count if per == 0 else min(count, len(free) // per)
         return [NewNode(ip=f"198.18.0.{10 + i}", gpus=tuple(free[i * per : (i + 1) * per])) for i in range(possible)]
 
+    def input_cache(self) -> tuple[str, int]:
+        return str(self.root / ".cache"), 2**30
+
     def node_root(self, node: NodeRef) -> str:
         return str(self.root / node.workspace / node.cluster / node.name)
 

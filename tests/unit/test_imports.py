@@ -21,18 +21,21 @@ ALLOWED: dict[str, set[str]] = {
     "corral.runtime": {"corral.launch", "corral.core"},
     "corral.storage": {"corral.core"},
     "corral.store": {"corral.core"},
+    # Volumes and staging: the stores (on the server and the nodes), and which volume a job's input is in.
+    "corral.data": {"corral.core", "corral.store"},
     "corral.backends": set(),
     "corral.backends.base": {"corral.core", "corral.launch"},
     "corral.backends.registry": {"corral.backends.base", "corral.backends.local", "corral.backends.ray"},
     "corral.backends.local": {"corral.backends.base", "corral.core", "corral.launch"},
     # The Ray backend runs the local backend's wrapper, watcher and reaper on each machine.
     "corral.backends.ray": {"corral", "corral.backends.base", "corral.backends.local", "corral.core", "corral.launch"},
-    "corral.scheduler": {"corral.backends.base", "corral.core", "corral.launch", "corral.store"},
+    "corral.scheduler": {"corral.backends.base", "corral.core", "corral.data", "corral.launch", "corral.store"},
     "corral.server": {
         "corral",
         "corral.backends.base",
         "corral.backends.registry",
         "corral.core",
+        "corral.data",
         "corral.launch",
         "corral.scheduler",
         "corral.storage",

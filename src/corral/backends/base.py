@@ -86,6 +86,9 @@ class NewNode:
     gpus: tuple[int, ...] = ()
 
 
+#: The most bytes of staged inputs a machine keeps by default (``CORRAL_INPUT_CACHE_LIMIT``).
+DEFAULT_INPUT_CACHE_LIMIT = 20 * 2**30
+
 #: What a backend may support beyond running nodes and processes (a cluster spec asking for one it lacks is refused).
 FEATURES = frozenset({"setup", "preemption", "gpus", "mounts"})
 
@@ -116,6 +119,10 @@ class NodeProvider(Protocol):
 
     def node_root(self, node: NodeRef) -> str:
         """The node's own directory (its jobs' temp dirs, its setup's output), as the node sees it."""
+
+    def input_cache(self) -> tuple[str, int]:
+        """The folder of each machine's own disk where inputs staged from volumes are kept (every node of the
+        machine shares it), and how many bytes it may hold."""
 
     def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
         """Remove what a removed node kept, or (``node`` None) what every node of a deleted cluster kept."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.backends.base import Backends
+from corral.backends.base import DEFAULT_INPUT_CACHE_LIMIT, Backends
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,12 @@ class RayConfig:
 
 
 def create_backends(
-    *, home: Path, code_dir: Path, isolate_users: bool = False, ray: RayConfig | None = None
+    *,
+    home: Path,
+    code_dir: Path,
+    isolate_users: bool = False,
+    ray: RayConfig | None = None,
+    input_cache_limit: int = DEFAULT_INPUT_CACHE_LIMIT,
 ) -> Backends:
     """The local backend (nodes are slices of this machine, their files under ``home/nodes``), or with ``ray``
     the machines of that Ray cluster; with ``isolate_users``, users' processes run as their own Unix accounts
@@ -37,12 +42,12 @@ def create_backends(
         from corral.backends.ray.nodes import RayNodes
 
         cluster = RayCluster(ray.address, namespace=ray.namespace, resource=ray.resource, node_base=ray.node_root)
-        machines = RayNodes(cluster)
+        machines = RayNodes(cluster, input_cache_limit=input_cache_limit)
         executor = RayExecutor(cluster, code_dir=code_dir, home=home)
         return Backends(executor=executor, nodes=machines, access=machines, accounts=accounts)
 
     from corral.backends.local.backend import LocalBackend
     from corral.backends.local.nodes import LocalNodes
 
-    nodes = LocalNodes(home)
+    nodes = LocalNodes(home, input_cache_limit=input_cache_limit)
     return Backends(executor=LocalBackend(code_dir=code_dir, home=home), nodes=nodes, access=nodes, accounts=accounts)

@@ -79,6 +79,12 @@ class TooManyRequests(CorralError):
         self.retry_after = retry_after
 
 
+class StoreError(CorralError):
+    """A volume's store (S3, Azure Blob) refused or failed what the server asked of it."""
+
+    code = "StoreError"
+
+
 class ServerUnavailable(CorralError):
     """The client could not reach a Corral server."""
 
@@ -98,6 +104,7 @@ _BY_CODE: dict[str, type[CorralError]] = {
         Forbidden,
         TooLarge,
         TooManyRequests,
+        StoreError,
         ServerUnavailable,
     )
 }

@@ -144,6 +144,19 @@ class Usage(Public):
     by_experiment: list[UsageRow]
 
 
+class Volume(Public):
+    """A workspace's volume; its credentials are never returned (``has_credentials`` says whether it has any)."""
+
+    name: str
+    workspace: str
+    kind: str
+    #: The volume's spec without its credentials.
+    spec: dict[str, Any]
+    has_credentials: bool
+    created_at: datetime
+    created_by: str
+
+
 class NodeCounts(Public):
     preparing: int = 0
     idle: int = 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from corral.launch.env import node_environment, output_dir
 from corral.launch.layout import node_job_paths
@@ -21,6 +23,32 @@ class Proc:
     #: A launcher (mpirun): both streams go to the attempt's launcher log, not to the rank's.
     launcher: bool = False
     sweep_session: bool = False
+
+
+#: The variable that tells ``corral.data.stage`` what to stage (it holds the stores' credentials: only the
+#: prepare step gets it, never the job's processes).
+STAGE_VARIABLE = "CORRAL_STAGE_INPUTS"
+#: Run by the node's own Corral (``CORRAL_PYTHON``: the interpreter the node's backend runs).
+STAGE_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.stage'
+
+
+def stage_order(ctx: JobContext, links: str) -> str:
+    """What ``corral.data.stage`` stages on one node, links in ``links``."""
+    inputs = [{**item, "link": str(PurePath(links, item["id"]))} for item in ctx.staged_inputs]
+    return json.dumps({"cache": ctx.input_cache, "limit": ctx.input_cache_limit, "inputs": inputs})
+
+
+def staged_secrets(ctx: JobContext) -> list[str]:
+    """The credentials in the staging order: masked wherever a log shows them."""
+    found = []
+    for item in ctx.staged_inputs:
+        options = item["store"]["options"]
+        for key in ("key", "secret", "token", "connection_string"):
+            if isinstance(options.get(key), str) and options[key]:
+                found.append(options[key])
+        connection = options.get("connection_string", "")
+        found += [p.split("=", 1)[1] for p in connection.split(";") if p.startswith(("AccountKey=", "SharedAccess"))]
+    return found
 
 
 def python_command(interpreter: str, script: str, args: str) -> str:
@@ -57,20 +85,26 @@ def build_plan(
             )
         )
     prepare = spec.prepare.command if spec.prepare else None
+    if ctx.staged_inputs:  # the inputs first, then the job's own prepare (which may read them)
+        prepare = STAGE_COMMAND + (f" && {{\n{prepare}\n}}" if prepare else "")
     node_list = list(nodes)
     node_plans = []
     for rank, node in enumerate(node_list):
         processes = sorted(by_node[rank], key=lambda p: p.rank)
+        paths = node_job_paths(node.root, ctx.job_uid)
+        prepare_env = node_environment(ctx, node_list, rank) if prepare else {}
+        if ctx.staged_inputs:
+            prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths["inputs"])
         node_plans.append(
             NodePlan(
                 rank=rank,
                 node_id=node.node_id,
                 node_name=node.name,
-                workdir=node_job_paths(node.root, ctx.job_uid)["job_temp"],
+                workdir=paths["job_temp"],
                 prepare_command=prepare,
                 prepare_log=layout.log(ctx.attempt, "prepare", rank),
                 processes=tuple(processes),
-                prepare_env=node_environment(ctx, node_list, rank) if prepare else {},
+                prepare_env=prepare_env,
                 code_archive=ctx.code_archive,
                 ip=node.ip,
             )
@@ -84,7 +118,7 @@ def build_plan(
         shared_dirs=tuple(shared),
         nodes=tuple(node_plans),
         grace_seconds=spec.limits.termination_grace,
-        secret_values=tuple(v for v in ctx.secrets.values() if v),
+        secret_values=(*(v for v in ctx.secrets.values() if v), *staged_secrets(ctx)),
         files=tuple(files),
         ports=ctx.ports,
         checkpoint_dir=layout.checkpoints,

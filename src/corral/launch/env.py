@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import PurePath
 
+from corral.core.specs import store_location
 from corral.launch.layout import node_job_paths
 from corral.launch.plan import JobContext, NodeAssignment
 
@@ -71,7 +72,8 @@ def node_environment(
         "NUM_GPUS": str(len(node.gpus)),
     }
     for item in spec.inputs:
-        corral[f"INPUT_{item.id}"] = item.path
+        staged = store_location(item.path) is not None
+        corral[f"INPUT_{item.id}"] = str(PurePath(paths["inputs"], item.id)) if staged else item.path
     for item in spec.outputs:
         corral[f"OUTPUT_{item.id}"] = output_dir(ctx, item.path, item.suffix or item.id)
     env = twins(corral)

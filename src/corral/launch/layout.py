@@ -83,4 +83,6 @@ def node_job_paths(node_root: str, job_uid: str) -> dict[str, str]:
         "job_temp": str(job_root),
         "job_mount_root": str(job_root / "mounts"),
         "mount_root": str(PurePath(node_root, "mounts")),
+        # Inputs staged from volumes: a link each, to its copy in the machine's cache (corral.data.stage).
+        "inputs": str(job_root / ".corral" / "inputs"),
     }

@@ -54,6 +54,11 @@ class JobContext:
     ports: tuple[int, ...] = ()
     #: The Unix account the job runs as (None: the server's own).
     run_as: str | None = None
+    #: Inputs to stage in from volumes (``corral.data.volumes.StagedInput``), each with its store's credentials.
+    staged_inputs: tuple[Any, ...] = ()
+    #: The machine's cache of staged inputs (a folder of its own disk that all its nodes share), and its limit.
+    input_cache: str = ""
+    input_cache_limit: int = 0
 
     @property
     def layout(self) -> JobLayout:

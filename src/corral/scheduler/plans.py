@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from corral.backends.base import NodeProvider, NodeRef
 from corral.core.specs import JobSpec
@@ -27,8 +28,10 @@ def plan_for(
     cluster: ClusterRow,
     nodes: Sequence[NodeRow],
     provider: NodeProvider,
+    staged_inputs: tuple[dict[str, Any], ...] = (),
 ) -> LaunchPlan:
     shape = cluster.parsed.node
+    cache, cache_limit = provider.input_cache() if staged_inputs else ("", 0)
     ctx = JobContext(
         workspace=workspace,
         experiment=experiment,
@@ -41,6 +44,9 @@ def plan_for(
         code_archive=job.code_archive,
         ports=tuple(ports),
         run_as=job.run_as,
+        staged_inputs=staged_inputs,
+        input_cache=cache,
+        input_cache_limit=cache_limit,
     )
     assignments = [
         NodeAssignment(

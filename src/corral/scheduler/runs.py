@@ -9,6 +9,7 @@ of a job a run sends back. Jobs enter the policy's queue as :class:`~corral.sche
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select
@@ -16,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
-from corral.core.specs import JobSpec
+from corral.core.specs import JobSpec, store_location
 from corral.core.states import JobState, NodeState
+from corral.data.volumes import staged_inputs, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import job_spec, plan_for
 from corral.scheduler.policy import Placement, QueuedJob, RunningJob
@@ -34,6 +36,8 @@ class Placed:
     workspace: str
     experiment: str
     cluster: ClusterRow
+    #: Its inputs on volumes, as the nodes stage them in (``corral.data.volumes.staged_inputs``).
+    staged_inputs: tuple[dict[str, Any], ...] = ()
 
 
 def queued_job(
@@ -79,6 +83,9 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
     clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
     placed: dict[int, Placed] = {}
     broken: dict[int, tuple[JobRow, str]] = {}
+    #: The volumes of the workspaces whose jobs stage inputs from them (one query, only where any does).
+    staging = [job.workspace_id for job, _, _ in rows if stages_inputs(job.spec)]
+    volumes = volume_rows(session, staging)
     for job, workspace, experiment in rows:
         if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
             continue
@@ -89,8 +96,18 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
         except ValidationError as exc:
             broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
             continue
-        placed[job.id] = Placed(job, spec, workspace, experiment, cluster)
+        try:
+            staged = staged_inputs(spec.inputs, volumes.get(job.workspace_id, [])) if spec.inputs else ()
+        except LookupError as exc:  # a volume deleted since the job was submitted
+            broken[job.id] = (job, str(exc))
+            continue
+        placed[job.id] = Placed(job, spec, workspace, experiment, cluster, staged)
     return placed, broken
+
+
+def stages_inputs(stored: dict[str, Any]) -> bool:
+    """Whether a job's spec (as stored) has an input on a volume."""
+    return any(isinstance(i, dict) and store_location(str(i.get("path", ""))) for i in stored.get("inputs") or [])
 
 
 def new_run(
@@ -114,6 +131,7 @@ def new_run(
         cluster=placed.cluster,
         nodes=nodes,
         provider=provider,
+        staged_inputs=placed.staged_inputs,
     )
     limit = placed.spec.limits.max_wall_clock
     shape = RunningJob(

@@ -70,6 +70,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/workspaces/{ws}/experiments"): "contributor",
     ("GET", "/workspaces/{ws}/experiments/{name}"): "reader",
     ("DELETE", "/workspaces/{ws}/experiments/{name}"): "owner",
+    # volumes (a path volume: admins only, said by the service)
+    ("GET", "/workspaces/{ws}/volumes"): "reader",
+    ("POST", "/workspaces/{ws}/volumes"): "owner",
+    ("GET", "/workspaces/{ws}/volumes/{name}"): "reader",
+    ("DELETE", "/workspaces/{ws}/volumes/{name}"): "owner",
+    ("GET", "/workspaces/{ws}/volumes/{name}/files"): "reader",
+    ("GET", "/workspaces/{ws}/volumes/{name}/files/content"): "reader",
+    ("PUT", "/workspaces/{ws}/volumes/{name}/files/content"): "contributor",
     # code
     ("GET", "/workspaces/{ws}/code/{sha256}"): "contributor",
     ("PUT", "/workspaces/{ws}/code/{sha256}"): "contributor",

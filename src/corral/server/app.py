@@ -25,7 +25,7 @@ from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import HOME_ADMIN, Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
-from corral.server.routers import audit, clusters, code, experiments, health, jobs, users, workspaces
+from corral.server.routers import audit, clusters, code, experiments, health, jobs, users, volumes, workspaces
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
@@ -57,7 +57,11 @@ def build_context(settings: Settings) -> ServerContext:
             settings.ray_address, settings.ray_node_root, settings.ray_node_resource, settings.ray_namespace
         )
     backends: Backends = create_backends(
-        home=settings.home, code_dir=settings.code_dir, isolate_users=settings.isolates_users, ray=ray
+        home=settings.home,
+        code_dir=settings.code_dir,
+        isolate_users=settings.isolates_users,
+        ray=ray,
+        input_cache_limit=settings.input_cache_limit,
     )
     _say_who_jobs_run_as(db, settings, backends)
     waiters = JobWaiters()
@@ -143,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     authorised = [Depends(authorize)]  # the one authorisation point, in front of every route (server/access.py)
     app.include_router(health.router, prefix=API_PREFIX, dependencies=authorised)
     for router in (workspaces.router, users.router, clusters.router, experiments.router, jobs.router,
-                   jobs.workspace_router, code.router, audit.router):  # fmt: skip
+                   jobs.workspace_router, code.router, audit.router, volumes.router):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=authorised)
     check_rules(app, API_PREFIX)
     return app

@@ -24,6 +24,7 @@ STATUS_BY_CODE = {
     errors.TooLarge.code: 413,
     errors.TooManyRequests.code: 429,
     errors.ServerUnavailable.code: 503,
+    errors.StoreError.code: 502,
 }
 
 

@@ -20,6 +20,31 @@ ClusterSpecBody = Annotated[
     Body(openapi_examples={"two nodes": {"value": CLUSTER_SPEC_EXAMPLE}}),
 ]
 
+#: A volume spec as a body: a mapping to the route (which words its errors), the three kinds to the schema.
+VOLUME_SPEC_EXAMPLE = {"name": "shared", "kind": "path", "path": "/srv/data"}
+VolumeSpecBody = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "required": ["name", "kind"],
+            "properties": {"name": {"type": "string"}, "kind": {"enum": ["s3", "azureblob", "path"]}},
+            "description": "s3: bucket, prefix, region, endpoint_url, credentials {access_key_id, secret_access_key, "
+            "session_token}; azureblob: account, container, prefix, endpoint, credentials {account_key | sas_token}; "
+            "path: path (admins only). docs/data.md",
+        }
+    ),
+    Body(openapi_examples={"a shared directory": {"value": VOLUME_SPEC_EXAMPLE}}),
+]
+
+FILE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
 ARCHIVE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from corral.core.specs import Size
 from corral.storage.code import DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_CODE_MEMBERS, DEFAULT_MAX_CODE_UNPACKED_BYTES
 
 
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
     #: The custom resource that marks a Ray machine as Corral's (``ray start --resources '{"corral_node": 1}'``).
     ray_node_resource: str = "corral_node"
     ray_namespace: str = "corral"
+    #: The most bytes of inputs staged from volumes that each machine keeps (``20GiB``; least recently used go).
+    input_cache_limit: Size = Field(20 * 2**30, ge=0)
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
     gil_switch_interval: float = 0.0005
 

@@ -68,6 +68,23 @@ class ExperimentRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class VolumeRow(Base):
+    """Where a workspace's data lives: a bucket, a container or a shared directory. Its credentials are sealed
+    (``corral.store.sealed``) and never leave the server but to the nodes that stage a job's inputs."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The volume's spec without its credentials.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    credentials: Mapped[dict[str, Any]] = mapped_column(SealedSecrets, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
 class ClusterRow(Base):
     __tablename__ = "clusters"
     __table_args__ = (UniqueConstraint("workspace_id", "name"),)

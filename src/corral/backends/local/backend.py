@@ -75,6 +75,7 @@ def server_environment() -> dict[str, str]:
     if sys.prefix != sys.base_prefix:
         # The server runs in a virtual environment: jobs find its python first, as `corral` users expect.
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["CORRAL_PYTHON"] = sys.executable  # what runs Corral's own steps on the node (staging inputs)
     return env
 
 

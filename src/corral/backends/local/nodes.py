@@ -16,7 +16,7 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from corral.backends.base import NewNode, NodeRef
+from corral.backends.base import DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
 from corral.backends.local.accounts import account, open_for_passage
 from corral.backends.local.backend import server_environment
 from corral.backends.local.resources import LOCAL_IP, check_local_nodes, machine_gpus, node_root
@@ -30,8 +30,9 @@ class LocalNodes:
     backend = "local"
     features = frozenset({"setup", "preemption", "gpus"})
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, input_cache_limit: int = DEFAULT_INPUT_CACHE_LIMIT) -> None:
         self._home = home
+        self._input_cache_limit = input_cache_limit
 
     # ------------------------------------------------------------ provider
 
@@ -48,6 +49,10 @@ class LocalNodes:
 
     def node_root(self, node: NodeRef) -> str:
         return str(node_root(self._home, node.workspace, node.cluster, node.name))
+
+    def input_cache(self) -> tuple[str, int]:
+        # Beside the workspaces' folders; no workspace name starts with a dot.
+        return str(self._home / "nodes" / ".cache"), self._input_cache_limit
 
     def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
         root = node_root(self._home, workspace, cluster, node or "_")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import PurePath
 from typing import Any
 
-from corral.backends.base import NewNode, NodeRef
+from corral.backends.base import DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
 from corral.backends.ray.cluster import RayCluster, unwrap
 from corral.core.errors import InvalidRequest, InvalidSpec
 from corral.core.specs import ClusterSpec
@@ -44,9 +44,10 @@ class RayNodes:
     backend = "ray"
     features = frozenset({"setup"})
 
-    def __init__(self, cluster: RayCluster) -> None:
+    def __init__(self, cluster: RayCluster, *, input_cache_limit: int = DEFAULT_INPUT_CACHE_LIMIT) -> None:
         self._cluster = cluster
         self._base = cluster.node_base
+        self._input_cache_limit = input_cache_limit
         #: The machines last asked of Ray's autoscaler (None: not asked yet by this server).
         self._requested: int | None = None
         #: The names of the machines' reservations made (None: not looked up yet).
@@ -135,6 +136,9 @@ class RayNodes:
 
     def machines(self) -> frozenset[str] | None:
         return frozenset(self._cluster.alive_ips())
+
+    def input_cache(self) -> tuple[str, int]:
+        return str(PurePath(self._base, ".cache")), self._input_cache_limit
 
     def node_root(self, node: NodeRef) -> str:
         # The same path on every machine of the cluster (each holds one of its nodes), as Batch AI's nodes had:

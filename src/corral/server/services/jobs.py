@@ -26,6 +26,7 @@ from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, J
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import ErrorCode, JobState
+from corral.data.volumes import check_inputs
 from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
@@ -96,11 +97,13 @@ def _check_paths(spec: JobSpec) -> None:
     located = [("inputs", i, x.path) for i, x in enumerate(spec.inputs)]
     located += [("outputs", i, x.path) for i, x in enumerate(spec.outputs)]
     for kind, i, path in located:
+        if "://" in path and kind == "inputs":
+            continue  # a volume's: checked against the workspace's volumes (check_inputs)
         if "://" in path:
             scheme = path.split("://", 1)[0]
             raise InvalidSpec(
-                f"{kind}.{i}.path: {scheme}:// storage is not available in this version; give a local path",
-                details=[{"loc": f"{kind}.{i}.path", "message": f"{scheme}:// is not available"}],
+                f"{kind}.{i}.path: outputs on {scheme}:// are not available in this version; give a local path",
+                details=[{"loc": f"{kind}.{i}.path", "message": f"{scheme}:// is not available for outputs"}],
             )
         if not PurePosixPath(path).is_absolute():
             raise InvalidSpec(
@@ -179,6 +182,13 @@ def _check_submission(
     workspace_id, cluster, experiment_id = names.resolve(
         db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
     )
+    if any("://" in item.path for item in spec.inputs):
+        with db.read() as session:
+            try:
+                check_inputs(session, workspace_id, spec.inputs)
+            except LookupError as exc:
+                loc = str(exc).split(":", 1)[0]
+                raise InvalidSpec(f"job: {exc}", details=[{"loc": loc, "message": str(exc)}]) from None
     if spec.node_count > cluster.max_nodes:
         raise InvalidSpec(
             f"node_count: cluster {cluster.name!r} has at most {cluster.max_nodes} nodes; "

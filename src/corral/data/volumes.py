@@ -1,0 +1,87 @@
+"""Which volume a job's input names, and what a node needs to stage it in (the store, with its credentials)."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from corral.core.specs import InputSpec, store_location
+from corral.data.stores import store_for
+from corral.store.tables import VolumeRow
+
+#: The volume kind each URL scheme names.
+SCHEME_KINDS = {"s3": "s3", "az": "azureblob"}
+
+
+def volume_rows(session: Session, workspace_ids: Iterable[int]) -> dict[int, list[VolumeRow]]:
+    """The volumes of each workspace."""
+    found: dict[int, list[VolumeRow]] = {}
+    ids = set(workspace_ids)
+    if ids:
+        for row in session.scalars(select(VolumeRow).where(VolumeRow.workspace_id.in_(ids))):
+            found.setdefault(row.workspace_id, []).append(row)
+    return found
+
+
+def resolve(location: str, volumes: list[VolumeRow]) -> tuple[VolumeRow, str]:
+    """The volume ``location`` (``vol://``, ``s3://``, ``az://``) is in, and the path under the volume's root;
+    raise ``LookupError`` saying what is missing."""
+    found = store_location(location)
+    assert found is not None
+    scheme, first, key = found
+    if scheme == "vol":
+        for row in volumes:
+            if row.name == first:
+                return row, key
+        raise LookupError(f"the workspace has no volume {first!r} (corral volume list)")
+    kind = SCHEME_KINDS[scheme]
+    field = "bucket" if kind == "s3" else "container"
+    best: tuple[VolumeRow, str] | None = None
+    for row in volumes:
+        if row.kind != kind or row.spec.get(field) != first:
+            continue
+        prefix = row.spec.get("prefix", "")
+        if prefix and key != prefix and not key.startswith(prefix + "/"):
+            continue
+        if best is None or len(prefix) > len(best[0].spec.get("prefix", "")):
+            best = (row, key[len(prefix) :].lstrip("/"))
+    if best is None:
+        raise LookupError(
+            f"no volume of the workspace holds {scheme}://{first}/{key}: create one of kind {kind} for the {field} "
+            f"{first!r} (its credentials are the volume's)"
+        )
+    return best
+
+
+def staged_inputs(inputs: list[InputSpec], volumes: list[VolumeRow]) -> tuple[dict[str, Any], ...]:
+    """What the nodes stage for these inputs (those on volumes); raise ``LookupError`` naming the input."""
+    out = []
+    for index, item in enumerate(inputs):
+        if store_location(item.path) is None:
+            continue
+        try:
+            row, relative = resolve(item.path, volumes)
+        except LookupError as exc:
+            raise LookupError(f"inputs.{index}.path: {exc}") from None
+        store = store_for(row.spec, row.credentials or {})
+        path = store.path(relative)
+        out.append({"id": item.id, "source": item.path, "store": store.to_json(), "path": path})
+    return tuple(out)
+
+
+def check_inputs(session: Session, workspace_id: int, inputs: list[InputSpec]) -> None:
+    """At submission: every input on a volume names one the workspace has (``LookupError`` otherwise)."""
+    if any(store_location(item.path) for item in inputs):
+        staged_inputs(inputs, volume_rows(session, [workspace_id]).get(workspace_id, []))
+
+
+def relative_path(value: str) -> str:
+    """A path under a volume's root as a request gives it: ``/``-separated, no ``.`` or ``..`` segment."""
+    parts = [p for p in value.split("/") if p]
+    if any(p in (".", "..") or "\x00" in p for p in parts):
+        raise ValueError(f"path: must not have '.' or '..' segments, got {value!r}")
+    return posixpath.join(*parts) if parts else ""

@@ -1,0 +1,188 @@
+"""Volumes through a real server, against real stores (moto's S3 server, Azurite): made, checked, listed, copied
+up and down, never showing their credentials; and jobs that stage their inputs from them into the machine's
+cache, once."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from corral.client.client import Client
+from corral.core.errors import AlreadyExists, Forbidden, InvalidRequest, InvalidSpec, NotFound
+from tests.conftest import ServerHandle
+from tests.data_stores import AZURITE_KEY, S3_KEY, AzuriteServer, S3Server
+
+
+def _tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _dataset(root: Path) -> dict[str, bytes]:
+    (root / "train" / "part").mkdir(parents=True)
+    files = {"a.bin": bytes(range(256)) * 400, "train/b.txt": b"hello\n", "train/part/c.csv": b"x,y\n1,2\n"}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return files
+
+
+def test_a_volume_never_shows_its_credentials(server: ServerHandle, s3_server: S3Server) -> None:
+    c = server.client()
+    spec = s3_server.volume(f"s3-{_tag()}", "creds")
+    made = c.create_volume(spec)
+    assert made.kind == "s3" and made.has_credentials and made.spec["bucket"] == "creds"
+    assert "credentials" not in made.spec
+    for text in (made.model_dump_json(), c.get_volume(made.name).model_dump_json(),
+                 "".join(v.model_dump_json() for v in c.list_volumes())):  # fmt: skip
+        assert S3_KEY["secret_access_key"] not in text and S3_KEY["access_key_id"] not in text
+    assert S3_KEY["secret_access_key"] not in (server.home / "server.log").read_text()
+    if server.database_url.startswith("sqlite"):  # sealed at rest
+        db = sqlite3.connect(server.database_url.removeprefix("sqlite:///"))
+        raw = db.execute("SELECT credentials FROM volumes WHERE name = ?", (made.name,)).fetchone()[0]
+        assert S3_KEY["secret_access_key"] not in raw and "fernet:" in raw
+    with pytest.raises(AlreadyExists):
+        c.create_volume(spec)
+    c.delete_volume(made.name)
+    with pytest.raises(NotFound):
+        c.get_volume(made.name)
+
+
+def test_a_wrong_volume_is_refused_saying_what_is_wrong(
+    server: ServerHandle, s3_server: S3Server, azurite: AzuriteServer
+) -> None:
+    c = server.client()
+    good = s3_server.volume(f"bad-{_tag()}", "exists")
+    with pytest.raises(InvalidSpec, match="kind: must be one of s3, azureblob, path, got 'nfs'"):
+        c.create_volume({**good, "kind": "nfs"})
+    with pytest.raises(InvalidSpec, match=r"prefix: .*'\.\.'") as bad_prefix:
+        c.create_volume({**good, "prefix": "data/../other"})
+    assert bad_prefix.value.details[0]["loc"] == "prefix"
+    with pytest.raises(InvalidSpec, match="bucket"):
+        c.create_volume({**good, "bucket": "Not_A_Bucket"})
+    with pytest.raises(InvalidRequest, match="the bucket 'no-such-bucket' does not exist"):
+        c.create_volume({**good, "bucket": "no-such-bucket"})
+    with pytest.raises(InvalidRequest, match="could not reach the bucket"):
+        c.create_volume({**good, "endpoint_url": "http://127.0.0.1:9"})
+    az = azurite.volume(f"az-{_tag()}", "wrongkey")
+    wrong = "A" * 20 + AZURITE_KEY[20:]
+    with pytest.raises(InvalidRequest, match="refused these credentials") as refused:
+        c.create_volume({**az, "credentials": {"account_key": wrong}})
+    assert wrong not in refused.value.message
+    with pytest.raises(InvalidSpec, match="give one of account_key or sas_token"):
+        c.create_volume({**az, "credentials": {}})
+    assert not [v for v in c.list_volumes() if v.name.startswith(("bad-", "az-"))]  # nothing half made
+
+
+def test_only_admins_make_path_volumes(server: ServerHandle, tmp_path: Path) -> None:
+    admin = server.client()
+    owner_name = f"owner-{_tag()}"
+    token = admin.create_user(owner_name).token
+    admin.set_member(owner_name, "owner")
+    owner = Client(server=server.url, token=token)
+    try:
+        with pytest.raises(Forbidden, match="only admins make path volumes"):
+            owner.create_volume({"name": "shared", "kind": "path", "path": str(tmp_path)})
+        made = admin.create_volume({"name": f"dir-{_tag()}", "kind": "path", "path": str(tmp_path)})
+        assert [v.name for v in owner.list_volumes() if v.name == made.name] == [made.name]  # members see it
+    finally:
+        owner.close()
+
+
+@pytest.mark.parametrize("store", ["s3", "azureblob", "path"])
+def test_files_go_up_and_come_back_byte_for_byte(
+    store: str, server: ServerHandle, s3_server: S3Server, azurite: AzuriteServer, tmp_path: Path
+) -> None:
+    c = server.client()
+    name = f"{store}-{_tag()}"
+    if store == "s3":
+        spec = s3_server.volume(name, "roundtrip", prefix="team/a")
+    elif store == "azureblob":
+        spec = azurite.volume(name, "roundtrip", prefix="team/a")
+    else:
+        (tmp_path / "shared").mkdir()
+        spec = {"name": name, "kind": "path", "path": str(tmp_path / "shared")}
+    c.create_volume(spec)
+    files = _dataset(tmp_path / "up")
+    written = c.upload_to_volume(name, tmp_path / "up", "data")
+    assert sorted(written) == sorted(f"data/{f}" for f in files)
+    listed = {e.name: e for e in c.list_volume_files(name, "data")}
+    assert set(listed) == {"a.bin", "train"} and listed["train"].is_dir and listed["a.bin"].size == len(files["a.bin"])
+    assert listed["train"].path == "data/train"
+    c.download_from_volume(name, "data", tmp_path / "down")
+    assert _tree(tmp_path / "down") == files
+    one = c.download_from_volume(name, "data/train/b.txt", tmp_path)
+    assert one == [tmp_path / "b.txt"] and (tmp_path / "b.txt").read_bytes() == b"hello\n"
+    with pytest.raises(InvalidRequest, match=r"'\.\.'"):
+        list(c.list_volume_files(name, "data/../.."))
+    with pytest.raises(NotFound):
+        c.download_from_volume(name, "data/none.bin", tmp_path / "none")
+
+
+def test_a_job_stages_its_inputs_once_and_reads_them_where_corral_says(
+    server: ServerHandle, s3_server: S3Server, azurite: AzuriteServer, tmp_path: Path
+) -> None:
+    c = server.client(experiment="staging")
+    tag = _tag()
+    c.create_volume(s3_server.volume(f"in-{tag}", "inputs", prefix="sets"))
+    c.create_volume(azurite.volume(f"az-{tag}", "inputs"))
+    files = _dataset(tmp_path / "set")
+    c.upload_to_volume(f"in-{tag}", tmp_path / "set", f"{tag}/digits")
+    c.upload_to_volume(f"az-{tag}", tmp_path / "set" / "train" / "b.txt", f"{tag}/model.txt")
+    digest = "cd $CORRAL_INPUT_DATA && find . -type f | sort | xargs sha256sum; cat $CORRAL_INPUT_MODEL"
+    spec = {
+        "cluster": "local",
+        "inputs": [
+            {"id": "DATA", "path": f"vol://in-{tag}/{tag}/digits"},
+            {"id": "MODEL", "path": f"az://inputs/{tag}/model.txt"},
+        ],
+        "custom": {"command": digest},
+    }
+    expected = "".join(f"{hashlib.sha256(d).hexdigest()}  ./{n}\n" for n, d in sorted(files.items())) + "hello\n"
+    first = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert first.state == "succeeded", (first.error, c.job_logs(first.name, stream="prepare"))
+    assert c.job_logs(first.name) == expected
+    prepared = c.job_logs(first.name, stream="prepare")
+    assert "input DATA: 3 files" in prepared and "copied in" in prepared, prepared
+    assert S3_KEY["secret_access_key"] not in prepared
+    second = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert second.state == "succeeded" and c.job_logs(second.name) == expected
+    assert "input DATA: 3 files" in c.job_logs(second.name, stream="prepare")
+    assert "(cached)" in c.job_logs(second.name, stream="prepare")  # nothing copied again
+    # A changed object is a changed input: copied again, and the job reads the new bytes.
+    (tmp_path / "set" / "train" / "b.txt").write_bytes(b"changed\n")
+    c.upload_to_volume(f"in-{tag}", tmp_path / "set" / "train" / "b.txt", f"{tag}/digits/train/b.txt")
+    third = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert third.state == "succeeded" and hashlib.sha256(b"changed\n").hexdigest() in c.job_logs(third.name)
+    assert "copied in" in c.job_logs(third.name, stream="prepare")
+
+
+def test_an_input_on_no_volume_is_refused_at_submission(server: ServerHandle, s3_server: S3Server) -> None:
+    c = server.client()
+    base = {"cluster": "local", "custom": {"command": "true"}}
+    with pytest.raises(InvalidSpec, match="no volume 'nowhere'") as unknown:
+        c.create_job({**base, "inputs": [{"id": "X", "path": "vol://nowhere/data"}]})
+    assert unknown.value.details[0]["loc"] == "inputs.0.path"
+    with pytest.raises(InvalidSpec, match="no volume of the workspace holds s3://unheld-bucket/x"):
+        c.create_job({**base, "inputs": [{"id": "X", "path": "s3://unheld-bucket/x"}]})
+    with pytest.raises(InvalidSpec, match="scheme 'gs'"):
+        c.create_job({**base, "inputs": [{"id": "X", "path": "gs://bucket/x"}]})
+    with pytest.raises(InvalidSpec, match="outputs on s3:// are not available"):
+        c.create_job({**base, "outputs": [{"id": "X", "path": "s3://bucket/x"}]})
+
+
+def test_a_job_whose_input_is_missing_fails_saying_which(server: ServerHandle, s3_server: S3Server) -> None:
+    c = server.client(experiment="staging")
+    tag = _tag()
+    c.create_volume(s3_server.volume(f"gone-{tag}", "inputs"))
+    job = c.create_job({"cluster": "local", "inputs": [{"id": "DATA", "path": f"vol://gone-{tag}/not/there"}],
+                        "custom": {"command": "true"}, "retry": {"max_attempts": 1}})  # fmt: skip
+    ended = c.wait_job(job.name, timeout=60)
+    assert ended.state == "failed"
+    assert f"input DATA: could not stage vol://gone-{tag}/not/there" in c.job_logs(job.name, stream="prepare")
