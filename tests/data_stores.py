@@ -137,3 +137,42 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
         process.kill()
         process.wait()
         log.close()
+
+
+@dataclass
+class StoppableS3:
+    """An S3 server of a test's own, which the test stops and starts again (on the same port; empty again)."""
+
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = Path(sys.executable).with_name("moto_server")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(binary), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
+            )
+        _wait_port(self.port, self.process, "moto's S3 server")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def volume(self, name: str, bucket: str, prefix: str = "") -> dict[str, Any]:
+        assert self.process is not None
+        return S3Server(self.endpoint, self.process).volume(name, bucket, prefix)
+
+
+def start_s3_server(folder: Path) -> StoppableS3:
+    if not Path(sys.executable).with_name("moto_server").exists():
+        _missing("moto's server is not installed (pip install 'moto[server]')")
+    server = StoppableS3(_free_port(), folder / "moto.log")
+    server.start()
+    return server

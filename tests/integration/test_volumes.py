@@ -5,6 +5,7 @@ cache, once."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from corral.client.client import Client
 from corral.core.errors import AlreadyExists, Forbidden, InvalidRequest, InvalidSpec, NotFound
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, until
 from tests.data_stores import AZURITE_KEY, S3_KEY, AzuriteServer, S3Server
 
 
@@ -173,8 +174,8 @@ def test_an_input_on_no_volume_is_refused_at_submission(server: ServerHandle, s3
         c.create_job({**base, "inputs": [{"id": "X", "path": "s3://unheld-bucket/x"}]})
     with pytest.raises(InvalidSpec, match="scheme 'gs'"):
         c.create_job({**base, "inputs": [{"id": "X", "path": "gs://bucket/x"}]})
-    with pytest.raises(InvalidSpec, match="outputs on s3:// are not available"):
-        c.create_job({**base, "outputs": [{"id": "X", "path": "s3://bucket/x"}]})
+    with pytest.raises(InvalidSpec, match=r"outputs\.1\.path: no volume of the workspace holds s3://bucket/x"):
+        c.create_job({**base, "outputs": [{"id": "L", "path": "/tmp/x"}, {"id": "X", "path": "s3://bucket/x"}]})
 
 
 def test_a_job_whose_input_is_missing_fails_saying_which(server: ServerHandle, s3_server: S3Server) -> None:
@@ -186,3 +187,91 @@ def test_a_job_whose_input_is_missing_fails_saying_which(server: ServerHandle, s
     ended = c.wait_job(job.name, timeout=60)
     assert ended.state == "failed"
     assert f"input DATA: could not stage vol://gone-{tag}/not/there" in c.job_logs(job.name, stream="prepare")
+
+
+def _manifest(server: ServerHandle, c: Client, name: str, node: int = 0) -> list[dict[str, object]]:
+    job = c.get_job(name)
+    path = Path(job.job_dir, "stdouterr", f"attempt-{len(job.attempts)}", f"upload-manifest-{node}.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_outputs_reach_their_volumes_before_the_job_succeeds(
+    server: ServerHandle, s3_server: S3Server, azurite: AzuriteServer, tmp_path: Path
+) -> None:
+    c = server.client(experiment="uploads")
+    tag = _tag()
+    c.create_volume(s3_server.volume(f"out-{tag}", "outputs", prefix="runs"))
+    c.create_volume(azurite.volume(f"azout-{tag}", "outputs"))
+    weights = "$CORRAL_OUTPUT_MODEL/weights/w-$CORRAL_NODE_RANK.bin"
+    write = (
+        f"mkdir -p $CORRAL_OUTPUT_MODEL/weights && head -c 300000 /dev/urandom > {weights}"
+        " && echo node $CORRAL_NODE_RANK > $CORRAL_OUTPUT_REPORT/report-$CORRAL_NODE_RANK.txt"
+        f" && sha256sum {weights}"
+    )
+    spec = {
+        "cluster": "local",
+        "node_count": 2,
+        "outputs": [
+            {"id": "MODEL", "path": f"vol://out-{tag}/models"},
+            {"id": "REPORT", "path": "az://outputs/reports", "suffix": "final"},
+        ],
+        "custom": {"command": write},
+    }
+    job = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="upload"))
+    steps = [(e.to_state, e.reason) for e in c.job_events(job.name)]
+    assert steps[-2:] == [("running", "UploadingOutputs"), ("succeeded", "Exited")], steps
+    under = f"uploads/{job.name}/{c.get_job(job.name).uid}"  # <workspace>/<experiment>/<job>/<uid>
+    c.download_from_volume(f"out-{tag}", f"models/default/{under}/MODEL", tmp_path / "model")
+    got = _tree(tmp_path / "model")
+    assert sorted(got) == ["weights/w-0.bin", "weights/w-1.bin"] and all(len(b) == 300000 for b in got.values())
+    for rank in range(2):  # the bytes in the store are the bytes the job wrote
+        written = c.job_logs(job.name, rank=rank).split()[0]
+        assert hashlib.sha256(got[f"weights/w-{rank}.bin"]).hexdigest() == written
+        manifest = _manifest(server, c, job.name, rank)
+        mine = {m["path"]: m for m in manifest if m["output"] == "MODEL"}
+        assert mine[f"weights/w-{rank}.bin"]["sha256"] == written and mine[f"weights/w-{rank}.bin"]["size"] == 300000
+        assert "output MODEL: 1 file" in c.job_logs(job.name, stream="upload", rank=rank)
+    c.download_from_volume(f"azout-{tag}", f"reports/default/{under}/final", tmp_path / "report")
+    assert _tree(tmp_path / "report") == {"report-0.txt": b"node 0\n", "report-1.txt": b"node 1\n"}
+    # The job's own view of its outputs, wherever they are: job files / job download.
+    assert {e.name for e in c.list_files(job.name)} == {"MODEL", "REPORT", "stdouterr"}
+    assert [e.name for e in c.list_files(job.name, output="REPORT")] == ["report-0.txt", "report-1.txt"]
+    c.download(job.name, output="MODEL", destination=tmp_path / "via-job")
+    assert _tree(tmp_path / "via-job") == got
+
+
+def test_an_upload_that_fails_fails_the_attempt_and_the_retry_uploads(
+    server: ServerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The S3 server stops while the job runs: its upload fails, OutputUploadFailed, and the next attempt (the
+    server back) uploads; never a success without the outputs."""
+    from tests.data_stores import start_s3_server
+
+    c = server.client(experiment="uploads")
+    tag = _tag()
+    store = start_s3_server(tmp_path_factory.mktemp("moto-stop"))
+    try:
+        c.create_volume(store.volume(f"flaky-{tag}", "flaky"))
+        command = 'sleep 2; echo "attempt $CORRAL_ATTEMPT" > $CORRAL_OUTPUT_OUT/result.txt'
+        spec = {
+            "cluster": "local",
+            "outputs": [{"id": "OUT", "path": f"vol://flaky-{tag}/r"}],
+            "custom": {"command": command},
+        }
+        job = c.create_job(spec)
+        store.stop()  # gone before the job ends
+        until(lambda: len(c.get_job(job.name).attempts) >= 2, timeout=60)
+        first = c.get_job(job.name).attempts[0]
+        assert first.reason == "OutputUploadFailed", first
+        requeued = next(e for e in c.job_events(job.name) if e.reason == "OutputUploadFailed")
+        assert f"output OUT: upload to vol://flaky-{tag}/r failed" in (requeued.message or ""), requeued
+        store.start()  # back, empty: its bucket made again
+        store.volume(f"flaky-{tag}", "flaky")
+        ended = c.wait_job(job.name, timeout=120)
+        assert ended.state == "succeeded", ended.error
+        uid = c.get_job(job.name).uid
+        found = list(c.list_volume_files(f"flaky-{tag}", f"r/default/uploads/{job.name}/{uid}/OUT"))
+        assert [e.name for e in found] == ["result.txt"]
+    finally:
+        store.stop()

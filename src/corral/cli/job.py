@@ -246,7 +246,11 @@ def logs(
         int | None, typer.Option("--attempt", "-a", min=1, help="Attempt (default: the latest).")
     ] = None,
     stream: Annotated[
-        str, typer.Option("--stream", help="stdout, stderr, prepare (per node) or mpirun (an MPI job's launcher).")
+        str,
+        typer.Option(
+            "--stream",
+            help="stdout, stderr, prepare or upload (per node: staging inputs, uploading outputs), or mpirun.",
+        ),
     ] = "",
     tail: Annotated[
         int | None,
@@ -257,7 +261,7 @@ def logs(
 ) -> None:
     """Print a job's logs: stdout to stdout, stderr to stderr; ``[rank node]`` before each line of several ranks."""
     c = client(workspace, experiment)
-    if stream == "prepare" or stream == "mpirun":
+    if stream in ("prepare", "upload", "mpirun"):
         if follow:
             raise typer.BadParameter(f"{stream} logs are printed, not followed", param_hint="--stream")
         which_rank = node if node is not None else (rank or 0)
@@ -266,7 +270,9 @@ def logs(
         sys.stdout.buffer.flush()
         return
     if stream not in ("", "stdout", "stderr"):
-        raise typer.BadParameter(f"give stdout, stderr, prepare or mpirun, got {stream!r}", param_hint="--stream")
+        raise typer.BadParameter(
+            f"give stdout, stderr, prepare, upload or mpirun, got {stream!r}", param_hint="--stream"
+        )
     chosen = _chosen_ranks(c, name, rank=rank, ranks=ranks, node=node, follow=follow)
     if follow:
         job = _follow(c, name, ranks=chosen, streams=stream or "stdout,stderr", attempt=attempt, tail=tail)

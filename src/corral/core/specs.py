@@ -321,8 +321,9 @@ def _local_path(value: object) -> object:
 LocationPath = Annotated[
     str, BeforeValidator(_local_path), StringConstraints(min_length=1, max_length=4096), AfterValidator(_no_nul)
 ]
-#: Where an input comes from: one of the workspace's volumes (``vol://NAME/prefix``), a bucket or container that
-#: one of its volumes holds (``s3://bucket/prefix``, ``az://container/prefix``), or a path every node sees.
+#: Where an input comes from (or an output goes): one of the workspace's volumes (``vol://NAME/prefix``), a bucket
+#: or container that one of its volumes holds (``s3://bucket/prefix``, ``az://container/prefix``), or a path every
+#: node sees.
 STORE_SCHEMES = ("vol", "s3", "az")
 
 
@@ -357,7 +358,7 @@ class InputSpec(Strict):
 
 class OutputSpec(Strict):
     id: EnvName
-    path: LocationPath
+    path: InputLocation
     #: A relative path under the output's directory: no ``.`` or ``..`` segment, so it never leads out of it.
     suffix: (
         Annotated[

@@ -86,6 +86,8 @@ class ErrorCode(StrEnum):
     LAUNCH_FAILED = "LaunchFailed"
     #: The job's stored spec does not load any more (stored by an older version, or corrupted).
     INVALID_SPEC = "InvalidSpec"
+    #: Its processes succeeded, but its outputs did not all reach their volume (retried like a lost node).
+    OUTPUT_UPLOAD_FAILED = "OutputUploadFailed"
 
 
 class AttemptReason(StrEnum):
@@ -102,11 +104,15 @@ class AttemptReason(StrEnum):
     WALL_CLOCK_EXCEEDED = "WallClockExceeded"
     LAUNCH_FAILED = "LaunchFailed"
     INVALID_SPEC = "InvalidSpec"
+    OUTPUT_UPLOAD_FAILED = "OutputUploadFailed"
 
     @classmethod
     def of_failure(cls, code: ErrorCode) -> AttemptReason:
         return cls.EXIT_CODE if code == ErrorCode.JOB_FAILED else cls(code.value)
 
+
+#: ``Job.reason`` of a running job whose processes have all exited 0 while its outputs go to their volumes.
+UPLOADING_OUTPUTS = "UploadingOutputs"
 
 #: Reasons set while an attempt still runs: its job goes back to the queue when it ends.
 REQUEUE_REASONS = frozenset({AttemptReason.PREEMPTED, AttemptReason.NODE_REMOVED})

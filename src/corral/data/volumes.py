@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.core.specs import InputSpec, store_location
+from corral.core.specs import InputSpec, JobSpec, OutputSpec, store_location
 from corral.data.stores import store_for
 from corral.store.tables import VolumeRow
 
@@ -57,26 +57,32 @@ def resolve(location: str, volumes: list[VolumeRow]) -> tuple[VolumeRow, str]:
     return best
 
 
-def staged_inputs(inputs: list[InputSpec], volumes: list[VolumeRow]) -> tuple[dict[str, Any], ...]:
-    """What the nodes stage for these inputs (those on volumes); raise ``LookupError`` naming the input."""
+def staged(
+    items: Sequence[InputSpec | OutputSpec], volumes: list[VolumeRow], field: str = "inputs"
+) -> tuple[dict[str, Any], ...]:
+    """What the nodes stage in for these inputs, or upload for these outputs (those on volumes): each one's id,
+    its location as the spec gives it (``source``), its store and its path there; raise ``LookupError`` naming
+    the item (``field``: ``inputs`` or ``outputs``)."""
     out = []
-    for index, item in enumerate(inputs):
+    for index, item in enumerate(items):
         if store_location(item.path) is None:
             continue
         try:
             row, relative = resolve(item.path, volumes)
         except LookupError as exc:
-            raise LookupError(f"inputs.{index}.path: {exc}") from None
+            raise LookupError(f"{field}.{index}.path: {exc}") from None
         store = store_for(row.spec, row.credentials or {})
         path = store.path(relative)
         out.append({"id": item.id, "source": item.path, "store": store.to_json(), "path": path})
     return tuple(out)
 
 
-def check_inputs(session: Session, workspace_id: int, inputs: list[InputSpec]) -> None:
-    """At submission: every input on a volume names one the workspace has (``LookupError`` otherwise)."""
-    if any(store_location(item.path) for item in inputs):
-        staged_inputs(inputs, volume_rows(session, [workspace_id]).get(workspace_id, []))
+def check_locations(session: Session, workspace_id: int, spec: JobSpec) -> None:
+    """At submission: every input and output on a volume names one the workspace has (``LookupError``
+    otherwise)."""
+    volumes = volume_rows(session, [workspace_id]).get(workspace_id, [])
+    staged(spec.inputs, volumes, "inputs")
+    staged(spec.outputs, volumes, "outputs")
 
 
 def relative_path(value: str) -> str:

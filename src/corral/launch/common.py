@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 
+from corral.core.specs import store_location
 from corral.launch.env import node_environment, output_dir
 from corral.launch.layout import node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
@@ -30,6 +31,8 @@ class Proc:
 STAGE_VARIABLE = "CORRAL_STAGE_INPUTS"
 #: Run by the node's own Corral (``CORRAL_PYTHON``: the interpreter the node's backend runs).
 STAGE_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.stage'
+UPLOAD_VARIABLE = "CORRAL_UPLOAD_OUTPUTS"
+UPLOAD_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.upload'
 
 
 def stage_order(ctx: JobContext, links: str) -> str:
@@ -41,7 +44,7 @@ def stage_order(ctx: JobContext, links: str) -> str:
 def staged_secrets(ctx: JobContext) -> list[str]:
     """The credentials in the staging order: masked wherever a log shows them."""
     found = []
-    for item in ctx.staged_inputs:
+    for item in (*ctx.staged_inputs, *ctx.staged_outputs):
         options = item["store"]["options"]
         for key in ("key", "secret", "token", "connection_string"):
             if isinstance(options.get(key), str) and options[key]:
@@ -109,7 +112,10 @@ def build_plan(
                 ip=node.ip,
             )
         )
-    outputs = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs]
+    outputs = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs if store_location(o.path) is None]
+    # An output going to a volume is a folder of each node's own disk until it is uploaded.
+    staged_ids = [item["id"] for item in ctx.staged_outputs]
+    outputs += [str(PurePath(node_job_paths(n.root, ctx.job_uid)["outputs"], i)) for n in node_list for i in staged_ids]
     shared = [ctx.attempt_dir, logs, layout.shared, layout.checkpoints, *outputs, *extra_dirs]
     return LaunchPlan(
         job_uid=ctx.job_uid,
@@ -124,4 +130,37 @@ def build_plan(
         checkpoint_dir=layout.checkpoints,
         run_as=ctx.run_as,
         owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *outputs),
+        upload=upload_plan(ctx, node_plans, node_list) if ctx.staged_outputs else None,
+    )
+
+
+def upload_plan(ctx: JobContext, node_plans: Sequence[NodePlan], nodes: Sequence[NodeAssignment]) -> LaunchPlan:
+    """One process per node that uploads what the node's processes wrote to the job's outputs on volumes (run once
+    they have all exited 0). Its records are ``<attempt dir>/upload``; its logs ``upload-<node rank>.txt``, and the
+    manifest of what it uploaded (one JSON line per file) ``upload-manifest-<node rank>.jsonl``."""
+    layout, attempt_dir = ctx.layout, str(PurePath(ctx.attempt_dir, "upload"))
+    plans = []
+    for node, plan in zip(nodes, node_plans, strict=True):
+        local = node_job_paths(node.root, ctx.job_uid)["outputs"]
+        order = [{**item, "local": str(PurePath(local, item["id"]))} for item in ctx.staged_outputs]
+        env = {**node_environment(ctx, nodes, plan.rank), UPLOAD_VARIABLE: json.dumps({"outputs": order})}
+        process = ProcessPlan(
+            rank=plan.rank,
+            node_rank=plan.rank,
+            command=UPLOAD_COMMAND,
+            env=env,
+            stdout=layout.upload_manifest(ctx.attempt, plan.rank),
+            stderr=layout.log(ctx.attempt, "upload", plan.rank),
+        )
+        plans.append(replace(plan, prepare_command=None, prepare_env={}, code_archive=None, processes=(process,)))
+    return LaunchPlan(
+        job_uid=ctx.job_uid,
+        attempt=-ctx.attempt,
+        attempt_dir=attempt_dir,
+        shared_dirs=(attempt_dir,),
+        nodes=tuple(plans),
+        grace_seconds=ctx.spec.limits.termination_grace,
+        secret_values=tuple(staged_secrets(ctx)),
+        run_as=ctx.run_as,
+        owned_dirs=(attempt_dir,),
     )

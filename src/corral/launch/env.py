@@ -18,7 +18,12 @@ TWIN_PREFIX = "AZ_BATCHAI_"
 
 def output_dir(ctx: JobContext, path: str, suffix: str) -> str:
     """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7)."""
-    return str(PurePath(path, ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
+    return str(PurePath(path, output_suffix(ctx, suffix)))
+
+
+def output_suffix(ctx: JobContext, suffix: str) -> str:
+    """Where a job's output goes under its path: ``<workspace>/<experiment>/<job>/<job uid>/<suffix>``."""
+    return str(PurePath(ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
 
 
 def twins(variables: dict[str, str]) -> dict[str, str]:
@@ -75,7 +80,10 @@ def node_environment(
         staged = store_location(item.path) is not None
         corral[f"INPUT_{item.id}"] = str(PurePath(paths["inputs"], item.id)) if staged else item.path
     for item in spec.outputs:
-        corral[f"OUTPUT_{item.id}"] = output_dir(ctx, item.path, item.suffix or item.id)
+        if store_location(item.path) is not None:
+            corral[f"OUTPUT_{item.id}"] = str(PurePath(paths["outputs"], item.id))
+        else:
+            corral[f"OUTPUT_{item.id}"] = output_dir(ctx, item.path, item.suffix or item.id)
     env = twins(corral)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node.gpus)
     if toolkit:

@@ -61,6 +61,10 @@ class JobLayout:
         """An attempt's logs (every attempt keeps its own)."""
         return str(PurePath(self.logs_root, f"attempt-{attempt}"))
 
+    def upload_manifest(self, attempt: int, node_rank: int) -> str:
+        """What a node's upload of the job's outputs to volumes wrote: one JSON line per file."""
+        return str(PurePath(self.logs_dir(attempt), f"upload-manifest-{node_rank}.jsonl"))
+
     def log(self, attempt: int, stream: str, rank: int) -> str:
         """``stdout``/``stderr`` of a rank, ``prepare`` of a node, ``mpirun`` (the launcher's, ``rank`` unused)."""
         name = "mpirun.txt" if stream == "mpirun" else f"{stream}-{rank}.txt"
@@ -85,4 +89,6 @@ def node_job_paths(node_root: str, job_uid: str) -> dict[str, str]:
         "mount_root": str(PurePath(node_root, "mounts")),
         # Inputs staged from volumes: a link each, to its copy in the machine's cache (corral.data.stage).
         "inputs": str(job_root / ".corral" / "inputs"),
+        # Outputs going to volumes: written here on each node, uploaded when the job's processes have ended.
+        "outputs": str(job_root / ".corral" / "outputs"),
     }

@@ -54,8 +54,10 @@ class JobContext:
     ports: tuple[int, ...] = ()
     #: The Unix account the job runs as (None: the server's own).
     run_as: str | None = None
-    #: Inputs to stage in from volumes (``corral.data.volumes.StagedInput``), each with its store's credentials.
+    #: Inputs to stage in from volumes (``corral.data.volumes.staged``), each with its store's credentials.
     staged_inputs: tuple[Any, ...] = ()
+    #: Outputs to upload to volumes when the processes have ended (the same form: id, source, store, path).
+    staged_outputs: tuple[Any, ...] = ()
     #: The machine's cache of staged inputs (a folder of its own disk that all its nodes share), and its limit.
     input_cache: str = ""
     input_cache_limit: int = 0
@@ -126,6 +128,9 @@ class LaunchPlan:
     #: opened for passage only (0711).
     run_as: str | None = None
     owned_dirs: tuple[str, ...] = ()
+    #: What runs once every process has exited 0, before the job counts as succeeded: one process per node that
+    #: uploads its outputs to their volumes (``corral.data.upload``). Its ``attempt`` is this plan's, negated.
+    upload: LaunchPlan | None = None
 
     @cached_property
     def processes(self) -> tuple[ProcessPlan, ...]:

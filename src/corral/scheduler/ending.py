@@ -10,9 +10,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, load_only
 
 from corral.backends.base import ExitKind
-from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
+from corral.core.states import UPLOADING_OUTPUTS, AttemptReason, ErrorCode, JobState, NodeState
 from corral.scheduler.outcome import Run, attempt_outcome
-from corral.store.tables import AttemptRow, JobRow, NodeRow
+from corral.store.tables import AttemptRow, JobEventRow, JobRow, NodeRow
 from corral.store.transitions import Move, transition_jobs, transition_nodes, transition_nodes_each
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
             {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
         )
         if outcome.state == JobState.QUEUED:
-            moves.append(Move(job, JobState.QUEUED, outcome.reason, "requeued", {"queued_at": now}))
+            why = f"requeued: {run.failure.message}" if run.failure is not None else "requeued"
+            moves.append(Move(job, JobState.QUEUED, outcome.reason, why, {"queued_at": now}))
             continue
         changes = {
             "ended_at": now,
@@ -99,3 +100,14 @@ def fail_unrecoverable(session: Session, job: JobRow, attempt: AttemptRow, messa
     target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
     changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
     transition_jobs(session, [Move(job, target, ErrorCode.INVALID_SPEC, message, changes)], at=now)
+
+
+def mark_uploading(session: Session, runs: list[Run], now: float) -> None:
+    """The runs whose processes have all exited 0 and whose outputs now go to their volumes: their jobs say so
+    (``reason``, an event), still running."""
+    for run in runs:
+        session.execute(update(JobRow).where(JobRow.id == run.job_id).values(reason=UPLOADING_OUTPUTS))
+        message = "every process exited 0: uploading the outputs to their volumes"
+        row = JobEventRow(job_id=run.job_id, at=now, from_state=JobState.RUNNING, to_state=JobState.RUNNING,
+                          reason=UPLOADING_OUTPUTS, message=message)  # fmt: skip
+        session.add(row)

@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 from corral.backends.base import Backends, ExitKind, ProcessExit
 from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
 from corral.launch.planner import ports_needed
-from corral.scheduler.ending import fail_unlaunchable, finish_runs
+from corral.scheduler.ending import fail_unlaunchable, finish_runs, mark_uploading
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.liveness import Liveness
 from corral.scheduler.nodes import lock_clusters
-from corral.scheduler.outcome import Failure, Run, failure_of
+from corral.scheduler.outcome import Failure, Run, failure_of, upload_failure
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
     RESOURCES,
@@ -190,11 +190,18 @@ class Controller:
         for report in reports:
             self._apply_report(report, now)
         self._fire_timers(now)
+        uploads = [r for r in self._runs.values() if r.awaits_upload and not r.uploading and r.plan.upload]
+        for run in uploads:
+            assert run.plan.upload is not None
+            run.uploading = True
+            self._backend.launch(run.plan.upload)
         done = [r for r in self._runs.values() if r.done]
         self._pass_ports, self._failed_in_pass = [], []
         try:
             with self._db.write() as session:
                 lock_clusters(session)
+                if uploads:
+                    mark_uploading(session, uploads, now)
                 requeued = self._finish(session, done, now) if done else []
                 self._queue.load_policy(session)
                 # This pass's submissions are taken in once, here: the automatic scale's demand and the
@@ -210,6 +217,8 @@ class Controller:
             del self._runs[run.key]
             self._runs_by_job.pop(run.job_id, None)
             self._backend.forget(run.plan)
+            if run.uploading and run.plan.upload is not None:
+                self._backend.forget(run.plan.upload)
             self._ports.release(run.plan.ports)
             if run.shape is not None:
                 self._queue.usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
@@ -237,11 +246,16 @@ class Controller:
     def _stop_run(self, run: Run, now: float) -> None:
         """SIGTERM every node still running; SIGKILL follows after the grace period."""
         self._backend.signal(run.plan, kill=False)
+        if run.uploading and run.plan.upload is not None:
+            self._backend.signal(run.plan.upload, kill=False)
         run.kill_at = now + run.plan.grace_seconds
         heapq.heappush(self._timers, (run.kill_at, run.key))
 
     def _apply_report(self, report: ProcessExit, now: float) -> None:
         if self._nodes.take_report(report):
+            return
+        if report.attempt < 0:  # a node's upload of the outputs (the plan's ``upload``)
+            self._apply_upload_report(report, now)
             return
         run = self._runs.get((report.job_uid, report.attempt))
         if run is None or report.rank in run.exits:
@@ -252,6 +266,17 @@ class Controller:
             run.failure = failure
             self._stop_run(run, now)
 
+    def _apply_upload_report(self, report: ProcessExit, now: float) -> None:
+        run = self._runs.get((report.job_uid, -report.attempt))
+        upload = run.plan.upload if run is not None else None
+        if run is None or upload is None or report.rank in run.upload_exits:
+            return
+        run.upload_exits[report.rank] = report
+        failure = upload_failure(report, upload, last_line(upload.processes[report.rank].stderr))
+        if failure is not None and run.failure is None:
+            run.failure = failure
+            self._backend.signal(upload, kill=False)  # the attempt has failed: the other nodes need not go on
+
     def _fire_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             _, key = heapq.heappop(self._timers)
@@ -260,6 +285,8 @@ class Controller:
                 continue
             if run.kill_at is not None and run.kill_at <= now:
                 self._backend.signal(run.plan, kill=True)
+                if run.uploading and run.plan.upload is not None:
+                    self._backend.signal(run.plan.upload, kill=True)
             elif run.deadline is not None and run.deadline <= now and not run.stopping:
                 limit = run.deadline - run.started_at
                 run.failure = Failure(ErrorCode.WALL_CLOCK_EXCEEDED, f"ran past limits.max_wall_clock ({limit:g}s)")
@@ -402,3 +429,14 @@ class Controller:
             if run.terminating or run.preempted:
                 self._backend.signal(run.plan, kill=False)
         log.info("recovered %d running jobs", len(runs))
+
+
+def last_line(path: str, limit: int = 300) -> str:
+    """The last line a log holds (its last 4 KiB read), cut to ``limit`` characters; '' when there is none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].removeprefix("corral: ")[:limit] if lines else ""

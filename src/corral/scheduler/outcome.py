@@ -55,14 +55,34 @@ class Run:
     #: What the queue's policy needs of a running job (see ``policy.RunningJob``).
     shape: RunningJob | None = None
     user: str = ""
+    #: The upload of its outputs to volumes (``plan.upload``) was started, and its processes' reports by rank.
+    uploading: bool = False
+    upload_exits: dict[int, ProcessExit] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.plan.job_uid, self.plan.attempt)
 
     @property
-    def done(self) -> bool:
+    def processes_done(self) -> bool:
         return len(self.exits) == len(self.plan.processes)
+
+    @property
+    def awaits_upload(self) -> bool:
+        """Every process exited 0, and the outputs for volumes have not all been uploaded yet."""
+        upload = self.plan.upload
+        return (
+            upload is not None
+            and self.processes_done
+            and not self.terminating
+            and not self.preempted
+            and all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in self.exits.values())
+            and len(self.upload_exits) < len(upload.processes)
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.processes_done and not self.awaits_upload
 
     @property
     def stopping(self) -> bool:
@@ -100,6 +120,16 @@ def failure_of(report: ProcessExit, plan: LaunchPlan) -> Failure | None:
     return Failure(ErrorCode.NODE_LOST, f"{where} is gone and recorded no exit code")
 
 
+def upload_failure(report: ProcessExit, upload: LaunchPlan, detail: str) -> Failure | None:
+    """The error a node's upload of outputs means (None: it uploaded them all); ``detail``: its log's last line."""
+    if report.kind == ExitKind.EXITED and report.exit_code == 0:
+        return None
+    name = upload.nodes[report.rank].node_name
+    how = f"exited with code {report.exit_code}" if report.kind == ExitKind.EXITED else "could not run or vanished"
+    message = f"uploading the outputs of node {report.rank} ({name}) {how}"
+    return Failure(ErrorCode.OUTPUT_UPLOAD_FAILED, f"{message}: {detail}" if detail else message)
+
+
 def attempt_outcome(run: Run) -> Outcome:
     """How the attempt ended, and whether the job gets another (``QUEUED``) under its retry policy."""
     reports = [run.exits[rank] for rank in sorted(run.exits)]
@@ -129,8 +159,10 @@ def attempt_outcome(run: Run) -> Outcome:
         return Outcome(JobState.SUCCEEDED, 0)
     code, message, exit_code = failure.code, failure.message, failure.exit_code
     reason = AttemptReason.of_failure(code)
-    retryable = (code == ErrorCode.NODE_LOST and "node_failure" in retry.on) or (
-        code == ErrorCode.JOB_FAILED and exit_code in retry.exit_codes
+    retryable = (
+        (code == ErrorCode.NODE_LOST and "node_failure" in retry.on)
+        or (code == ErrorCode.JOB_FAILED and exit_code in retry.exit_codes)
+        or code == ErrorCode.OUTPUT_UPLOAD_FAILED  # the job did its work: only its outputs did not get there
     )
     if retryable and left:
         return Outcome(JobState.QUEUED, exit_code, reason=reason)

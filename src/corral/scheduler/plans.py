@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from corral.backends.base import NodeProvider, NodeRef
 from corral.core.specs import JobSpec
+from corral.launch.env import output_suffix
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
 from corral.store.tables import ClusterRow, JobRow, NodeRow
@@ -15,6 +18,11 @@ from corral.store.tables import ClusterRow, JobRow, NodeRow
 def job_spec(job: JobRow) -> JobSpec:
     """The job's spec as the planners see it (secrets come from their own column)."""
     return JobSpec.model_validate({**job.spec, "secrets": {}})
+
+
+def suffix_of(spec: JobSpec, output: str) -> str:
+    item = next(o for o in spec.outputs if o.id == output)
+    return item.suffix or item.id
 
 
 def plan_for(
@@ -29,6 +37,7 @@ def plan_for(
     nodes: Sequence[NodeRow],
     provider: NodeProvider,
     staged_inputs: tuple[dict[str, Any], ...] = (),
+    staged_outputs: tuple[dict[str, Any], ...] = (),
 ) -> LaunchPlan:
     shape = cluster.parsed.node
     cache, cache_limit = provider.input_cache() if staged_inputs else ("", 0)
@@ -48,6 +57,11 @@ def plan_for(
         input_cache=cache,
         input_cache_limit=cache_limit,
     )
+    if staged_outputs:  # each output goes under the job's own folder of its volume (as a local output's path)
+        under = {o["id"]: output_suffix(ctx, suffix_of(spec, o["id"])) for o in staged_outputs}
+        ctx = replace(
+            ctx, staged_outputs=tuple({**o, "path": posixpath.join(o["path"], under[o["id"]])} for o in staged_outputs)
+        )
     assignments = [
         NodeAssignment(
             node_id=node.id,

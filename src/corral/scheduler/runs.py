@@ -19,7 +19,7 @@ from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
 from corral.core.specs import JobSpec, store_location
 from corral.core.states import JobState, NodeState
-from corral.data.volumes import staged_inputs, volume_rows
+from corral.data.volumes import staged, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import job_spec, plan_for
 from corral.scheduler.policy import Placement, QueuedJob, RunningJob
@@ -36,8 +36,9 @@ class Placed:
     workspace: str
     experiment: str
     cluster: ClusterRow
-    #: Its inputs on volumes, as the nodes stage them in (``corral.data.volumes.staged_inputs``).
+    #: Its inputs and outputs on volumes, as the nodes stage them in and upload them (``corral.data.volumes.staged``).
     staged_inputs: tuple[dict[str, Any], ...] = ()
+    staged_outputs: tuple[dict[str, Any], ...] = ()
 
 
 def queued_job(
@@ -97,17 +98,20 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
             broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
             continue
         try:
-            staged = staged_inputs(spec.inputs, volumes.get(job.workspace_id, [])) if spec.inputs else ()
+            held = volumes.get(job.workspace_id, [])
+            inputs = staged(spec.inputs, held, "inputs") if spec.inputs else ()
+            outputs = staged(spec.outputs, held, "outputs") if spec.outputs else ()
         except LookupError as exc:  # a volume deleted since the job was submitted
             broken[job.id] = (job, str(exc))
             continue
-        placed[job.id] = Placed(job, spec, workspace, experiment, cluster, staged)
+        placed[job.id] = Placed(job, spec, workspace, experiment, cluster, inputs, outputs)
     return placed, broken
 
 
 def stages_inputs(stored: dict[str, Any]) -> bool:
     """Whether a job's spec (as stored) has an input on a volume."""
-    return any(isinstance(i, dict) and store_location(str(i.get("path", ""))) for i in stored.get("inputs") or [])
+    items = [*(stored.get("inputs") or []), *(stored.get("outputs") or [])]
+    return any(isinstance(i, dict) and store_location(str(i.get("path", ""))) for i in items)
 
 
 def new_run(
@@ -132,6 +136,7 @@ def new_run(
         nodes=nodes,
         provider=provider,
         staged_inputs=placed.staged_inputs,
+        staged_outputs=placed.staged_outputs,
     )
     limit = placed.spec.limits.max_wall_clock
     shape = RunningJob(

@@ -18,6 +18,8 @@ from corral.server.openapi import FILE_RESPONSE, LIST_RESPONSE, LOG_RESPONSE
 from corral.server.services import commands, outputs
 from corral.server.services import jobs as service
 from corral.server.services.logstream import follow_job, parse_cursor, parse_ranks
+from corral.server.services.lookup import job_row
+from corral.server.services.volumes import read_in
 
 router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs"])
 #: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
@@ -137,7 +139,7 @@ def get_logs(
     name: PathName,
     ctx: Ctx,
     rank: int = Query(0, ge=0),
-    stream: Literal["stdout", "stderr", "prepare", "mpirun"] = "stdout",
+    stream: Literal["stdout", "stderr", "prepare", "mpirun", "upload"] = "stdout",
     follow: bool = False,
     attempt: int | None = Query(None, ge=1),
     tail: int | None = Query(None, ge=0, description="Only the last lines, this many (follow: of each stream)."),
@@ -205,7 +207,16 @@ def download_file(
     ws: PathName, exp: PathName, name: PathName, ctx: Ctx, output: str, path: str
 ) -> FileResponse | StreamingResponse:
     with ctx.db.read() as session:
-        target, secrets = outputs.file_path(session, workspace=ws, experiment=exp, job=name, output=output, path=path)
+        row, _ = job_row(session, ws, exp, name)
+        on_volume = outputs.store_output(session, row, ws, exp, output)
+        if on_volume is None:
+            target, secrets = outputs.file_path(
+                session, workspace=ws, experiment=exp, job=name, output=output, path=path
+            )
+    if on_volume is not None:  # uploaded to a volume: streamed from its store
+        chunks = read_in(*on_volume, path)
+        filename = {"Content-Disposition": f"attachment; filename*=utf-8''{quote(path.rsplit('/', 1)[-1])}"}
+        return StreamingResponse(chunks, media_type="application/octet-stream", headers=filename)
     if secrets:  # a log of a job with secrets: served masked
         disposition = {"Content-Disposition": f"attachment; filename*=utf-8''{quote(target.name)}"}
         return StreamingResponse(

@@ -25,8 +25,8 @@ from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
-from corral.core.states import ErrorCode, JobState
-from corral.data.volumes import check_inputs
+from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
+from corral.data.volumes import check_locations
 from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
@@ -89,22 +89,20 @@ def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[Att
         attempts=attempt_models,
         nodes=attempt_models[-1].nodes if attempt_models and row.state != JobState.QUEUED else [],
         job_dir=row.job_dir,
-        reason=row.reason if row.state == JobState.QUEUED else None,
+        reason=row.reason if row.state == JobState.QUEUED or _uploading(row) else None,
     )
+
+
+def _uploading(row: JobRow) -> bool:
+    return row.state == JobState.RUNNING and row.reason == UPLOADING_OUTPUTS
 
 
 def _check_paths(spec: JobSpec) -> None:
     located = [("inputs", i, x.path) for i, x in enumerate(spec.inputs)]
     located += [("outputs", i, x.path) for i, x in enumerate(spec.outputs)]
     for kind, i, path in located:
-        if "://" in path and kind == "inputs":
-            continue  # a volume's: checked against the workspace's volumes (check_inputs)
         if "://" in path:
-            scheme = path.split("://", 1)[0]
-            raise InvalidSpec(
-                f"{kind}.{i}.path: outputs on {scheme}:// are not available in this version; give a local path",
-                details=[{"loc": f"{kind}.{i}.path", "message": f"{scheme}:// is not available for outputs"}],
-            )
+            continue  # a volume's: checked against the workspace's volumes (check_locations)
         if not PurePosixPath(path).is_absolute():
             raise InvalidSpec(
                 f"{kind}.{i}.path: must be an absolute path, got {path!r}",
@@ -182,10 +180,10 @@ def _check_submission(
     workspace_id, cluster, experiment_id = names.resolve(
         db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
     )
-    if any("://" in item.path for item in spec.inputs):
+    if any("://" in item.path for item in spec.inputs) or any("://" in item.path for item in spec.outputs):
         with db.read() as session:
             try:
-                check_inputs(session, workspace_id, spec.inputs)
+                check_locations(session, workspace_id, spec)
             except LookupError as exc:
                 loc = str(exc).split(":", 1)[0]
                 raise InvalidSpec(f"job: {exc}", details=[{"loc": loc, "message": str(exc)}]) from None

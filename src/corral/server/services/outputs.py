@@ -7,23 +7,29 @@ as in Batch AI.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from corral.core.errors import InvalidRequest
+from corral.core.errors import InvalidRequest, NotFound
 from corral.core.models import FileEntry, FilePage
-from corral.launch.env import output_dir
+from corral.core.specs import store_location
+from corral.data.stores import Store, store_for
+from corral.data.volumes import resolve, volume_rows
+from corral.launch.env import output_dir, output_suffix
 from corral.launch.layout import STDOUTERR, JobLayout
 from corral.launch.plan import JobContext
 from corral.server.services.lookup import job_row, stored_job_spec
+from corral.server.services.volumes import list_in
 from corral.storage.files import file_to_read, list_directory
 from corral.store.tables import JobRow
 
-LogStream = Literal["stdout", "stderr", "prepare", "mpirun"]
+LogStream = Literal["stdout", "stderr", "prepare", "mpirun", "upload"]
 
 
 def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
@@ -33,12 +39,34 @@ def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path
         return roots
     ctx = JobContext(workspace, experiment, row.name, row.uid, 0, row.job_dir, spec)
     for item in spec.outputs:
+        if store_location(item.path) is not None:
+            continue  # on a volume: store_output
         root = Path(os.path.normpath(output_dir(ctx, item.path, item.suffix or item.id)))
         # The spec refuses '..' in a suffix; an output stored before it did, leading out of the job's own
         # directory under its path, is not served at all.
         if root.is_relative_to(os.path.normpath(output_dir(ctx, item.path, ""))):
             roots[item.id] = root
     return roots
+
+
+def store_output(session: Session, row: JobRow, workspace: str, experiment: str, output: str) -> StoreOutput | None:
+    """Where a job's output on a volume went (a store whose root is the job's folder of it), and the volume's
+    credentials to mask; None for an output that is a path (or no output of that id)."""
+    spec = stored_job_spec(row)
+    item = next((o for o in spec.outputs if o.id == output), None) if spec is not None else None
+    if spec is None or item is None or store_location(item.path) is None:
+        return None
+    try:
+        volume, relative = resolve(item.path, volume_rows(session, [row.workspace_id]).get(row.workspace_id, []))
+    except LookupError as exc:
+        raise NotFound(f"output {output!r} of job {row.name!r}: {exc}") from None
+    ctx = JobContext(workspace, experiment, row.name, row.uid, 0, row.job_dir, spec)
+    store = store_for(volume.spec, volume.credentials or {})
+    root = posixpath.join(store.path(relative), output_suffix(ctx, item.suffix or item.id))
+    return replace(store, root=root), dict(volume.credentials or {})
+
+
+StoreOutput = tuple[Store, dict[str, Any]]
 
 
 def _root(session: Session, workspace: str, experiment: str, job: str, output: str) -> Path:
@@ -60,13 +88,22 @@ def list_files(
     cursor: str | None,
     limit: int,
 ) -> FilePage:
+    row, _ = job_row(session, workspace, experiment, job)
     if output is None:
-        row, _ = job_row(session, workspace, experiment, job)
-        roots = output_roots(row, workspace, experiment)
-        entries = [
-            FileEntry(name=oid, path=oid, is_dir=True, size=0, modified_at=row_time(row)) for oid in sorted(roots)
-        ]
+        ids = set(output_roots(row, workspace, experiment))
+        spec = stored_job_spec(row)
+        ids.update(o.id for o in (spec.outputs if spec is not None else []) if store_location(o.path) is not None)
+        entries = [FileEntry(name=oid, path=oid, is_dir=True, size=0, modified_at=row_time(row)) for oid in sorted(ids)]
         return FilePage(entries=entries)
+    on_volume = store_output(session, row, workspace, experiment, output)
+    if on_volume is not None:
+        store, secrets = on_volume
+        try:
+            return list_in(store, secrets, path, cursor=cursor, limit=limit)
+        except NotFound:
+            if path.strip("/"):
+                raise
+            return FilePage(entries=[])  # nothing uploaded (yet)
     root = _root(session, workspace, experiment, job, output)
     if not root.exists():
         return FilePage(entries=[])
@@ -97,7 +134,7 @@ def mask(text: str, secrets: list[str]) -> str:
 def log_file(row: JobRow, stream: LogStream, rank: int, attempt: int | None = None) -> Path:
     """A rank's (a node's, for ``prepare``; the launcher's, for ``mpirun``) log of an attempt, the latest when
     none is given."""
-    count, what = (row.node_count, "nodes") if stream == "prepare" else (row.rank_count, "ranks")
+    count, what = (row.node_count, "nodes") if stream in ("prepare", "upload") else (row.rank_count, "ranks")
     if stream != "mpirun" and (rank < 0 or rank >= count):
         raise InvalidRequest(f"rank: job {row.name!r} has {what} 0..{count - 1}, got {rank}")
     latest = max(1, row.attempt_count)

@@ -169,6 +169,11 @@ def _store_call(secrets: dict[str, Any], what: str, call: Any, *args: Any) -> An
 
 def list_files(db: Database, *, workspace: str, name: str, path: str, cursor: str | None, limit: int) -> FilePage:
     store, secrets = store_of(db, workspace, name)
+    return list_in(store, secrets, path, cursor=cursor, limit=limit)
+
+
+def list_in(store: Store, secrets: dict[str, Any], path: str, *, cursor: str | None, limit: int) -> FilePage:
+    """One page of what is at ``path`` under the store's root (one level), by name."""
     relative = _relative(path)
     if store.protocol == "file":
         return list_directory(Path(store.root), relative, cursor=cursor, limit=limit)
@@ -206,6 +211,11 @@ def _entry(info: dict[str, Any], root: str, name: str) -> FileEntry:
 def read_file(db: Database, *, workspace: str, name: str, path: str) -> Iterator[bytes]:
     """The content of a file of the volume, in chunks (opened before the first, so a missing file is a 404)."""
     store, secrets = store_of(db, workspace, name)
+    return read_in(store, secrets, path)
+
+
+def read_in(store: Store, secrets: dict[str, Any], path: str) -> Iterator[bytes]:
+    """The content of the file at ``path`` under the store's root, in chunks."""
     relative = _relative(path)
     if store.protocol == "file":
         handle: Any = open(file_to_read(Path(store.root), relative), "rb")  # noqa: SIM115 - closed by chunks()
