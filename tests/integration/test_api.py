@@ -86,7 +86,7 @@ def test_cluster_lifecycle_and_unavailable_features(server: ServerHandle) -> Non
     assert cluster.current_nodes == 3 and cluster.node_counts.idle == 3
     assert [n.name for n in c.list_nodes("tmp")] == ["node-0", "node-1", "node-2"]
     assert "tmp" in [x.name for x in c.list_clusters()]
-    with pytest.raises(InvalidSpec, match="mounts: volume mounts are not available"):
+    with pytest.raises(InvalidSpec, match=r"mounts\.0\.volume: the workspace has no volume 'v'"):
         c.create_cluster({"name": "mnt", "scale": {"nodes": 1}, "mounts": [{"volume": "v", "path": "data"}]})
     with pytest.raises(InvalidSpec, match="backend: this server runs the local backend"):
         c.create_cluster({"name": "far", "backend": "ray", "scale": {"nodes": 1}})

@@ -14,7 +14,7 @@ import pytest
 
 from corral.client.client import Client
 from corral.core.errors import AlreadyExists, Forbidden, InvalidRequest, InvalidSpec, NotFound
-from tests.conftest import ServerHandle, until
+from tests.conftest import ServerHandle, passable, until
 from tests.data_stores import AZURITE_KEY, S3_KEY, AzuriteServer, S3Server
 
 
@@ -155,7 +155,7 @@ def test_a_job_stages_its_inputs_once_and_reads_them_where_corral_says(
     second = c.wait_job(c.create_job(spec).name, timeout=120)
     assert second.state == "succeeded" and c.job_logs(second.name) == expected
     assert "input DATA: 3 files" in c.job_logs(second.name, stream="prepare")
-    assert "(cached)" in c.job_logs(second.name, stream="prepare")  # nothing copied again
+    assert "(cached, " in c.job_logs(second.name, stream="prepare")  # nothing copied again
     # A changed object is a changed input: copied again, and the job reads the new bytes.
     (tmp_path / "set" / "train" / "b.txt").write_bytes(b"changed\n")
     c.upload_to_volume(f"in-{tag}", tmp_path / "set" / "train" / "b.txt", f"{tag}/digits/train/b.txt")
@@ -275,3 +275,39 @@ def test_an_upload_that_fails_fails_the_attempt_and_the_retry_uploads(
         assert [e.name for e in found] == ["result.txt"]
     finally:
         store.stop()
+
+
+def test_mounts_a_shared_directory_for_every_node_and_a_bucket_for_the_job(
+    server: ServerHandle, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A cluster's mount of a path volume: both nodes of one job see the same directory (node 0 writes, node 1
+    reads); a job's mount of an S3 volume: a copy under its job mount root."""
+    c = server.client(experiment="mounts")
+    tag = _tag()
+    shared = passable(tmp_path / "nfs")
+    shared.mkdir()
+    shared.chmod(0o777)
+    c.create_volume({"name": f"nfs-{tag}", "kind": "path", "path": str(shared)})
+    c.create_volume(s3_server.volume(f"b-{tag}", "mounted", prefix=tag))
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "config.txt").write_text("lr=0.1\n")
+    c.upload_to_volume(f"b-{tag}", tmp_path / "up")
+    cluster = f"mnt-{tag}"
+    c.create_cluster({"name": cluster, "scale": {"nodes": 2}, "mounts": [{"volume": f"nfs-{tag}", "path": "nfs"}]})
+    handshake = (
+        'if [ "$CORRAL_NODE_RANK" = 0 ]; then echo "from node 0" > $CORRAL_MOUNT_ROOT/nfs/$CORRAL_JOB_ID; '
+        "else for i in $(seq 100); do [ -f $CORRAL_MOUNT_ROOT/nfs/$CORRAL_JOB_ID ] && break; sleep 0.1; done; "
+        "cat $CORRAL_MOUNT_ROOT/nfs/$CORRAL_JOB_ID; fi; cat $CORRAL_JOB_MOUNT_ROOT/settings/config.txt"
+    )
+    spec = {"cluster": cluster, "node_count": 2, "mounts": [{"volume": f"b-{tag}", "path": "settings"}],
+            "custom": {"command": handshake}}  # fmt: skip
+    job = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="prepare"))
+    assert c.job_logs(job.name, rank=1) == "from node 0\nlr=0.1\n"
+    assert (shared / c.get_job(job.name).uid).read_text() == "from node 0\n"  # the directory itself, not a copy
+    assert "a shared directory, not copied" in c.job_logs(job.name, stream="prepare")
+    with pytest.raises(InvalidSpec, match=r"mounts\.0\.volume: the workspace has no volume 'nope'"):
+        c.create_job({**spec, "mounts": [{"volume": "nope", "path": "x"}]})
+    with pytest.raises(InvalidSpec, match=r"mounts\.0\.path"):
+        c.create_job({**spec, "mounts": [{"volume": f"b-{tag}", "path": "../up"}]})
+    c.delete_cluster(cluster)

@@ -90,7 +90,7 @@ class NewNode:
 DEFAULT_INPUT_CACHE_LIMIT = 20 * 2**30
 
 #: What a backend may support beyond running nodes and processes (a cluster spec asking for one it lacks is refused).
-FEATURES = frozenset({"setup", "preemption", "gpus", "mounts"})
+FEATURES = frozenset({"setup", "preemption", "gpus"})
 
 
 class NodeProvider(Protocol):

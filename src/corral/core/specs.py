@@ -144,9 +144,22 @@ class SetupSpec(Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
 
+#: A relative path of one or more ``/``-separated names: no ``.`` or ``..`` segment, so it never leads out.
+RelativePath = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", max_length=1024),
+    AfterValidator(_no_dot_segments),
+]
+
+
 class MountSpec(Strict):
+    """A volume where a job's processes find it: ``CORRAL_MOUNT_ROOT/<path>`` for a cluster's mounts (every job
+    on its nodes), ``CORRAL_JOB_MOUNT_ROOT/<path>`` for a job's. A ``path`` volume is the directory itself; an
+    object store's is copied in as an input is (``mode: copy``, read-mostly data)."""
+
     volume: Name
-    path: str
+    path: RelativePath
+    mode: Literal["copy"] = "copy"
 
 
 class ClusterSpec(Strict):
@@ -156,7 +169,7 @@ class ClusterSpec(Strict):
     priority: Literal["dedicated", "low"] = "dedicated"
     scale: ScaleSpec = ScaleSpec(nodes=1)
     setup: SetupSpec | None = None
-    mounts: list[MountSpec] = Field(default_factory=list)
+    mounts: list[MountSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     #: A high-priority job that has waited this long may preempt (requeue) running low-priority jobs.
     preempt_after: Duration | None = Field(None, ge=0)
 
@@ -421,6 +434,7 @@ class JobSpec(Strict):
     caffe2: Caffe2Toolkit | None = None
     inputs: list[InputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     outputs: list[OutputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    mounts: list[MountSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     #: Each ``NAME=value`` within one argument's limit; all of them together within the server's ``max_env_bytes``.
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)

@@ -163,16 +163,18 @@ def main() -> int:
                 link(Path(item["path"]), Path(item["link"]))
                 print(f"corral: input {item['id']}: {item['source']} (a shared directory, not copied)")
                 continue
-            started = time.monotonic()
             try:
-                staged = stage_input(store.open(), store, item["path"], cache)
+                fs = store.open()  # imports s3fs or adlfs: not counted below (the prepare's own time shows it)
+                started = time.monotonic()
+                staged = stage_input(fs, store, item["path"], cache)
             except Exception as exc:
                 print(f"corral: input {item['id']}: could not stage {item['source']}: {describe(exc)}", file=sys.stderr)
                 return 1
             used.add(staged.entry)
             link(staged.target, Path(item["link"]))
             size = sum(o.size for o in staged.objects)
-            how = "cached" if staged.cached else f"copied in {time.monotonic() - started:.2f} s"
+            took = time.monotonic() - started
+            how = f"cached, {took:.2f} s" if staged.cached else f"copied in {took:.2f} s"
             files = f"{len(staged.objects)} file{'s' if len(staged.objects) != 1 else ''}"
             print(f"corral: input {item['id']}: {files}, {size} bytes from {item['source']} ({how})")
         for gone in evict(cache, int(order["limit"]), used):

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.core.specs import InputSpec, JobSpec, OutputSpec, store_location
+from corral.core.specs import InputSpec, JobSpec, MountSpec, OutputSpec, store_location
 from corral.data.stores import store_for
 from corral.store.tables import VolumeRow
 
@@ -77,12 +77,33 @@ def staged(
     return tuple(out)
 
 
+def staged_mounts(
+    cluster: Sequence[MountSpec], job: Sequence[MountSpec], volumes: list[VolumeRow]
+) -> tuple[dict[str, Any], ...]:
+    """What the nodes stage for a cluster's and a job's mounts: as inputs, each linked where it is mounted
+    (``at``: the root it is under, ``mount_root`` or ``job_mount_root``, and the path there); ``LookupError``
+    naming the mount."""
+    by_name = {row.name: row for row in volumes}
+    out = []
+    for where, mounts in (("mount_root", cluster), ("job_mount_root", job)):
+        for index, mount in enumerate(mounts):
+            row = by_name.get(mount.volume)
+            if row is None:
+                loc = f"mounts.{index}.volume"
+                raise LookupError(f"{loc}: the workspace has no volume {mount.volume!r} (corral volume list)")
+            store = store_for(row.spec, row.credentials or {})
+            item = {"id": mount.path, "source": f"vol://{row.name}", "store": store.to_json(), "path": store.root}
+            out.append({**item, "at": [where, mount.path]})
+    return tuple(out)
+
+
 def check_locations(session: Session, workspace_id: int, spec: JobSpec) -> None:
-    """At submission: every input and output on a volume names one the workspace has (``LookupError``
+    """At submission: every input, output and mount on a volume names one the workspace has (``LookupError``
     otherwise)."""
     volumes = volume_rows(session, [workspace_id]).get(workspace_id, [])
     staged(spec.inputs, volumes, "inputs")
     staged(spec.outputs, volumes, "outputs")
+    staged_mounts((), spec.mounts, volumes)
 
 
 def relative_path(value: str) -> str:

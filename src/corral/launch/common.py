@@ -35,9 +35,18 @@ UPLOAD_VARIABLE = "CORRAL_UPLOAD_OUTPUTS"
 UPLOAD_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.upload'
 
 
-def stage_order(ctx: JobContext, links: str) -> str:
-    """What ``corral.data.stage`` stages on one node, links in ``links``."""
-    inputs = [{**item, "link": str(PurePath(links, item["id"]))} for item in ctx.staged_inputs]
+def stage_order(ctx: JobContext, paths: dict[str, str]) -> str:
+    """What ``corral.data.stage`` stages on one node (``paths``: the job's on that node), each linked where the
+    job finds it: an input in the job's inputs folder, a mount under its root."""
+    inputs = [
+        {
+            **item,
+            "link": str(
+                PurePath(paths[item["at"][0]], item["at"][1]) if "at" in item else PurePath(paths["inputs"], item["id"])
+            ),
+        }
+        for item in ctx.staged_inputs
+    ]
     return json.dumps({"cache": ctx.input_cache, "limit": ctx.input_cache_limit, "inputs": inputs})
 
 
@@ -97,7 +106,7 @@ def build_plan(
         paths = node_job_paths(node.root, ctx.job_uid)
         prepare_env = node_environment(ctx, node_list, rank) if prepare else {}
         if ctx.staged_inputs:
-            prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths["inputs"])
+            prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths)
         node_plans.append(
             NodePlan(
                 rank=rank,
@@ -112,11 +121,14 @@ def build_plan(
                 ip=node.ip,
             )
         )
-    outputs = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs if store_location(o.path) is None]
+    #: The folders the job writes besides its own: its outputs, and on the nodes those of its volumes.
+    writes = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs if store_location(o.path) is None]
     # An output going to a volume is a folder of each node's own disk until it is uploaded.
     staged_ids = [item["id"] for item in ctx.staged_outputs]
-    outputs += [str(PurePath(node_job_paths(n.root, ctx.job_uid)["outputs"], i)) for n in node_list for i in staged_ids]
-    shared = [ctx.attempt_dir, logs, layout.shared, layout.checkpoints, *outputs, *extra_dirs]
+    writes += [str(PurePath(node_job_paths(n.root, ctx.job_uid)["outputs"], i)) for n in node_list for i in staged_ids]
+    if any(item.get("at", ("",))[0] == "mount_root" for item in ctx.staged_inputs):  # the cluster's mounts' root
+        writes += [node_job_paths(n.root, ctx.job_uid)["mount_root"] for n in node_list]
+    shared = [ctx.attempt_dir, logs, layout.shared, layout.checkpoints, *writes, *extra_dirs]
     return LaunchPlan(
         job_uid=ctx.job_uid,
         attempt=ctx.attempt,
@@ -129,7 +141,7 @@ def build_plan(
         ports=ctx.ports,
         checkpoint_dir=layout.checkpoints,
         run_as=ctx.run_as,
-        owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *outputs),
+        owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *writes),
         upload=upload_plan(ctx, node_plans, node_list) if ctx.staged_outputs else None,
     )
 

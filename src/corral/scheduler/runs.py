@@ -19,7 +19,7 @@ from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
 from corral.core.specs import JobSpec, store_location
 from corral.core.states import JobState, NodeState
-from corral.data.volumes import staged, volume_rows
+from corral.data.volumes import staged, staged_mounts, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import job_spec, plan_for
 from corral.scheduler.policy import Placement, QueuedJob, RunningJob
@@ -85,7 +85,8 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
     placed: dict[int, Placed] = {}
     broken: dict[int, tuple[JobRow, str]] = {}
     #: The volumes of the workspaces whose jobs stage inputs from them (one query, only where any does).
-    staging = [job.workspace_id for job, _, _ in rows if stages_inputs(job.spec)]
+    mounting = {c.id for c in clusters.values() if c.spec.get("mounts")}
+    staging = [job.workspace_id for job, _, _ in rows if stages_inputs(job.spec) or job.cluster_id in mounting]
     volumes = volume_rows(session, staging)
     for job, workspace, experiment in rows:
         if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
@@ -100,6 +101,8 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
         try:
             held = volumes.get(job.workspace_id, [])
             inputs = staged(spec.inputs, held, "inputs") if spec.inputs else ()
+            if spec.mounts or cluster.id in mounting:
+                inputs += staged_mounts(cluster.parsed.mounts, spec.mounts, held)
             outputs = staged(spec.outputs, held, "outputs") if spec.outputs else ()
         except LookupError as exc:  # a volume deleted since the job was submitted
             broken[job.id] = (job, str(exc))
@@ -111,7 +114,9 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
 def stages_inputs(stored: dict[str, Any]) -> bool:
     """Whether a job's spec (as stored) has an input on a volume."""
     items = [*(stored.get("inputs") or []), *(stored.get("outputs") or [])]
-    return any(isinstance(i, dict) and store_location(str(i.get("path", ""))) for i in items)
+    return bool(stored.get("mounts")) or any(
+        isinstance(i, dict) and store_location(str(i.get("path", ""))) for i in items
+    )
 
 
 def new_run(

@@ -21,6 +21,7 @@ from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
+from corral.data.volumes import staged_mounts, volume_rows
 from corral.scheduler.nodes import add_nodes, held
 from corral.scheduler.setup import LOG_NAME as SETUP_LOG
 from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
@@ -33,7 +34,6 @@ def _refuse_unsupported(spec: ClusterSpec, provider: NodeProvider) -> None:
     name = provider.backend
     asked = [  # (field, asked for, the feature it needs, why not)
         ("backend", spec.backend != name, None, f"this server runs the {name} backend"),
-        ("mounts", bool(spec.mounts), "mounts", "volume mounts are not available in this version"),
         ("setup", spec.setup is not None, "setup", f"the {name} backend runs no node setup"),
         ("priority", spec.priority == "low", "preemption", f"the {name} backend has no preemptible nodes"),
         ("node.gpus", spec.node.gpus > 0, "gpus", f"the {name} backend has no GPUs"),
@@ -101,6 +101,12 @@ def create_cluster(
         select(ClusterRow).where(ClusterRow.workspace_id == ws.id, ClusterRow.name == spec.name)
     ).first():
         raise AlreadyExists(f"cluster {spec.name!r} already exists in workspace {workspace!r}")
+    if spec.mounts:
+        try:
+            staged_mounts(spec.mounts, (), volume_rows(session, [ws.id]).get(ws.id, []))
+        except LookupError as exc:
+            loc = str(exc).split(":", 1)[0]
+            raise InvalidSpec(f"cluster: {exc}", details=[{"loc": loc, "message": str(exc)}]) from None
     count = initial_nodes(spec)
     warnings = provider.check(spec, spec.scale.max_nodes if spec.scale.is_auto else count)  # type: ignore[arg-type]
     row = ClusterRow(

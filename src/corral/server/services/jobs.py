@@ -180,7 +180,8 @@ def _check_submission(
     workspace_id, cluster, experiment_id = names.resolve(
         db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
     )
-    if any("://" in item.path for item in spec.inputs) or any("://" in item.path for item in spec.outputs):
+    on_volumes = any("://" in item.path for item in spec.inputs) or any("://" in item.path for item in spec.outputs)
+    if on_volumes or spec.mounts:
         with db.read() as session:
             try:
                 check_locations(session, workspace_id, spec)
