@@ -32,11 +32,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return
         except OSError:
             assert process.poll() is None, f"{what} exited with {process.returncode}"
@@ -146,18 +146,19 @@ class StoppableS3:
     port: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Where it listens: loopback, or the bridge of the Ray tests' hosts (198.18.0.1), which they reach.
+    host: str = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         binary = Path(sys.executable).with_name("moto_server")
+        argv = [str(binary), "-H", self.host, "-p", str(self.port)]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(binary), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
-            )
-        _wait_port(self.port, self.process, "moto's S3 server")
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log)
+        _wait_port(self.port, self.process, "moto's S3 server", self.host)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -170,9 +171,9 @@ class StoppableS3:
         return S3Server(self.endpoint, self.process).volume(name, bucket, prefix)
 
 
-def start_s3_server(folder: Path) -> StoppableS3:
+def start_s3_server(folder: Path, host: str = "127.0.0.1") -> StoppableS3:
     if not Path(sys.executable).with_name("moto_server").exists():
         _missing("moto's server is not installed (pip install 'moto[server]')")
-    server = StoppableS3(_free_port(), folder / "moto.log")
+    server = StoppableS3(_free_port(), folder / "moto.log", host=host)
     server.start()
     return server

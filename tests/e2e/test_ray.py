@@ -20,6 +20,7 @@ import pytest
 
 from corral.client.client import Client
 from tests.conftest import ServerHandle, free_port, make_database, passable, until
+from tests.data_stores import start_s3_server
 from tests.e2e.test_distributed import EXAMPLES, mpi_only, torch_only
 from tests.ray_hosts import NODE_ROOT, RayHosts
 
@@ -317,3 +318,36 @@ def test_an_automatic_cluster_grows_from_zero_for_a_job_and_back_asking_ray_for_
         c.delete_cluster("auto")
         c.resize_cluster(CLUSTER, 2)
         until(lambda: [n.state for n in c.list_nodes(CLUSTER)] == ["idle", "idle"], timeout=60)
+
+
+def test_inputs_come_from_and_outputs_go_to_a_bucket_on_every_host(
+    srv: ServerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Each host stages the input from the S3 server itself and uploads its outputs itself (nothing goes through
+    the server's disk: the hosts' disks are their own)."""
+    import hashlib
+
+    store = start_s3_server(tmp_path_factory.mktemp("moto-ray"), host="198.18.0.1")  # the hosts reach the bridge
+    try:
+        c = srv.client(experiment="data")
+        c.create_volume(store.volume("bucket", "ray-data"))
+        data = tmp_path_factory.mktemp("set")
+        (data / "x.bin").write_bytes(bytes(range(256)) * 1000)
+        c.upload_to_volume("bucket", data, "in")
+        command = "sha256sum $CORRAL_INPUT_DATA/x.bin > $CORRAL_OUTPUT_OUT/sum-$CORRAL_NODE_RANK.txt; hostname -I"
+        spec = {
+            "cluster": CLUSTER, "node_count": 2, "custom": {"command": command},
+            "inputs": [{"id": "DATA", "path": "vol://bucket/in"}], "outputs": [{"id": "OUT", "path": "vol://bucket/out"}],
+        }  # fmt: skip
+        job = c.wait_job(c.create_job(spec).name, timeout=120)
+        assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="prepare"))
+        assert len({host_ip(c.job_logs(job.name, rank=rank)) for rank in range(2)}) == 2
+        for node in range(2):
+            assert "input DATA: 1 file, 256000 bytes" in c.job_logs(job.name, stream="prepare", rank=node)
+            assert "output OUT: 1 file" in c.job_logs(job.name, stream="upload", rank=node)
+        digest = hashlib.sha256((data / "x.bin").read_bytes()).hexdigest()
+        got = c.download(job.name, output="OUT", destination=tmp_path_factory.mktemp("out"))
+        assert sorted(p.name for p in got) == ["sum-0.txt", "sum-1.txt"]
+        assert all(p.read_text().split()[0] == digest for p in got)
+    finally:
+        store.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -311,3 +312,56 @@ def test_mounts_a_shared_directory_for_every_node_and_a_bucket_for_the_job(
     with pytest.raises(InvalidSpec, match=r"mounts\.0\.path"):
         c.create_job({**spec, "mounts": [{"volume": f"b-{tag}", "path": "../up"}]})
     c.delete_cluster(cluster)
+
+
+def test_a_preempted_job_uploads_what_it_wrote_before_it_goes_back_to_the_queue(
+    server: ServerHandle, s3_server: S3Server
+) -> None:
+    c = server.client(experiment="uploads")
+    tag = _tag()
+    c.create_volume(s3_server.volume(f"pre-{tag}", "preempted"))
+    cluster = f"spot-{tag}"
+    c.create_cluster({"name": cluster, "priority": "low", "scale": {"nodes": 1}})
+    command = (
+        'echo "attempt $CORRAL_ATTEMPT" > $CORRAL_OUTPUT_CKPT/progress-$CORRAL_ATTEMPT.txt; '
+        'trap "exit 143" TERM; if [ "$CORRAL_ATTEMPT" = 1 ]; then sleep 300 & wait; fi'
+    )
+    spec = {"cluster": cluster, "custom": {"command": command}, "limits": {"termination_grace": "5s"},
+            "outputs": [{"id": "CKPT", "path": f"vol://pre-{tag}/ckpt"}]}  # fmt: skip
+    job = c.create_job(spec)
+    until(lambda: c.get_job(job.name).state == "running")
+    time.sleep(0.5)  # its file written
+    c.preempt_node(cluster, "node-0")
+    done = c.wait_job(job.name, timeout=90)
+    assert done.state == "succeeded" and [a.reason for a in done.attempts] == ["Preempted", "Exited"]
+    names = [e.name for e in c.list_files(job.name, output="CKPT")]
+    assert names == ["progress-1.txt", "progress-2.txt"], names  # attempt 1's, from its last sync
+    assert "output CKPT: 1 file" in c.job_logs(job.name, stream="upload", attempt=1)
+    c.delete_cluster(cluster)
+
+
+def test_an_output_synced_while_the_job_runs_is_in_the_store_before_it_ends(
+    server: ServerHandle, s3_server: S3Server
+) -> None:
+    c = server.client(experiment="uploads")
+    tag = _tag()
+    c.create_volume(s3_server.volume(f"sync-{tag}", "synced"))
+    command = "echo early > $CORRAL_OUTPUT_LOG/early.txt; sleep 30 & wait; echo late > $CORRAL_OUTPUT_LOG/late.txt"
+    output = {"id": "LOG", "path": f"vol://sync-{tag}/logs", "sync_every": "1s"}
+    job = c.create_job({"cluster": "local", "outputs": [output], "custom": {"command": command}})
+    until(lambda: [e.name for e in c.list_files(job.name, output="LOG")] == ["early.txt"], timeout=30)
+    assert c.get_job(job.name).state == "running"  # synced while it runs
+    c.terminate_job(job.name)
+    ended = c.wait_job(job.name, timeout=60)
+    assert ended.state == "terminated"
+    with pytest.raises(InvalidSpec, match="sync_every: only an output on a volume"):
+        c.create_job({"cluster": "local", "custom": {"command": "true"},
+                      "outputs": [{"id": "X", "path": "/tmp/x", "sync_every": "1m"}]})  # fmt: skip
+    done = c.wait_job(
+        c.create_job(
+            {"cluster": "local", "outputs": [output], "custom": {"command": command.replace("sleep 30", "sleep 3")}}
+        ).name,
+        timeout=60,
+    )
+    assert done.state == "succeeded"
+    assert [e.name for e in c.list_files(done.name, output="LOG")] == ["early.txt", "late.txt"]

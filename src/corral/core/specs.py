@@ -372,6 +372,8 @@ class InputSpec(Strict):
 class OutputSpec(Strict):
     id: EnvName
     path: InputLocation
+    #: On a volume: also upload what the nodes have written this often while the job runs (``5m``).
+    sync_every: Duration | None = Field(None, ge=1)
     #: A relative path under the output's directory: no ``.`` or ``..`` segment, so it never leads out of it.
     suffix: (
         Annotated[
@@ -381,6 +383,12 @@ class OutputSpec(Strict):
         ]
         | None
     ) = None
+
+    @model_validator(mode="after")
+    def _sync_on_volume(self) -> OutputSpec:
+        if self.sync_every is not None and store_location(self.path) is None:
+            raise ValueError("sync_every: only an output on a volume (vol://, s3://, az://) is synced")
+        return self
 
 
 class PrepareSpec(Strict):

@@ -176,3 +176,22 @@ def upload_plan(ctx: JobContext, node_plans: Sequence[NodePlan], nodes: Sequence
         run_as=ctx.run_as,
         owned_dirs=(attempt_dir,),
     )
+
+
+#: Sync ``n`` of attempt ``a`` (``outputs[].sync_every``) runs as attempt ``-(a + n * SYNC_STEP)``: its reports
+#: come back apart from the final upload's (``-a``).
+SYNC_STEP = 1_000_000
+
+
+def sync_plan(upload: LaunchPlan, number: int) -> LaunchPlan:
+    """The upload plan run while the job runs, the ``number``-th time (records of its own; logs appended)."""
+    attempt_dir = f"{upload.attempt_dir}-sync-{number}"
+    return replace(
+        upload, attempt=upload.attempt - number * SYNC_STEP, attempt_dir=attempt_dir, shared_dirs=(attempt_dir,),
+        owned_dirs=(attempt_dir,),
+    )  # fmt: skip
+
+
+def upload_number(attempt: int) -> tuple[int, int]:
+    """The attempt an upload plan's (negative) ``attempt`` belongs to, and its sync's number (0: the final)."""
+    return -attempt % SYNC_STEP, -attempt // SYNC_STEP

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from corral.backends.base import Backends, ExitKind, ProcessExit
 from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
+from corral.launch.common import sync_plan, upload_number
 from corral.launch.planner import ports_needed
 from corral.scheduler.ending import fail_unlaunchable, finish_runs, mark_uploading
 from corral.scheduler.lifecycle import NodeLifecycle
@@ -190,7 +191,8 @@ class Controller:
         for report in reports:
             self._apply_report(report, now)
         self._fire_timers(now)
-        uploads = [r for r in self._runs.values() if r.awaits_upload and not r.uploading and r.plan.upload]
+        # (after any sync in flight: it must not land older bytes over the final upload's)
+        uploads = [r for r in self._runs.values() if r.awaits_upload and not r.uploading and not r.syncs]
         for run in uploads:
             assert run.plan.upload is not None
             run.uploading = True
@@ -219,6 +221,8 @@ class Controller:
             self._backend.forget(run.plan)
             if run.uploading and run.plan.upload is not None:
                 self._backend.forget(run.plan.upload)
+            for plan, _ in run.syncs.values():
+                self._backend.forget(plan)
             self._ports.release(run.plan.ports)
             if run.shape is not None:
                 self._queue.usage.add(run.user, run.shape.node_count * max(0.0, now - run.started_at), now)
@@ -239,14 +243,14 @@ class Controller:
     def _track(self, run: Run) -> None:
         self._runs[run.key] = run
         self._runs_by_job[run.job_id] = run
-        for when in (run.deadline, run.kill_at):
+        for when in (run.deadline, run.kill_at, run.next_sync):
             if when is not None:
                 heapq.heappush(self._timers, (when, run.key))
 
     def _stop_run(self, run: Run, now: float) -> None:
         """SIGTERM every node still running; SIGKILL follows after the grace period."""
         self._backend.signal(run.plan, kill=False)
-        if run.uploading and run.plan.upload is not None:
+        if run.terminating and run.uploading and run.plan.upload is not None:  # only a terminate stops an upload
             self._backend.signal(run.plan.upload, kill=False)
         run.kill_at = now + run.plan.grace_seconds
         heapq.heappush(self._timers, (run.kill_at, run.key))
@@ -267,8 +271,12 @@ class Controller:
             self._stop_run(run, now)
 
     def _apply_upload_report(self, report: ProcessExit, now: float) -> None:
-        run = self._runs.get((report.job_uid, -report.attempt))
+        attempt, number = upload_number(report.attempt)
+        run = self._runs.get((report.job_uid, attempt))
         upload = run.plan.upload if run is not None else None
+        if run is not None and number:
+            self._sync_reported(run, number, report)
+            return
         if run is None or upload is None or report.rank in run.upload_exits:
             return
         run.upload_exits[report.rank] = report
@@ -277,17 +285,46 @@ class Controller:
             run.failure = failure
             self._backend.signal(upload, kill=False)  # the attempt has failed: the other nodes need not go on
 
+    def _sync(self, run: Run, now: float) -> None:
+        """Upload what the nodes have written so far (``outputs[].sync_every``); one sync at a time, none once the
+        processes have ended (the final upload follows)."""
+        assert run.sync_every is not None
+        run.next_sync = now + run.sync_every
+        heapq.heappush(self._timers, (run.next_sync, run.key))
+        if run.plan.upload is None or run.stopping or run.processes_done or run.syncs:
+            return
+        run.synced += 1
+        plan = sync_plan(run.plan.upload, run.synced)
+        run.syncs[run.synced] = (plan, set())
+        self._backend.launch(plan)
+
+    def _sync_reported(self, run: Run, number: int, report: ProcessExit) -> None:
+        if number not in run.syncs:
+            return
+        plan, reported = run.syncs[number]
+        reported.add(report.rank)
+        if report.kind != ExitKind.EXITED or report.exit_code != 0:
+            log.warning("job %s: sync %d of its outputs failed on node %d: %s", report.job_uid, number, report.rank,
+                        last_line(plan.processes[report.rank].stderr))  # fmt: skip
+        if len(reported) == len(plan.processes):
+            del run.syncs[number]
+            self._backend.forget(plan)
+            self._wake.set()  # a final upload may have waited for it
+
     def _fire_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             _, key = heapq.heappop(self._timers)
             run = self._runs.get(key)
             if run is None or run.done:
                 continue
+            if run.next_sync is not None and run.next_sync <= now:
+                self._sync(run, now)
             if run.kill_at is not None and run.kill_at <= now:
                 self._backend.signal(run.plan, kill=True)
-                if run.uploading and run.plan.upload is not None:
+                if run.terminating and run.uploading and run.plan.upload is not None:
                     self._backend.signal(run.plan.upload, kill=True)
-            elif run.deadline is not None and run.deadline <= now and not run.stopping:
+            elif run.deadline is not None and run.deadline <= now and not run.stopping and not run.processes_done:
+                # (an upload of outputs, once the processes are done, does not count against the wall clock)
                 limit = run.deadline - run.started_at
                 run.failure = Failure(ErrorCode.WALL_CLOCK_EXCEEDED, f"ran past limits.max_wall_clock ({limit:g}s)")
                 self._stop_run(run, now)

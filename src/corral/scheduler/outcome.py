@@ -58,6 +58,12 @@ class Run:
     #: The upload of its outputs to volumes (``plan.upload``) was started, and its processes' reports by rank.
     uploading: bool = False
     upload_exits: dict[int, ProcessExit] = field(default_factory=dict)
+    #: Outputs synced while it runs (``outputs[].sync_every``): how often, when next, and the syncs in flight
+    #: (their number -> their plan and the node ranks that have reported).
+    sync_every: float | None = None
+    next_sync: float | None = None
+    syncs: dict[int, tuple[LaunchPlan, set[int]]] = field(default_factory=dict)
+    synced: int = 0
 
     @property
     def key(self) -> tuple[str, int]:
@@ -69,16 +75,18 @@ class Run:
 
     @property
     def awaits_upload(self) -> bool:
-        """Every process exited 0, and the outputs for volumes have not all been uploaded yet."""
+        """The outputs for volumes are to be uploaded and have not all been yet: every process exited 0, or the
+        attempt was preempted (or its node removed) and every process exited (a last sync of what it wrote
+        before it goes back to the queue)."""
         upload = self.plan.upload
-        return (
-            upload is not None
-            and self.processes_done
-            and not self.terminating
-            and not self.preempted
-            and all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in self.exits.values())
-            and len(self.upload_exits) < len(upload.processes)
-        )
+        if upload is None or not self.processes_done or self.terminating:
+            return False
+        exits = self.exits.values()
+        if self.preempted:
+            wanted = all(r.kind == ExitKind.EXITED for r in exits)
+        else:
+            wanted = all(r.kind == ExitKind.EXITED and r.exit_code == 0 for r in exits)
+        return wanted and len(self.upload_exits) < len(upload.processes)
 
     @property
     def done(self) -> bool:

@@ -150,6 +150,7 @@ def new_run(
         gpus_per_node=placed.cluster.parsed.node.gpus,
     )  # fmt: skip
     retry = placed.spec.retry
+    every = min((o.sync_every for o in placed.spec.outputs if o.sync_every), default=None)
     return Run(
         job_id=job.id,
         attempt_id=attempt_id,
@@ -159,6 +160,8 @@ def new_run(
         shape=shape,
         user=job.submitted_by,
         retry=RetryPolicy(retry.max_attempts, frozenset(retry.on), frozenset(retry.exit_codes)),
+        sync_every=every,
+        next_sync=started_at + every if every and plan.upload is not None else None,
     )
 
 
