@@ -357,18 +357,6 @@ def cli_spec(cli: Cli, name: str) -> str:
     return str(path)
 
 
-def test_no_token_means_a_clear_error(cli: Cli) -> None:
-    env = {**cli.env, "CORRAL_TOKEN": "wrong"}
-    result = subprocess.run([CORRAL, "cluster", "list"], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "token is not valid" in result.stderr
-
-
-def test_server_stop(cli: Cli) -> None:
-    assert "stopped" in cli("server", "stop", "--home", str(cli.home)).stdout
-    status = cli("server", "status", ok=False)
-    assert status.returncode == 1 and "no Corral server answers" in status.stderr
-
-
 def test_volume_commands(cli: Cli, tmp_path: Path, s3_server: S3Server) -> None:
     spec = s3_server.volume("data", "cli-volume", prefix="sets")
     (tmp_path / "volume.yaml").write_text(yaml.safe_dump(spec))
@@ -389,3 +377,15 @@ def test_volume_commands(cli: Cli, tmp_path: Path, s3_server: S3Server) -> None:
     assert wrong.returncode != 0 and "one of the two starts with vol://" in wrong.stderr
     cli("volume", "delete", "data", "--yes")
     assert "data" not in cli("volume", "list").stdout
+
+
+def test_no_token_means_a_clear_error(cli: Cli) -> None:
+    env = {**cli.env, "CORRAL_TOKEN": "wrong"}
+    result = subprocess.run([CORRAL, "cluster", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "token is not valid" in result.stderr
+
+
+def test_server_stop(cli: Cli) -> None:
+    assert "stopped" in cli("server", "stop", "--home", str(cli.home)).stdout
+    status = cli("server", "status", ok=False)
+    assert status.returncode == 1 and "no Corral server answers" in status.stderr
