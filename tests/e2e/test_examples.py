@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,4 +30,28 @@ def test_sklearn_digits_example_trains_on_two_nodes(server_factory: object, tmp_
     files = {e.path for e in c.list_files(job.name, output="MODEL")}
     assert files == {"model-node0.pkl", "model-node1.pkl", "metrics-node0.json", "metrics-node1.json"}
     metrics = c.download_file(job.name, output="MODEL", path="metrics-node1.json", destination=tmp_path)
+    assert json.loads(metrics.read_text())["accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_volumes_example_reads_from_and_writes_to_a_volume(server_factory: object, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    example = tmp_path / "volumes"
+    shutil.copytree(EXAMPLES / "volumes", example)
+    lab = tmp_path / "lab"  # the example's /tmp/corral-lab, for this test alone
+    lab.mkdir()
+    spec = (example / "volume.yaml").read_text().replace("/tmp/corral-lab", str(lab))
+    (example / "volume.yaml").write_text(spec)
+    c = srv.client(experiment="volumes")
+    c.create_cluster(EXAMPLES / "sklearn-digits" / "cluster.yaml")
+    c.create_volume(example / "volume.yaml")
+    subprocess.run([sys.executable, "make_data.py"], cwd=example, check=True, capture_output=True)
+    c.upload_to_volume("lab", example / "data", "digits")
+    job = c.wait_job(c.create_job(example / "job.yaml").name, timeout=300)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="stderr"))
+    assert "test accuracy" in c.job_logs(job.name)
+    assert {e.name for e in c.list_files(job.name, output="MODEL")} == {"model.pkl", "metrics.json"}
+    uid = c.get_job(job.name).uid
+    metrics = lab / "models" / "default" / "volumes" / job.name / uid / "MODEL" / "metrics.json"
     assert json.loads(metrics.read_text())["accuracy"] > 0.9

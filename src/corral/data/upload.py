@@ -56,6 +56,10 @@ def upload_output(fs: Any, local: Path, remote: str) -> list[dict[str, Any]]:
     if not files:
         return []
     targets = [f"{remote}/{p.relative_to(local).as_posix()}" for p in files]
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols:  # a directory (a path volume): its folders are made (an object store has none)
+        for folder in sorted({t.rsplit("/", 1)[0] for t in targets}):
+            fs.makedirs(folder, exist_ok=True)
     fs.put([str(p) for p in files], targets)
     entries = []
     for path, target in zip(files, targets, strict=True):
