@@ -365,3 +365,40 @@ def test_an_output_synced_while_the_job_runs_is_in_the_store_before_it_ends(
     )
     assert done.state == "succeeded"
     assert [e.name for e in c.list_files(done.name, output="LOG")] == ["early.txt", "late.txt"]
+
+
+def test_paths_under_mount_roots_resolve_on_each_node(server: ServerHandle, tmp_path: Path) -> None:
+    """``$CORRAL_MOUNT_ROOT/...`` (and its Batch AI twin) in inputs and outputs: the client leaves them alone, the
+    node resolves them; an output in a mounted shared directory is listed from it."""
+    c = server.client(experiment="macros")
+    tag = _tag()
+    shared = passable(tmp_path / "share")
+    (shared / "data").mkdir(parents=True)
+    (shared / "data" / "x.txt").write_text("shared input\n")
+    shared.chmod(0o777)
+    c.create_volume({"name": f"share-{tag}", "kind": "path", "path": str(shared)})
+    cluster = f"macro-{tag}"
+    c.create_cluster({"name": cluster, "scale": {"nodes": 1}, "mounts": [{"volume": f"share-{tag}", "path": "afs"}]})
+    (tmp_path / "job.yaml").write_text(json.dumps({
+        "cluster": cluster,
+        "inputs": [{"id": "DATA", "path": "$CORRAL_MOUNT_ROOT/afs/data"}],
+        "outputs": [{"id": "OUT", "path": "$AZ_BATCHAI_MOUNT_ROOT/afs/results"},
+                    {"id": "SCRATCH", "path": "${CORRAL_JOB_MOUNT_ROOT}/scratch"}],
+        "custom": {"command": "cat $CORRAL_INPUT_DATA/x.txt > $CORRAL_OUTPUT_OUT/copy.txt && "
+                              "test -d $CORRAL_OUTPUT_SCRATCH && echo $CORRAL_INPUT_DATA"},
+    }))  # fmt: skip
+    job = c.wait_job(c.create_job(tmp_path / "job.yaml").name, timeout=60)  # a file: the client resolves paths
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="stderr"))
+    assert c.job_logs(job.name).strip().endswith("/mounts/afs/data")
+    assert [e.name for e in c.list_files(job.name, output="OUT")] == ["copy.txt"]
+    uid = c.get_job(job.name).uid
+    assert (shared / "results" / "default" / "macros" / job.name / uid / "OUT" / "copy.txt").read_text() == (
+        "shared input\n"
+    )
+    assert {e.name for e in c.list_files(job.name)} == {"OUT", "stdouterr"}  # SCRATCH: the node's own disk
+    with pytest.raises(InvalidSpec, match=r"inputs\.0\.path: .*got '\$HOME'"):
+        c.create_job({"cluster": cluster, "custom": {"command": "true"}, "inputs": [{"id": "H", "path": "$HOME/x"}]})
+    with pytest.raises(InvalidSpec, match=r"outputs\.0\.path: .*'\.\.'"):
+        c.create_job({"cluster": cluster, "custom": {"command": "true"},
+                      "outputs": [{"id": "H", "path": "$CORRAL_MOUNT_ROOT/../x"}]})  # fmt: skip
+    c.delete_cluster(cluster)

@@ -259,7 +259,9 @@ class Client(LogsMixin, FilesMixin, VolumesMixin):
                 code_archive = self.upload_code(directory, progress=progress, workspace=workspace)
         for key in ("inputs", "outputs"):
             for item in data.get(key) or []:
-                if isinstance(item, dict) and isinstance(item.get("path"), str) and "://" not in item["path"]:
+                path = item.get("path") if isinstance(item, dict) else None
+                # A URL, or a macro the node resolves ($CORRAL_JOB_MOUNT_ROOT/...), is not a path of this machine.
+                if isinstance(path, str) and "://" not in path and not path.startswith("$"):
                     item["path"] = str((base / item["path"]).resolve())
         experiment = experiment or data.get("experiment") or self.experiment or "default"
         body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}

@@ -340,7 +340,32 @@ LocationPath = Annotated[
 STORE_SCHEMES = ("vol", "s3", "az")
 
 
+#: Roots an input's or output's path may start with (Batch AI's macros): resolved on each node, where they are.
+MOUNT_MACROS = {
+    "CORRAL_MOUNT_ROOT": "mount_root",
+    "CORRAL_JOB_MOUNT_ROOT": "job_mount_root",
+    "AZ_BATCHAI_MOUNT_ROOT": "mount_root",
+    "AZ_BATCHAI_JOB_MOUNT_ROOT": "job_mount_root",
+}
+
+
+def mount_macro(path: str) -> tuple[str, str] | None:
+    """``("mount_root" | "job_mount_root", the rest)`` of ``$CORRAL_MOUNT_ROOT/rest`` (or ``${...}``, or the
+    ``AZ_BATCHAI_`` twin); None for a path without one. Raise ``ValueError`` for another ``$`` variable."""
+    if not path.startswith("$"):
+        return None
+    name, _, rest = path[1:].partition("/")
+    name = name.removeprefix("{").removesuffix("}") if name.startswith("{") else name
+    if name not in MOUNT_MACROS:
+        raise ValueError(f"may start with ${' or $'.join(MOUNT_MACROS)} only, got {path.split('/')[0]!r}")
+    return MOUNT_MACROS[name], rest.strip("/")
+
+
 def _input_location(value: object) -> object:
+    if isinstance(value, str) and value.startswith("$"):
+        mount_macro(value)
+        _no_dot_segments(value.split("/", 1)[1] if "/" in value else "")
+        return value
     if not isinstance(value, str) or "://" not in value:
         return value
     scheme, _, rest = value.partition("://")

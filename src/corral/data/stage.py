@@ -177,6 +177,8 @@ def main() -> int:
             how = f"cached, {took:.2f} s" if staged.cached else f"copied in {took:.2f} s"
             files = f"{len(staged.objects)} file{'s' if len(staged.objects) != 1 else ''}"
             print(f"corral: input {item['id']}: {files}, {size} bytes from {item['source']} ({how})")
+        for folder in order.get("dirs", []):  # outputs under a mount root, its mounts now there
+            os.makedirs(folder, exist_ok=True)
         for gone in evict(cache, int(order["limit"]), used):
             print(f"corral: cache: removed {gone.name} (used least recently)")
     return 0

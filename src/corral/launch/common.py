@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
-from corral.core.specs import store_location
-from corral.launch.env import node_environment, output_dir
+from corral.core.specs import mount_macro, store_location
+from corral.launch.env import node_environment, on_node, output_dir
 from corral.launch.layout import node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
 
@@ -35,9 +35,10 @@ UPLOAD_VARIABLE = "CORRAL_UPLOAD_OUTPUTS"
 UPLOAD_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.upload'
 
 
-def stage_order(ctx: JobContext, paths: dict[str, str]) -> str:
+def stage_order(ctx: JobContext, paths: dict[str, str], dirs: list[str]) -> str:
     """What ``corral.data.stage`` stages on one node (``paths``: the job's on that node), each linked where the
-    job finds it: an input in the job's inputs folder, a mount under its root."""
+    job finds it: an input in the job's inputs folder, a mount under its root; and the folders it makes once the
+    mounts are there (``dirs``: outputs under a mount root)."""
     inputs = [
         {
             **item,
@@ -47,7 +48,7 @@ def stage_order(ctx: JobContext, paths: dict[str, str]) -> str:
         }
         for item in ctx.staged_inputs
     ]
-    return json.dumps({"cache": ctx.input_cache, "limit": ctx.input_cache_limit, "inputs": inputs})
+    return json.dumps({"cache": ctx.input_cache, "limit": ctx.input_cache_limit, "inputs": inputs, "dirs": dirs})
 
 
 def staged_secrets(ctx: JobContext) -> list[str]:
@@ -97,7 +98,10 @@ def build_plan(
             )
         )
     prepare = spec.prepare.command if spec.prepare else None
-    if ctx.staged_inputs:  # the inputs first, then the job's own prepare (which may read them)
+    # Outputs under a mount root ($CORRAL_MOUNT_ROOT/...): their folders are made on the node once mounts are there.
+    under_mounts = [o for o in spec.outputs if store_location(o.path) is None and mount_macro(o.path)]
+    staging = bool(ctx.staged_inputs or under_mounts)
+    if staging:  # the inputs and mounts first, then the job's own prepare (which may read them)
         prepare = STAGE_COMMAND + (f" && {{\n{prepare}\n}}" if prepare else "")
     node_list = list(nodes)
     node_plans = []
@@ -105,8 +109,9 @@ def build_plan(
         processes = sorted(by_node[rank], key=lambda p: p.rank)
         paths = node_job_paths(node.root, ctx.job_uid)
         prepare_env = node_environment(ctx, node_list, rank) if prepare else {}
-        if ctx.staged_inputs:
-            prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths)
+        if staging:
+            dirs = [output_dir(ctx, on_node(o.path, paths), o.suffix or o.id) for o in under_mounts]
+            prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths, dirs)
         node_plans.append(
             NodePlan(
                 rank=rank,
@@ -122,11 +127,13 @@ def build_plan(
             )
         )
     #: The folders the job writes besides its own: its outputs, and on the nodes those of its volumes.
-    writes = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs if store_location(o.path) is None]
+    writes = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs if o.path.startswith("/")]
     # An output going to a volume is a folder of each node's own disk until it is uploaded.
     staged_ids = [item["id"] for item in ctx.staged_outputs]
     writes += [str(PurePath(node_job_paths(n.root, ctx.job_uid)["outputs"], i)) for n in node_list for i in staged_ids]
-    if any(item.get("at", ("",))[0] == "mount_root" for item in ctx.staged_inputs):  # the cluster's mounts' root
+    roots = {item["at"][0] for item in ctx.staged_inputs if "at" in item}
+    roots |= {macro[0] for o in under_mounts if (macro := mount_macro(o.path))}
+    if "mount_root" in roots:  # the cluster's mounts' root: the job's account makes links and folders in it
         writes += [node_job_paths(n.root, ctx.job_uid)["mount_root"] for n in node_list]
     shared = [ctx.attempt_dir, logs, layout.shared, layout.checkpoints, *writes, *extra_dirs]
     return LaunchPlan(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import PurePath
 
-from corral.core.specs import store_location
+from corral.core.specs import mount_macro, store_location
 from corral.launch.layout import node_job_paths
 from corral.launch.plan import JobContext, NodeAssignment
 
@@ -19,6 +19,16 @@ TWIN_PREFIX = "AZ_BATCHAI_"
 def output_dir(ctx: JobContext, path: str, suffix: str) -> str:
     """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7)."""
     return str(PurePath(path, output_suffix(ctx, suffix)))
+
+
+def on_node(path: str, paths: dict[str, str]) -> str:
+    """``path`` with a mount root's macro (``$CORRAL_JOB_MOUNT_ROOT/data``) resolved on the node whose job
+    ``paths`` (:func:`~corral.launch.layout.node_job_paths`) are given."""
+    macro = mount_macro(path)
+    if macro is None:
+        return path
+    root, rest = macro
+    return str(PurePath(paths[root], rest)) if rest else paths[root]
 
 
 def output_suffix(ctx: JobContext, suffix: str) -> str:
@@ -78,12 +88,12 @@ def node_environment(
     }
     for item in spec.inputs:
         staged = store_location(item.path) is not None
-        corral[f"INPUT_{item.id}"] = str(PurePath(paths["inputs"], item.id)) if staged else item.path
+        corral[f"INPUT_{item.id}"] = str(PurePath(paths["inputs"], item.id)) if staged else on_node(item.path, paths)
     for item in spec.outputs:
         if store_location(item.path) is not None:
             corral[f"OUTPUT_{item.id}"] = str(PurePath(paths["outputs"], item.id))
         else:
-            corral[f"OUTPUT_{item.id}"] = output_dir(ctx, item.path, item.suffix or item.id)
+            corral[f"OUTPUT_{item.id}"] = output_dir(ctx, on_node(item.path, paths), item.suffix or item.id)
     env = twins(corral)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node.gpus)
     if toolkit:

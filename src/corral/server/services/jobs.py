@@ -101,8 +101,8 @@ def _check_paths(spec: JobSpec) -> None:
     located = [("inputs", i, x.path) for i, x in enumerate(spec.inputs)]
     located += [("outputs", i, x.path) for i, x in enumerate(spec.outputs)]
     for kind, i, path in located:
-        if "://" in path:
-            continue  # a volume's: checked against the workspace's volumes (check_locations)
+        if "://" in path or path.startswith("$"):
+            continue  # a volume's (checked against the workspace's volumes), or a mount root's, on the node
         if not PurePosixPath(path).is_absolute():
             raise InvalidSpec(
                 f"{kind}.{i}.path: must be an absolute path, got {path!r}",

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from corral.core.errors import InvalidRequest, NotFound
 from corral.core.models import FileEntry, FilePage
-from corral.core.specs import store_location
+from corral.core.specs import JobSpec, mount_macro, store_location
 from corral.data.stores import Store, store_for
 from corral.data.volumes import resolve, volume_rows
 from corral.launch.env import output_dir, output_suffix
@@ -27,12 +27,12 @@ from corral.launch.plan import JobContext
 from corral.server.services.lookup import job_row, stored_job_spec
 from corral.server.services.volumes import list_in
 from corral.storage.files import file_to_read, list_directory
-from corral.store.tables import JobRow
+from corral.store.tables import ClusterRow, JobRow
 
 LogStream = Literal["stdout", "stderr", "prepare", "mpirun", "upload"]
 
 
-def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
+def output_roots(session: Session, row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
     roots = {STDOUTERR: Path(JobLayout(row.job_dir).logs_root)}
     spec = stored_job_spec(row)
     if spec is None:  # a spec that no longer loads: its logs only
@@ -41,12 +41,38 @@ def output_roots(row: JobRow, workspace: str, experiment: str) -> dict[str, Path
     for item in spec.outputs:
         if store_location(item.path) is not None:
             continue  # on a volume: store_output
-        root = Path(os.path.normpath(output_dir(ctx, item.path, item.suffix or item.id)))
+        path = item.path
+        if path.startswith("$"):  # under a mount root: served where that is a mounted shared directory
+            found = mounted_directory(session, row, spec, path)
+            if found is None:
+                continue  # on the nodes' own disks: not served
+            path = found
+        root = Path(os.path.normpath(output_dir(ctx, path, item.suffix or item.id)))
         # The spec refuses '..' in a suffix; an output stored before it did, leading out of the job's own
         # directory under its path, is not served at all.
-        if root.is_relative_to(os.path.normpath(output_dir(ctx, item.path, ""))):
+        if root.is_relative_to(os.path.normpath(output_dir(ctx, path, ""))):
             roots[item.id] = root
     return roots
+
+
+def mounted_directory(session: Session, row: JobRow, spec: JobSpec, path: str) -> str | None:
+    """The directory on the server that ``$CORRAL_MOUNT_ROOT/...`` (or the job's mount root) is, where it lies in
+    a mount of a ``path`` volume (the cluster's or the job's); None otherwise."""
+    macro = mount_macro(path)
+    if macro is None:
+        return None
+    root, rest = macro
+    mounts = spec.mounts
+    if root == "mount_root":
+        cluster = session.get(ClusterRow, row.cluster_id) if row.cluster_id is not None else None
+        mounts = cluster.parsed.mounts if cluster is not None else []
+    volumes = {v.name: v for v in volume_rows(session, [row.workspace_id]).get(row.workspace_id, [])}
+    for mount in mounts:
+        volume = volumes.get(mount.volume)
+        if volume is None or volume.kind != "path" or not (rest == mount.path or rest.startswith(mount.path + "/")):
+            continue
+        return posixpath.join(volume.spec["path"], rest[len(mount.path) :].lstrip("/"))
+    return None
 
 
 def store_output(session: Session, row: JobRow, workspace: str, experiment: str, output: str) -> StoreOutput | None:
@@ -71,7 +97,7 @@ StoreOutput = tuple[Store, dict[str, Any]]
 
 def _root(session: Session, workspace: str, experiment: str, job: str, output: str) -> Path:
     row, _ = job_row(session, workspace, experiment, job)
-    roots = output_roots(row, workspace, experiment)
+    roots = output_roots(session, row, workspace, experiment)
     if output not in roots:
         raise InvalidRequest(f"output: job {job!r} has no output {output!r}; it has {', '.join(sorted(roots))}")
     return roots[output]
@@ -90,7 +116,7 @@ def list_files(
 ) -> FilePage:
     row, _ = job_row(session, workspace, experiment, job)
     if output is None:
-        ids = set(output_roots(row, workspace, experiment))
+        ids = set(output_roots(session, row, workspace, experiment))
         spec = stored_job_spec(row)
         ids.update(o.id for o in (spec.outputs if spec is not None else []) if store_location(o.path) is not None)
         entries = [FileEntry(name=oid, path=oid, is_dir=True, size=0, modified_at=row_time(row)) for oid in sorted(ids)]
