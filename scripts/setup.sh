@@ -39,3 +39,14 @@ if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
     echo "npm is missing: the Azure Blob volume tests are skipped" >&2
   fi
 fi
+
+# rclone and fuse3, for volumes mounted with FUSE (mode: mount) and their test.
+if ! command -v rclone >/dev/null || ! command -v fusermount3 >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing rclone and fuse3 (apt-get)" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone fuse3 >/dev/null \
+      || echo "rclone and fuse3 could not be installed: the FUSE mount test is skipped" >&2
+  else
+    echo "rclone or fuse3 is missing: the FUSE mount test is skipped" >&2
+  fi
+fi

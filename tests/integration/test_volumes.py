@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -402,3 +403,45 @@ def test_paths_under_mount_roots_resolve_on_each_node(server: ServerHandle, tmp_
         c.create_job({"cluster": cluster, "custom": {"command": "true"},
                       "outputs": [{"id": "H", "path": "$CORRAL_MOUNT_ROOT/../x"}]})  # fmt: skip
     c.delete_cluster(cluster)
+
+
+def fuse_missing() -> str | None:
+    import shutil
+
+    if not Path("/dev/fuse").exists():
+        return "no /dev/fuse here"
+    if shutil.which("rclone") is None or shutil.which("fusermount3") is None:
+        return "rclone and fuse3 are not installed (apt-get install rclone fuse3)"
+    return None
+
+
+def test_a_write_to_a_mounted_bucket_right_before_exit_is_in_the_store(
+    server: ServerHandle, s3_server: S3Server, azurite: AzuriteServer, tmp_path: Path
+) -> None:
+    """rclone forgets writes not yet uploaded when its mount goes (measured); the job's end writes them back
+    first. The job writes 20 MB and a small file and exits at once: both are in the bucket when it succeeds."""
+    reason = fuse_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true" and Path("/dev/fuse").exists():
+            pytest.fail(f"CI must run the FUSE mount test where /dev/fuse is: {reason}")
+        pytest.skip(reason)
+    c = server.client(experiment="fuse")
+    tag = _tag()
+    c.create_volume(s3_server.volume(f"live-{tag}", "fuse", prefix=tag))
+    command = (
+        "head -c 20000000 /dev/urandom > $CORRAL_JOB_MOUNT_ROOT/live/big.bin && "
+        "echo last > $CORRAL_JOB_MOUNT_ROOT/live/last.txt && sha256sum $CORRAL_JOB_MOUNT_ROOT/live/big.bin"
+    )
+    spec = {"cluster": "local", "mounts": [{"volume": f"live-{tag}", "path": "live", "mode": "mount"}],
+            "custom": {"command": command}, "retry": {"max_attempts": 1}}  # fmt: skip
+    job = c.wait_job(c.create_job(spec).name, timeout=120)
+    logs = (c.job_logs(job.name, stream="prepare"), c.job_logs(job.name, stream="upload"))
+    assert job.state == "succeeded", (job.error, logs)
+    assert {e.name: e.size for e in c.list_volume_files(f"live-{tag}")} == {"big.bin": 20000000, "last.txt": 5}
+    c.download_from_volume(f"live-{tag}", "big.bin", tmp_path)
+    assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() == c.job_logs(job.name).split()[0]
+    assert "written back" in logs[1]
+    assert c.get_job(job.name).uid not in Path("/proc/mounts").read_text()  # unmounted
+    c.create_volume(azurite.volume(f"azlive-{tag}", "fuse"))
+    with pytest.raises(InvalidSpec, match=r"mounts\.0\.mode: mount is available for s3 volumes"):
+        c.create_job({**spec, "mounts": [{"volume": f"azlive-{tag}", "path": "live", "mode": "mount"}]})

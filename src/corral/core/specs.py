@@ -155,11 +155,12 @@ RelativePath = Annotated[
 class MountSpec(Strict):
     """A volume where a job's processes find it: ``CORRAL_MOUNT_ROOT/<path>`` for a cluster's mounts (every job
     on its nodes), ``CORRAL_JOB_MOUNT_ROOT/<path>`` for a job's. A ``path`` volume is the directory itself; an
-    object store's is copied in as an input is (``mode: copy``, read-mostly data)."""
+    object store's is copied in as an input is (``mode: copy``, read-mostly data), or mounted with rclone
+    (``mode: mount``: FUSE, its writes written back to the store before the job ends; S3 volumes)."""
 
     volume: Name
     path: RelativePath
-    mode: Literal["copy"] = "copy"
+    mode: Literal["copy", "mount"] = "copy"
 
 
 class ClusterSpec(Strict):

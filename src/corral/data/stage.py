@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corral.data import fuse
 from corral.data.stores import Store
 
 VARIABLE = "CORRAL_STAGE_INPUTS"
@@ -159,6 +160,16 @@ def main() -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one staging at a time per account and machine: eviction is safe
         for item in order["inputs"]:
             store = Store.from_json(item["store"])
+            if item.get("mode") == "mount":  # rclone (FUSE); written back and unmounted when the job ends
+                try:
+                    where = hashlib.sha256(item["link"].encode()).hexdigest()[:16]
+                    fuse.mount(store, Path(item["link"]), cache / f"rclone-{where}", Path(item["record"]))
+                except Exception as exc:
+                    print(f"corral: mount {item['id']}: could not mount {item['source']}: {describe(exc)}",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
+                print(f"corral: mount {item['id']}: {item['source']} mounted (rclone, written back at the end)")
+                continue
             if store.protocol == "file":  # a directory every node sees: the job reads it where it is
                 link(Path(item["path"]), Path(item["link"]))
                 print(f"corral: input {item['id']}: {item['source']} (a shared directory, not copied)")

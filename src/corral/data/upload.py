@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corral.data import fuse
 from corral.data.stage import describe
 from corral.data.stores import Store
 
@@ -78,6 +79,13 @@ def upload_output(fs: Any, local: Path, remote: str) -> list[dict[str, Any]]:
 def main() -> int:
     order = json.loads(os.environ[VARIABLE])
     node = os.environ.get("CORRAL_NODE_NAME", "")
+    for record in order.get("unmount", []):  # the mounts first: what the job wrote there reaches the store
+        try:
+            files = fuse.write_back_and_unmount(Path(record))
+        except Exception as exc:
+            print(f"corral: mount: writing back failed ({record}): {describe(exc)}", file=sys.stderr)
+            return 1
+        print(f"corral: mount: written back ({files} files in rclone's cache) and unmounted", file=sys.stderr)
     for item in order["outputs"]:
         store = Store.from_json(item["store"])
         started = time.monotonic()

@@ -91,9 +91,14 @@ def staged_mounts(
             if row is None:
                 loc = f"mounts.{index}.volume"
                 raise LookupError(f"{loc}: the workspace has no volume {mount.volume!r} (corral volume list)")
+            if mount.mode == "mount" and row.kind == "azureblob":
+                loc = f"mounts.{index}.mode"
+                raise LookupError(f"{loc}: mount is available for s3 volumes in this version ({mount.volume!r} is "
+                                  "azureblob): use mode: copy")  # fmt: skip
             store = store_for(row.spec, row.credentials or {})
             item = {"id": mount.path, "source": f"vol://{row.name}", "store": store.to_json(), "path": store.root}
-            out.append({**item, "at": [where, mount.path]})
+            fuse = mount.mode == "mount" and row.kind == "s3"
+            out.append({**item, "at": [where, mount.path], "mode": "mount" if fuse else "copy"})
     return tuple(out)
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePath
+from typing import Any
 
 from corral.core.specs import mount_macro, store_location
 from corral.launch.env import node_environment, on_node, output_dir
@@ -39,16 +40,20 @@ def stage_order(ctx: JobContext, paths: dict[str, str], dirs: list[str]) -> str:
     """What ``corral.data.stage`` stages on one node (``paths``: the job's on that node), each linked where the
     job finds it: an input in the job's inputs folder, a mount under its root; and the folders it makes once the
     mounts are there (``dirs``: outputs under a mount root)."""
-    inputs = [
-        {
-            **item,
-            "link": str(
-                PurePath(paths[item["at"][0]], item["at"][1]) if "at" in item else PurePath(paths["inputs"], item["id"])
-            ),
-        }
-        for item in ctx.staged_inputs
-    ]
+    inputs = []
+    for index, item in enumerate(ctx.staged_inputs):
+        at = PurePath(paths[item["at"][0]], item["at"][1]) if "at" in item else PurePath(paths["inputs"], item["id"])
+        inputs.append({**item, "link": str(at), **({"record": fuse_record(paths, index)} if is_fuse(item) else {})})
     return json.dumps({"cache": ctx.input_cache, "limit": ctx.input_cache_limit, "inputs": inputs, "dirs": dirs})
+
+
+def is_fuse(item: dict[str, Any]) -> bool:
+    return item.get("mode") == "mount"
+
+
+def fuse_record(paths: dict[str, str], index: int) -> str:
+    """Where the staging notes how to reach the rclone of the job's ``index``-th staged item (a FUSE mount)."""
+    return str(PurePath(paths["job_temp"], ".corral", "fuse", f"{index}.json"))
 
 
 def staged_secrets(ctx: JobContext) -> list[str]:
@@ -149,20 +154,26 @@ def build_plan(
         checkpoint_dir=layout.checkpoints,
         run_as=ctx.run_as,
         owned_dirs=(ctx.job_dir, *(n.workdir for n in node_plans), *writes),
-        upload=upload_plan(ctx, node_plans, node_list) if ctx.staged_outputs else None,
+        upload=upload_plan(ctx, node_plans, node_list)
+        if ctx.staged_outputs or any(map(is_fuse, ctx.staged_inputs))
+        else None,
     )
 
 
 def upload_plan(ctx: JobContext, node_plans: Sequence[NodePlan], nodes: Sequence[NodeAssignment]) -> LaunchPlan:
-    """One process per node that uploads what the node's processes wrote to the job's outputs on volumes (run once
-    they have all exited 0). Its records are ``<attempt dir>/upload``; its logs ``upload-<node rank>.txt``, and the
-    manifest of what it uploaded (one JSON line per file) ``upload-manifest-<node rank>.jsonl``."""
+    """One process per node that writes its FUSE mounts back and unmounts them, then uploads what the node's
+    processes wrote to the job's outputs on volumes (run once they have all exited 0). Its records are
+    ``<attempt dir>/upload``; its logs ``upload-<node rank>.txt``, and the manifest of what it uploaded (one JSON
+    line per file) ``upload-manifest-<node rank>.jsonl``."""
     layout, attempt_dir = ctx.layout, str(PurePath(ctx.attempt_dir, "upload"))
     plans = []
     for node, plan in zip(nodes, node_plans, strict=True):
         local = node_job_paths(node.root, ctx.job_uid)["outputs"]
         order = [{**item, "local": str(PurePath(local, item["id"]))} for item in ctx.staged_outputs]
-        env = {**node_environment(ctx, nodes, plan.rank), UPLOAD_VARIABLE: json.dumps({"outputs": order})}
+        paths = node_job_paths(node.root, ctx.job_uid)
+        mounts = [fuse_record(paths, i) for i, item in enumerate(ctx.staged_inputs) if is_fuse(item)]
+        finish = {"outputs": order, "unmount": mounts}
+        env = {**node_environment(ctx, nodes, plan.rank), UPLOAD_VARIABLE: json.dumps(finish)}
         process = ProcessPlan(
             rank=plan.rank,
             node_rank=plan.rank,
