@@ -47,18 +47,22 @@ session_pids() {
   return 0
 }
 
-down() {
-  local ns pid link tries
-  for ns in $(ip netns list | awk '{print $1}' | grep "^${PREFIX}-h" || true); do
-    # Everything running in a host: its Ray worker and whatever it started (jobs included).
-    for tries in 1 2 3 4 5 6 7 8 9 10; do
-      pids=$(ip netns pids "$ns" 2>/dev/null || true)
-      [ -z "$pids" ] && break
-      kill -9 $pids 2>/dev/null || true
-      sleep 0.2
-    done
-    ip netns delete "$ns" 2>/dev/null || true
+# End everything running in the host namespace $1 (its Ray worker and whatever it started, jobs included), and
+# delete the namespace.
+end_host() {
+  local pids tries
+  for tries in 1 2 3 4 5 6 7 8 9 10; do
+    pids=$(ip netns pids "$1" 2>/dev/null || true)
+    [ -z "$pids" ] && break
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.2
   done
+  ip netns delete "$1" 2>/dev/null || true
+}
+
+down() {
+  local ns pid link
+  for ns in $(ip netns list | awk '{print $1}' | grep "^${PREFIX}-h" || true); do end_host "$ns"; done
   if [ -f "$STATE/head.pid" ]; then
     for pid in $(session_pids "$(cat "$STATE/head.pid")"); do kill -9 "$pid" 2>/dev/null || true; done
   fi
@@ -164,14 +168,8 @@ add_host() {
 
 # Switch off the host with address $1: everything in it ends, its namespace and link go.
 remove_host() {
-  local i=$((${1##*.} - 10)) pids tries
-  for tries in 1 2 3 4 5 6 7 8 9 10; do
-    pids=$(ip netns pids "${PREFIX}-h$i" 2>/dev/null || true)
-    [ -z "$pids" ] && break
-    kill -9 $pids 2>/dev/null || true
-    sleep 0.2
-  done
-  ip netns delete "${PREFIX}-h$i" 2>/dev/null || true
+  local i=$((${1##*.} - 10))
+  end_host "${PREFIX}-h$i"
   ip link delete "${PREFIX}-v$i" 2>/dev/null || true
   rm -rf "$STATE/h$i.pid" "$STATE/h$i"
 }

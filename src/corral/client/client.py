@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from corral.client.files import FilesMixin, Progress
+from corral.client.files import Progress
 from corral.client.http import json_or_none
 from corral.client.jobs import RemoteJob
 from corral.client.logs import LogsMixin
@@ -57,7 +57,7 @@ def _load(spec: SpecInput) -> tuple[dict[str, Any], Path]:
     return load_spec_file(path), path.resolve().parent
 
 
-class Client(LogsMixin, FilesMixin, VolumesMixin):
+class Client(LogsMixin, VolumesMixin):
     """Every operation of the REST API (see the module's docstring)."""
 
     def health(self) -> dict[str, Any]:

@@ -58,11 +58,16 @@ class FilesMixin(ClientBase):
         dest = Path(destination)
         if dest.is_dir():
             dest = dest / Path(path).name
-        dest.parent.mkdir(parents=True, exist_ok=True)
         url = self._job(name, experiment, workspace) + "/files/content"
+        return self._save(url, {"output": output, "path": path}, dest, progress)
+
+    def _save(self, url: str, params: dict[str, str], dest: Path, progress: Progress | None = None) -> Path:
+        """Stream a file the server sends to ``dest`` (its folders made), whole or not at all: it is written
+        beside it first and renamed into place once complete."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.part")
         try:
-            with self._http.stream("GET", url, params={"output": output, "path": path}) as response:
+            with self._http.stream("GET", url, params=params) as response:
                 raise_for_error(response)
                 total = int(response.headers.get("content-length") or 0)
                 with partial.open("wb") as f:

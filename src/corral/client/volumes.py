@@ -9,13 +9,14 @@ from typing import Any
 
 import httpx
 
-from corral.client.http import ClientBase, raise_for_error
+from corral.client.files import FilesMixin
+from corral.client.http import raise_for_error
 from corral.core.errors import InvalidRequest, ServerUnavailable
 from corral.core.models import FileEntry, FilePage, Volume
 from corral.core.spec_parsing import load_spec_file
 
 
-class VolumesMixin(ClientBase):
+class VolumesMixin(FilesMixin):
     def create_volume(self, spec: str | Path | dict[str, Any], *, workspace: str | None = None) -> Volume:
         """A new volume from a spec (a mapping, or a YAML/JSON file); the server reaches its store first."""
         data = dict(spec) if isinstance(spec, dict) else load_spec_file(spec)
@@ -102,23 +103,7 @@ class VolumesMixin(ClientBase):
                 yield entry
 
     def _download_file(self, name: str, path: str, dest: Path, workspace: str | None) -> Path:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.part")
-        url = f"{self._ws(workspace)}/volumes/{name}/files/content"
-        try:
-            with self._http.stream("GET", url, params={"path": path}) as response:
-                raise_for_error(response)
-                with partial.open("wb") as f:
-                    for chunk in response.iter_bytes(1 << 20):
-                        f.write(chunk)
-        except httpx.TransportError as exc:
-            partial.unlink(missing_ok=True)
-            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(dest)
-        return dest
+        return self._save(f"{self._ws(workspace)}/volumes/{name}/files/content", {"path": path}, dest)
 
 
 def _read(body: Any, size: int = 1 << 20) -> Iterator[bytes]:
