@@ -183,3 +183,30 @@ def test_too_much_code_names_the_largest_files(tmp_path: Path) -> None:
     (tmp_path / "small.py").write_bytes(b"x" * 10)
     with pytest.raises(InvalidSpec, match=r"the largest: model\.pt .*small\.py"):
         pack_directory(tmp_path, max_bytes=1024)
+
+
+def test_staging_copies_once_keeps_copies_whole_and_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    """corral.data.stage on a local file system (an fsspec one, as S3's is): a copy is keyed by what the input is,
+    made read-only, reused; a half-made copy is never taken for one; the oldest copies go past the limit."""
+    from corral.data.stage import PARTIAL, evict, stage_input
+    from corral.data.stores import Store
+
+    source = tmp_path / "store" / "set"
+    source.mkdir(parents=True)
+    (source / "a.bin").write_bytes(b"a" * 1000)
+    store = Store("file", {}, str(tmp_path / "store"))
+    fs = store.open()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = stage_input(fs, store, str(source), cache)
+    assert not first.cached and (first.entry / "a.bin").read_bytes() == b"a" * 1000
+    assert (first.entry / "a.bin").stat().st_mode & 0o222 == 0  # shared: read-only
+    assert stage_input(fs, store, str(source), cache).cached
+    (cache / f"{PARTIAL}deadbeef-1").mkdir()  # a staging killed halfway: not a copy
+    time.sleep(0.01)
+    (source / "a.bin").write_bytes(b"b" * 1000)  # changed: a new copy
+    second = stage_input(fs, store, str(source), cache)
+    assert not second.cached and second.entry != first.entry
+    os.utime(first.entry, (1, 1))  # the least recently used
+    assert evict(cache, 1500, {second.entry}) == [first.entry]
+    assert not first.entry.exists() and second.entry.exists() and (cache / f"{PARTIAL}deadbeef-1").exists()

@@ -115,20 +115,33 @@ def stage_input(fs: Any, store: Store, path: str, cache: Path) -> Staged:
         got = os.path.getsize(local)
         if got != item.size:
             raise OSError(f"{item.path}: {got} bytes arrived of {item.size}")
+    read_only(partial)  # jobs share the copy: one that writes to it by mistake is refused
     try:
         partial.rename(entry)
     except OSError:  # another staging on this machine finished the same copy first
+        writable(partial)
         shutil.rmtree(partial, ignore_errors=True)
         if not entry.is_dir():
             raise
     return Staged(entry, target, False, objects)
 
 
+def read_only(tree: Path) -> None:
+    for path in (*tree.rglob("*"), tree):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def writable(tree: Path) -> None:
+    for path in (tree, *tree.rglob("*")):
+        if path.is_dir():
+            path.chmod(0o755)
+
+
 def evict(cache: Path, limit: int, keep: set[Path]) -> list[Path]:
     """Remove the copies used least recently until the cache holds at most ``limit`` bytes (``keep`` stays)."""
     entries = []
     for entry in cache.iterdir():
-        if entry.name.startswith(PARTIAL) or not entry.is_dir():
+        if entry.name.startswith(".") or not entry.is_dir():  # a copy being made, rclone's cache, the lock
             continue
         size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
         entries.append((entry.stat().st_mtime, entry, size))
@@ -139,6 +152,7 @@ def evict(cache: Path, limit: int, keep: set[Path]) -> list[Path]:
             break
         if entry in keep:
             continue
+        writable(entry)
         shutil.rmtree(entry, ignore_errors=True)
         total -= size
         removed.append(entry)
@@ -158,12 +172,15 @@ def main() -> int:
     used: set[Path] = set()
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one staging at a time per account and machine: eviction is safe
+        for left in cache.glob(f"{PARTIAL}*"):  # a staging killed halfway (none other runs now): never reused
+            writable(left)
+            shutil.rmtree(left, ignore_errors=True)
         for item in order["inputs"]:
             store = Store.from_json(item["store"])
             if item.get("mode") == "mount":  # rclone (FUSE); written back and unmounted when the job ends
                 try:
                     where = hashlib.sha256(item["link"].encode()).hexdigest()[:16]
-                    fuse.mount(store, Path(item["link"]), cache / f"rclone-{where}", Path(item["record"]))
+                    fuse.mount(store, Path(item["link"]), cache / f".rclone-{where}", Path(item["record"]))
                 except Exception as exc:
                     print(f"corral: mount {item['id']}: could not mount {item['source']}: {describe(exc)}",
                           file=sys.stderr)  # fmt: skip

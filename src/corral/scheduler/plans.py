@@ -40,7 +40,7 @@ def plan_for(
     staged_outputs: tuple[dict[str, Any], ...] = (),
 ) -> LaunchPlan:
     shape = cluster.parsed.node
-    cache, cache_limit = provider.input_cache() if staged_inputs else ("", 0)
+    cache, cache_limit = provider.input_cache()
     ctx = JobContext(
         workspace=workspace,
         experiment=experiment,
