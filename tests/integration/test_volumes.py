@@ -174,6 +174,8 @@ def test_an_input_on_no_volume_is_refused_at_submission(server: ServerHandle, s3
     assert unknown.value.details[0]["loc"] == "inputs.0.path"
     with pytest.raises(InvalidSpec, match="no volume of the workspace holds s3://unheld-bucket/x"):
         c.create_job({**base, "inputs": [{"id": "X", "path": "s3://unheld-bucket/x"}]})
+    with pytest.raises(InvalidSpec, match=r"outputs\.0\.path: .*'\.\.'"):  # never outside its volume
+        c.create_job({**base, "outputs": [{"id": "X", "path": "vol://somewhere/models/../../x"}]})
     with pytest.raises(InvalidSpec, match="scheme 'gs'"):
         c.create_job({**base, "inputs": [{"id": "X", "path": "gs://bucket/x"}]})
     with pytest.raises(InvalidSpec, match=r"outputs\.1\.path: no volume of the workspace holds s3://bucket/x"):
