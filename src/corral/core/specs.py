@@ -163,6 +163,54 @@ class MountSpec(Strict):
     mode: Literal["copy", "mount"] = "copy"
 
 
+#: A package index or a folder of wheels: an http(s) URL, or an absolute path on the nodes.
+IndexLocation = Annotated[
+    str, StringConstraints(pattern=r"^(https?://\S+|/\S*)$", max_length=2048), AfterValidator(_no_nul)
+]
+#: A requirement as pip and uv read it (``numpy==2.1``, ``torch>=2.4; python_version>'3.9'``): not an option.
+Requirement = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_.][^\n\r]*$", min_length=1, max_length=1024),
+    AfterValidator(_no_nul),
+]
+
+
+class EnvironmentSpec(Strict):
+    """The Python environment a job's processes run in, built with uv on every node (``docs/environments.md``)."""
+
+    #: The interpreter: a version uv finds on the node (``3.11``) or a path; none: the node's python3.
+    python: Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+){0,2}|/\S+)$", max_length=1024)] | None = None
+    #: A requirements file in the job's code (relative to its working directory).
+    requirements: RelativePath | None = None
+    packages: list[Requirement] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    index_url: IndexLocation | None = None
+    extra_index_url: list[IndexLocation] = Field(default_factory=list, max_length=16)
+    find_links: list[IndexLocation] = Field(default_factory=list, max_length=16)
+    #: Use no package index at all (only ``find_links``): for machines that reach none.
+    no_index: bool = False
+    env_vars: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    #: ``environment: server``: the server's own environment (its virtualenv first on PATH), as before.
+    server: bool = False
+
+    @model_validator(mode="after")
+    def _server_alone(self) -> EnvironmentSpec:
+        if self.server and self.model_fields_set - {"server"}:
+            raise ValueError("environment: server takes nothing else (it is the server's own environment)")
+        return self
+
+
+def _environment(value: object) -> object:
+    """``environment: server`` is ``{server: true}``; anything else is a mapping (or an error naming it)."""
+    if value == "server":
+        return {"server": True}
+    if isinstance(value, str):
+        raise ValueError(f"must be a mapping (python, requirements, packages, ...) or 'server', got {value!r}")
+    return value
+
+
+Environment = Annotated[EnvironmentSpec, BeforeValidator(_environment)]
+
+
 class ClusterSpec(Strict):
     name: Name
     backend: Literal["local", "ray"] = "local"
@@ -171,6 +219,8 @@ class ClusterSpec(Strict):
     scale: ScaleSpec = ScaleSpec(nodes=1)
     setup: SetupSpec | None = None
     mounts: list[MountSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    #: The default environment of its jobs (a job's own ``environment`` wins); ``server``: the server's own.
+    environment: Environment | None = None
     #: A high-priority job that has waited this long may preempt (requeue) running low-priority jobs.
     preempt_after: Duration | None = Field(None, ge=0)
 
@@ -469,6 +519,8 @@ class JobSpec(Strict):
     inputs: list[InputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     outputs: list[OutputSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     mounts: list[MountSpec] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    #: The Python environment its processes run in (else the cluster's; ``server``: the server's own).
+    environment: Environment | None = None
     #: Each ``NAME=value`` within one argument's limit; all of them together within the server's ``max_env_bytes``.
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)

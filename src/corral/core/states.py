@@ -88,6 +88,8 @@ class ErrorCode(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     #: Its processes succeeded, but its outputs did not all reach their volume (retried like a lost node).
     OUTPUT_UPLOAD_FAILED = "OutputUploadFailed"
+    #: The job's environment could not be built on a node (uv's message in the prepare log).
+    ENVIRONMENT_FAILED = "EnvironmentFailed"
 
 
 class AttemptReason(StrEnum):
@@ -105,11 +107,16 @@ class AttemptReason(StrEnum):
     LAUNCH_FAILED = "LaunchFailed"
     INVALID_SPEC = "InvalidSpec"
     OUTPUT_UPLOAD_FAILED = "OutputUploadFailed"
+    ENVIRONMENT_FAILED = "EnvironmentFailed"
 
     @classmethod
     def of_failure(cls, code: ErrorCode) -> AttemptReason:
         return cls.EXIT_CODE if code == ErrorCode.JOB_FAILED else cls(code.value)
 
+
+#: The exit code of a node's prepare that says "its environment could not be built" (corral.envs.build): the
+#: attempt ends EnvironmentFailed.
+ENVIRONMENT_FAILED_EXIT = 86
 
 #: ``Job.reason`` of a running job whose processes have all exited 0 while its outputs go to their volumes.
 UPLOADING_OUTPUTS = "UploadingOutputs"

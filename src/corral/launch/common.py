@@ -47,6 +47,28 @@ def stage_order(ctx: JobContext, paths: dict[str, str], dirs: list[str]) -> str:
     return json.dumps({"cache": ctx.input_cache, "limit": ctx.input_cache_limit, "inputs": inputs, "dirs": dirs})
 
 
+#: ``corral.envs.build``: the job's environment, built with uv (or found in the machine's cache).
+ENVIRONMENT_VARIABLE = "CORRAL_ENVIRONMENT"
+ENVIRONMENT_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.envs.build'
+
+
+def environment_order(ctx: JobContext, paths: dict[str, str]) -> str:
+    """What ``corral.envs.build`` builds on one node, and where the job's processes find it."""
+    assert ctx.environment is not None
+    spec = dict(ctx.environment)
+    if spec.get("requirements"):  # a file of the job's code, in its working directory
+        spec["requirements"] = str(PurePath(paths["job_temp"], spec["requirements"]))
+    return json.dumps({"spec": spec, "cache": ctx.input_cache, "link": paths["environment"]})
+
+
+def in_environment(ctx: JobContext, command: str) -> str:
+    """``command`` run in the job's environment (its ``bin`` first on PATH): the shell resolves the link on the
+    node, so one command serves every node."""
+    if not ctx.environment:
+        return command
+    return f'export VIRTUAL_ENV="$CORRAL_JOB_TEMP/.corral/env"; PATH="$VIRTUAL_ENV/bin:$PATH"; {command}'
+
+
 def is_fuse(item: dict[str, Any]) -> bool:
     return item.get("mode") == "mount"
 
@@ -85,6 +107,7 @@ def build_plan(
     spec = ctx.spec
     layout, logs = ctx.layout, ctx.stdouterr_dir
     by_node: list[list[ProcessPlan]] = [[] for _ in nodes]
+    extra = (ctx.environment or {}).get("env_vars") or {}
     for proc in procs:
         if proc.launcher:
             stdout = stderr = layout.log(ctx.attempt, "mpirun", proc.rank)
@@ -95,8 +118,8 @@ def build_plan(
             ProcessPlan(
                 rank=proc.rank,
                 node_rank=proc.node_rank,
-                command=proc.command,
-                env=proc.env,
+                command=in_environment(ctx, proc.command),
+                env={**extra, **proc.env} if extra else proc.env,
                 stdout=stdout,
                 stderr=stderr,
                 sweep_session=proc.sweep_session,
@@ -106,8 +129,12 @@ def build_plan(
     # Outputs under a mount root ($CORRAL_MOUNT_ROOT/...): their folders are made on the node once mounts are there.
     under_mounts = [o for o in spec.outputs if store_location(o.path) is None and mount_macro(o.path)]
     staging = bool(ctx.staged_inputs or under_mounts)
-    if staging:  # the inputs and mounts first, then the job's own prepare (which may read them)
-        prepare = STAGE_COMMAND + (f" && {{\n{prepare}\n}}" if prepare else "")
+    # The inputs and mounts first, then the environment (whose wheels may be an input), then the job's own prepare
+    # (which may read them, in the environment).
+    steps = [STAGE_COMMAND] * staging + [ENVIRONMENT_COMMAND] * bool(ctx.environment)
+    if steps:
+        own = f" && {{\n{in_environment(ctx, prepare)}\n}}" if prepare else ""
+        prepare = " && ".join(steps) + own
     node_list = list(nodes)
     node_plans = []
     for rank, node in enumerate(node_list):
@@ -117,6 +144,8 @@ def build_plan(
         if staging:
             dirs = [output_dir(ctx, on_node(o.path, paths), o.suffix or o.id) for o in under_mounts]
             prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths, dirs)
+        if ctx.environment:
+            prepare_env[ENVIRONMENT_VARIABLE] = environment_order(ctx, paths)
         node_plans.append(
             NodePlan(
                 rank=rank,

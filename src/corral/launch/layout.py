@@ -91,4 +91,6 @@ def node_job_paths(node_root: str, job_uid: str) -> dict[str, str]:
         "inputs": str(job_root / ".corral" / "inputs"),
         # Outputs going to volumes: written here on each node, uploaded when the job's processes have ended.
         "outputs": str(job_root / ".corral" / "outputs"),
+        # The job's environment: a link to it, in the machine's cache (corral.envs.build).
+        "environment": str(job_root / ".corral" / "env"),
     }

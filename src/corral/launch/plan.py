@@ -61,6 +61,8 @@ class JobContext:
     #: The machine's cache of staged inputs (a folder of its own disk that all its nodes share), and its limit.
     input_cache: str = ""
     input_cache_limit: int = 0
+    #: The Python environment its processes run in (an ``EnvironmentSpec`` as JSON; None: the server's).
+    environment: dict[str, Any] | None = None
 
     @property
     def layout(self) -> JobLayout:

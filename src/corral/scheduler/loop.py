@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -266,6 +267,12 @@ class Controller:
             return
         run.exits[report.rank] = report
         failure = failure_of(report, run.plan)
+        if failure is not None and failure.code == ErrorCode.ENVIRONMENT_FAILED:  # with uv's word for why
+            node = re.search(r"on node (\d+)", failure.message)
+            log_file = run.plan.nodes[int(node.group(1)) if node else 0].prepare_log
+            failure = replace(failure, message=f"{failure.message}: {last_line(log_file, 600)}")
+            if run.failure is None and run.done:  # no process started (the backend ends the other prepares)
+                run.failure = failure
         if failure is not None and not run.stopping and not run.done:
             run.failure = failure
             self._stop_run(run, now)

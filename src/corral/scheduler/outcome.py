@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.backends.base import ExitKind, ProcessExit
-from corral.core.states import AttemptReason, ErrorCode, JobState
+from corral.core.states import ENVIRONMENT_FAILED_EXIT, AttemptReason, ErrorCode, JobState
 from corral.launch.plan import LaunchPlan
 from corral.scheduler.policy import RunningJob
 
@@ -120,6 +120,9 @@ def failure_of(report: ProcessExit, plan: LaunchPlan) -> Failure | None:
         return Failure(ErrorCode.JOB_FAILED, message, report.exit_code)
     if report.kind == ExitKind.PREPARE_FAILED:
         message = report.message or f"prepare.command failed for {where}"
+        if report.exit_code == ENVIRONMENT_FAILED_EXIT:  # corral.envs.build said so
+            message = message.replace("prepare.command failed", "the environment could not be built", 1)
+            return Failure(ErrorCode.ENVIRONMENT_FAILED, message, report.exit_code)
         return Failure(ErrorCode.PREPARE_FAILED, message, report.exit_code)
     if report.kind == ExitKind.LAUNCH_FAILED:
         return Failure(ErrorCode.LAUNCH_FAILED, f"could not start {where}: {report.message}")

@@ -20,6 +20,14 @@ def job_spec(job: JobRow) -> JobSpec:
     return JobSpec.model_validate({**job.spec, "secrets": {}})
 
 
+def environment_of(spec: JobSpec, cluster: ClusterRow) -> dict[str, Any] | None:
+    """The job's environment (else its cluster's) as the node builds it; None: the server's own."""
+    chosen = spec.environment if spec.environment is not None else cluster.parsed.environment
+    if chosen is None or chosen.server:
+        return None
+    return chosen.model_dump(mode="json", exclude={"server"})
+
+
 def suffix_of(spec: JobSpec, output: str) -> str:
     item = next(o for o in spec.outputs if o.id == output)
     return item.suffix or item.id
@@ -56,6 +64,7 @@ def plan_for(
         staged_inputs=staged_inputs,
         input_cache=cache,
         input_cache_limit=cache_limit,
+        environment=environment_of(spec, cluster),
     )
     if staged_outputs:  # each output goes under the job's own folder of its volume (as a local output's path)
         under = {o["id"]: output_suffix(ctx, suffix_of(spec, o["id"])) for o in staged_outputs}

@@ -1,0 +1,149 @@
+"""Build (or find) a job's environment on a node: ``python -m corral.envs.build``, in the job's prepare, after its
+inputs are staged and before anything of the job runs.
+
+What to build comes in ``CORRAL_ENVIRONMENT`` (JSON: the spec's ``python``, ``requirements``, ``packages`` and
+index settings, the machine's cache folder, and the link the job's processes find it at). uv resolves and
+installs — Corral writes no resolver or installer of its own. An environment is named by the hash of what makes
+it (the interpreter asked for and the one found, the requirements' text, the packages, the index settings, the
+platform, uv's version), so a second job asking for the same one reuses it: only its link is made.
+
+An environment is built in place (its scripts' ``#!`` lines name its own path, so it cannot be moved once built)
+and marked complete last (``.corral-complete``): one without the mark is a build that was killed, removed and
+built again, never used. Builds of one environment on one machine wait for one another (a lock per hash).
+A failure exits ``ENVIRONMENT_FAILED`` with uv's message in the prepare log: the attempt ends
+``EnvironmentFailed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from corral.core.states import ENVIRONMENT_FAILED_EXIT as ENVIRONMENT_FAILED
+from corral.data.stage import account_cache
+
+VARIABLE = "CORRAL_ENVIRONMENT"
+COMPLETE = ".corral-complete"
+
+
+def uv() -> str:
+    """uv, from the node's Corral installation (the ``uv`` package ships its binary), else from PATH."""
+    with contextlib.suppress(ImportError, FileNotFoundError):
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    found = shutil.which("uv")
+    if found is None:
+        raise FileNotFoundError("uv is not installed on this node (pip install uv)")
+    return found
+
+
+def run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "UV_NO_PROGRESS": "1"})
+    if done.stdout:
+        sys.stdout.write(done.stdout)
+    if done.returncode != 0:
+        message = done.stderr.strip() or f"exit code {done.returncode}"
+        raise RuntimeError(message)
+    return done.stderr
+
+
+def index_options(spec: dict[str, Any]) -> list[str]:
+    options = ["--no-index"] if spec.get("no_index") else []
+    if spec.get("index_url"):
+        options += ["--index-url", spec["index_url"]]
+    for url in spec.get("extra_index_url") or []:
+        options += ["--extra-index-url", url]
+    for place in spec.get("find_links") or []:
+        options += ["--find-links", place]
+    return options
+
+
+def environment_key(spec: dict[str, Any], requirements: str, interpreter: str, uv_version: str) -> str:
+    what = {
+        "python": spec.get("python"),
+        "interpreter": interpreter,
+        "requirements": requirements,
+        "packages": sorted(spec.get("packages") or []),
+        "index": index_options(spec),
+        "platform": [platform.machine(), platform.libc_ver()[0], sys.platform],
+        "uv": uv_version,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def find_interpreter(binary: str, python: str | None) -> str:
+    """The interpreter uv would use for ``python`` (or the node's python3), as a path and version."""
+    argv = [binary, "python", "find", "--system", "--no-python-downloads"]  # not the server's virtualenv
+    if python:
+        argv.append(python)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        asked = python or "python3"
+        raise RuntimeError(f"no Python {asked} on this node: {done.stderr.strip().splitlines()[-1:] or ''}")
+    path = done.stdout.strip()
+    version = subprocess.run([path, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+    return f"{path} {version.stdout.strip()}"
+
+
+def build(spec: dict[str, Any], requirements: str, target: Path, binary: str, interpreter: str) -> None:
+    run([binary, "venv", "--quiet", "--no-python-downloads", "--python", interpreter.split()[0], str(target)])
+    wanted = list(spec.get("packages") or [])
+    if not wanted and not requirements:
+        return
+    argv = [binary, "pip", "install", "--python", str(target / "bin" / "python"), *index_options(spec), *wanted]
+    if requirements:
+        listed = target / "requirements.txt"
+        listed.write_text(requirements)
+        argv += ["-r", str(listed)]
+    run(argv)
+
+
+def main() -> int:
+    order = json.loads(os.environ[VARIABLE])
+    spec = order["spec"]
+    started = time.monotonic()
+    try:
+        requirements = Path(spec["requirements"]).read_text() if spec.get("requirements") else ""
+        binary = uv()
+        uv_version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+        interpreter = find_interpreter(binary, spec.get("python"))
+        key = environment_key(spec, requirements, interpreter, uv_version)
+        envs = account_cache(Path(order["cache"])) / "envs"  # the account's own: nobody else writes into them
+        envs.mkdir(exist_ok=True)
+        target = envs / key
+        with open(envs / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build of it at a time on this machine; the others wait
+            if (target / COMPLETE).exists():
+                os.utime(target)
+                how = "cached"
+            else:
+                shutil.rmtree(target, ignore_errors=True)  # a build killed halfway: never used
+                build(spec, requirements, target, binary, interpreter)
+                (target / COMPLETE).write_text(json.dumps({"interpreter": interpreter, "uv": uv_version}))
+                how = "built"
+    except Exception as exc:  # uv's message on one line: the job's error quotes the log's last line
+        said = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"corral: environment: could not build it: {said}", file=sys.stderr)
+        return ENVIRONMENT_FAILED
+    link = Path(order["link"])
+    link.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    link.symlink_to(target)
+    print(f"corral: environment {key[:12]} ({interpreter.split()[1]}): {how} in {time.monotonic() - started:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Job environments through a real server: built with uv on the node from the test's own wheelhouse (no index:
+machines here reach only package registries), cached, and never half-built."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerHandle
+
+PACKAGE = "corraltestpkg"
+
+
+def make_wheel(folder: Path, version: str) -> Path:
+    """A pure-Python wheel of ``corraltestpkg`` at ``version`` (its module prints the version it is)."""
+    files = {
+        f"{PACKAGE}/__init__.py": f'__version__ = "{version}"\n',
+        f"{PACKAGE}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {version}\n",
+        f"{PACKAGE}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: corral-test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = f"{PACKAGE}-{version}.dist-info/RECORD"
+    lines = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        lines.append(f"{name},sha256={digest},{len(text.encode())}")
+    files[record] = "\n".join([*lines, f"{record},,"]) + "\n"
+    wheel = folder / f"{PACKAGE}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as out:
+        for name, text in files.items():
+            out.writestr(name, text)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    folder.chmod(0o755)
+    for version in ("1.0", "2.0"):
+        make_wheel(folder, version)
+    return folder
+
+
+def environment(wheelhouse: Path, *packages: str) -> dict[str, object]:
+    return {"packages": list(packages), "find_links": [str(wheelhouse)], "no_index": True}
+
+
+def prints_version() -> dict[str, str]:
+    return {"command": f"python3 -c 'import {PACKAGE}, sys; print({PACKAGE}.__version__, sys.prefix)'"}
+
+
+def prepared(c, name: str) -> str:  # type: ignore[no-untyped-def]
+    return c.job_logs(name, stream="prepare")
+
+
+def test_two_jobs_at_once_each_see_their_version_and_a_second_reuses_the_first(
+    server: ServerHandle, wheelhouse: Path
+) -> None:
+    c = server.client(experiment=f"env-{uuid.uuid4().hex[:6]}")
+    one = c.create_job({"cluster": "local", "environment": environment(wheelhouse, f"{PACKAGE}==1.0"),
+                        "custom": prints_version()})  # fmt: skip
+    two = c.create_job({"cluster": "local", "environment": environment(wheelhouse, f"{PACKAGE}==2.0"),
+                        "custom": prints_version()})  # fmt: skip
+    for job, version in ((one, "1.0"), (two, "2.0")):
+        ended = c.wait_job(job.name, timeout=180)
+        assert ended.state == "succeeded", (ended.error, prepared(c, job.name))
+        out = c.job_logs(job.name).split()
+        assert out[0] == version and "/.corral/env" in out[1], out  # its own environment, not the server's
+        assert "built in" in prepared(c, job.name)
+    again = c.wait_job(c.create_job({"cluster": "local", "environment": environment(wheelhouse, f"{PACKAGE}==1.0"),
+                                     "custom": prints_version()}).name, timeout=120)  # fmt: skip
+    assert again.state == "succeeded" and c.job_logs(again.name).split()[0] == "1.0"
+    built, cached = prepared(c, one.name), prepared(c, again.name)
+    assert "cached in" in cached, cached
+    print(f"\nenvironment: {built.strip().splitlines()[-1]} / second job: {cached.strip().splitlines()[-1]}")
+
+
+def test_a_requirement_that_cannot_be_resolved_fails_with_uvs_message(server: ServerHandle, wheelhouse: Path) -> None:
+    c = server.client(experiment="env-fail")
+    job = c.create_job({"cluster": "local", "environment": environment(wheelhouse, f"{PACKAGE}==3.0"),
+                        "custom": {"command": "true"}, "retry": {"max_attempts": 1}})  # fmt: skip
+    ended = c.wait_job(job.name, timeout=120)
+    assert ended.state == "failed" and ended.error is not None
+    assert ended.error.code == "EnvironmentFailed", ended.error
+    assert "the environment could not be built on node 0" in ended.error.message
+    assert PACKAGE in ended.error.message and "3.0" in ended.error.message, ended.error.message  # uv's words
+
+
+def test_a_build_killed_halfway_is_not_reused(server: ServerHandle, wheelhouse: Path) -> None:
+    c = server.client(experiment="env-killed")
+    wanted = environment(wheelhouse, f"{PACKAGE}==2.0; python_version >= '3'")  # an environment of its own
+    spec = {"cluster": "local", "environment": wanted, "custom": prints_version()}
+    first = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert first.state == "succeeded", (first.error, prepared(c, first.name))
+    uid = c.get_job(first.name).uid
+    built = next(server.home.glob(f"nodes/*/*/*/jobs/{uid}/.corral/env")).resolve()  # the job's link to it
+    # What a build killed halfway leaves: the environment's folder without its mark of completion.
+    (built / ".corral-complete").unlink()
+    (built / "half-written").write_text("x")
+    again = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert again.state == "succeeded" and "built in" in prepared(c, again.name), prepared(c, again.name)
+    assert not (built / "half-written").exists() and (built / ".corral-complete").exists()
+
+
+def test_an_environment_spec_is_checked_at_submission(server: ServerHandle) -> None:
+    from corral.core.errors import InvalidSpec
+
+    c = server.client()
+    with pytest.raises(InvalidSpec, match=r"environment\.packages\.0"):
+        c.create_job({"cluster": "local", "custom": {"command": "true"}, "environment": {"packages": ["-e ."]}})
+    with pytest.raises(InvalidSpec, match=r"environment\.python"):
+        c.create_job({"cluster": "local", "custom": {"command": "true"}, "environment": {"python": "three"}})
