@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.data import fuse
 from corral.data.stores import Store
 
 VARIABLE = "CORRAL_STAGE_INPUTS"
@@ -178,6 +177,8 @@ def main() -> int:
         for item in order["inputs"]:
             store = Store.from_json(item["store"])
             if item.get("mode") == "mount":  # rclone (FUSE); written back and unmounted when the job ends
+                from corral.data import fuse
+
                 try:
                     where = hashlib.sha256(item["link"].encode()).hexdigest()[:16]
                     fuse.mount(store, Path(item["link"]), cache / f".rclone-{where}", Path(item["record"]))

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.data import fuse
 from corral.data.stage import describe
 from corral.data.stores import Store
 
@@ -80,6 +79,8 @@ def main() -> int:
     order = json.loads(os.environ[VARIABLE])
     node = os.environ.get("CORRAL_NODE_NAME", "")
     for record in order.get("unmount", []):  # the mounts first: what the job wrote there reaches the store
+        from corral.data import fuse
+
         try:
             files = fuse.write_back_and_unmount(Path(record))
         except Exception as exc:

@@ -48,6 +48,15 @@ def uv() -> str:
     return found
 
 
+def uv_release(binary: str) -> str:
+    """uv's version: its package's (no process), else what the binary says."""
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        return f"uv {version('uv')}"
+    return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+
+
 def run(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "UV_NO_PROGRESS": "1"})
     if done.stdout:
@@ -83,7 +92,12 @@ def environment_key(spec: dict[str, Any], requirements: str, interpreter: str, u
 
 
 def find_interpreter(binary: str, python: str | None) -> str:
-    """The interpreter uv would use for ``python`` (or the node's python3), as a path and version."""
+    """The interpreter for ``python`` (none: the node's own, the one under Corral's), as a path and version. The
+    one under Corral's, where it is what is asked, costs no look-up; any other is found by uv."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    mine = ".".join(str(part) for part in sys.version_info[:3])
+    if python is None or python == base or (python[0].isdigit() and f"{mine}.".startswith(f"{python}.")):
+        return f"{base} {sys.version.split()[0]}"
     argv = [binary, "python", "find", "--system", "--no-python-downloads"]  # not the server's virtualenv
     if python:
         argv.append(python)
@@ -92,7 +106,7 @@ def find_interpreter(binary: str, python: str | None) -> str:
         asked = python or "python3"
         raise RuntimeError(f"no Python {asked} on this node: {done.stderr.strip().splitlines()[-1:] or ''}")
     path = done.stdout.strip()
-    version = subprocess.run([path, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+    version = subprocess.run([path, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True)
     return f"{path} {version.stdout.strip()}"
 
 
@@ -116,7 +130,7 @@ def main() -> int:
     try:
         requirements = Path(spec["requirements"]).read_text() if spec.get("requirements") else ""
         binary = uv()
-        uv_version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+        uv_version = uv_release(binary)
         interpreter = find_interpreter(binary, spec.get("python"))
         key = environment_key(spec, requirements, interpreter, uv_version)
         envs = account_cache(Path(order["cache"])) / "envs"  # the account's own: nobody else writes into them
