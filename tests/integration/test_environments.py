@@ -51,7 +51,13 @@ def environment(wheelhouse: Path, *packages: str) -> dict[str, object]:
 
 
 def prints_version() -> dict[str, str]:
-    return {"command": f"python3 -c 'import {PACKAGE}, sys; print({PACKAGE}.__version__, sys.prefix)'"}
+    """The package's version and the environment's prefix; corral.runtime importable in it, the server's packages
+    (fastapi) not."""
+    code = (
+        f"import {PACKAGE}, sys, corral.runtime, importlib.util as u; "
+        f"print({PACKAGE}.__version__, sys.prefix, u.find_spec('fastapi'))"
+    )
+    return {"command": f'python3 -c "{code}"'}
 
 
 def prepared(c, name: str) -> str:  # type: ignore[no-untyped-def]
@@ -70,7 +76,7 @@ def test_two_jobs_at_once_each_see_their_version_and_a_second_reuses_the_first(
         ended = c.wait_job(job.name, timeout=180)
         assert ended.state == "succeeded", (ended.error, prepared(c, job.name))
         out = c.job_logs(job.name).split()
-        assert out[0] == version and "/.corral/env" in out[1], out  # its own environment, not the server's
+        assert out[0] == version and "/.corral/env" in out[1] and out[2] == "None", out  # its own, not the server's
         assert "built in" in prepared(c, job.name)
     again = c.wait_job(c.create_job({"cluster": "local", "environment": environment(wheelhouse, f"{PACKAGE}==1.0"),
                                      "custom": prints_version()}).name, timeout=120)  # fmt: skip
