@@ -20,10 +20,8 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,29 +30,15 @@ from tests.integration.test_environments import make_wheel
 
 from benchmarks.dispatch import bench_server
 from benchmarks.ray_backend import free_port
+from benchmarks.staging import run_job as run
+from benchmarks.staging import throughput
 from corral.client.client import Client
-
-
-def run(client: Client, spec: dict[str, Any]) -> tuple[str, float]:
-    job = client.create_job(spec)
-    ended = client.wait_job(job.name, timeout=600)
-    assert ended.state == "succeeded", (ended.error, client.job_logs(job.name, stream="prepare"))
-    assert ended.ended_at is not None
-    return job.name, (ended.ended_at - ended.created_at).total_seconds()
 
 
 def builder_seconds(client: Client, name: str) -> tuple[str, float]:
     found = re.search(r"(built|cached) in ([0-9.]+) s", client.job_logs(name, stream="prepare"))
     assert found, client.job_logs(name, stream="prepare")
     return found.group(1), float(found.group(2))
-
-
-def throughput(client: Client, spec: dict[str, Any], jobs: int) -> float:
-    started = time.monotonic()
-    names = [client.create_job(spec).name for _ in range(jobs)]
-    for name in names:
-        client.wait_job(name, timeout=600)
-    return jobs / (time.monotonic() - started)
 
 
 def main() -> None:
