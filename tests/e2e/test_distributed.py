@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from corral.client.client import Client
 from tests.conftest import ServerHandle, _kill_leftover_jobs, free_port, make_database
@@ -258,3 +259,29 @@ def test_caffe2_shards_meet_through_the_file_store(srv: ServerHandle, tmp_path: 
     job = c.wait_job(c.create_job({"cluster": "demo", "node_count": 2, "caffe2": {"script": str(script)}}).name)
     assert job.state == "succeeded", job.error
     assert c.job_logs(job.name, rank=1) == "shard 1 of 2 met ['shard-0', 'shard-1']\n"
+
+
+TORCH_WHEELS = Path("/opt/wheels")  # where this project's machines keep the CPU build of torch (no CUDA download)
+
+
+@pytest.mark.slow
+@torch_only
+def test_the_ddp_example_runs_in_an_environment_of_its_own(srv: ServerHandle, examples: Path) -> None:
+    """The example's packages come from an environment uv builds on the nodes (torch from the local wheelhouse,
+    scikit-learn and the rest from the package index), not from the server's."""
+    wheels = sorted(TORCH_WHEELS.glob("torch-*+cpu-*.whl")) if TORCH_WHEELS.is_dir() else []
+    if not wheels:
+        pytest.skip("no CPU build of torch in /opt/wheels")
+    version = wheels[-1].name.split("-")[1]
+    spec = yaml.safe_load((examples / "pytorch-ddp" / "job.yaml").read_text())
+    spec["code"] = str(examples / "pytorch-ddp")
+    spec["pytorch"]["args"] = "--epochs 2"
+    spec["environment"] = {"packages": [f"torch=={version}", "scikit-learn"], "find_links": [str(TORCH_WHEELS)]}
+    c = srv.client(experiment="ddp")
+    job = c.wait_job(c.create_job(spec).name, timeout=600)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="prepare"))
+    assert "environment" in c.job_logs(job.name, stream="prepare")
+    uid = c.get_job(job.name).uid
+    link = next(srv.home.glob(f"nodes/*/*/*/jobs/{uid}/.corral/env"))
+    assert next(link.resolve().glob("lib/python*/site-packages/torch/__init__.py"), None) is not None
+    assert "epoch 2/2" in c.job_logs(job.name, rank=0)
