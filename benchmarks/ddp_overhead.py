@@ -91,7 +91,7 @@ def main() -> None:
     train_args.append("--out=")  # no model files: both ways do the same work
 
     with bench_server("corral-ddp-bench-", opts.port, "ddp-bench") as (home, client):
-        client.create_cluster({"name": "bench", "node": {"cpus": 2}, "scale": {"nodes": 1}})
+        client.create_cluster({"name": "bench", "node": {"cpus": 2}, "scale": {"nodes": 1}, "environment": "server"})
         corral: list[tuple[float, float]] = []
         direct: list[tuple[float, float]] = []
         for round_ in range(opts.rounds):

@@ -150,8 +150,11 @@ def main() -> None:
             _, local = stack.enter_context(bench_server("corral-bench-local-", free_port(), "bench"))
             settings = {"CORRAL_RAY_ADDRESS": address, "CORRAL_RAY_NODE_ROOT": NODE_ROOT}
             _, ray = stack.enter_context(bench_server("corral-bench-ray-", free_port(), "bench", settings))
-            local.create_cluster({"name": "local", "node": {"cpus": 2}, "scale": {"nodes": 2}})
-            ray.create_cluster({"name": "hosts", "backend": "ray", "node": {"cpus": 2}, "scale": {"nodes": 2}})
+            server = {"environment": "server"}  # torch for the DDP figure: Corral's own environment
+            local.create_cluster({"name": "local", "node": {"cpus": 2}, "scale": {"nodes": 2}, **server})
+            ray.create_cluster(
+                {"name": "hosts", "backend": "ray", "node": {"cpus": 2}, "scale": {"nodes": 2}, **server}
+            )
             wait_nodes(local, "local", 2)
             wait_nodes(ray, "hosts", 2)
             latencies(ray, "hosts", 2)  # warm: the agents start on their machines

@@ -46,7 +46,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     handle = ServerHandle(home=home, port=free_port(), database_url=make_database("sqlite", home)[0])
     handle.start()
     with handle.client() as c:
-        c.create_cluster({"name": "demo", "node": {"cpus": 1}, "scale": {"nodes": 4}})
+        c.create_cluster({"name": "demo", "node": {"cpus": 1}, "scale": {"nodes": 4}, "environment": "server"})
     yield handle
     for c in handle.clients:
         c.close()

@@ -36,7 +36,13 @@ def srv(ray_hosts: RayHosts, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     handle.start()
     with handle.client() as c:
         c.create_cluster(
-            {"name": CLUSTER, "backend": "ray", "scale": {"nodes": 2}, "setup": {"command": "hostname -I"}}
+            {
+                "name": CLUSTER,
+                "backend": "ray",
+                "scale": {"nodes": 2},
+                "setup": {"command": "hostname -I"},
+                "environment": "server",
+            }  # the examples' torch and mpi4py: Corral's own environment
         )
         until(lambda: [n.state for n in c.list_nodes(CLUSTER)] == ["idle", "idle"], timeout=60)
     yield handle

@@ -121,3 +121,16 @@ def test_an_environment_spec_is_checked_at_submission(server: ServerHandle) -> N
         c.create_job({"cluster": "local", "custom": {"command": "true"}, "environment": {"packages": ["-e ."]}})
     with pytest.raises(InvalidSpec, match=r"environment\.python"):
         c.create_job({"cluster": "local", "custom": {"command": "true"}, "environment": {"python": "three"}})
+
+
+def test_without_an_environment_a_job_has_the_machines_python_and_corral_runtime_only(server: ServerHandle) -> None:
+    """The server's packages do not leak into jobs (fastapi is the server's); corral.runtime is still importable;
+    ``environment: server`` puts the server's back."""
+    c = server.client(experiment="env-default")
+    code = "import corral.runtime, importlib.util as u; print(u.find_spec('fastapi') is not None)"
+    bare = c.wait_job(c.create_job({"cluster": "local", "custom": {"command": f'python3 -c "{code}"'}}).name)
+    assert bare.state == "succeeded", c.job_logs(bare.name, stream="stderr")
+    assert c.job_logs(bare.name) == "False\n"
+    spec = {"cluster": "local", "environment": "server", "custom": {"command": f'python3 -c "{code}"'}}
+    served = c.wait_job(c.create_job(spec).name)
+    assert served.state == "succeeded" and c.job_logs(served.name) == "True\n", c.job_logs(served.name, stream="stderr")

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     # Volumes and staging: the stores (on the server and the nodes), and which volume a job's input is in.
     "corral.data": {"corral.core", "corral.store"},
     # Job environments: built on each node with uv, in the machine's cache (``corral.data.stage``'s).
-    "corral.envs": {"corral.core", "corral.data"},
+    "corral.envs": {"corral.core", "corral.data", "corral.launch"},
     "corral.backends": set(),
     "corral.backends.base": {"corral.core", "corral.launch"},
     "corral.backends.registry": {"corral.backends.base", "corral.backends.local", "corral.backends.ray"},

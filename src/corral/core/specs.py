@@ -194,7 +194,7 @@ class EnvironmentSpec(Strict):
 
     @model_validator(mode="after")
     def _server_alone(self) -> EnvironmentSpec:
-        if self.server and self.model_fields_set - {"server"}:
+        if self.server and self.model_dump(exclude={"server"}) != EnvironmentSpec().model_dump(exclude={"server"}):
             raise ValueError("environment: server takes nothing else (it is the server's own environment)")
         return self
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from corral.core.states import ENVIRONMENT_FAILED_EXIT as ENVIRONMENT_FAILED
 from corral.data.stage import account_cache
+from corral.launch.layout import RUNTIME_FOLDER
 
 VARIABLE = "CORRAL_ENVIRONMENT"
 COMPLETE = ".corral-complete"
@@ -123,29 +124,12 @@ def build(spec: dict[str, Any], requirements: str, target: Path, binary: str, in
     run(argv)
 
 
-#: What ``import corral.runtime`` needs (standard library besides): put in every environment that has no Corral.
-RUNTIME_FILES = ("__init__.py", "runtime.py", "launch/__init__.py", "launch/layout.py")
-
-
-def add_runtime(target: Path, envs: Path) -> None:
+def add_runtime(target: Path, runtime: str) -> None:
     """Make ``corral.runtime`` importable in the environment (checkpoints, preemption notices), unless it has a
-    Corral of its own: a ``.pth`` naming a folder with only those modules, copied from the node's Corral."""
+    Corral of its own: a ``.pth`` naming the machine's folder with only those modules (the backend keeps it)."""
     site = next(target.glob("lib/python*/site-packages"), None)
-    if site is None or (site / "corral").exists():
-        return
-    import corral
-
-    runtime = envs / f".corral-runtime-{corral.__version__}"
-    if not (runtime / "corral" / "runtime.py").exists():
-        source = Path(corral.__file__).parent
-        partial = envs / f".corral-runtime-{corral.__version__}.{os.getpid()}"
-        for name in RUNTIME_FILES:
-            (partial / "corral" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / name, partial / "corral" / name)
-        with contextlib.suppress(OSError):  # another build put it there first
-            partial.rename(runtime)
-        shutil.rmtree(partial, ignore_errors=True)
-    (site / "corral-runtime.pth").write_text(f"{runtime}\n")
+    if site is not None and not (site / "corral").exists():
+        (site / "corral-runtime.pth").write_text(f"{runtime}\n")
 
 
 def main() -> int:
@@ -169,7 +153,7 @@ def main() -> int:
             else:
                 shutil.rmtree(target, ignore_errors=True)  # a build killed halfway: never used
                 build(spec, requirements, target, binary, interpreter)
-                add_runtime(target, envs)
+                add_runtime(target, str(Path(order["cache"]) / RUNTIME_FOLDER))
                 (target / COMPLETE).write_text(json.dumps({"interpreter": interpreter, "uv": uv_version}))
                 how = "built"
     except Exception as exc:  # uv's message on one line: the job's error quotes the log's last line

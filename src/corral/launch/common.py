@@ -30,10 +30,11 @@ class Proc:
 #: The variable that tells ``corral.data.stage`` what to stage (it holds the stores' credentials: only the
 #: prepare step gets it, never the job's processes).
 STAGE_VARIABLE = "CORRAL_STAGE_INPUTS"
-#: Run by the node's own Corral (``CORRAL_PYTHON``: the interpreter the node's backend runs).
-STAGE_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.stage'
+#: Run by the node's own Corral (``CORRAL_PYTHON``: the interpreter the node's backend runs; ``-E``: not the job's
+#: PYTHONPATH, which may hold only corral.runtime).
+STAGE_COMMAND = '"${CORRAL_PYTHON:-python3}" -E -m corral.data.stage'
 UPLOAD_VARIABLE = "CORRAL_UPLOAD_OUTPUTS"
-UPLOAD_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.data.upload'
+UPLOAD_COMMAND = '"${CORRAL_PYTHON:-python3}" -E -m corral.data.upload'
 
 
 def stage_order(ctx: JobContext, paths: dict[str, str], dirs: list[str]) -> str:
@@ -49,7 +50,7 @@ def stage_order(ctx: JobContext, paths: dict[str, str], dirs: list[str]) -> str:
 
 #: ``corral.envs.build``: the job's environment, built with uv (or found in the machine's cache).
 ENVIRONMENT_VARIABLE = "CORRAL_ENVIRONMENT"
-ENVIRONMENT_COMMAND = '"${CORRAL_PYTHON:-python3}" -m corral.envs.build'
+ENVIRONMENT_COMMAND = '"${CORRAL_PYTHON:-python3}" -E -m corral.envs.build'
 
 
 def environment_order(ctx: JobContext, paths: dict[str, str]) -> str:
@@ -66,6 +67,8 @@ def in_environment(ctx: JobContext, command: str) -> str:
     node, so one command serves every node."""
     if not ctx.environment:
         return command
+    if ctx.environment.get("server"):  # Corral's own virtualenv, as jobs had it before environments
+        return f'PATH="${{CORRAL_PYTHON%/*}}:$PATH"; {command}'
     return f'export VIRTUAL_ENV="$CORRAL_JOB_TEMP/.corral/env"; PATH="$VIRTUAL_ENV/bin:$PATH"; {command}'
 
 
@@ -131,10 +134,13 @@ def build_plan(
     staging = bool(ctx.staged_inputs or under_mounts)
     # The inputs and mounts first, then the environment (whose wheels may be an input), then the job's own prepare
     # (which may read them, in the environment).
-    steps = [STAGE_COMMAND] * staging + [ENVIRONMENT_COMMAND] * bool(ctx.environment)
+    built = bool(ctx.environment) and not (ctx.environment or {}).get("server")
+    steps = [STAGE_COMMAND] * staging + [ENVIRONMENT_COMMAND] * built
     if steps:
         own = f" && {{\n{in_environment(ctx, prepare)}\n}}" if prepare else ""
         prepare = " && ".join(steps) + own
+    elif prepare:  # the job's own prepare alone: in its environment too
+        prepare = in_environment(ctx, prepare)
     node_list = list(nodes)
     node_plans = []
     for rank, node in enumerate(node_list):
@@ -144,7 +150,7 @@ def build_plan(
         if staging:
             dirs = [output_dir(ctx, on_node(o.path, paths), o.suffix or o.id) for o in under_mounts]
             prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths, dirs)
-        if ctx.environment:
+        if built:
             prepare_env[ENVIRONMENT_VARIABLE] = environment_order(ctx, paths)
         node_plans.append(
             NodePlan(

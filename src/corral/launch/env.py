@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import PurePath
 
 from corral.core.specs import mount_macro, store_location
-from corral.launch.layout import node_job_paths
+from corral.launch.layout import RUNTIME_FOLDER, node_job_paths
 from corral.launch.plan import JobContext, NodeAssignment
 
 TWIN_PREFIX = "AZ_BATCHAI_"
@@ -96,6 +96,8 @@ def node_environment(
             corral[f"OUTPUT_{item.id}"] = output_dir(ctx, on_node(item.path, paths), item.suffix or item.id)
     env = twins(corral)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node.gpus)
+    if ctx.environment is None and ctx.input_cache:  # the machine's Python: corral.runtime, and nothing else
+        env["PYTHONPATH"] = str(PurePath(ctx.input_cache, RUNTIME_FOLDER))
     if toolkit:
         env.update(toolkit)
     env.update(spec.env)

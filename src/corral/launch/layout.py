@@ -31,6 +31,9 @@ FIRST_FAILURE = "first-failure"
 STARTED_MARKER = "started"
 #: In the checkpoint directory: the name of the newest checkpoint (written by ``corral.runtime.save``).
 CHECKPOINT_LATEST = "LATEST"
+#: In each machine's cache of staged inputs: a folder with only ``corral.runtime`` (what a job without an
+#: environment imports it from; the backends keep it up to date).
+RUNTIME_FOLDER = "corral-runtime"
 
 
 def rank_exit(attempt_dir: str, rank: int) -> str:

@@ -61,7 +61,8 @@ class JobContext:
     #: The machine's cache of staged inputs (a folder of its own disk that all its nodes share), and its limit.
     input_cache: str = ""
     input_cache_limit: int = 0
-    #: The Python environment its processes run in (an ``EnvironmentSpec`` as JSON; None: the server's).
+    #: The Python environment its processes run in (an ``EnvironmentSpec`` as JSON, ``{"server": True}`` for the
+    #: server's own; None: the machine's, with only ``corral.runtime`` added).
     environment: dict[str, Any] | None = None
 
     @property

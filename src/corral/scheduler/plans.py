@@ -21,10 +21,13 @@ def job_spec(job: JobRow) -> JobSpec:
 
 
 def environment_of(spec: JobSpec, cluster: ClusterRow) -> dict[str, Any] | None:
-    """The job's environment (else its cluster's) as the node builds it; None: the server's own."""
+    """The job's environment (else its cluster's) as the node builds it; ``{"server": True}``: the server's own;
+    None: the machine's."""
     chosen = spec.environment if spec.environment is not None else cluster.parsed.environment
-    if chosen is None or chosen.server:
+    if chosen is None:
         return None
+    if chosen.server:
+        return {"server": True}
     return chosen.model_dump(mode="json", exclude={"server"})
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from corral.backends.base import DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
 from corral.backends.local.accounts import account, open_for_passage
-from corral.backends.local.backend import server_environment
+from corral.backends.local.backend import runtime_folder, server_environment
 from corral.backends.local.resources import LOCAL_IP, check_local_nodes, machine_gpus, node_root
 from corral.core.errors import InvalidRequest
 from corral.core.specs import ClusterSpec
@@ -33,6 +33,7 @@ class LocalNodes:
     def __init__(self, home: Path, *, input_cache_limit: int = DEFAULT_INPUT_CACHE_LIMIT) -> None:
         self._home = home
         self._input_cache_limit = input_cache_limit
+        runtime_folder(Path(self.input_cache()[0]))  # what jobs without an environment import corral.runtime from
 
     # ------------------------------------------------------------ provider
 

@@ -39,6 +39,7 @@ from corral.backends.local.backend import (
     kill_session,
     lay_out,
     read_exit,
+    runtime_folder,
     server_environment,
     spawn_wrapper,
     wrapper_pids,
@@ -93,6 +94,7 @@ class NodeAgent:
         #: In every process it starts: its fence ends them when this agent ends (:mod:`.fence`).
         self._id = uuid.uuid4().hex
         self._base_env = {**server_environment(), AGENT_VARIABLE: self._id}
+        runtime_folder(Path(node_base, ".cache"))  # RayNodes.input_cache: corral.runtime for jobs on this machine
         self._fence = subprocess.Popen(
             [sys.executable, "-m", "corral.backends.ray.fence", str(os.getpid()), self._id],
             stdin=subprocess.DEVNULL,
@@ -351,7 +353,7 @@ def network_environment(ip: str) -> dict[str, str]:
         "GLOO_SOCKET_IFNAME": name,
         "NCCL_SOCKET_IFNAME": name,
         # OpenMPI: daemons on the other machines start through their agents (no ssh), and talk over this network.
-        "OMPI_MCA_plm_rsh_agent": f"{sys.executable} -m corral.backends.ray.rsh",
+        "OMPI_MCA_plm_rsh_agent": f"{sys.executable} -E -m corral.backends.ray.rsh",  # not the job's PYTHONPATH
         "OMPI_MCA_plm_rsh_no_tree_spawn": "1",
         "OMPI_MCA_oob_tcp_if_include": network,
         "OMPI_MCA_btl_tcp_if_include": network,
