@@ -379,6 +379,28 @@ def test_volume_commands(cli: Cli, tmp_path: Path, s3_server: S3Server) -> None:
     assert "data" not in cli("volume", "list").stdout
 
 
+def test_env_commands(cli: Cli, tmp_path: Path) -> None:
+    from tests.integration.test_environments import make_wheel
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "1.0")
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump({"name": "envs", "scale": {"nodes": 1}}))
+    cli("cluster", "create", "-f", str(tmp_path / "cluster.yaml"))
+    environment = {"packages": ["corraltestpkg==1.0"], "find_links": [str(wheels)], "no_index": True}
+    spec = {"cluster": "envs", "custom": {"command": "python3 -c 'import corraltestpkg'"}, "environment": environment}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    cli("job", "create", "-f", str(tmp_path / "job.yaml"), "--wait")
+    listed = json.loads(cli("env", "list", "envs", "-o", "json").stdout)
+    assert len(listed) == 1 and listed[0]["packages"] == ["corraltestpkg==1.0"] and listed[0]["size"] > 0
+    assert "corraltestpkg==1.0" in cli("env", "list", "envs").stdout
+    assert listed[0]["hash"] in cli("env", "show", "envs", listed[0]["hash"][:8]).stdout
+    assert "removed 0 environments" in cli("env", "prune", "envs", "--older-than", "1d").stdout  # used just now
+    assert "removed 1 environments" in cli("env", "prune", "envs", "--older-than", "0s").stdout
+    assert json.loads(cli("env", "list", "envs", "-o", "json").stdout) == []
+    cli("cluster", "delete", "envs", "--yes")
+
+
 def test_no_token_means_a_clear_error(cli: Cli) -> None:
     env = {**cli.env, "CORRAL_TOKEN": "wrong"}
     result = subprocess.run([CORRAL, "cluster", "list"], env=env, capture_output=True, text=True, timeout=60)

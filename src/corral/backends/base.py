@@ -86,6 +86,8 @@ class NewNode:
     gpus: tuple[int, ...] = ()
 
 
+#: In a node command's environment (``NodeAccess.run``): the machine's cache (``NodeProvider.input_cache``).
+CACHE_VARIABLE = "CORRAL_CACHE_DIR"
 #: The most bytes of staged inputs a machine keeps by default (``CORRAL_INPUT_CACHE_LIMIT``).
 DEFAULT_INPUT_CACHE_LIMIT = 20 * 2**30
 

@@ -132,7 +132,59 @@ def add_runtime(target: Path, runtime: str) -> None:
         (site / "corral-runtime.pth").write_text(f"{runtime}\n")
 
 
+def environments(cache: Path) -> list[dict[str, Any]]:
+    """The account's complete environments on this machine: hash, interpreter, packages, size, last use."""
+    found = []
+    for folder in sorted((cache / str(os.getuid()) / "envs").glob("*")):
+        mark = folder / COMPLETE
+        if not folder.is_dir() or not mark.exists():
+            continue
+        made = json.loads(mark.read_text() or "{}")
+        size = sum(p.lstat().st_size for p in folder.rglob("*") if not p.is_dir())
+        spec = made.get("spec") or {}
+        found.append({
+            "hash": folder.name, "interpreter": made.get("interpreter", ""), "packages": spec.get("packages", []),
+            "requirements": spec.get("requirements"), "size": size, "last_used": folder.stat().st_mtime,
+        })  # fmt: skip
+    return found
+
+
+def prune(cache: Path, older_than: float) -> list[str]:
+    """Remove the account's environments not used for ``older_than`` seconds (none being built: each one's lock
+    taken first); the hashes removed."""
+    removed = []
+    now = time.time()
+    for env in environments(cache):
+        if now - env["last_used"] < older_than:
+            continue
+        envs = cache / str(os.getuid()) / "envs"
+        with open(envs / f"{env['hash']}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a job is building or linking it now
+            (envs / env["hash"] / COMPLETE).unlink(missing_ok=True)  # never half there: unmarked first
+            shutil.rmtree(envs / env["hash"], ignore_errors=True)
+        removed.append(env["hash"])
+    return removed
+
+
+def command(argv: list[str]) -> int:
+    """``python -m corral.envs.build list|prune SECONDS``, on a node (``corral env``): JSON on stdout."""
+    cache = Path(os.environ["CORRAL_CACHE_DIR"])
+    if argv[:1] == ["list"]:
+        print(json.dumps(environments(cache)))
+        return 0
+    if argv[:1] == ["prune"] and len(argv) == 2:
+        print(json.dumps(prune(cache, float(argv[1]))))
+        return 0
+    print("usage: python -m corral.envs.build [list | prune SECONDS]", file=sys.stderr)
+    return 2
+
+
 def main() -> int:
+    if len(sys.argv) > 1:
+        return command(sys.argv[1:])
     order = json.loads(os.environ[VARIABLE])
     spec = order["spec"]
     started = time.monotonic()
@@ -154,7 +206,8 @@ def main() -> int:
                 shutil.rmtree(target, ignore_errors=True)  # a build killed halfway: never used
                 build(spec, requirements, target, binary, interpreter)
                 add_runtime(target, str(Path(order["cache"]) / RUNTIME_FOLDER))
-                (target / COMPLETE).write_text(json.dumps({"interpreter": interpreter, "uv": uv_version}))
+                made = {"interpreter": interpreter, "uv": uv_version, "spec": spec, "built_at": time.time()}
+                (target / COMPLETE).write_text(json.dumps(made))
                 how = "built"
     except Exception as exc:  # uv's message on one line: the job's error quotes the log's last line
         said = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

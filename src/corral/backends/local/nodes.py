@@ -16,7 +16,7 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from corral.backends.base import DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
+from corral.backends.base import CACHE_VARIABLE, DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
 from corral.backends.local.accounts import account, open_for_passage
 from corral.backends.local.backend import runtime_folder, server_environment
 from corral.backends.local.resources import LOCAL_IP, check_local_nodes, machine_gpus, node_root
@@ -84,6 +84,7 @@ class LocalNodes:
         own = node_own_environment(
             workspace=node.workspace, cluster=node.cluster, node=node.name, root=str(root), gpus=node.gpus
         )
+        own[CACHE_VARIABLE] = self.input_cache()[0]  # ``corral env``: the machine's environments are there
         await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
         owner = account(run_as) if run_as else None
         if owner is not None:  # the node's folder stays the server's, open for passage (the command starts there)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import PurePath
 from typing import Any
 
-from corral.backends.base import DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
+from corral.backends.base import CACHE_VARIABLE, DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
 from corral.backends.ray.cluster import RayCluster, unwrap
 from corral.core.errors import InvalidRequest, InvalidSpec
 from corral.core.specs import ClusterSpec
@@ -189,6 +189,7 @@ class RayNodes:
             raise InvalidRequest("command: give the command to run, e.g. ['nvidia-smi']")
         root = self.node_root(node)
         own = node_own_environment(workspace=node.workspace, cluster=node.cluster, node=node.name, root=root, gpus=())
+        own[CACHE_VARIABLE] = self.input_cache()[0]
         try:
             agent = self._cluster.agent(node.ip)
             pid = await agent.exec_start.remote(argv, root, own, run_as, self._base)
