@@ -357,3 +357,23 @@ def test_inputs_come_from_and_outputs_go_to_a_bucket_on_every_host(
         assert all(p.read_text().split()[0] == digest for p in got)
     finally:
         store.stop()
+
+
+def test_an_environment_is_built_on_every_host(srv: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each host builds the job's environment with uv on its own disk (the wheelhouse is a folder every host sees)."""
+    from tests.integration.test_environments import make_wheel
+
+    wheels = tmp_path_factory.mktemp("ray-wheels")
+    wheels.chmod(0o755)
+    make_wheel(wheels, "2.0")
+    environment = {"packages": ["corraltestpkg==2.0"], "find_links": [str(wheels)], "no_index": True}
+    code = "import corraltestpkg, sys; print(corraltestpkg.__version__, sys.prefix)"
+    spec = {"cluster": CLUSTER, "node_count": 2, "environment": environment,
+            "custom": {"command": f'python3 -c "{code}"; hostname -I'}}  # fmt: skip
+    c = srv.client(experiment="envs")
+    job = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="prepare"))
+    outputs = [c.job_logs(job.name, rank=rank) for rank in range(2)]
+    assert all(out.startswith("2.0 ") and "/.corral/env" in out for out in outputs), outputs
+    assert len({host_ip(out) for out in outputs}) == 2
+    assert all("built in" in c.job_logs(job.name, stream="prepare", rank=n) for n in range(2))  # each its own disk
