@@ -35,6 +35,11 @@ from corral.launch.layout import RUNTIME_FOLDER
 
 VARIABLE = "CORRAL_ENVIRONMENT"
 COMPLETE = ".corral-complete"
+#: ``spec-<hash of the spec>``: a link to the environment last built or found for that spec, which the plan's
+#: shell step follows without starting Python (``corral.launch.common.environment_shortcut``).
+SPEC_LINK = "spec-"
+#: Past the machine's limit, only environments unused for this long go: a job that started with one keeps it.
+EVICT_AFTER = 3600.0
 
 
 def uv() -> str:
@@ -137,7 +142,7 @@ def environments(cache: Path) -> list[dict[str, Any]]:
     found = []
     for folder in sorted((cache / str(os.getuid()) / "envs").glob("*")):
         mark = folder / COMPLETE
-        if not folder.is_dir() or not mark.exists():
+        if folder.is_symlink() or not folder.is_dir() or not mark.exists():
             continue
         made = json.loads(mark.read_text() or "{}")
         size = sum(p.lstat().st_size for p in folder.rglob("*") if not p.is_dir())
@@ -149,15 +154,20 @@ def environments(cache: Path) -> list[dict[str, Any]]:
     return found
 
 
-def prune(cache: Path, older_than: float) -> list[str]:
-    """Remove the account's environments not used for ``older_than`` seconds (none being built: each one's lock
-    taken first); the hashes removed."""
+def prune(cache: Path, older_than: float, *, limit: int | None = None, keep: str = "") -> list[str]:
+    """Remove the account's environments not used for ``older_than`` seconds, least recently used first (with
+    ``limit``: only until they hold at most that many bytes); never ``keep``, nor one being built (each one's lock
+    is taken first). The hashes removed."""
     removed = []
     now = time.time()
-    for env in environments(cache):
-        if now - env["last_used"] < older_than:
+    found = sorted(environments(cache), key=lambda e: e["last_used"])
+    total = sum(e["size"] for e in found)
+    envs = cache / str(os.getuid()) / "envs"
+    for env in found:
+        if limit is not None and total <= limit:
+            break
+        if env["hash"] == keep or now - env["last_used"] < older_than:
             continue
-        envs = cache / str(os.getuid()) / "envs"
         with open(envs / f"{env['hash']}.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,6 +175,10 @@ def prune(cache: Path, older_than: float) -> list[str]:
                 continue  # a job is building or linking it now
             (envs / env["hash"] / COMPLETE).unlink(missing_ok=True)  # never half there: unmarked first
             shutil.rmtree(envs / env["hash"], ignore_errors=True)
+        for pointer in envs.glob(f"{SPEC_LINK}*"):  # the shortcuts to it go with it
+            if os.readlink(pointer) == env["hash"]:
+                pointer.unlink(missing_ok=True)
+        total -= env["size"]
         removed.append(env["hash"])
     return removed
 
@@ -218,7 +232,15 @@ def main() -> int:
     with contextlib.suppress(FileNotFoundError):
         link.unlink()
     link.symlink_to(target)
+    if order.get("shortcut"):  # the next job of this spec finds it without this program (environment_shortcut)
+        pointer = envs / f"{SPEC_LINK}{order['shortcut']}"
+        with contextlib.suppress(FileNotFoundError):
+            pointer.unlink()
+        pointer.symlink_to(key)
     print(f"corral: environment {key[:12]} ({interpreter.split()[1]}): {how} in {time.monotonic() - started:.2f} s")
+    if how == "built" and order.get("limit"):  # the account's environments past the machine's limit: LRU go
+        for gone in prune(Path(order["cache"]), EVICT_AFTER, limit=int(order["limit"]), keep=key):
+            print(f"corral: environment cache: removed {gone[:12]} (used least recently)")
     return 0
 
 
