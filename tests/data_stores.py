@@ -98,19 +98,12 @@ class AzuriteServer:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    binary = Path(sys.executable).with_name("moto_server")
-    if not binary.exists():
-        _missing("moto's server is not installed (pip install 'moto[server]')")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    server = start_s3_server(tmp_path_factory.mktemp("moto"))
+    assert server.process is not None
     try:
-        _wait_port(port, process, "moto's S3 server")
-        yield S3Server(f"http://127.0.0.1:{port}", process)
+        yield S3Server(server.endpoint, server.process)
     finally:
-        process.kill()
-        process.wait()
-        log.close()
+        server.stop()
 
 
 def azurite_binary() -> str | None:
