@@ -69,6 +69,10 @@ def test_a_wrong_volume_is_refused_saying_what_is_wrong(
     assert bad_prefix.value.details[0]["loc"] == "prefix"
     with pytest.raises(InvalidSpec, match="bucket"):
         c.create_volume({**good, "bucket": "Not_A_Bucket"})
+    long_secret = "Z" * 5000
+    with pytest.raises(InvalidSpec, match="secret_access_key: is too long") as too_long:
+        c.create_volume({**good, "credentials": {**S3_KEY, "secret_access_key": long_secret}})
+    assert long_secret not in str(too_long.value) and long_secret not in str(too_long.value.details)
     with pytest.raises(InvalidRequest, match="the bucket 'no-such-bucket' does not exist"):
         c.create_volume({**good, "bucket": "no-such-bucket"})
     with pytest.raises(InvalidRequest, match="could not reach the bucket"):

@@ -58,8 +58,12 @@ def parse_volume(data: Any) -> Any:
     try:
         return _VOLUME.validate_python(data)
     except ValidationError as exc:
-        details = [{**d, "loc": d["loc"].split(".", 1)[-1]} for d in spec_errors(exc)]
-        summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details) or exc_summary(exc)
+        given = data.get("credentials")
+        secrets = given if isinstance(given, dict) else {}  # a bad credential is named, never quoted
+        details = [
+            {**d, "loc": d["loc"].split(".", 1)[-1], "message": masked(d["message"], secrets)} for d in spec_errors(exc)
+        ]
+        summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details) or masked(exc_summary(exc), secrets)
         raise InvalidSpec(f"volume: {summary}", details=details) from None
 
 
