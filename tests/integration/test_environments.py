@@ -134,3 +134,41 @@ def test_without_an_environment_a_job_has_the_machines_python_and_corral_runtime
     spec = {"cluster": "local", "environment": "server", "custom": {"command": f'python3 -c "{code}"'}}
     served = c.wait_job(c.create_job(spec).name)
     assert served.state == "succeeded" and c.job_logs(served.name) == "True\n", c.job_logs(served.name, stream="stderr")
+
+
+def test_requirements_from_the_code_a_python_version_and_variables(
+    server: ServerHandle, wheelhouse: Path, tmp_path: Path
+) -> None:
+    import sys
+
+    code = tmp_path / "project"
+    code.mkdir()
+    (code / "requirements.txt").write_text(f"{PACKAGE}==2.0\n")
+    wanted = f"{sys.version_info.major}.{sys.version_info.minor}"  # one this machine has
+    spec = {
+        "cluster": "local", "code": str(code),
+        "environment": {"python": wanted, "requirements": "requirements.txt", "find_links": [str(wheelhouse)],
+                        "no_index": True, "env_vars": {"MODE": "from-environment"}},
+        "custom": {"command": f"python3 -c 'import {PACKAGE}, sys; print({PACKAGE}.__version__, sys.version_info[:2])'"
+                              " && echo $MODE"},
+    }  # fmt: skip
+    c = server.client(experiment="env-reqs")
+    job = c.wait_job(c.create_job(spec).name, timeout=120)
+    assert job.state == "succeeded", (job.error, prepared(c, job.name))
+    first, mode = c.job_logs(job.name).splitlines()
+    version, interpreter = first.split(" ", 1)
+    assert version == "2.0" and interpreter == str(sys.version_info[:2]) and mode == "from-environment"
+    missing = c.wait_job(c.create_job({**spec, "environment": {"python": "2.7"}, "retry": {"max_attempts": 1}}).name)
+    assert missing.error is not None and missing.error.code == "EnvironmentFailed"
+    assert "no Python 2.7 on this node" in missing.error.message, missing.error.message
+
+
+def test_two_jobs_needing_one_new_environment_at_once_build_it_once(server: ServerHandle, wheelhouse: Path) -> None:
+    c = server.client(experiment="env-once")
+    wanted = environment(wheelhouse, f"{PACKAGE}==1.0; python_version >= '3.1'")  # an environment of its own
+    names = [c.create_job({"cluster": "local", "environment": wanted, "custom": prints_version()}).name for _ in "ab"]
+    for name in names:
+        assert c.wait_job(name, timeout=120).state == "succeeded", prepared(c, name)
+    logs = [prepared(c, name) for name in names]
+    assert sum("built in" in log for log in logs) == 1, logs  # the other waited for it, then found it
+    assert sum("cached" in log for log in logs) == 1, logs
