@@ -37,7 +37,7 @@ from corral.client.client import Client
 
 def builder_seconds(client: Client, name: str) -> tuple[str, float]:
     """How the job's environment was had, and the builder's time (0 where the shell linked it, no Python run)."""
-    log = client.job_logs(name, stream="prepare")
+    log = client.job_logs(name, stream="environment")
     if "cached (linked by the shell)" in log:
         return "cached", 0.0
     found = re.search(r"(built|cached) in ([0-9.]+) s", log)

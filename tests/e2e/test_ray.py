@@ -376,4 +376,4 @@ def test_an_environment_is_built_on_every_host(srv: ServerHandle, tmp_path_facto
     outputs = [c.job_logs(job.name, rank=rank) for rank in range(2)]
     assert all(out.startswith("2.0 ") and "/.corral/env" in out for out in outputs), outputs
     assert len({host_ip(out) for out in outputs}) == 2
-    assert all("built in" in c.job_logs(job.name, stream="prepare", rank=n) for n in range(2))  # each its own disk
+    assert all("built in" in c.job_logs(job.name, stream="environment", rank=n) for n in range(2))  # each its disk

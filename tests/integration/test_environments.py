@@ -61,7 +61,8 @@ def prints_version() -> dict[str, str]:
 
 
 def prepared(c, name: str) -> str:  # type: ignore[no-untyped-def]
-    return c.job_logs(name, stream="prepare")
+    """What building the job's environment on node 0 said (its own log: ``--stream environment``)."""
+    return c.job_logs(name, stream="environment")
 
 
 def test_two_jobs_at_once_each_see_their_version_and_a_second_reuses_the_first(

@@ -249,7 +249,8 @@ def logs(
         str,
         typer.Option(
             "--stream",
-            help="stdout, stderr, prepare or upload (per node: staging inputs, uploading outputs), or mpirun.",
+            help="stdout, stderr, prepare, environment or upload (per node: staging inputs, building the "
+            "environment, uploading outputs), or mpirun.",
         ),
     ] = "",
     tail: Annotated[
@@ -261,7 +262,7 @@ def logs(
 ) -> None:
     """Print a job's logs: stdout to stdout, stderr to stderr; ``[rank node]`` before each line of several ranks."""
     c = client(workspace, experiment)
-    if stream in ("prepare", "upload", "mpirun"):
+    if stream in ("prepare", "environment", "upload", "mpirun"):
         if follow:
             raise typer.BadParameter(f"{stream} logs are printed, not followed", param_hint="--stream")
         which_rank = node if node is not None else (rank or 0)
@@ -271,7 +272,7 @@ def logs(
         return
     if stream not in ("", "stdout", "stderr"):
         raise typer.BadParameter(
-            f"give stdout, stderr, prepare, upload or mpirun, got {stream!r}", param_hint="--stream"
+            f"give stdout, stderr, prepare, environment, upload or mpirun, got {stream!r}", param_hint="--stream"
         )
     chosen = _chosen_ranks(c, name, rank=rank, ranks=ranks, node=node, follow=follow)
     if follow:

@@ -52,6 +52,8 @@ def stage_order(ctx: JobContext, paths: dict[str, str], dirs: list[str]) -> str:
 
 #: ``corral.envs.build``: the job's environment, built with uv (or found in the machine's cache).
 ENVIRONMENT_VARIABLE = "CORRAL_ENVIRONMENT"
+#: Where the environment step writes its log (``NodePlan.environment_log``, or the backend's copy of it).
+LOG_VARIABLE = "CORRAL_ENVIRONMENT_LOG"
 ENVIRONMENT_COMMAND = '"${CORRAL_PYTHON:-python3}" -E -m corral.envs.build'
 
 
@@ -158,7 +160,8 @@ def build_plan(
     # The inputs and mounts first, then the environment (whose wheels may be an input), then the job's own prepare
     # (which may read them, in the environment).
     built = bool(ctx.environment) and not (ctx.environment or {}).get("server")
-    steps = [STAGE_COMMAND] * staging + [f"{{ {environment_step(ctx)}; }}"] * built
+    # The environment's own log (``--stream environment``), apart from the prepare's.
+    steps = [STAGE_COMMAND] * staging + [f'{{ {environment_step(ctx)}; }} >> "${LOG_VARIABLE}" 2>&1'] * built
     if steps:
         own = f" && {{\n{in_environment(ctx, prepare)}\n}}" if prepare else ""
         prepare = " && ".join(steps) + own
@@ -173,8 +176,10 @@ def build_plan(
         if staging:
             dirs = [output_dir(ctx, on_node(o.path, paths), o.suffix or o.id) for o in under_mounts]
             prepare_env[STAGE_VARIABLE] = stage_order(ctx, paths, dirs)
+        environment_log = layout.log(ctx.attempt, "environment", rank) if built else None
         if built:
             prepare_env[ENVIRONMENT_VARIABLE] = environment_order(ctx, paths)
+            prepare_env[LOG_VARIABLE] = str(environment_log)
         node_plans.append(
             NodePlan(
                 rank=rank,
@@ -187,6 +192,7 @@ def build_plan(
                 prepare_env=prepare_env,
                 code_archive=ctx.code_archive,
                 ip=node.ip,
+                environment_log=environment_log,
             )
         )
     #: The folders the job writes besides its own: its outputs, and on the nodes those of its volumes.

@@ -108,6 +108,10 @@ class NodePlan:
     code_archive: str | None = None
     #: Where the node is reached (a backend whose nodes are other machines finds the node by it).
     ip: str = ""
+    #: The log of building the job's environment on this node (the prepare writes it where
+    #: ``CORRAL_ENVIRONMENT_LOG`` says: a backend whose nodes have disks of their own points it there, and brings it
+    #: back like the prepare's log).
+    environment_log: str | None = None
 
 
 @dataclass(frozen=True)

@@ -269,7 +269,8 @@ class Controller:
         failure = failure_of(report, run.plan)
         if failure is not None and failure.code == ErrorCode.ENVIRONMENT_FAILED:  # with uv's word for why
             node = re.search(r"on node (\d+)", failure.message)
-            log_file = run.plan.nodes[int(node.group(1)) if node else 0].prepare_log
+            where = run.plan.nodes[int(node.group(1)) if node else 0]
+            log_file = where.environment_log or where.prepare_log
             failure = replace(failure, message=f"{failure.message}: {last_line(log_file, 600)}")
             if run.failure is None and run.done:  # no process started (the backend ends the other prepares)
                 run.failure = failure

@@ -111,10 +111,13 @@ class RayExecutor:
         if prepare:
             assert node.prepare_command is not None
             exit_file = str(PurePath(runs_dir, PurePath(prepare_exit(plan.attempt_dir, node.rank)).name))
-            item = _Item(node.ip, True, node.rank, exit_file, logs(node.prepare_log))
+            env = node.prepare_env
+            extra = (node.environment_log,) if node.environment_log else ()
+            if node.environment_log:  # written on the machine, brought back like the prepare's log
+                env = {**env, "CORRAL_ENVIRONMENT_LOG": local(node.environment_log)}
+            item = _Item(node.ip, True, node.rank, exit_file, logs(node.prepare_log, *extra))
             start = Start(
-                exit_file, node.workdir, node.prepare_command, local(node.prepare_log), local(node.prepare_log),
-                node.prepare_env,
+                exit_file, node.workdir, node.prepare_command, local(node.prepare_log), local(node.prepare_log), env,
             )  # fmt: skip
             return [(item, start)]
         made = []

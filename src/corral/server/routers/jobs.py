@@ -139,7 +139,7 @@ def get_logs(
     name: PathName,
     ctx: Ctx,
     rank: int = Query(0, ge=0),
-    stream: Literal["stdout", "stderr", "prepare", "mpirun", "upload"] = "stdout",
+    stream: Literal["stdout", "stderr", "prepare", "mpirun", "upload", "environment"] = "stdout",
     follow: bool = False,
     attempt: int | None = Query(None, ge=1),
     tail: int | None = Query(None, ge=0, description="Only the last lines, this many (follow: of each stream)."),

@@ -29,7 +29,7 @@ from corral.server.services.volumes import list_in
 from corral.storage.files import file_to_read, list_directory
 from corral.store.tables import ClusterRow, JobRow
 
-LogStream = Literal["stdout", "stderr", "prepare", "mpirun", "upload"]
+LogStream = Literal["stdout", "stderr", "prepare", "mpirun", "upload", "environment"]
 
 
 def output_roots(session: Session, row: JobRow, workspace: str, experiment: str) -> dict[str, Path]:
@@ -160,7 +160,8 @@ def mask(text: str, secrets: list[str]) -> str:
 def log_file(row: JobRow, stream: LogStream, rank: int, attempt: int | None = None) -> Path:
     """A rank's (a node's, for ``prepare``; the launcher's, for ``mpirun``) log of an attempt, the latest when
     none is given."""
-    count, what = (row.node_count, "nodes") if stream in ("prepare", "upload") else (row.rank_count, "ranks")
+    per_node = stream in ("prepare", "upload", "environment")
+    count, what = (row.node_count, "nodes") if per_node else (row.rank_count, "ranks")
     if stream != "mpirun" and (rank < 0 or rank >= count):
         raise InvalidRequest(f"rank: job {row.name!r} has {what} 0..{count - 1}, got {rank}")
     latest = max(1, row.attempt_count)
