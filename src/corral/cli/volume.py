@@ -74,6 +74,10 @@ def delete(name: str, yes: YesOpt = False, workspace: WorkspaceOpt = None) -> No
     console.print(f"deleted volume {name}")
 
 
+def files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
 def split(target: str) -> tuple[str, str]:
     """``NAME/path`` or ``vol://NAME/path`` -> (NAME, path)."""
     name, _, path = target.removeprefix(SCHEME).partition("/")
@@ -111,8 +115,8 @@ def cp(
     if destination.startswith(SCHEME):
         name, path = split(destination)
         written = c.upload_to_volume(name, source, path)
-        console.print(f"copied {len(written)} files to {SCHEME}{name}/{path}")
+        console.print(f"copied {files(len(written))} to {SCHEME}{name}/{path}")
     else:
         name, path = split(source)
         saved = c.download_from_volume(name, path, destination)
-        console.print(f"copied {len(saved)} files to {destination}")
+        console.print(f"copied {files(len(saved))} to {destination}")
