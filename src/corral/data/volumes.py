@@ -9,12 +9,25 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from corral.core.errors import InvalidSpec
 from corral.core.specs import InputSpec, JobSpec, MountSpec, OutputSpec, store_location
 from corral.data.stores import store_for
 from corral.store.tables import VolumeRow
 
 #: The volume kind each URL scheme names.
 SCHEME_KINDS = {"s3": "s3", "az": "azureblob"}
+
+
+class VolumeNotFound(LookupError):
+    """An input, output or mount names a volume the workspace lacks (``loc``: the spec's field)."""
+
+    def __init__(self, loc: str, message: str) -> None:
+        super().__init__(f"{loc}: {message}")
+        self.loc = loc
+
+    def invalid_spec(self, source: str) -> InvalidSpec:
+        """The error a submission (``source``: ``job``, ``cluster``) gets, naming the field."""
+        return InvalidSpec(f"{source}: {self}", details=[{"loc": self.loc, "message": str(self)}])
 
 
 def volume_rows(session: Session, workspace_ids: Iterable[int]) -> dict[int, list[VolumeRow]]:
@@ -70,7 +83,7 @@ def staged(
         try:
             row, relative = resolve(item.path, volumes)
         except LookupError as exc:
-            raise LookupError(f"{field}.{index}.path: {exc}") from None
+            raise VolumeNotFound(f"{field}.{index}.path", str(exc)) from None
         store = store_for(row.spec, row.credentials or {})
         path = store.path(relative)
         out.append({"id": item.id, "source": item.path, "store": store.to_json(), "path": path})
@@ -89,12 +102,13 @@ def staged_mounts(
         for index, mount in enumerate(mounts):
             row = by_name.get(mount.volume)
             if row is None:
-                loc = f"mounts.{index}.volume"
-                raise LookupError(f"{loc}: the workspace has no volume {mount.volume!r} (corral volume list)")
+                message = f"the workspace has no volume {mount.volume!r} (corral volume list)"
+                raise VolumeNotFound(f"mounts.{index}.volume", message)
             if mount.mode == "mount" and row.kind == "azureblob":
-                loc = f"mounts.{index}.mode"
-                raise LookupError(f"{loc}: mount is available for s3 volumes in this version ({mount.volume!r} is "
-                                  "azureblob): use mode: copy")  # fmt: skip
+                message = (
+                    f"mount is available for s3 volumes in this version ({mount.volume!r} is azureblob): use mode: copy"
+                )
+                raise VolumeNotFound(f"mounts.{index}.mode", message)
             store = store_for(row.spec, row.credentials or {})
             item = {"id": mount.path, "source": f"vol://{row.name}", "store": store.to_json(), "path": store.root}
             fuse = mount.mode == "mount" and row.kind == "s3"
@@ -103,7 +117,7 @@ def staged_mounts(
 
 
 def check_locations(session: Session, workspace_id: int, spec: JobSpec) -> None:
-    """At submission: every input, output and mount on a volume names one the workspace has (``LookupError``
+    """At submission: every input, output and mount on a volume names one the workspace has (``VolumeNotFound``
     otherwise)."""
     volumes = volume_rows(session, [workspace_id]).get(workspace_id, [])
     staged(spec.inputs, volumes, "inputs")

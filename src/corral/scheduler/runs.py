@@ -19,7 +19,7 @@ from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
 from corral.core.specs import JobSpec, store_location
 from corral.core.states import JobState, NodeState
-from corral.data.volumes import staged, staged_mounts, volume_rows
+from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import job_spec, plan_for
 from corral.scheduler.policy import Placement, QueuedJob, RunningJob
@@ -104,7 +104,7 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
             if spec.mounts or cluster.id in mounting:
                 inputs += staged_mounts(cluster.parsed.mounts, spec.mounts, held)
             outputs = staged(spec.outputs, held, "outputs") if spec.outputs else ()
-        except LookupError as exc:  # a volume deleted since the job was submitted
+        except VolumeNotFound as exc:  # a volume deleted since the job was submitted
             broken[job.id] = (job, str(exc))
             continue
         placed[job.id] = Placed(job, spec, workspace, experiment, cluster, inputs, outputs)

@@ -21,7 +21,7 @@ from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import ClusterSpec
 from corral.core.states import NodeState
-from corral.data.volumes import staged_mounts, volume_rows
+from corral.data.volumes import VolumeNotFound, staged_mounts, volume_rows
 from corral.scheduler.nodes import add_nodes, held
 from corral.scheduler.setup import LOG_NAME as SETUP_LOG
 from corral.server.services.lookup import cluster_row, node_row, unfinished_jobs, workspace_row
@@ -104,9 +104,8 @@ def create_cluster(
     if spec.mounts:
         try:
             staged_mounts(spec.mounts, (), volume_rows(session, [ws.id]).get(ws.id, []))
-        except LookupError as exc:
-            loc = str(exc).split(":", 1)[0]
-            raise InvalidSpec(f"cluster: {exc}", details=[{"loc": loc, "message": str(exc)}]) from None
+        except VolumeNotFound as exc:
+            raise exc.invalid_spec("cluster") from None
     count = initial_nodes(spec)
     warnings = provider.check(spec, spec.scale.max_nodes if spec.scale.is_auto else count)  # type: ignore[arg-type]
     row = ClusterRow(

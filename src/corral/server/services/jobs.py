@@ -26,7 +26,7 @@ from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, J
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
-from corral.data.volumes import check_locations
+from corral.data.volumes import VolumeNotFound, check_locations
 from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
@@ -185,9 +185,8 @@ def _check_submission(
         with db.read() as session:
             try:
                 check_locations(session, workspace_id, spec)
-            except LookupError as exc:
-                loc = str(exc).split(":", 1)[0]
-                raise InvalidSpec(f"job: {exc}", details=[{"loc": loc, "message": str(exc)}]) from None
+            except VolumeNotFound as exc:
+                raise exc.invalid_spec("job") from None
     if spec.node_count > cluster.max_nodes:
         raise InvalidSpec(
             f"node_count: cluster {cluster.name!r} has at most {cluster.max_nodes} nodes; "
