@@ -230,11 +230,19 @@ def upload_plan(ctx: JobContext, node_plans: Sequence[NodePlan], nodes: Sequence
     ``<attempt dir>/upload``; its logs ``upload-<node rank>.txt``, and the manifest of what it uploaded (one JSON
     line per file) ``upload-manifest-<node rank>.jsonl``."""
     layout, attempt_dir = ctx.layout, str(PurePath(ctx.attempt_dir, "upload"))
+    suffix = {o.id: o.suffix or o.id for o in ctx.spec.outputs}
     plans = []
     for node, plan in zip(nodes, node_plans, strict=True):
-        local = node_job_paths(node.root, ctx.job_uid)["outputs"]
-        order = [{**item, "local": str(PurePath(local, item["id"]))} for item in ctx.staged_outputs]
         paths = node_job_paths(node.root, ctx.job_uid)
+        # Each output goes to the job's own folder under its path in the volume, as a local output does.
+        order = [
+            {
+                **item,
+                "local": str(PurePath(paths["outputs"], item["id"])),
+                "path": output_dir(ctx, item["path"], suffix[item["id"]]),
+            }
+            for item in ctx.staged_outputs
+        ]
         mounts = [fuse_record(paths, i) for i, item in enumerate(ctx.staged_inputs) if is_fuse(item)]
         finish = {"outputs": order, "unmount": mounts}
         env = {**node_environment(ctx, nodes, plan.rank), UPLOAD_VARIABLE: json.dumps(finish)}

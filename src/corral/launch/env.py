@@ -18,7 +18,7 @@ TWIN_PREFIX = "AZ_BATCHAI_"
 
 def output_dir(ctx: JobContext, path: str, suffix: str) -> str:
     """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7)."""
-    return str(PurePath(path, output_suffix(ctx, suffix)))
+    return str(PurePath(path, ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
 
 
 def on_node(path: str, paths: dict[str, str]) -> str:
@@ -29,11 +29,6 @@ def on_node(path: str, paths: dict[str, str]) -> str:
         return path
     root, rest = macro
     return str(PurePath(paths[root], rest)) if rest else paths[root]
-
-
-def output_suffix(ctx: JobContext, suffix: str) -> str:
-    """Where a job's output goes under its path: ``<workspace>/<experiment>/<job>/<job uid>/<suffix>``."""
-    return str(PurePath(ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
 
 
 def twins(variables: dict[str, str]) -> dict[str, str]:

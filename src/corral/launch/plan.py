@@ -56,7 +56,8 @@ class JobContext:
     run_as: str | None = None
     #: Inputs to stage in from volumes (``corral.data.volumes.staged``), each with its store's credentials.
     staged_inputs: tuple[Any, ...] = ()
-    #: Outputs to upload to volumes when the processes have ended (the same form: id, source, store, path).
+    #: Outputs to upload to volumes when the processes have ended (the same form: id, source, store, and the path
+    #: in the store that the job's own folder goes under).
     staged_outputs: tuple[Any, ...] = ()
     #: The machine's cache of staged inputs (a folder of its own disk that all its nodes share), and its limit.
     input_cache: str = ""

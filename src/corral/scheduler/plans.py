@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from corral.backends.base import NodeProvider, NodeRef
 from corral.core.specs import JobSpec
-from corral.launch.env import output_suffix
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
 from corral.store.tables import ClusterRow, JobRow, NodeRow
@@ -29,11 +26,6 @@ def environment_of(spec: JobSpec, cluster: ClusterRow) -> dict[str, Any] | None:
     if chosen.server:
         return {"server": True}
     return chosen.model_dump(mode="json", exclude={"server"})
-
-
-def suffix_of(spec: JobSpec, output: str) -> str:
-    item = next(o for o in spec.outputs if o.id == output)
-    return item.suffix or item.id
 
 
 def plan_for(
@@ -67,13 +59,9 @@ def plan_for(
         staged_inputs=staged_inputs,
         input_cache=cache,
         input_cache_limit=cache_limit,
+        staged_outputs=staged_outputs,
         environment=environment_of(spec, cluster),
     )
-    if staged_outputs:  # each output goes under the job's own folder of its volume (as a local output's path)
-        under = {o["id"]: output_suffix(ctx, suffix_of(spec, o["id"])) for o in staged_outputs}
-        ctx = replace(
-            ctx, staged_outputs=tuple({**o, "path": posixpath.join(o["path"], under[o["id"]])} for o in staged_outputs)
-        )
     assignments = [
         NodeAssignment(
             node_id=node.id,

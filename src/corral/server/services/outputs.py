@@ -21,7 +21,7 @@ from corral.core.models import FileEntry, FilePage
 from corral.core.specs import JobSpec, mount_macro, store_location
 from corral.data.stores import Store, store_for
 from corral.data.volumes import resolve, volume_rows
-from corral.launch.env import output_dir, output_suffix
+from corral.launch.env import output_dir
 from corral.launch.layout import STDOUTERR, JobLayout
 from corral.launch.plan import JobContext
 from corral.server.services.lookup import job_row, stored_job_spec
@@ -88,7 +88,7 @@ def store_output(session: Session, row: JobRow, workspace: str, experiment: str,
         raise NotFound(f"output {output!r} of job {row.name!r}: {exc}") from None
     ctx = JobContext(workspace, experiment, row.name, row.uid, 0, row.job_dir, spec)
     store = store_for(volume.spec, volume.credentials or {})
-    root = posixpath.join(store.path(relative), output_suffix(ctx, item.suffix or item.id))
+    root = output_dir(ctx, store.path(relative), item.suffix or item.id)
     return replace(store, root=root), dict(volume.credentials or {})
 
 
