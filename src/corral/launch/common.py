@@ -12,7 +12,7 @@ from typing import Any
 
 from corral.core.specs import mount_macro, store_location
 from corral.launch.env import node_environment, on_node, output_dir
-from corral.launch.layout import node_job_paths
+from corral.launch.layout import ENVIRONMENT_LINK, JOB_FILES, node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
 
 
@@ -77,14 +77,13 @@ def environment_step(ctx: JobContext) -> str:
     """The prepare's environment step: the link to the environment last found for this spec on this machine,
     made by the shell where it is complete (no Python started: 30 ms less per job), else ``corral.envs.build``."""
     pointer = f'{shlex.quote(ctx.input_cache)}/"$(id -u)"/envs/spec-{spec_hash(ctx)}'
-    link = '"$CORRAL_JOB_TEMP/.corral/env"'
-    fast = (
+    link = f'"$CORRAL_JOB_TEMP/{ENVIRONMENT_LINK}"'
+    return (
         f'p={pointer}; if [ -f "$p/.corral-complete" ] && [ -x "$p/bin/python" ]; then '
-        f'mkdir -p "$CORRAL_JOB_TEMP/.corral" && ln -sfn "$(readlink -f "$p")" {link} && touch -c "$p/" && '
+        f'mkdir -p "$CORRAL_JOB_TEMP/{JOB_FILES}" && ln -sfn "$(readlink -f "$p")" {link} && touch -c "$p/" && '
         f'echo "corral: environment: cached (linked by the shell)"; '
         f"else {ENVIRONMENT_COMMAND}; fi"
     )
-    return fast
 
 
 def in_environment(ctx: JobContext, command: str) -> str:
@@ -94,7 +93,7 @@ def in_environment(ctx: JobContext, command: str) -> str:
         return command
     if ctx.environment.get("server"):  # Corral's own virtualenv, as jobs had it before environments
         return f'PATH="${{CORRAL_PYTHON%/*}}:$PATH"; {command}'
-    return f'export VIRTUAL_ENV="$CORRAL_JOB_TEMP/.corral/env"; PATH="$VIRTUAL_ENV/bin:$PATH"; {command}'
+    return f'export VIRTUAL_ENV="$CORRAL_JOB_TEMP/{ENVIRONMENT_LINK}"; PATH="$VIRTUAL_ENV/bin:$PATH"; {command}'
 
 
 def is_fuse(item: dict[str, Any]) -> bool:
@@ -103,7 +102,7 @@ def is_fuse(item: dict[str, Any]) -> bool:
 
 def fuse_record(paths: dict[str, str], index: int) -> str:
     """Where the staging notes how to reach the rclone of the job's ``index``-th staged item (a FUSE mount)."""
-    return str(PurePath(paths["job_temp"], ".corral", "fuse", f"{index}.json"))
+    return str(PurePath(paths["job_temp"], JOB_FILES, "fuse", f"{index}.json"))
 
 
 def staged_secrets(ctx: JobContext) -> list[str]:
@@ -168,10 +167,11 @@ def build_plan(
     elif prepare:  # the job's own prepare alone: in its environment too
         prepare = in_environment(ctx, prepare)
     node_list = list(nodes)
+    node_paths = [node_job_paths(node.root, ctx.job_uid) for node in node_list]
     node_plans = []
     for rank, node in enumerate(node_list):
         processes = sorted(by_node[rank], key=lambda p: p.rank)
-        paths = node_job_paths(node.root, ctx.job_uid)
+        paths = node_paths[rank]
         prepare_env = node_environment(ctx, node_list, rank) if prepare else {}
         if staging:
             dirs = [output_dir(ctx, on_node(o.path, paths), o.suffix or o.id) for o in under_mounts]
@@ -199,11 +199,11 @@ def build_plan(
     writes = [output_dir(ctx, o.path, o.suffix or o.id) for o in spec.outputs if o.path.startswith("/")]
     # An output going to a volume is a folder of each node's own disk until it is uploaded.
     staged_ids = [item["id"] for item in ctx.staged_outputs]
-    writes += [str(PurePath(node_job_paths(n.root, ctx.job_uid)["outputs"], i)) for n in node_list for i in staged_ids]
+    writes += [str(PurePath(paths["outputs"], i)) for paths in node_paths for i in staged_ids]
     roots = {item["at"][0] for item in ctx.staged_inputs if "at" in item}
     roots |= {macro[0] for o in under_mounts if (macro := mount_macro(o.path))}
     if "mount_root" in roots:  # the cluster's mounts' root: the job's account makes links and folders in it
-        writes += [node_job_paths(n.root, ctx.job_uid)["mount_root"] for n in node_list]
+        writes += [paths["mount_root"] for paths in node_paths]
     shared = [ctx.attempt_dir, logs, layout.shared, layout.checkpoints, *writes, *extra_dirs]
     return LaunchPlan(
         job_uid=ctx.job_uid,

@@ -34,6 +34,12 @@ CHECKPOINT_LATEST = "LATEST"
 #: In each machine's cache of staged inputs: a folder with only ``corral.runtime`` (what a job without an
 #: environment imports it from; the backends keep it up to date).
 RUNTIME_FOLDER = "corral-runtime"
+#: In a job's working directory on a node: what Corral keeps of the job there (its inputs' links, its outputs for
+#: volumes, its environment's link, its FUSE mounts' records).
+JOB_FILES = ".corral"
+#: The link to the job's environment, under its working directory (the shell steps reach it from
+#: ``$CORRAL_JOB_TEMP``).
+ENVIRONMENT_LINK = f"{JOB_FILES}/env"
 
 
 def rank_exit(attempt_dir: str, rank: int) -> str:
@@ -91,9 +97,9 @@ def node_job_paths(node_root: str, job_uid: str) -> dict[str, str]:
         "job_mount_root": str(job_root / "mounts"),
         "mount_root": str(PurePath(node_root, "mounts")),
         # Inputs staged from volumes: a link each, to its copy in the machine's cache (corral.data.stage).
-        "inputs": str(job_root / ".corral" / "inputs"),
+        "inputs": str(job_root / JOB_FILES / "inputs"),
         # Outputs going to volumes: written here on each node, uploaded when the job's processes have ended.
-        "outputs": str(job_root / ".corral" / "outputs"),
+        "outputs": str(job_root / JOB_FILES / "outputs"),
         # The job's environment: a link to it, in the machine's cache (corral.envs.build).
-        "environment": str(job_root / ".corral" / "env"),
+        "environment": str(job_root / ENVIRONMENT_LINK),
     }

@@ -86,7 +86,7 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
     broken: dict[int, tuple[JobRow, str]] = {}
     #: The volumes of the workspaces whose jobs stage inputs from them (one query, only where any does).
     mounting = {c.id for c in clusters.values() if c.spec.get("mounts")}
-    staging = [job.workspace_id for job, _, _ in rows if stages_inputs(job.spec) or job.cluster_id in mounting]
+    staging = [job.workspace_id for job, _, _ in rows if uses_volumes(job.spec) or job.cluster_id in mounting]
     volumes = volume_rows(session, staging)
     for job, workspace, experiment in rows:
         if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
@@ -100,10 +100,8 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
             continue
         try:
             held = volumes.get(job.workspace_id, [])
-            inputs = staged(spec.inputs, held, "inputs") if spec.inputs else ()
-            if spec.mounts or cluster.id in mounting:
-                inputs += staged_mounts(cluster.parsed.mounts, spec.mounts, held)
-            outputs = staged(spec.outputs, held, "outputs") if spec.outputs else ()
+            inputs = staged(spec.inputs, held, "inputs") + staged_mounts(cluster.parsed.mounts, spec.mounts, held)
+            outputs = staged(spec.outputs, held, "outputs")
         except VolumeNotFound as exc:  # a volume deleted since the job was submitted
             broken[job.id] = (job, str(exc))
             continue
@@ -111,8 +109,8 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
     return placed, broken
 
 
-def stages_inputs(stored: dict[str, Any]) -> bool:
-    """Whether a job's spec (as stored) has an input on a volume."""
+def uses_volumes(stored: dict[str, Any]) -> bool:
+    """Whether a job's spec (as stored) has an input, an output or a mount on a volume."""
     items = [*(stored.get("inputs") or []), *(stored.get("outputs") or [])]
     return bool(stored.get("mounts")) or any(
         isinstance(i, dict) and store_location(str(i.get("path", ""))) for i in items
