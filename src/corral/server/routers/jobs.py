@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -139,7 +139,7 @@ def get_logs(
     name: PathName,
     ctx: Ctx,
     rank: int = Query(0, ge=0),
-    stream: Literal["stdout", "stderr", "prepare", "mpirun", "upload", "environment"] = "stdout",
+    stream: outputs.LogStream = "stdout",
     follow: bool = False,
     attempt: int | None = Query(None, ge=1),
     tail: int | None = Query(None, ge=0, description="Only the last lines, this many (follow: of each stream)."),
