@@ -18,7 +18,7 @@ from pathlib import Path
 
 from corral.backends.base import CACHE_VARIABLE, DEFAULT_INPUT_CACHE_LIMIT, NewNode, NodeRef
 from corral.backends.local.accounts import account, open_for_passage
-from corral.backends.local.backend import runtime_folder, server_environment
+from corral.backends.local.environment import runtime_folder, server_environment
 from corral.backends.local.resources import LOCAL_IP, check_local_nodes, machine_gpus, node_root
 from corral.core.errors import InvalidRequest
 from corral.core.specs import ClusterSpec

@@ -39,11 +39,10 @@ from corral.backends.local.backend import (
     kill_session,
     lay_out,
     read_exit,
-    runtime_folder,
-    server_environment,
     spawn_wrapper,
     wrapper_pids,
 )
+from corral.backends.local.environment import runtime_folder, server_environment
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper
 from corral.backends.local.watcher import ExitWatcher
 from corral.backends.ray.fence import AGENT_VARIABLE
