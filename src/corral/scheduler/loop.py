@@ -15,6 +15,9 @@ nodes ever started puts the job back in the queue instead of running it twice.
 This module keeps the thread, the pass and the runs in flight; the pass's parts live beside it:
 ``policy`` (who goes where), ``runs`` (loading and committing placements, building runs), ``ending``
 (committing ended attempts), ``lifecycle`` (nodes), ``recovery`` (after a restart), ``liveness`` (health).
+It is past 450 lines because a run's own afterwards stay with the runs in flight: the upload of its outputs once
+its processes have ended, and the syncs while they run, are started, reported and signalled by the same timers
+and reports as its processes (split off, they would need the loop's state passed back and forth).
 """
 
 from __future__ import annotations

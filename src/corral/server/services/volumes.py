@@ -31,7 +31,7 @@ from corral.core.errors import (
 )
 from corral.core.models import FileEntry, FilePage, Volume
 from corral.core.spec_parsing import exc_summary, spec_errors
-from corral.core.specs import VOLUME_KINDS, VolumeSpec
+from corral.core.volume_specs import VOLUME_KINDS, VolumeSpec
 from corral.data.stores import Store, check, store_for
 from corral.data.volumes import relative_path
 from corral.server.access import Access
