@@ -173,3 +173,60 @@ def test_two_jobs_needing_one_new_environment_at_once_build_it_once(server: Serv
     logs = [prepared(c, name) for name in names]
     assert sum("built in" in log for log in logs) == 1, logs  # the other waited for it, then found it
     assert sum("cached" in log for log in logs) == 1, logs
+
+
+def test_show_says_which_step_a_running_job_is_in(server: ServerHandle, wheelhouse: Path, tmp_path: Path) -> None:
+    """``environment`` while its environment is being built (the wheelhouse, served over HTTP here, answers only
+    when the test lets it), ``preparing`` in the job's own prepare, ``running`` once its processes started."""
+    import functools
+    import http.server
+    import threading
+    import time
+
+    let_through = threading.Event()
+
+    class Stalling(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            let_through.wait(60)
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    served = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Stalling, directory=str(wheelhouse)))
+    threading.Thread(target=served.serve_forever, daemon=True).start()
+    prepare_go, run_go = tmp_path / "prepare-go", tmp_path / "run-go"
+    wanted = {"packages": [f"{PACKAGE}==1.0; python_version >= '3.2'"], "no_index": True,
+              "find_links": [f"http://127.0.0.1:{served.server_address[1]}/"]}  # fmt: skip
+    c = server.client(experiment="env-step")
+    job = c.create_job({"cluster": "local", "environment": wanted,
+                        "prepare": {"command": f"while [ ! -e {prepare_go} ]; do sleep 0.05; done"},
+                        "custom": {"command": f"while [ ! -e {run_go} ]; do sleep 0.05; done"}})  # fmt: skip
+
+    def step_becomes(wanted: str) -> None:
+        seen = []
+        for _ in range(600):
+            shown = c.get_job(job.name)
+            seen.append(shown.step)
+            if shown.step == wanted:
+                return
+            assert shown.state in ("queued", "running"), (shown.state, shown.error, seen)
+            time.sleep(0.1)
+        raise AssertionError(f"never {wanted}: {seen[-5:]}")
+
+    try:
+        step_becomes("environment")
+        time.sleep(0.5)
+        assert c.get_job(job.name).step == "environment"  # still: the wheelhouse has not answered
+        let_through.set()
+        step_becomes("preparing")
+        prepare_go.touch()
+        step_becomes("running")
+        run_go.touch()
+        assert c.wait_job(job.name, timeout=60).state == "succeeded"
+        assert c.get_job(job.name).step is None  # only a running job is at a step
+    finally:
+        let_through.set()
+        prepare_go.touch()
+        run_go.touch()
+        served.shutdown()

@@ -207,6 +207,7 @@ def show(
         ("cluster", j.cluster),
         ("state", j.state.value),
         ("reason", j.reason or ""),
+        ("step", j.step or ""),
         ("toolkit", j.toolkit),
         ("nodes", f"{j.node_count} {', '.join(j.nodes)}".strip()),
         ("ranks", j.rank_count),

@@ -224,6 +224,9 @@ class Job(Public):
     rank_count: int
     #: Why a queued job waits: ``Priority``, ``Resources``, ``Quota`` (None unless queued).
     reason: str | None = None
+    #: Where a running job is (``show`` fills it): ``preparing`` (its inputs, mounts, own prepare), ``environment``
+    #: (its environment is being built or found on a node), ``running`` (its processes started), ``uploading``.
+    step: str | None = None
     toolkit: str
     #: None only for a job whose stored spec does not load in this version (it is failed with ``InvalidSpec``).
     spec: JobSpec | None

@@ -31,7 +31,7 @@ from typing import Any
 
 from corral.core.states import ENVIRONMENT_FAILED_EXIT as ENVIRONMENT_FAILED
 from corral.data.stage import account_cache
-from corral.launch.layout import RUNTIME_FOLDER
+from corral.launch.layout import ENVIRONMENT_DONE, RUNTIME_FOLDER
 
 VARIABLE = "CORRAL_ENVIRONMENT"
 COMPLETE = ".corral-complete"
@@ -225,7 +225,7 @@ def main() -> int:
                 how = "built"
     except Exception as exc:  # uv's message on one line: the job's error quotes the log's last line
         said = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"corral: environment: could not build it: {said}", file=sys.stderr)
+        print(f"{ENVIRONMENT_DONE}: could not build it: {said}", file=sys.stderr)
         return ENVIRONMENT_FAILED
     link = Path(order["link"])
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,7 @@ def main() -> int:
         with contextlib.suppress(FileNotFoundError):
             pointer.unlink()
         pointer.symlink_to(key)
-    print(f"corral: environment {key[:12]} ({interpreter.split()[1]}): {how} in {time.monotonic() - started:.2f} s")
+    print(f"{ENVIRONMENT_DONE} {key[:12]} ({interpreter.split()[1]}): {how} in {time.monotonic() - started:.2f} s")
     if how == "built" and order.get("limit"):  # the account's environments past the machine's limit: LRU go
         for gone in prune(Path(order["cache"]), EVICT_AFTER, limit=int(order["limit"]), keep=key):
             print(f"corral: environment cache: removed {gone[:12]} (used least recently)")

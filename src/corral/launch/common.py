@@ -12,7 +12,7 @@ from typing import Any
 
 from corral.core.specs import mount_macro, store_location
 from corral.launch.env import node_environment, on_node, output_dir
-from corral.launch.layout import ENVIRONMENT_LINK, JOB_FILES, node_job_paths
+from corral.launch.layout import ENVIRONMENT_DONE, ENVIRONMENT_LINK, JOB_FILES, node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
 
 
@@ -81,7 +81,7 @@ def environment_step(ctx: JobContext) -> str:
     return (
         f'p={pointer}; if [ -f "$p/.corral-complete" ] && [ -x "$p/bin/python" ]; then '
         f'mkdir -p "$CORRAL_JOB_TEMP/{JOB_FILES}" && ln -sfn "$(readlink -f "$p")" {link} && touch -c "$p/" && '
-        f'echo "corral: environment: cached (linked by the shell)"; '
+        f'echo "{ENVIRONMENT_DONE}: cached (linked by the shell)"; '
         f"else {ENVIRONMENT_COMMAND}; fi"
     )
 

@@ -40,6 +40,9 @@ JOB_FILES = ".corral"
 #: The link to the job's environment, under its working directory (the shell steps reach it from
 #: ``$CORRAL_JOB_TEMP``).
 ENVIRONMENT_LINK = f"{JOB_FILES}/env"
+#: How the environment step's last line in a node's environment log starts (``built``, ``cached`` or ``could not
+#: build it``): ``job show`` reads the step as done once the log has one.
+ENVIRONMENT_DONE = "corral: environment"
 
 
 def rank_exit(attempt_dir: str, rank: int) -> str:

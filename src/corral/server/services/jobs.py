@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -27,7 +27,7 @@ from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
 from corral.data.volumes import VolumeNotFound, check_locations
-from corral.launch.layout import JobLayout
+from corral.launch.layout import ENVIRONMENT_DONE, STARTED_MARKER, JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
 from corral.scheduler.runs import queued_job
@@ -337,7 +337,28 @@ def load_job(session: Session, *, workspace: str, experiment: str, name: str) ->
     job = to_model(row, workspace=workspace, experiment=experiment, attempts=attempts)
     if attempts:
         job.rank_nodes = rank_nodes_of(session, row, list(attempts[-1].node_names))
+        if row.state == JobState.RUNNING:
+            job.step = running_step(row, attempts[-1])
     return job, row.id
+
+
+def running_step(row: JobRow, attempt: AttemptRow) -> str:
+    """Where a running job's attempt is, read from its records: the started marker once every node's prepare is
+    done, else the environment logs (a node's log exists from the step's start and ends with a ``corral:
+    environment`` line when it is done), else the prepare logs."""
+    if _uploading(row):
+        return "uploading"
+    layout = JobLayout(row.job_dir)
+    if Path(layout.attempt_dir(attempt.number), STARTED_MARKER).exists():
+        return "running"
+    nodes = range(len(attempt.node_names))
+    for rank in nodes:
+        log = Path(layout.log(attempt.number, "environment", rank))
+        if log.exists() and not any(line.startswith(ENVIRONMENT_DONE) for line in log.read_text().splitlines()):
+            return "environment"
+    # A job without a prepare has no prepare log and no started marker: its processes start at once.
+    preparing = any(Path(layout.log(attempt.number, "prepare", rank)).exists() for rank in nodes)
+    return "preparing" if preparing else "running"
 
 
 def rank_nodes_of(session: Session, row: JobRow, nodes: list[str]) -> list[str | None]:
