@@ -1,4 +1,13 @@
-"""What a job's own code can use inside Corral: the preemption notice and checkpoints.
+"""What a job's own code can use inside Corral: metrics, the preemption notice and checkpoints.
+
+:func:`report` records metrics, which the server stores as the job runs (``corral job metrics NAME``)::
+
+    from corral import runtime
+
+    runtime.report(step=epoch, loss=loss, val_acc=acc)
+
+It only appends to a queue (about a microsecond); a background thread writes the queue to
+``$CORRAL_METRICS_FILE`` every tenth of a second and when the process exits, so training never waits on a disk.
 
 The first call to :func:`preemption_requested` or :func:`on_preemption` installs a
 SIGTERM handler (when the process has none of its own): Corral sends SIGTERM before
@@ -25,16 +34,21 @@ keeps the newest ``keep``. An attempt that starts while a checkpoint exists has
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import pickle
 import signal
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from corral.launch.layout import CHECKPOINT_LATEST as LATEST
+from corral.launch.layout import METRICS_VARIABLE
 
 PREFIX = "checkpoint-"
 #: What a job should exit with after saving on a notice: 128 + SIGTERM, as if the signal had ended it.
@@ -78,7 +92,78 @@ def on_preemption(callback: Callable[[], None]) -> None:
 
 def exit_preempted() -> NoReturn:
     """Exit after a notice, saying the attempt did not finish (so the job is requeued, not succeeded)."""
+    flush()
     sys.exit(PREEMPTED_EXIT)
+
+
+# ---------------------------------------------------------------- metrics
+
+#: How often the background thread writes the reported metrics.
+FLUSH_SECONDS = 0.1
+#: (step, time, metrics) reported and not yet written; appending to a deque is thread-safe.
+_reported: deque[tuple[int | None, float, dict[str, float]]] = deque()
+_writer: threading.Thread | None = None
+_writer_lock = threading.Lock()
+_write_lock = threading.Lock()
+
+
+def report(step: int | None = None, **metrics: float) -> None:
+    """Record ``metrics`` (names to numbers: ``loss=0.41``, a 0-d tensor too) at ``step`` (else the series'
+    next). Outside Corral (no ``$CORRAL_METRICS_FILE``) nothing is kept."""
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ValueError(f"step: a whole number >= 0, got {step!r}")
+    values = {name: float(value) for name, value in metrics.items()}
+    if _writer is None:
+        _start_writer()
+    _reported.append((step, time.time(), values))
+
+
+def flush() -> None:
+    """Write what :func:`report` has recorded now (the background thread does it every tenth of a second)."""
+    path = os.environ.get(METRICS_VARIABLE)
+    with _write_lock:
+        lines = []
+        while _reported:
+            step, at, values = _reported.popleft()
+            line: dict[str, Any] = {"time": round(at, 6), **values}
+            if step is not None:
+                line["step"] = step
+            if _rank is not None:
+                line["rank"] = _rank
+            lines.append(json.dumps(line) + "\n")
+        if lines and path:
+            with open(path, "a") as f:
+                f.write("".join(lines))
+
+
+def _launched_rank() -> int | None:
+    """The rank where one launcher (mpirun) started many ranks with one metrics file; else the file's own."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return None
+
+
+_rank = _launched_rank()
+
+
+def _start_writer() -> None:
+    global _writer
+    with _writer_lock:
+        if _writer is not None:
+            return
+        _writer = threading.Thread(target=_write_forever, name="corral-metrics", daemon=True)
+        _writer.start()
+        atexit.register(flush)
+
+
+def _write_forever() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        try:
+            flush()
+        except OSError as exc:  # a full disk: say it once a while, keep training
+            print(f"corral.runtime: could not write metrics: {exc}", file=sys.stderr)
 
 
 def checkpoint_dir(directory: str | os.PathLike[str] | None = None) -> Path:

@@ -59,7 +59,7 @@ def _expected(rule: str, caller: str, *, own_name: bool) -> bool:
 
 def _url(server: ServerHandle, path: str, workspace: str, name: str = PLACEHOLDER) -> str:
     filled = path.replace("{ws}", workspace).replace("{sha256}", "0" * 64)
-    for param in ("{exp}", "{node}", "{user}"):
+    for param in ("{exp}", "{node}", "{user}", "{metric}"):
         filled = filled.replace(param, PLACEHOLDER)
     return f"{server.url}/api/v1{filled.replace('{name}', name)}"
 

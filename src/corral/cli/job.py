@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from corral.cli import metrics
 from corral.cli.common import (
     ExperimentOpt,
     JobNameArg,
@@ -411,3 +412,6 @@ def download(
         )
     for path_saved in saved:
         console.print(str(path_saved))
+
+
+app.command("metrics")(metrics.metrics)

@@ -25,6 +25,7 @@ from corral.client.files import Progress
 from corral.client.http import json_or_none
 from corral.client.jobs import RemoteJob
 from corral.client.logs import LogsMixin
+from corral.client.metrics import MetricsMixin
 from corral.client.volumes import VolumesMixin
 from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
 from corral.core.models import (
@@ -57,7 +58,7 @@ def _load(spec: SpecInput) -> tuple[dict[str, Any], Path]:
     return load_spec_file(path), path.resolve().parent
 
 
-class Client(LogsMixin, VolumesMixin):
+class Client(LogsMixin, MetricsMixin, VolumesMixin):
     """Every operation of the REST API (see the module's docstring)."""
 
     def health(self) -> dict[str, Any]:

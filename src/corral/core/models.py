@@ -31,6 +31,10 @@ class Strict(BaseModel):
 
 #: A user's name: like other names, and also ``@`` (an e-mail address).
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+#: A metric's name: ``loss``, ``val/acc``, ``lr_0`` (what the JSONL file, a pattern's groups and reports give).
+METRIC_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}$"
+#: Points in one ``POST …/metrics`` (its body is also within the server's request size).
+MAX_REPORTED_POINTS = 1000
 UserName = Annotated[str, StringConstraints(pattern=USER_NAME_PATTERN)]
 
 #: What a member of a workspace may do, each role all that the one before may: ``reader`` sees its jobs, logs,
@@ -287,3 +291,58 @@ class FollowEvent(Public):
     exit_code: int | None = None
     error: JobError | None = None
     seconds: float | None = None
+
+
+class MetricSeries(Public):
+    """One metric of one rank of one attempt: what listings show."""
+
+    name: str
+    attempt: int
+    rank: int
+    last_step: int
+    last_value: float
+    min: float
+    max: float
+    updated_at: datetime
+
+
+class MetricPoint(Public):
+    """A step's value; downsampled, a bucket of steps from ``step``: ``value`` their mean, ``min``/``max`` theirs
+    (so a spike survives), ``count`` how many."""
+
+    step: int
+    value: float
+    min: float
+    max: float
+    count: int = 1
+    at: datetime
+
+
+class MetricPoints(Public):
+    name: str
+    attempt: int
+    rank: int
+    #: Points in the series (at full resolution).
+    total: int
+    downsampled: bool
+    points: list[MetricPoint]
+
+
+class MetricReport(Public):
+    """One point sent to ``POST …/jobs/{job}/metrics`` (``time``: epoch seconds, else when it arrived)."""
+
+    name: Annotated[str, StringConstraints(pattern=METRIC_NAME_PATTERN)]
+    value: float
+    step: int = Field(ge=0, le=2**62)
+    rank: int = Field(0, ge=0, le=100_000)
+    time: float | None = None
+
+
+class MetricReports(Public):
+    points: list[MetricReport] = Field(max_length=MAX_REPORTED_POINTS)
+
+
+class MetricsAccepted(Public):
+    accepted: int
+    #: The job is being stopped (terminated, or pruned by its sweep): report nothing more, and exit.
+    stop: bool

@@ -16,6 +16,7 @@ It is long on purpose: every field of a cluster's and a job's spec, and the few 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -394,6 +396,29 @@ class PrepareSpec(Strict):
     command: Text = Field(min_length=1)
 
 
+class MetricsSpec(Strict):
+    """Metrics read from each rank's stdout as it grows (Batch AI's way; ``docs/metrics.md``): on each line that
+    ``pattern`` matches, every named group is a metric, and a group named ``step`` is the step (else the count of
+    the series' earlier matches)."""
+
+    model_config = ConfigDict(**Strict.model_config, populate_by_name=True, serialize_by_alias=True)
+    from_: Literal["stdout"] = Field("stdout", alias="from")
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+    @field_validator("pattern")
+    @classmethod
+    def _named_groups(cls, value: str) -> str:
+        try:
+            groups = set(re.compile(value).groupindex)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if not groups - {"step"}:
+            raise ValueError(
+                f"name the value of each metric with a group, e.g. 'loss=(?P<loss>[0-9.eE+-]+)', got {value!r}"
+            )
+        return value
+
+
 RetryOn = Literal["node_failure", "preemption"]
 
 
@@ -448,6 +473,8 @@ class JobSpec(Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
     prepare: PrepareSpec | None = None
+    #: Metrics read from stdout (besides ``corral.runtime.report`` and ``$CORRAL_METRICS_FILE``, always on).
+    metrics: MetricsSpec | None = None
     limits: LimitsSpec = LimitsSpec()
     retry: RetrySpec = RetrySpec()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from corral.core.specs import mount_macro, store_location
 from corral.launch.env import node_environment, on_node, output_dir
-from corral.launch.layout import ENVIRONMENT_DONE, ENVIRONMENT_LINK, JOB_FILES, node_job_paths
+from corral.launch.layout import ENVIRONMENT_DONE, ENVIRONMENT_LINK, JOB_FILES, METRICS_VARIABLE, node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
 
 
@@ -146,7 +146,7 @@ def build_plan(
                 rank=proc.rank,
                 node_rank=proc.node_rank,
                 command=in_environment(ctx, proc.command),
-                env={**extra, **proc.env} if extra else proc.env,
+                env={**extra, **proc.env, METRICS_VARIABLE: layout.metrics(ctx.attempt, proc.rank)},
                 stdout=stdout,
                 stderr=stderr,
                 sweep_session=proc.sweep_session,

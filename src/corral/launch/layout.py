@@ -40,6 +40,8 @@ JOB_FILES = ".corral"
 #: The link to the job's environment, under its working directory (the shell steps reach it from
 #: ``$CORRAL_JOB_TEMP``).
 ENVIRONMENT_LINK = f"{JOB_FILES}/env"
+#: The variable that names a rank's metrics file (:meth:`JobLayout.metrics`).
+METRICS_VARIABLE = "CORRAL_METRICS_FILE"
 #: How the environment step's last line in a node's environment log starts (``built``, ``cached`` or ``could not
 #: build it``): ``job show`` reads the step as done once the log has one.
 ENVIRONMENT_DONE = "corral: environment"
@@ -76,6 +78,10 @@ class JobLayout:
     def upload_manifest(self, attempt: int, node_rank: int) -> str:
         """What a node's upload of the job's outputs to volumes wrote: one JSON line per file."""
         return str(PurePath(self.logs_dir(attempt), f"upload-manifest-{node_rank}.jsonl"))
+
+    def metrics(self, attempt: int, rank: int) -> str:
+        """``$CORRAL_METRICS_FILE`` of a rank: the metrics it reports, one JSON object a line (``corral.runtime``)."""
+        return str(PurePath(self.logs_dir(attempt), f"metrics-{rank}.jsonl"))
 
     def log(self, attempt: int, stream: str, rank: int) -> str:
         """``stdout``/``stderr`` of a rank, ``prepare`` of a node, ``mpirun`` (the launcher's, ``rank`` unused)."""

@@ -70,6 +70,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/workspaces/{ws}/experiments"): "contributor",
     ("GET", "/workspaces/{ws}/experiments/{name}"): "reader",
     ("DELETE", "/workspaces/{ws}/experiments/{name}"): "owner",
+    # a job's metrics (a report: the job's submitter, or an owner, said by the route)
+    ("GET", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/metrics"): "reader",
+    ("POST", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/metrics"): "contributor",
+    ("GET", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/metrics/{metric}"): "reader",
     # volumes (a path volume: admins only, said by the service)
     ("GET", "/workspaces/{ws}/volumes"): "reader",
     ("POST", "/workspaces/{ws}/volumes"): "owner",
@@ -157,8 +161,10 @@ async def authorize(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Access:
     """The one authorisation point: the route's rule applied to the caller (401, 403 or 404 when refused)."""
-    # The route's path as declared (older FastAPI versions add the prefix the router is included with)
-    rule = RULES[(request.method, request.scope["route"].path.removeprefix(request.app.state.api_prefix))]
+    # The route's path as declared, without converters (``{metric:path}`` is ``{metric}``, as in the schema; older
+    # FastAPI versions add the prefix the router is included with)
+    path = request.scope["route"].path_format
+    rule = RULES[(request.method, path.removeprefix(request.app.state.api_prefix))]
     if rule == "public":
         try:
             return Access(await authenticate(request, credentials))

@@ -25,7 +25,19 @@ from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import HOME_ADMIN, Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
-from corral.server.routers import audit, clusters, code, experiments, health, jobs, users, volumes, workspaces
+from corral.server.metrics_reader import MetricsReader
+from corral.server.routers import (
+    audit,
+    clusters,
+    code,
+    experiments,
+    health,
+    jobs,
+    metrics,
+    users,
+    volumes,
+    workspaces,
+)  # fmt: skip
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
@@ -86,6 +98,7 @@ def build_context(settings: Settings) -> ServerContext:
         admission=admission,
         backends=backends,
         audit=AuditLog(db),
+        metrics=MetricsReader(db),
     )
 
 
@@ -123,11 +136,13 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.context = context
         context.audit.start()
         context.controller.start()
+        context.metrics.start()
         log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
         try:
             yield
         finally:
             context.controller.stop()
+            context.metrics.stop()
             context.audit.stop()
             context.backends.close()
             context.db.dispose()
@@ -147,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     authorised = [Depends(authorize)]  # the one authorisation point, in front of every route (server/access.py)
     app.include_router(health.router, prefix=API_PREFIX, dependencies=authorised)
     for router in (workspaces.router, users.router, clusters.router, experiments.router, jobs.router,
-                   jobs.workspace_router, code.router, audit.router, volumes.router):  # fmt: skip
+                   jobs.workspace_router, code.router, audit.router, volumes.router, metrics.router):  # fmt: skip
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=authorised)
     check_rules(app, API_PREFIX)
     return app

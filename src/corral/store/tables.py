@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corral.core.specs import ClusterSpec
@@ -188,6 +188,8 @@ class AttemptRow(Base):
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     #: Ports reserved for the attempt's processes (PyTorch's rendezvous, TensorFlow's tasks).
     ports: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: Every metric its processes wrote is in the metric tables (set once it ended and its files were read).
+    metrics_read: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 
 
 class JobEventRow(Base):
@@ -214,3 +216,31 @@ class AuditRow(Base):
     status: Mapped[int] = mapped_column(Integer)
     #: Where the request came from (the client's address).
     client: Mapped[str] = mapped_column(String(64))
+
+
+class MetricSeriesRow(Base):
+    """One metric of one rank of one attempt of a job, with what listings show (kept up to date on ingest)."""
+
+    __tablename__ = "metric_series"
+    __table_args__ = (UniqueConstraint("job_id", "attempt", "rank", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    #: The point of the highest step.
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    last_value: Mapped[float] = mapped_column(Float)
+    min_value: Mapped[float] = mapped_column(Float)
+    max_value: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class MetricPointRow(Base):
+    """A series' value at a step: a step reported again replaces it (a re-read file, a retried request)."""
+
+    __tablename__ = "metric_points"
+    series_id: Mapped[int] = mapped_column(ForeignKey("metric_series.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)

@@ -33,7 +33,7 @@ from corral.backends.local.reaper import run_id
 from corral.backends.ray.agent import Setup, Start
 from corral.backends.ray.cluster import RayCluster, unwrap
 from corral.backends.ray.logs import Log, LogCopier
-from corral.launch.layout import STARTED_MARKER, prepare_exit, rank_exit
+from corral.launch.layout import METRICS_VARIABLE, STARTED_MARKER, prepare_exit, rank_exit
 from corral.launch.plan import LaunchPlan, NodePlan
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,16 @@ class RayExecutor:
         resumed = resumed_from(plan)
         for process in node.processes:
             exit_file = str(PurePath(runs_dir, PurePath(rank_exit(plan.attempt_dir, process.rank)).name))
-            item = _Item(node.ip, False, process.rank, exit_file, logs(process.stdout, process.stderr))
+            env = dict(process.env)
+            metrics = env.get(METRICS_VARIABLE)
+            if metrics:  # written on the machine, brought back like the logs (the server reads them there)
+                env[METRICS_VARIABLE] = local(metrics)
+            if resumed is not None:
+                env["CORRAL_RESUMED_FROM"] = resumed
+            extra = (metrics,) if metrics else ()
+            item = _Item(node.ip, False, process.rank, exit_file, logs(process.stdout, process.stderr, *extra))
             start = Start(
-                exit_file, node.workdir, process.command, local(process.stdout), local(process.stderr),
-                process.env if resumed is None else {**process.env, "CORRAL_RESUMED_FROM": resumed},
+                exit_file, node.workdir, process.command, local(process.stdout), local(process.stderr), env,
                 process.sweep_session,
             )  # fmt: skip
             made.append((item, start))

@@ -1,0 +1,235 @@
+"""Reads what jobs' processes report into the metric tables as the files grow, not after the job.
+
+Each rank of an attempt has ``metrics-<rank>.jsonl`` in its logs folder (``$CORRAL_METRICS_FILE``: what
+``corral.runtime.report`` writes, or any program): one JSON object a line, ``{"step": 3, "loss": 0.41}``, with an
+optional ``time`` (epoch seconds) and ``rank``. A job whose spec has ``metrics: {from: stdout, pattern: …}`` also
+has each rank's stdout read: each line the pattern matches gives a point for each named group.
+
+Every :data:`POLL_SECONDS` the thread reads what was added to the files of each attempt not yet read whole
+(``AttemptRow.metrics_read``) and stores it in one transaction; once an attempt has ended, a last read takes what
+is left (a last line without its newline included) and marks it read. Offsets live in memory and move only once
+their points are stored: a restarted server reads the files again from their start, and since a step stored again
+replaces the point, nothing is counted twice. What a line cannot give (not JSON, a value not a number) is left out
+and said once per file in the server's log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from corral.core.models import METRIC_NAME_PATTERN
+from corral.launch.layout import JobLayout
+from corral.server.services.metrics import Point, store_points
+from corral.store.db import Database
+from corral.store.tables import AttemptRow, JobRow
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+#: At most this much of one file a pass (a file written faster is read over several passes).
+READ_BYTES = 4 << 20
+#: A JSONL key that is no metric.
+RESERVED = frozenset({"step", "time", "rank"})
+_NAME = re.compile(METRIC_NAME_PATTERN)
+
+
+@dataclass
+class _Source:
+    path: Path
+    rank: int
+    #: None: a JSONL metrics file; else the pattern over a log.
+    pattern: re.Pattern[str] | None
+    offset: int = 0
+    partial: bytes = b""
+    #: A series' next step where a line gives none.
+    counts: dict[tuple[int, str], int] = field(default_factory=dict)
+    warned: bool = False
+
+
+@dataclass
+class _Attempt:
+    job_id: int
+    number: int
+    sources: list[_Source]
+    ended: bool = False
+
+
+@dataclass
+class _Read:
+    """What one pass read from a source: its points, and where the source stands once they are stored."""
+
+    source: _Source
+    points: list[Point]
+    offset: int
+    partial: bytes
+    counts: dict[tuple[int, str], int]
+    #: It read to the file's end.
+    whole: bool
+
+
+class MetricsReader:
+    def __init__(self, db: Database, *, on_points: Callable[[list[Point]], None] | None = None) -> None:
+        """``on_points``: told of each pass's stored points (after its transaction), e.g. to prune a sweep."""
+        self._db = db
+        self._on_points = on_points
+        self._attempts: dict[int, _Attempt] = {}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="corral-metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(POLL_SECONDS):
+            try:
+                self.read_once()
+            except Exception:  # the next pass reads the same bytes again (offsets moved only once stored)
+                log.exception("could not store the jobs' metrics")
+
+    def read_once(self) -> int:
+        """One pass: how many points it stored."""
+        self._refresh()
+        reads = {i: [self._read(a, s) for s in a.sources] for i, a in self._attempts.items()}
+        points = [p for rs in reads.values() for r in rs for p in r.points]
+        # An attempt that has ended is read whole once each of its files was read to its end.
+        done = [i for i, a in self._attempts.items() if a.ended and all(r.whole for r in reads[i])]
+        if points or done:
+            with self._db.write() as session:
+                stored = store_points(session, points)
+                if done:
+                    session.execute(update(AttemptRow).where(AttemptRow.id.in_(done)).values(metrics_read=True))
+        else:
+            stored = 0
+        for r in (r for rs in reads.values() for r in rs):
+            r.source.offset, r.source.partial, r.source.counts = r.offset, r.partial, r.counts
+        for attempt_id in done:
+            del self._attempts[attempt_id]
+        if points and self._on_points is not None:
+            self._on_points(points)
+        return stored
+
+    def _refresh(self) -> None:
+        """The attempts not yet read whole, with whether each has ended; those gone (their job deleted) dropped."""
+        with self._db.read() as session:
+            unread = dict(
+                session.execute(select(AttemptRow.id, AttemptRow.ended_at).where(AttemptRow.metrics_read.is_(False)))
+                .tuples()
+                .all()
+            )
+            new = [i for i in unread if i not in self._attempts]
+            if new:
+                rows = session.execute(
+                    select(AttemptRow.id, AttemptRow.number, JobRow.id, JobRow.job_dir, JobRow.rank_count, JobRow.spec)
+                    .join(JobRow, JobRow.id == AttemptRow.job_id)
+                    .where(AttemptRow.id.in_(new))
+                ).tuples()
+                for attempt_id, number, job_id, job_dir, ranks, spec in rows:
+                    self._attempts[attempt_id] = _Attempt(job_id, number, _sources(job_dir, number, ranks, spec))
+        for attempt_id in list(self._attempts):
+            if attempt_id not in unread:
+                del self._attempts[attempt_id]
+            elif unread[attempt_id] is not None:
+                self._attempts[attempt_id].ended = True
+
+    def _read(self, attempt: _Attempt, source: _Source) -> _Read:
+        counts = dict(source.counts)
+        try:
+            with open(source.path, "rb") as f:
+                f.seek(source.offset)
+                chunk = f.read(READ_BYTES)
+        except FileNotFoundError:
+            chunk = b""
+        data = source.partial + chunk
+        lines = data.split(b"\n")
+        partial = lines.pop()
+        if attempt.ended and len(chunk) < READ_BYTES and partial:  # all there is: its last line too
+            lines.append(partial)
+            partial = b""
+        now = time.time()
+        points: list[Point] = []
+        skipped = 0
+        for raw in lines:
+            line = raw.decode(errors="replace").rstrip("\r")
+            if not line.strip():
+                continue
+            try:
+                got = _from_pattern(line, source.pattern) if source.pattern else _from_json(line)
+            except ValueError:
+                skipped += 1
+                continue
+            if got is None:
+                continue
+            step, at, rank, values = got
+            rank = source.rank if rank is None else rank
+            for name, value in values.items():
+                key = (rank, name)
+                this = counts.get(key, 0) if step is None else step
+                counts[key] = this + 1
+                points.append(Point(attempt.job_id, attempt.number, rank, name, this, value, at or now))
+        if skipped and not source.warned:
+            source.warned = True
+            what = "JSON objects of numbers" if source.pattern is None else "numbers in the pattern's groups"
+            log.warning("job %d: %s: left out %d line(s) that are not %s", attempt.job_id, source.path, skipped, what)
+        return _Read(source, points, source.offset + len(chunk), partial, counts, len(chunk) < READ_BYTES)
+
+
+def _sources(job_dir: str, attempt: int, ranks: int, spec: dict[str, object] | None) -> list[_Source]:
+    layout = JobLayout(job_dir)
+    found = [_Source(Path(layout.metrics(attempt, rank)), rank, None) for rank in range(ranks)]
+    metrics = (spec or {}).get("metrics")
+    if isinstance(metrics, dict) and metrics.get("pattern"):
+        pattern = re.compile(str(metrics["pattern"]))
+        found += [_Source(Path(layout.log(attempt, "stdout", rank)), rank, pattern) for rank in range(ranks)]
+        found.append(_Source(Path(layout.log(attempt, "mpirun", 0)), 0, pattern))  # an MPI job's ranks, as one
+    return found
+
+
+Parsed = tuple[int | None, float | None, int | None, dict[str, float]]
+
+
+def _from_json(line: str) -> Parsed:
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    step, at, rank = obj.get("step"), obj.get("time"), obj.get("rank")
+    if not (step is None or _whole(step)) or not (rank is None or _whole(rank)):
+        raise ValueError("step and rank: whole numbers")
+    if at is not None and not _number(at):
+        raise ValueError("time: a number")
+    values = {k: float(v) for k, v in obj.items() if k not in RESERVED and _number(v) and _NAME.match(k)}
+    if len(values) + len(RESERVED & obj.keys()) != len(obj):
+        raise ValueError("values: numbers")
+    return step, at, rank, values
+
+
+def _from_pattern(line: str, pattern: re.Pattern[str]) -> Parsed | None:
+    match = pattern.search(line)
+    if match is None:
+        return None
+    groups = {k: v for k, v in match.groupdict().items() if v is not None}
+    step = groups.pop("step", None)
+    values = {name: float(text) for name, text in groups.items()}  # ValueError: not a number
+    return (int(step) if step is not None else None), None, None, {k: v for k, v in values.items() if math.isfinite(v)}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
