@@ -15,9 +15,7 @@ and said once per file in the server's log.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 import threading
 import time
@@ -25,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from sqlalchemy import select, update
 
 from corral.core.models import METRIC_NAME_PATTERN
@@ -83,6 +82,8 @@ class MetricsReader:
         self._db = db
         self._on_points = on_points
         self._attempts: dict[int, _Attempt] = {}
+        #: Series ids of the attempts being read (``store_points``' ``known``).
+        self._series: dict[tuple[int, int, int, str], int] = {}
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="corral-metrics", daemon=True)
 
@@ -99,6 +100,7 @@ class MetricsReader:
             try:
                 self.read_once()
             except Exception:  # the next pass reads the same bytes again (offsets moved only once stored)
+                self._series.clear()
                 log.exception("could not store the jobs' metrics")
 
     def read_once(self) -> int:
@@ -110,15 +112,18 @@ class MetricsReader:
         done = [i for i, a in self._attempts.items() if a.ended and all(r.whole for r in reads[i])]
         if points or done:
             with self._db.write() as session:
-                stored = store_points(session, points)
+                stored = store_points(session, points, self._series)
                 if done:
                     session.execute(update(AttemptRow).where(AttemptRow.id.in_(done)).values(metrics_read=True))
         else:
             stored = 0
         for r in (r for rs in reads.values() for r in rs):
             r.source.offset, r.source.partial, r.source.counts = r.offset, r.partial, r.counts
-        for attempt_id in done:
-            del self._attempts[attempt_id]
+        if done:
+            ended = {(self._attempts[i].job_id, self._attempts[i].number) for i in done}
+            self._series = {k: v for k, v in self._series.items() if k[:2] not in ended}
+            for attempt_id in done:
+                del self._attempts[attempt_id]
         if points and self._on_points is not None:
             self._on_points(points)
         return stored
@@ -163,24 +168,24 @@ class MetricsReader:
         now = time.time()
         points: list[Point] = []
         skipped = 0
-        for raw in lines:
-            line = raw.decode(errors="replace").rstrip("\r")
+        job, number, pattern = attempt.job_id, attempt.number, source.pattern
+        for line in lines:
             if not line.strip():
                 continue
             try:
-                got = _from_pattern(line, source.pattern) if source.pattern else _from_json(line)
-            except ValueError:
+                got = _from_pattern(line, pattern) if pattern else _from_json(line)
+            except ValueError:  # orjson's errors are ValueErrors too
                 skipped += 1
                 continue
             if got is None:
                 continue
             step, at, rank, values = got
             rank = source.rank if rank is None else rank
+            at = at or now
             for name, value in values.items():
-                key = (rank, name)
-                this = counts.get(key, 0) if step is None else step
-                counts[key] = this + 1
-                points.append(Point(attempt.job_id, attempt.number, rank, name, this, value, at or now))
+                this = counts.get((rank, name), 0) if step is None else step
+                counts[(rank, name)] = this + 1
+                points.append(Point(job, number, rank, name, this, float(value), at))
         if skipped and not source.warned:
             source.warned = True
             what = "JSON objects of numbers" if source.pattern is None else "numbers in the pattern's groups"
@@ -200,36 +205,46 @@ def _sources(job_dir: str, attempt: int, ranks: int, spec: dict[str, object] | N
 
 
 Parsed = tuple[int | None, float | None, int | None, dict[str, float]]
+_NUMBERS = (int, float)
 
 
-def _from_json(line: str) -> Parsed:
-    obj = json.loads(line)
-    if not isinstance(obj, dict):
+def _from_json(line: bytes) -> Parsed:
+    obj = orjson.loads(line)
+    if type(obj) is not dict:
         raise ValueError("not an object")
-    step, at, rank = obj.get("step"), obj.get("time"), obj.get("rank")
+    step, at, rank = obj.pop("step", None), obj.pop("time", None), obj.pop("rank", None)
     if not (step is None or _whole(step)) or not (rank is None or _whole(rank)):
         raise ValueError("step and rank: whole numbers")
-    if at is not None and not _number(at):
+    if at is not None and type(at) not in _NUMBERS:
         raise ValueError("time: a number")
-    values = {k: float(v) for k, v in obj.items() if k not in RESERVED and _number(v) and _NAME.match(k)}
-    if len(values) + len(RESERVED & obj.keys()) != len(obj):
-        raise ValueError("values: numbers")
-    return step, at, rank, values
+    for name, value in obj.items():
+        if type(value) not in _NUMBERS or not _valid_name(name):
+            raise ValueError("values: numbers, under metric names")
+    return step, at, rank, obj
 
 
-def _from_pattern(line: str, pattern: re.Pattern[str]) -> Parsed | None:
-    match = pattern.search(line)
+def _from_pattern(line: bytes, pattern: re.Pattern[str]) -> Parsed | None:
+    match = pattern.search(line.decode(errors="replace").rstrip("\r"))
     if match is None:
         return None
     groups = {k: v for k, v in match.groupdict().items() if v is not None}
     step = groups.pop("step", None)
     values = {name: float(text) for name, text in groups.items()}  # ValueError: not a number
-    return (int(step) if step is not None else None), None, None, {k: v for k, v in values.items() if math.isfinite(v)}
+    return (int(step) if step is not None else None), None, None, values
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_VALID_NAMES: set[str] = set()
+
+
+def _valid_name(name: str) -> bool:
+    if name in _VALID_NAMES:
+        return True
+    if _NAME.match(name) is None:
+        return False
+    if len(_VALID_NAMES) < 100_000:
+        _VALID_NAMES.add(name)
+    return True
 
 
 def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
+    return type(value) is int and 0 <= value < 2**62

@@ -240,6 +240,9 @@ class MetricPointRow(Base):
     """A series' value at a step: a step reported again replaces it (a re-read file, a retried request)."""
 
     __tablename__ = "metric_points"
+    #: SQLite keeps the points in the primary key's order (no second copy of the key in an index): a series' range
+    #: is read in one pass.
+    __table_args__ = {"sqlite_with_rowid": False}
     series_id: Mapped[int] = mapped_column(ForeignKey("metric_series.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     value: Mapped[float] = mapped_column(Float)

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("step", sa.BigInteger(), primary_key=True),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
+        sqlite_with_rowid=False,
     )
 
 
