@@ -1,6 +1,7 @@
 """Fit a logistic regression on scikit-learn's digits; node N takes the N-th regularisation strength.
 
-Reads Corral's environment: CORRAL_NODE_RANK, CORRAL_NUM_NODES, CORRAL_OUTPUT_MODEL.
+Reads Corral's environment: CORRAL_NODE_RANK, CORRAL_NUM_NODES, CORRAL_OUTPUT_MODEL; reports its accuracy as a
+metric (``corral job metrics NAME``).
 """
 
 import argparse
@@ -14,6 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from corral import runtime
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--c-values", default="0.1,1.0")
@@ -33,6 +36,7 @@ model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
 model.fit(X_train, y_train)
 accuracy = float(model.score(X_test, y_test))
 print(f"node {rank}: test accuracy {accuracy:.4f} in {time.perf_counter() - started:.2f}s")
+runtime.report(val_acc=accuracy, c=c)  # each node its own series (its rank's)
 
 with open(os.path.join(out, f"model-node{rank}.pkl"), "wb") as f:
     pickle.dump(model, f)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,6 +31,10 @@ def test_sklearn_digits_example_trains_on_two_nodes(server_factory: object, tmp_
     assert files == {"model-node0.pkl", "model-node1.pkl", "metrics-node0.json", "metrics-node1.json"}
     metrics = c.download_file(job.name, output="MODEL", path="metrics-node1.json", destination=tmp_path)
     assert json.loads(metrics.read_text())["accuracy"] > 0.9
+    until(lambda: len(c.job_metrics(job.name)) == 4)  # val_acc and c of each node's rank
+    reported = {(s.name, s.rank): s.last_value for s in c.job_metrics(job.name)}
+    assert reported[("c", 0)] == 0.1 and reported[("c", 1)] == 1.0
+    assert reported[("val_acc", 1)] == json.loads(metrics.read_text())["accuracy"]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import HOME_ADMIN, Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
-from corral.server.metrics_reader import MetricsReader
+from corral.server.metrics_reader import ReaderProcess
 from corral.server.routers import (
     audit,
     clusters,
@@ -98,7 +98,7 @@ def build_context(settings: Settings) -> ServerContext:
         admission=admission,
         backends=backends,
         audit=AuditLog(db),
-        metrics=MetricsReader(db),
+        metrics=ReaderProcess(db.url),
     )
 
 

@@ -17,7 +17,7 @@ from corral.store.db import Database
 
 if TYPE_CHECKING:
     from corral.scheduler.loop import Controller
-    from corral.server.metrics_reader import MetricsReader
+    from corral.server.metrics_reader import ReaderProcess
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ServerContext:
     admission: Admission
     backends: Backends
     audit: AuditLog
-    metrics: MetricsReader
+    metrics: ReaderProcess
     #: Token hash -> principal: emptied whenever a user or token changes.
     principals: dict[str, Principal] = field(default_factory=dict)
     #: User -> their role in each workspace where they hold one: emptied whenever members, users or workspaces

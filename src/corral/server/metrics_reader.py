@@ -16,7 +16,11 @@ and said once per file in the server's log.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import select as io_select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +39,8 @@ from corral.store.tables import AttemptRow, JobRow
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+#: Points stored in one transaction.
+TRANSACTION = 2000
 #: At most this much of one file a pass (a file written faster is read over several passes).
 READ_BYTES = 4 << 20
 #: A JSONL key that is no metric.
@@ -77,26 +83,15 @@ class _Read:
 
 
 class MetricsReader:
-    def __init__(self, db: Database, *, on_points: Callable[[list[Point]], None] | None = None) -> None:
-        """``on_points``: told of each pass's stored points (after its transaction), e.g. to prune a sweep."""
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._on_points = on_points
         self._attempts: dict[int, _Attempt] = {}
         #: Series ids of the attempts being read (``store_points``' ``known``).
         self._series: dict[tuple[int, int, int, str], int] = {}
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="corral-metrics", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(POLL_SECONDS):
+    def run(self, stopped: Callable[[float], bool]) -> None:
+        """Read every :data:`POLL_SECONDS` until ``stopped(timeout)`` says to stop."""
+        while not stopped(POLL_SECONDS):
             try:
                 self.read_once()
             except Exception:  # the next pass reads the same bytes again (offsets moved only once stored)
@@ -110,13 +105,14 @@ class MetricsReader:
         points = [p for rs in reads.values() for r in rs for p in r.points]
         # An attempt that has ended is read whole once each of its files was read to its end.
         done = [i for i, a in self._attempts.items() if a.ended and all(r.whole for r in reads[i])]
-        if points or done:
+        stored = 0
+        # Transactions of at most TRANSACTION points: the server's own writers never wait long for one.
+        for start in range(0, len(points), TRANSACTION):
             with self._db.write() as session:
-                stored = store_points(session, points, self._series)
-                if done:
-                    session.execute(update(AttemptRow).where(AttemptRow.id.in_(done)).values(metrics_read=True))
-        else:
-            stored = 0
+                stored += store_points(session, points[start : start + TRANSACTION], self._series)
+        if done:
+            with self._db.write() as session:
+                session.execute(update(AttemptRow).where(AttemptRow.id.in_(done)).values(metrics_read=True))
         for r in (r for rs in reads.values() for r in rs):
             r.source.offset, r.source.partial, r.source.counts = r.offset, r.partial, r.counts
         if done:
@@ -124,8 +120,6 @@ class MetricsReader:
             self._series = {k: v for k, v in self._series.items() if k[:2] not in ended}
             for attempt_id in done:
                 del self._attempts[attempt_id]
-        if points and self._on_points is not None:
-            self._on_points(points)
         return stored
 
     def _refresh(self) -> None:
@@ -248,3 +242,71 @@ def _valid_name(name: str) -> bool:
 
 def _whole(value: object) -> bool:
     return type(value) is int and 0 <= value < 2**62
+
+
+class ReaderProcess:
+    """The reader in a process of its own (``python -m corral.server.metrics_reader``): parsing tens of thousands
+    of lines a second would hold the server's interpreter lock, and the control loop waits for it at each system
+    call. It writes to the same database; it ends when its standard input closes (the server stopped, or was
+    killed), and the server starts it again if it ends on its own."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="corral-metrics-watch", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        env = {**os.environ, "CORRAL_DATABASE_URL": self._url}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "corral.server.metrics_reader"], stdin=subprocess.PIPE, env=env
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            assert self._process is not None
+            code = self._process.wait()
+            if self._stopping.wait(1.0):
+                return
+            log.error("the metrics reader ended (exit %s): starting it again", code)
+            self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        process = self._process
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _closed(timeout: float) -> bool:
+    """Whether this process's standard input has closed (waiting up to ``timeout`` seconds to see)."""
+    ready, _, _ = io_select.select([sys.stdin], [], [], timeout)
+    return bool(ready) and not os.read(sys.stdin.fileno(), 4096)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("CORRAL_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    db = Database(os.environ["CORRAL_DATABASE_URL"])
+    try:
+        MetricsReader(db).run(_closed)
+    finally:
+        db.dispose()
+
+
+if __name__ == "__main__":
+    main()
