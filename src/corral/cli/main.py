@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import corral
-from corral.cli import cluster, env, experiment, job, server, user, volume, workspace
+from corral.cli import cluster, env, experiment, job, server, sweep, user, volume, workspace
 from corral.cli import config as config_cli
 from corral.cli.common import OutputOpt, client, emit, make_table
 from corral.client import config
@@ -52,6 +52,7 @@ app.add_typer(server.app, name="server")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(experiment.app, name="experiment")
 app.add_typer(job.app, name="job")
+app.add_typer(sweep.app, name="sweep")
 app.add_typer(workspace.app, name="workspace")
 app.add_typer(volume.app, name="volume")
 app.add_typer(env.app, name="env")

@@ -26,6 +26,7 @@ from corral.client.http import json_or_none
 from corral.client.jobs import RemoteJob
 from corral.client.logs import LogsMixin
 from corral.client.metrics import MetricsMixin
+from corral.client.sweeps import SweepsMixin
 from corral.client.volumes import VolumesMixin
 from corral.core.errors import CorralError, ServerUnavailable, error_from_payload
 from corral.core.models import (
@@ -58,7 +59,7 @@ def _load(spec: SpecInput) -> tuple[dict[str, Any], Path]:
     return load_spec_file(path), path.resolve().parent
 
 
-class Client(LogsMixin, MetricsMixin, VolumesMixin):
+class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
     """Every operation of the REST API (see the module's docstring)."""
 
     def health(self) -> dict[str, Any]:

@@ -346,3 +346,37 @@ class MetricsAccepted(Public):
     accepted: int
     #: The job is being stopped (terminated, or pruned by its sweep): report nothing more, and exit.
     stop: bool
+
+
+class Trial(Public):
+    """One trial of a sweep: its parameters as its job sees them, its job, and how it ended."""
+
+    number: int
+    params: dict[str, Any]
+    job: str
+    #: pending (its job not yet submitted), running, complete, pruned, failed, terminated.
+    state: str
+    #: The objective: the last value of the metric its rank 0 reported (complete trials).
+    value: float | None = None
+    #: Why it was pruned or failed.
+    message: str | None = None
+    created_at: datetime
+    ended_at: datetime | None = None
+
+
+class Sweep(Public):
+    name: str
+    workspace: str
+    experiment: str
+    #: running, succeeded (its trials all ran), failed (max_failed_trials), terminated.
+    state: str
+    message: str | None = None
+    spec: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    ended_at: datetime | None = None
+    #: Trials by state.
+    trial_counts: dict[str, int] = {}
+    best: Trial | None = None
+    #: ``show``: every trial, the best first (complete ones by their objective, then running, pruned, failed).
+    trials: list[Trial] = []

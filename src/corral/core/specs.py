@@ -90,6 +90,15 @@ Text = Annotated[str, AfterValidator(_no_nul), AfterValidator(_fits_argument)]
 #: A variable's value: text, or a number or boolean written without quotes (taken as the text it reads as).
 EnvValue = Annotated[Text, BeforeValidator(_scalar_as_text)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+#: A sweep's parameter: what ``${name}`` and ``CORRAL_PARAM_<NAME>`` spell.
+ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+def param_text(value: object) -> str:
+    """A parameter as text (in ``${name}`` and ``CORRAL_PARAM_<NAME>``): ``true``/``false`` as YAML writes them."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=1024)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(allow_inf_nan=False, le=MAX_DURATION_SECONDS)]
@@ -473,6 +482,8 @@ class JobSpec(Strict):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvName, EnvValue] = Field(default_factory=dict)
     prepare: PrepareSpec | None = None
+    #: A sweep's trial: its parameters (``CORRAL_PARAM_<NAME>``, and all in ``CORRAL_PARAMS_FILE``, as JSON).
+    params: dict[ParamName, bool | Int | float | Text] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS)
     #: Metrics read from stdout (besides ``corral.runtime.report`` and ``$CORRAL_METRICS_FILE``, always on).
     metrics: MetricsSpec | None = None
     limits: LimitsSpec = LimitsSpec()

@@ -90,6 +90,8 @@ class ErrorCode(StrEnum):
     OUTPUT_UPLOAD_FAILED = "OutputUploadFailed"
     #: The job's environment could not be built on a node (uv's message in the prepare log).
     ENVIRONMENT_FAILED = "EnvironmentFailed"
+    #: A sweep's trial stopped early by its pruner (the message says why); it ends terminated, not retried.
+    PRUNED = "Pruned"
 
 
 class AttemptReason(StrEnum):
@@ -108,6 +110,7 @@ class AttemptReason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     OUTPUT_UPLOAD_FAILED = "OutputUploadFailed"
     ENVIRONMENT_FAILED = "EnvironmentFailed"
+    PRUNED = "Pruned"
 
     @classmethod
     def of_failure(cls, code: ErrorCode) -> AttemptReason:

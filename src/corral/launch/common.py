@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
-from corral.core.specs import mount_macro, store_location
+from corral.core.specs import mount_macro, param_text, store_location
 from corral.launch.env import node_environment, on_node, output_dir
 from corral.launch.layout import ENVIRONMENT_DONE, ENVIRONMENT_LINK, JOB_FILES, METRICS_VARIABLE, node_job_paths
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment, NodePlan, ProcessPlan
@@ -134,7 +134,13 @@ def build_plan(
     spec = ctx.spec
     layout, logs = ctx.layout, ctx.stdouterr_dir
     by_node: list[list[ProcessPlan]] = [[] for _ in nodes]
-    extra = (ctx.environment or {}).get("env_vars") or {}
+    extra = dict((ctx.environment or {}).get("env_vars") or {})
+    files = list(files)
+    if spec.params:  # a sweep's trial: each parameter, and all of them in a JSON file
+        params_file = layout.params(ctx.attempt)
+        files.append((params_file, json.dumps(spec.params)))
+        extra |= {f"CORRAL_PARAM_{name.upper()}": param_text(v) for name, v in spec.params.items()}
+        extra["CORRAL_PARAMS_FILE"] = params_file
     for proc in procs:
         if proc.launcher:
             stdout = stderr = layout.log(ctx.attempt, "mpirun", proc.rank)

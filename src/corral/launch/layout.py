@@ -79,6 +79,10 @@ class JobLayout:
         """What a node's upload of the job's outputs to volumes wrote: one JSON line per file."""
         return str(PurePath(self.logs_dir(attempt), f"upload-manifest-{node_rank}.jsonl"))
 
+    def params(self, attempt: int) -> str:
+        """``$CORRAL_PARAMS_FILE``: a sweep's trial's parameters, as JSON."""
+        return str(PurePath(self.attempt_dir(attempt), "params.json"))
+
     def metrics(self, attempt: int, rank: int) -> str:
         """``$CORRAL_METRICS_FILE`` of a rank: the metrics it reports, one JSON object a line (``corral.runtime``)."""
         return str(PurePath(self.logs_dir(attempt), f"metrics-{rank}.jsonl"))

@@ -5,6 +5,7 @@ without running: a stored spec that no longer loads, at placement or at recovery
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, load_only
@@ -22,7 +23,8 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
     """Commit how the runs ended; the runs whose jobs went back to the queue. With ``nodes_leaving``, the ended
     jobs' leaving nodes are let go too (they are removed at the next reconcile)."""
     job_ids = [r.job_id for r in runs]
-    light = load_only(JobRow.id, JobRow.name, JobRow.state)  # no spec to decode: only the state moves
+    # No spec to decode: only the state moves (and a terminate request's own reason, ``Pruned``, comes along).
+    light = load_only(JobRow.id, JobRow.name, JobRow.state, JobRow.reason, JobRow.terminate_message)
     jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
     lost = {
         run.plan.nodes[process.node_rank].node_id: run
@@ -53,6 +55,9 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
             # Terminated by a request this pass has not drained yet: that is how it ended.
             run.terminating = True
         outcome = attempt_outcome(run)
+        if outcome.state == JobState.TERMINATED and job.reason == ErrorCode.PRUNED:
+            outcome = replace(outcome, error_code=ErrorCode.PRUNED, error_message=job.terminate_message,
+                              reason=AttemptReason.PRUNED)  # fmt: skip
         attempts.append(
             {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
         )

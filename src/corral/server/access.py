@@ -74,6 +74,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/metrics"): "reader",
     ("POST", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/metrics"): "contributor",
     ("GET", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/metrics/{metric}"): "reader",
+    # sweeps (terminate: its maker, or an owner, said by the command)
+    ("GET", "/workspaces/{ws}/experiments/{exp}/sweeps"): "reader",
+    ("POST", "/workspaces/{ws}/experiments/{exp}/sweeps"): "contributor",
+    ("GET", "/workspaces/{ws}/experiments/{exp}/sweeps/{name}"): "reader",
+    ("POST", "/workspaces/{ws}/experiments/{exp}/sweeps/{name}/terminate"): "contributor",
     # volumes (a path volume: admins only, said by the service)
     ("GET", "/workspaces/{ws}/volumes"): "reader",
     ("POST", "/workspaces/{ws}/volumes"): "owner",

@@ -34,6 +34,7 @@ from corral.server.routers import (
     health,
     jobs,
     metrics,
+    sweeps,
     users,
     volumes,
     workspaces,
@@ -42,6 +43,7 @@ from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import Settings
+from corral.server.sweep_driver import SweepDriver
 from corral.server.waiters import JobWaiters
 from corral.store import sealed
 from corral.store.db import Database
@@ -89,7 +91,7 @@ def build_context(settings: Settings) -> ServerContext:
     admission = Admission(
         rate=settings.submit_rate, burst=settings.submit_burst, max_queued=settings.max_queued_jobs_per_user
     )
-    return ServerContext(
+    context = ServerContext(
         settings=settings,
         db=db,
         controller=controller,
@@ -100,6 +102,8 @@ def build_context(settings: Settings) -> ServerContext:
         audit=AuditLog(db),
         metrics=ReaderProcess(db.url),
     )
+    context.sweeps = SweepDriver(context)
+    return context
 
 
 def _say_who_jobs_run_as(db: Database, settings: Settings, backends: Backends) -> None:
@@ -137,10 +141,12 @@ def create_app(settings: Settings) -> FastAPI:
         context.audit.start()
         context.controller.start()
         context.metrics.start()
+        context.sweeps.start()
         log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
         try:
             yield
         finally:
+            context.sweeps.stop()
             context.controller.stop()
             context.metrics.stop()
             context.audit.stop()
@@ -161,8 +167,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.api_prefix = API_PREFIX
     authorised = [Depends(authorize)]  # the one authorisation point, in front of every route (server/access.py)
     app.include_router(health.router, prefix=API_PREFIX, dependencies=authorised)
-    for router in (workspaces.router, users.router, clusters.router, experiments.router, jobs.router,
-                   jobs.workspace_router, code.router, audit.router, volumes.router, metrics.router):  # fmt: skip
+    routers = (workspaces.router, users.router, clusters.router, experiments.router, jobs.router,
+               jobs.workspace_router, code.router, audit.router, volumes.router, metrics.router,
+               sweeps.router)  # fmt: skip
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=authorised)
     check_rules(app, API_PREFIX)
     return app

@@ -171,6 +171,8 @@ class JobRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Why a terminate request stops it, when not the user's (``Pruned`` by its sweep): its error's message.
+    terminate_message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AttemptRow(Base):
@@ -247,3 +249,44 @@ class MetricPointRow(Base):
     step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     value: Mapped[float] = mapped_column(Float)
     at: Mapped[float] = mapped_column(Float)
+
+
+class SweepRow(Base):
+    """A hyperparameter sweep: its spec, its state, and who made it (its trials are submitted as them)."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (UniqueConstraint("experiment_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: running, succeeded (its budget spent), failed (max_failed_trials), terminated.
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TrialRow(Base):
+    """One trial of a sweep: its parameters (and the sampler's notes on them), its job, and how it ended. Written
+    before its job is submitted (``job_id`` empty until then), so a restarted server finds every trial it made."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    #: The sampler's parameters (a dict parameter as its index).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Optuna's system attributes of the trial (the grid sampler's grid point), to rebuild the study.
+    notes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    job_name: Mapped[str] = mapped_column(String(64))
+    #: pending (its job not yet submitted), running, complete, pruned, failed.
+    state: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -8,14 +8,28 @@ function here (or one read in the services); none of them reaches the loop, the 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
-from corral.core.errors import InvalidRequest
-from corral.core.models import Cluster, Job, JobCreate, Member, Node, Quota, Role, UserCreate, UserCreated, Workspace
+from corral.core.errors import Conflict, InvalidRequest
+from corral.core.models import (
+    Cluster,
+    Job,
+    JobCreate,
+    Member,
+    Node,
+    Quota,
+    Role,
+    Sweep,
+    UserCreate,
+    UserCreated,
+    Workspace,
+)  # fmt: skip
+from corral.core.states import ErrorCode
 from corral.server.access import Access
 from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
-from corral.server.services import clusters, experiments, jobs, users, workspaces
+from corral.server.services import clusters, experiments, jobs, sweeps, users, workspaces
 
 
 def run_as(ctx: ServerContext, access: Access) -> str | None:
@@ -119,10 +133,19 @@ def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access
     return job
 
 
-def terminate_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str, access: Access) -> Job:
+def terminate_job(
+    ctx: ServerContext,
+    *,
+    workspace: str,
+    experiment: str,
+    name: str,
+    access: Access,
+    why: tuple[ErrorCode, str] | None = None,
+) -> Job:
+    """``why``: the error the job ends with when not its user's request (``Pruned`` by its sweep)."""
     with ctx.db.write() as session:
         job, job_id, action = jobs.terminate_job(
-            session, workspace=workspace, experiment=experiment, name=name, access=access
+            session, workspace=workspace, experiment=experiment, name=name, access=access, why=why
         )
     if action == "signal":
         ctx.controller.request_terminate(job_id)
@@ -216,3 +239,33 @@ def revoke_token(ctx: ServerContext, *, name: str) -> None:
     with ctx.db.write() as session:
         users.revoke_token(session, name=name)
     ctx.principals.clear()
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def create_sweep(ctx: ServerContext, *, workspace: str, experiment: str, data: dict[str, Any], access: Access) -> Sweep:
+    """A sweep, once its spec and its first trial as a job are checked (a dry run of its submission)."""
+    experiment = data.get("experiment") or experiment
+    spec, name, first = sweeps.check_sweep(data, experiment)
+    submit_job(ctx, workspace=workspace, request=first, access=access, dry_run=True)
+    with ctx.db.write() as session:
+        sweep = sweeps.create_sweep(
+            session, workspace=workspace, experiment=experiment, name=name, spec=spec, created_by=access.user
+        )
+    ctx.names.invalidate()
+    ctx.sweeps.wake()
+    return sweep
+
+
+def terminate_sweep(ctx: ServerContext, *, workspace: str, experiment: str, name: str, access: Access) -> Sweep:
+    """The sweep ends; its trials still running are terminated."""
+    with ctx.db.write() as session:
+        row = sweeps.sweep_row(session, workspace, experiment, name)
+        access.check_job_change(submitted_by=row.created_by, job=f"sweep {name}")
+        sweep, running = sweeps.terminate_sweep(session, workspace=workspace, experiment=experiment, name=name)
+    for job in running:
+        with contextlib.suppress(Conflict):  # it ended meanwhile
+            terminate_job(ctx, workspace=workspace, experiment=experiment, name=job, access=access)
+    ctx.sweeps.wake()
+    return sweep

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -372,9 +372,16 @@ def rank_nodes_of(session: Session, row: JobRow, nodes: list[str]) -> list[str |
 
 
 def terminate_job(
-    session: Session, *, workspace: str, experiment: str, name: str, access: Access
+    session: Session,
+    *,
+    workspace: str,
+    experiment: str,
+    name: str,
+    access: Access,
+    why: tuple[ErrorCode, str] | None = None,
 ) -> tuple[Job, int, str]:
-    """Returns the job, its id and what the caller must do next: ``"signal"``, ``"ended"`` or ``"none"``."""
+    """Returns the job, its id and what the caller must do next: ``"signal"``, ``"ended"`` or ``"none"``.
+    ``why``: the error code and message it ends with, when not the user's request (``Pruned`` by its sweep)."""
     row, _ = job_row(session, workspace, experiment, name)
     access.check_job_change(submitted_by=row.submitted_by, job=name)
     state = JobState(row.state)
@@ -382,25 +389,28 @@ def terminate_job(
         raise Conflict(f"job {name!r} already {state.value}")
     now = time.time()
     action = "none"
+    code, message = why or (ErrorCode.TERMINATED, "terminated before it started")
     if state == JobState.QUEUED:
-        message = "terminated before it started"
         if transition_job(
             session,
             row,
             JobState.TERMINATED,
-            reason=ErrorCode.TERMINATED,
+            reason=code,
             message=message,
             at=now,
             ended_at=now,
-            error_code=ErrorCode.TERMINATED,
+            error_code=code,
             error_message=message,
         ):
             action = "ended"
         state = JobState(row.state)  # the scheduler may have started it meanwhile
     if state == JobState.RUNNING and transition_job(
-        session, row, JobState.TERMINATING, reason="TerminateRequested", at=now, terminate_requested_at=now
-    ):
+        session, row, JobState.TERMINATING, reason=code if why else "TerminateRequested",
+        message=message if why else None, at=now, terminate_requested_at=now,
+    ):  # fmt: skip
         action = "signal"
+        if why:  # its own reason rides on the row to the attempt's end (``finish_runs``), across restarts too
+            session.execute(update(JobRow).where(JobRow.id == row.id).values(reason=code, terminate_message=message))
     return get_job(session, workspace=workspace, experiment=experiment, name=name), row.id, action
 
 
