@@ -21,6 +21,7 @@ step job logs "$name" --follow
 step job wait "$name"
 step job logs "$name" --node 1
 step job show "$name"
+step job metrics "$name"
 step job files "$name" --output MODEL
 step job download "$name" .corral-demo/ --output MODEL --path metrics-node0.json
 cat .corral-demo/metrics-node0.json; echo

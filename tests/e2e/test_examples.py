@@ -59,3 +59,21 @@ def test_volumes_example_reads_from_and_writes_to_a_volume(server_factory: objec
     uid = c.get_job(job.name).uid
     metrics = lab / "models" / "default" / "volumes" / job.name / uid / "MODEL" / "metrics.json"
     assert json.loads(metrics.read_text())["accuracy"] > 0.9
+
+
+@pytest.mark.slow
+def test_sweep_example_tunes_the_digits_classifier(server_factory: object, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    example = tmp_path / "examples" / "sweep"
+    shutil.copytree(EXAMPLES / "sweep", example)
+    c = srv.client(experiment="digits-sweep")
+    c.create_cluster(EXAMPLES / "sklearn-digits" / "cluster.yaml")
+    sweep = c.create_sweep(example / "sweep.yaml")
+    until(lambda: c.get_sweep(sweep.name).state != "running", timeout=600)
+    done = c.get_sweep(sweep.name)
+    assert done.state == "succeeded", (done.message, [(t.number, t.state, t.message) for t in done.trials])
+    assert len(done.trials) == 10 and done.trial_counts.get("failed", 0) == 0
+    assert done.best is not None and done.best.value is not None and done.best.value > 0.9
+    assert {e.name for e in c.list_files(done.best.job, output="MODEL")} == {"model.pkl"}
+    print("\nsweep:", done.trial_counts, "best", done.best.params, done.best.value)

@@ -252,6 +252,25 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
         data, base = _load(spec)
         if env:
             data["env"] = {**(data.get("env") or {}), **env}
+        code_archive = self.job_files(data, base, dry_run=dry_run, progress=progress, workspace=workspace)
+        experiment = experiment or data.get("experiment") or self.experiment or "default"
+        body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}
+        params = {"dry_run": "true"} if dry_run else None
+        path = f"{self._ws(workspace)}/experiments/{experiment}/jobs"
+        response = self._request("POST", path, json=body, params=params)
+        return self._bind(response.json())
+
+    def job_files(
+        self,
+        data: dict[str, Any],
+        base: Path,
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        workspace: str | None = None,
+    ) -> str | None:
+        """What of a job spec is on this machine, made ready to send: its ``code`` packed and uploaded (its
+        SHA-256 returned; the field taken out), local inputs' and outputs' paths made absolute from ``base``."""
         code_archive = None
         if data.get("code") is not None:
             directory = base / str(data.pop("code"))
@@ -265,12 +284,7 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
                 # A URL, or a macro the node resolves ($CORRAL_JOB_MOUNT_ROOT/...), is not a path of this machine.
                 if isinstance(path, str) and "://" not in path and not path.startswith("$"):
                     item["path"] = str((base / item["path"]).resolve())
-        experiment = experiment or data.get("experiment") or self.experiment or "default"
-        body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}
-        params = {"dry_run": "true"} if dry_run else None
-        path = f"{self._ws(workspace)}/experiments/{experiment}/jobs"
-        response = self._request("POST", path, json=body, params=params)
-        return self._bind(response.json())
+        return code_archive
 
     def _bind(self, data: Any) -> RemoteJob:
         job = RemoteJob.model_validate(data)

@@ -34,14 +34,19 @@ def file_parameters(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 class SweepsMixin(ClientBase):
+    def job_files(self, data: dict[str, Any], base: Path, *, workspace: str | None = None) -> str | None:
+        raise NotImplementedError  # the Client's (client.py)
+
     def create_sweep(
         self, spec: str | Path | dict[str, Any], *, experiment: str | None = None, workspace: str | None = None
     ) -> Sweep:
         """A new sweep from a spec; its trials start at once (``docs/sweeps.md``)."""
-        if isinstance(spec, dict):
-            data = file_parameters(dict(spec), Path.cwd())
-        else:
-            data = file_parameters(load_spec_file(spec), Path(spec).resolve().parent)
+        base = Path.cwd() if isinstance(spec, dict) else Path(spec).resolve().parent
+        data = file_parameters(dict(spec) if isinstance(spec, dict) else load_spec_file(spec), base)
+        if isinstance(data.get("trial"), dict):  # its code uploaded once for every trial, its paths made absolute
+            trial = dict(data["trial"])
+            archive = self.job_files(trial, base, workspace=workspace)
+            data = {**data, "trial": trial, **({"code_archive": archive} if archive else {})}
         exp = experiment or data.get("experiment") or self.experiment or "default"
         path = f"{self._ws(workspace)}/experiments/{exp}/sweeps"
         return Sweep.model_validate(self._request("POST", path, json=data).json())

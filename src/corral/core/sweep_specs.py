@@ -118,6 +118,8 @@ class SweepSpec(Strict):
     parallelism: Int = Field(1, ge=1, le=1000)
     #: The sweep stops once this many trials failed.
     max_failed_trials: Int = Field(3, ge=1)
+    #: The trial's ``code``, packed and uploaded once by the client (its SHA-256).
+    code_archive: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("trial")
     @classmethod

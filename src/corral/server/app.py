@@ -79,10 +79,16 @@ def build_context(settings: Settings) -> ServerContext:
     )
     _say_who_jobs_run_as(db, settings, backends)
     waiters = JobWaiters()
+    metrics = ReaderProcess(db.url)
+
+    def jobs_ended(ids: list[int]) -> None:
+        waiters.notify(ids)
+        metrics.wake()  # their last metrics, read now (a sweep's trial is told once they are stored)
+
     controller = Controller(
         db=db,
         backends=backends,
-        on_jobs_ended=waiters.notify,
+        on_jobs_ended=jobs_ended,
         tick_seconds=settings.scheduler_tick,
         coalesce_seconds=settings.scheduler_coalesce,
         ports=PortAllocator(*settings.ports),
@@ -100,9 +106,10 @@ def build_context(settings: Settings) -> ServerContext:
         admission=admission,
         backends=backends,
         audit=AuditLog(db),
-        metrics=ReaderProcess(db.url),
+        metrics=metrics,
     )
     context.sweeps = SweepDriver(context)
+    metrics.on_stored = context.sweeps.wake  # new points to prune on, or ended trials to tell
     return context
 
 

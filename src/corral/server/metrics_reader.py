@@ -15,6 +15,7 @@ and said once per file in the server's log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -88,12 +89,16 @@ class MetricsReader:
         self._attempts: dict[int, _Attempt] = {}
         #: Series ids of the attempts being read (``store_points``' ``known``).
         self._series: dict[tuple[int, int, int, str], int] = {}
+        #: Attempts the last pass read whole.
+        self.finished = 0
 
-    def run(self, stopped: Callable[[float], bool]) -> None:
-        """Read every :data:`POLL_SECONDS` until ``stopped(timeout)`` says to stop."""
+    def run(self, stopped: Callable[[float], bool], told: Callable[[], None]) -> None:
+        """Read every :data:`POLL_SECONDS` (or when ``stopped`` returns early) until ``stopped(timeout)`` says to
+        stop; ``told()`` after each pass that stored points or read an attempt whole."""
         while not stopped(POLL_SECONDS):
             try:
-                self.read_once()
+                if self.read_once() or self.finished:
+                    told()
             except Exception:  # the next pass reads the same bytes again (offsets moved only once stored)
                 self._series.clear()
                 log.exception("could not store the jobs' metrics")
@@ -110,6 +115,7 @@ class MetricsReader:
         for start in range(0, len(points), TRANSACTION):
             with self._db.write() as session:
                 stored += store_points(session, points[start : start + TRANSACTION], self._series)
+        self.finished = len(done)
         if done:
             with self._db.write() as session:
                 session.execute(update(AttemptRow).where(AttemptRow.id.in_(done)).values(metrics_read=True))
@@ -247,12 +253,15 @@ def _whole(value: object) -> bool:
 class ReaderProcess:
     """The reader in a process of its own (``python -m corral.server.metrics_reader``): parsing tens of thousands
     of lines a second would hold the server's interpreter lock, and the control loop waits for it at each system
-    call. It writes to the same database; it ends when its standard input closes (the server stopped, or was
-    killed), and the server starts it again if it ends on its own."""
+    call. It writes to the same database. Its standard input wakes it (a line: jobs ended, read them now) and
+    ends it (closed: the server stopped, or was killed); its standard output says when a pass stored something
+    (``on_stored``, e.g. to wake the sweep driver). The server starts it again if it ends on its own."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, on_stored: Callable[[], None] = lambda: None) -> None:
         self._url = database_url
+        self.on_stored = on_stored
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="corral-metrics-watch", daemon=True)
 
@@ -263,17 +272,30 @@ class ReaderProcess:
     def _spawn(self) -> None:
         env = {**os.environ, "CORRAL_DATABASE_URL": self._url}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "corral.server.metrics_reader"], stdin=subprocess.PIPE, env=env
-        )
+            [sys.executable, "-m", "corral.server.metrics_reader"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
-            assert self._process is not None
-            code = self._process.wait()
+            process = self._process
+            assert process is not None and process.stdout is not None
+            for _ in process.stdout:  # a line a pass that stored something
+                self.on_stored()
+            code = process.wait()
             if self._stopping.wait(1.0):
                 return
             log.error("the metrics reader ended (exit %s): starting it again", code)
             self._spawn()
+
+    def wake(self) -> None:
+        """Read now (jobs ended: their last lines)."""
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        with self._lock, contextlib.suppress(OSError, ValueError):  # ended, or being restarted
+            process.stdin.write(b"\n")
+            process.stdin.flush()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -281,7 +303,8 @@ class ReaderProcess:
         if process is None:
             return
         assert process.stdin is not None
-        process.stdin.close()
+        with self._lock:
+            process.stdin.close()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -302,8 +325,13 @@ def main() -> None:
         stream=sys.stderr,
     )
     db = Database(os.environ["CORRAL_DATABASE_URL"])
+
+    def told() -> None:
+        sys.stdout.write("stored\n")
+        sys.stdout.flush()
+
     try:
-        MetricsReader(db).run(_closed)
+        MetricsReader(db).run(_closed, told)
     finally:
         db.dispose()
 

@@ -49,6 +49,7 @@ from corral.server.services.sweeps import (
     trial_job_name,
 )  # fmt: skip
 from corral.store.tables import (
+    AttemptRow,
     ExperimentRow,
     JobRow,
     MetricPointRow,
@@ -179,6 +180,16 @@ class SweepDriver:
             )
             job_ids = [t.job_id for t in open_trials if t.job_id is not None]
             jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))}
+            # An ended trial is told once the metrics reader has read its last lines (AttemptRow.metrics_read).
+            ended = [j.id for j in jobs.values() if j.ended_at is not None]
+            unread = set(
+                session.scalars(
+                    select(AttemptRow.job_id)
+                    .join(JobRow, JobRow.id == AttemptRow.job_id)
+                    .where(AttemptRow.job_id.in_(ended), AttemptRow.number == JobRow.attempt_count)
+                    .where(AttemptRow.metrics_read.is_(False))
+                )
+            )
             points = {
                 t.number: _objective(session, t.job_id, spec, after=live.running[t.number].reported)
                 for t in open_trials
@@ -189,7 +200,8 @@ class SweepDriver:
                 self._submit(live, t)
                 continue
             job = jobs.get(t.job_id) if t.job_id is not None else None
-            if not self._report(live, t, points.get(t.number, {})) and job is not None and job.ended_at is not None:
+            pruned = self._report(live, t, points.get(t.number, {}))
+            if not pruned and job is not None and job.ended_at is not None and job.id not in unread:
                 self._finish(live, t, job)
             elif job is None:  # its job was deleted
                 self._end_trial(live, t, FAILED, None, "its job was deleted")
@@ -275,7 +287,7 @@ class SweepDriver:
     def _submit(self, live: _Live, t: TrialRow) -> bool:
         """Submit a pending trial's job (or find it, made before a crash); False when the queue refused it."""
         spec = trial_spec(live.spec, values_of(live.spec, t.params))
-        request = JobCreate(spec=spec, name=t.job_name, experiment=live.experiment)
+        request = JobCreate(spec=spec, name=t.job_name, experiment=live.experiment, code_archive=live.spec.code_archive)
         try:
             commands.submit_job(self._ctx, workspace=live.workspace, request=request, access=self._access(live))
         except AlreadyExists:  # submitted before a crash, its trial not yet told: it is that trial's

@@ -144,7 +144,10 @@ def get_logs(
     attempt: int | None = Query(None, ge=1),
     tail: int | None = Query(None, ge=0, description="Only the last lines, this many (follow: of each stream)."),
     offset: int = Query(0, ge=0, description="Start at this byte (a previous read's X-Log-Size)."),
-    ranks: str | None = Query(None, max_length=32_768, description="follow: 'all' or ranks such as 0,3."),
+    # ASCII only: a request line stays within what the HTTP parser takes (non-ASCII is 12 bytes a character).
+    ranks: str | None = Query(
+        None, max_length=32_768, pattern=r"^(all|[0-9 ,]*)$", description="follow: 'all' or ranks such as 0,3."
+    ),
     streams: str = Query("stdout,stderr", max_length=20, description="follow: stdout, stderr or both."),
     cursor: str | None = Query(None, max_length=MAX_QUERY_CURSOR, description="follow: go on from here."),
     last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR)] = None,

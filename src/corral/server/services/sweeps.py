@@ -39,7 +39,7 @@ def check_sweep(data: dict[str, Any], experiment: str) -> tuple[SweepSpec, str, 
     if len(name) > MAX_SWEEP_NAME:
         raise InvalidSpec(f"sweep: name: at most {MAX_SWEEP_NAME} characters (its trials add -<number>), got {name!r}")
     first = trial_spec(spec, first_values(spec))
-    request = JobCreate(spec=first, name=trial_job_name(name, 0), experiment=experiment)
+    request = JobCreate(spec=first, name=trial_job_name(name, 0), experiment=experiment, code_archive=spec.code_archive)
     return spec, name, request
 
 
