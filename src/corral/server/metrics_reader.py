@@ -132,9 +132,9 @@ class MetricsReader:
         """The attempts not yet read whole, with whether each has ended; those gone (their job deleted) dropped."""
         with self._db.read() as session:
             unread = dict(
-                session.execute(select(AttemptRow.id, AttemptRow.ended_at).where(AttemptRow.metrics_read.is_(False)))
-                .tuples()
-                .all()
+                session.execute(
+                    select(AttemptRow.id, AttemptRow.ended_at).where(AttemptRow.metrics_read.is_(False))
+                ).all()
             )
             new = [i for i in unread if i not in self._attempts]
             if new:
@@ -142,7 +142,7 @@ class MetricsReader:
                     select(AttemptRow.id, AttemptRow.number, JobRow.id, JobRow.job_dir, JobRow.rank_count, JobRow.spec)
                     .join(JobRow, JobRow.id == AttemptRow.job_id)
                     .where(AttemptRow.id.in_(new))
-                ).tuples()
+                )
                 for attempt_id, number, job_id, job_dir, ranks, spec in rows:
                     self._attempts[attempt_id] = _Attempt(job_id, number, _sources(job_dir, number, ranks, spec))
         for attempt_id in list(self._attempts):

@@ -171,13 +171,6 @@ class SweepDriver:
                     select(TrialRow).where(TrialRow.sweep_id == live.id, TrialRow.state.in_((PENDING, RUNNING)))
                 )
             )
-            counts = dict(
-                session.execute(
-                    select(TrialRow.state, func.count()).where(TrialRow.sweep_id == live.id).group_by(TrialRow.state)
-                )
-                .tuples()
-                .all()
-            )
             job_ids = [t.job_id for t in open_trials if t.job_id is not None]
             jobs = {j.id: j for j in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))}
             # An ended trial is told once the metrics reader has read its last lines (AttemptRow.metrics_read).
@@ -205,6 +198,12 @@ class SweepDriver:
                 self._finish(live, t, job)
             elif job is None:  # its job was deleted
                 self._end_trial(live, t, FAILED, None, "its job was deleted")
+        with self._ctx.db.read() as session:  # after this pass's ends: their slots are free now
+            counts = dict(
+                session.execute(
+                    select(TrialRow.state, func.count()).where(TrialRow.sweep_id == live.id).group_by(TrialRow.state)
+                ).all()
+            )
         self._launch(live, counts)
 
     def _report(self, live: _Live, t: TrialRow, points: dict[int, float]) -> bool:
@@ -337,7 +336,7 @@ def _objective(session: Any, job_id: int | None, spec: SweepSpec, *, after: int 
     if series is None:
         return {}
     rows = session.execute(select(p.step, p.value).where(p.series_id == series, p.step > after).order_by(p.step))
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 def _why_pruned(live: _Live, number: int, step: int, value: float) -> str:

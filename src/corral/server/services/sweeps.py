@@ -127,9 +127,7 @@ def to_model(session: Session, row: SweepRow, workspace: str, experiment: str, *
     counts = dict(
         session.execute(
             select(TrialRow.state, func.count()).where(TrialRow.sweep_id == row.id).group_by(TrialRow.state)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     trials = list(session.scalars(select(TrialRow).where(TrialRow.sweep_id == row.id))) if with_trials else []
     best_query = select(TrialRow).where(TrialRow.sweep_id == row.id, TrialRow.state == COMPLETE)
