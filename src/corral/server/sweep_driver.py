@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -381,6 +382,7 @@ def _distributions(spec: SweepSpec) -> dict[str, Any]:
 
 def _sampler(spec: SweepSpec) -> Any:
     from optuna import samplers
+    from optuna.exceptions import ExperimentalWarning
 
     seed = spec.sampler.seed
     kind = spec.sampler.type
@@ -391,7 +393,9 @@ def _sampler(spec: SweepSpec) -> Any:
     if kind == "cmaes":
         return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if kind == "qmc":
-        return samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():  # "experimental": its interface may change, which Corral's spec hides
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     return samplers.TPESampler(seed=seed)
 
 
