@@ -28,7 +28,7 @@ from corral.cli.common import (
 )
 from corral.client.client import Client
 from corral.core.errors import NotFound
-from corral.core.models import Job
+from corral.core.models import ArrayStatus, Job
 from corral.core.states import JobState
 
 app = typer.Typer(help="Jobs: submit, watch, read logs and outputs.", no_args_is_help=True)
@@ -123,13 +123,17 @@ def create(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything a submission checks; submit nothing.")
     ] = False,
+    array: Annotated[
+        str | None, typer.Option("--array", help="Many tasks of it: 0-99 (indexes), with %10 at most 10 at once.")
+    ] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Submit a job; prints its name."""
     c = client(workspace)
+    tasks = _array(array) if array else None
     with transfer_progress("uploading code") as progress:
         job: Job = c.create_job(file, experiment=experiment, name=name, env=_variables(env or []), dry_run=dry_run,
-                                progress=progress)  # fmt: skip
+                                progress=progress, array=tasks)  # fmt: skip
     if dry_run:
         console.print(f"valid: job {job.name} ({job.toolkit}, {job.node_count} nodes, {job.rank_count} ranks) "
                       f"would queue on cluster {job.cluster} in experiment {job.experiment}")  # fmt: skip
@@ -143,6 +147,16 @@ def create(
     else:
         return
     raise typer.Exit(exit_status(job))
+
+
+def _array(text: str) -> dict[str, int]:
+    """``0-99%10`` (or ``100%10``, ``0-99``): 100 tasks, at most 10 queued or running at once."""
+    found = re.fullmatch(r"(?:0-(\d+)|(\d+))(?:%(\d+))?", text.strip())
+    if found is None:
+        raise typer.BadParameter(f"expected 0-LAST[%PARALLEL] (indexes start at 0) or COUNT, got {text!r}",
+                                 param_hint="--array")  # fmt: skip
+    count = int(found[1]) + 1 if found[1] is not None else int(found[2])
+    return {"count": count, **({"parallelism": int(found[3])} if found[3] else {})}
 
 
 def _variables(pairs: list[str]) -> dict[str, str]:
@@ -220,6 +234,7 @@ def show(
         ("exit code", j.exit_code),
         ("error", f"{j.error.code}: {j.error.message}" if j.error else ""),
         ("job dir", j.job_dir),
+        *([("array", _array_text(j.array))] if j.array is not None else []),
         *(
             (
                 f"attempt {a.number}",
@@ -230,6 +245,12 @@ def show(
         ),
     ]
     emit(j, output, make_table(["FIELD", "VALUE"], rows))
+
+
+def _array_text(array: ArrayStatus) -> str:
+    made = ", ".join(f"{n} {state}" for state, n in sorted(array.counts.items()))
+    failed = f"; failed indexes: {', '.join(map(str, array.failed_indexes))}" if array.failed_indexes else ""
+    return f"{array.count} tasks; made: {made or 'none yet'}{failed}"
 
 
 @app.command("logs")
@@ -328,8 +349,12 @@ def _chosen_ranks(c: Client, name: str, *, rank: int | None, ranks: str | None, 
 
 @app.command("terminate")
 def terminate(name: JobNameArg, experiment: ExperimentOpt = None, workspace: WorkspaceOpt = None) -> None:
-    """Terminate a job (SIGTERM, then SIGKILL after its grace period)."""
-    job = client(workspace, experiment).terminate_job(name)
+    """Terminate a job (SIGTERM, then SIGKILL after its grace period); an array's every task, or NAME[17] one."""
+    task = re.fullmatch(r"(.+)\[(\d+)\]", name)
+    if task is not None:
+        job = client(workspace, experiment).terminate_job(task[1], index=int(task[2]))
+    else:
+        job = client(workspace, experiment).terminate_job(name)
     console.print(f"{job.name} {job.state.value}")
 
 

@@ -244,6 +244,7 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
         env: dict[str, str] | None = None,
         dry_run: bool = False,
         progress: Progress | None = None,
+        array: dict[str, Any] | None = None,
     ) -> RemoteJob:
         """Submit a job; ``spec`` is a ``JobSpec``, a mapping or a YAML/JSON file (relative paths are relative
         to the file). ``env`` adds variables to the spec's. With ``dry_run``, the server checks everything a
@@ -252,6 +253,8 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
         data, base = _load(spec)
         if env:
             data["env"] = {**(data.get("env") or {}), **env}
+        if array:  # many tasks of it (``--array 0-99%10``): over the spec's own array settings
+            data["array"] = {**(data.get("array") or {}), **array}
         code_archive = self.job_files(data, base, dry_run=dry_run, progress=progress, workspace=workspace)
         experiment = experiment or data.get("experiment") or self.experiment or "default"
         body = {"spec": data, "name": name, "experiment": experiment, "code_archive": code_archive}
@@ -278,6 +281,9 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
                 pack_directory(directory, max_bytes=DEFAULT_MAX_CODE_BYTES)  # what would be sent, checked
             else:
                 code_archive = self.upload_code(directory, progress=progress, workspace=workspace)
+        items_from = (data.get("array") or {}).get("items_from")
+        if isinstance(items_from, dict) and isinstance(items_from.get("path"), str) and "://" not in items_from["path"]:
+            items_from["path"] = str((base / items_from["path"]).resolve())  # listed by the server, as a path there
         for key in ("inputs", "outputs"):
             for item in data.get(key) or []:
                 path = item.get("path") if isinstance(item, dict) else None
@@ -359,8 +365,12 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
             if job.state.is_terminal or (deadline is not None and time.monotonic() >= deadline):
                 return job
 
-    def terminate_job(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> RemoteJob:
-        response = self._request("POST", self._job(name, experiment, workspace) + "/terminate")
+    def terminate_job(
+        self, name: str, *, index: int | None = None, experiment: str | None = None, workspace: str | None = None
+    ) -> RemoteJob:
+        """Terminate a job (an array: every task; with ``index``, that task only)."""
+        params = {"index": index} if index is not None else None
+        response = self._request("POST", self._job(name, experiment, workspace) + "/terminate", params=params)
         return self._bind(response.json())
 
     def delete_job(self, name: str, *, experiment: str | None = None, workspace: str | None = None) -> None:

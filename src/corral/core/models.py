@@ -215,6 +215,15 @@ class Attempt(Public):
     reason: str | None = None
 
 
+class ArrayStatus(Public):
+    """An array's tasks: how many in all, how many made so far by state, and the indexes that failed."""
+
+    count: int
+    counts: dict[str, int] = {}
+    #: Failed or terminated indexes (the first 1000).
+    failed_indexes: list[int] = []
+
+
 class Job(Public):
     name: str
     uid: str
@@ -245,6 +254,8 @@ class Job(Public):
     #: The node of each rank in its latest attempt (``show`` and ``wait`` fill it; None where mpirun places).
     rank_nodes: list[str | None] = []
     job_dir: str
+    #: An array (``spec.array``): its tasks' states; a task has ``spec.array_task``.
+    array: ArrayStatus | None = None
 
 
 class JobEvent(Public):

@@ -428,7 +428,7 @@ class MetricsSpec(Strict):
         return value
 
 
-RetryOn = Literal["node_failure", "preemption"]
+RetryOn = Literal["node_failure", "preemption", "failure"]
 
 
 def _retry_on_default() -> list[RetryOn]:
@@ -440,10 +440,57 @@ class RetrySpec(Strict):
 
     #: Attempts in all, the first included.
     max_attempts: Int = Field(3, ge=1, le=100)
-    #: What is retried besides the listed exit codes: a lost node, a preemption (or a node removed by a resize).
+    #: What is retried besides the listed exit codes: a lost node, a preemption (or a node removed by a resize),
+    #: ``failure``: any non-zero exit of the job's own processes (what an array's ``retry_per_index`` sets).
     on: list[RetryOn] = Field(default_factory=_retry_on_default)
     #: Exit codes of the job's own processes that are worth another attempt (others fail the job).
     exit_codes: list[Annotated[Int, Field(ge=1, le=255)]] = Field(default_factory=list, max_length=255)
+
+
+#: Tasks of one array.
+MAX_ARRAY_TASKS = 1_000_000
+
+
+class ItemsFrom(Strict):
+    """An array's items: the files of a folder on the server's machine that match ``glob``, ``per_task`` a task."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    glob: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "*"
+    per_task: Int = Field(1, ge=1, le=100_000)
+
+
+class ArraySpec(Strict):
+    """A job array: ``count`` tasks of the job (``items``: one a task; ``items_from``: files of a folder), each
+    with ``CORRAL_ARRAY_INDEX`` (``docs/arrays.md``)."""
+
+    count: Int | None = Field(None, ge=1, le=MAX_ARRAY_TASKS)
+    #: One a task (any JSON value); ``items_from`` becomes these at submission (``per_task`` files a task).
+    items: list[Any] | None = Field(None, min_length=1, max_length=MAX_ARRAY_TASKS)
+    items_from: ItemsFrom | None = None
+    #: Tasks queued or running at once (else as many as the cluster has nodes, twice over).
+    parallelism: Int | None = Field(None, ge=1, le=100_000)
+    #: Attempts an index gets after its first fails (any failure), each index its own.
+    retry_per_index: Int = Field(0, ge=0, le=99)
+    #: The array stops making tasks once this many indexes failed (it ends failed).
+    max_failed: Int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ArraySpec:
+        given = [k for k in ("count", "items", "items_from") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of count, items, items_from, got {given or 'none'}")
+        return self
+
+
+class ArrayTask(Strict):
+    """What a task of an array is (set by the server when it makes the task)."""
+
+    index: Int = Field(ge=0)
+    count: Int = Field(ge=1)
+    #: The array's name and uid: the task's outputs go under the array's folder, in ``<index>/``.
+    job: Name
+    uid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    items: list[Any] = Field(default_factory=list)
 
 
 class LimitsSpec(Strict):
@@ -484,6 +531,10 @@ class JobSpec(Strict):
     prepare: PrepareSpec | None = None
     #: A sweep's trial: its parameters (``CORRAL_PARAM_<NAME>``, and all in ``CORRAL_PARAMS_FILE``, as JSON).
     params: dict[ParamName, bool | Int | float | Text] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS)
+    #: Many tasks of this job (``docs/arrays.md``).
+    array: ArraySpec | None = None
+    #: A task of an array: set by the server.
+    array_task: ArrayTask | None = None
     #: Metrics read from stdout (besides ``corral.runtime.report`` and ``$CORRAL_METRICS_FILE``, always on).
     metrics: MetricsSpec | None = None
     limits: LimitsSpec = LimitsSpec()

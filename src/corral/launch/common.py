@@ -141,6 +141,12 @@ def build_plan(
         files.append((params_file, json.dumps(spec.params)))
         extra |= {f"CORRAL_PARAM_{name.upper()}": param_text(v) for name, v in spec.params.items()}
         extra["CORRAL_PARAMS_FILE"] = params_file
+    task = spec.array_task
+    if task is not None:  # a task of an array: its index, and its items in a file
+        items_file = layout.array_items(ctx.attempt)
+        files.append((items_file, json.dumps(task.items)))
+        extra |= {"CORRAL_ARRAY_INDEX": str(task.index), "CORRAL_ARRAY_COUNT": str(task.count),
+                  "CORRAL_ARRAY_JOB": task.job, "CORRAL_ARRAY_ITEMS_FILE": items_file}  # fmt: skip
     for proc in procs:
         if proc.launcher:
             stdout = stderr = layout.log(ctx.attempt, "mpirun", proc.rank)

@@ -16,9 +16,19 @@ from corral.launch.plan import JobContext, NodeAssignment
 TWIN_PREFIX = "AZ_BATCHAI_"
 
 
+def output_base(ctx: JobContext, path: str) -> str:
+    """``<path>/<workspace>/<experiment>/<job>/<job uid>``: what every output of the job is under (an array's for
+    a task of an array)."""
+    task = ctx.spec.array_task
+    job, uid = (task.job, task.uid) if task is not None else (ctx.job_name, ctx.job_uid)
+    return str(PurePath(path, ctx.workspace, ctx.experiment, job, uid))
+
+
 def output_dir(ctx: JobContext, path: str, suffix: str) -> str:
-    """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7)."""
-    return str(PurePath(path, ctx.workspace, ctx.experiment, ctx.job_name, ctx.job_uid, suffix))
+    """``<path>/<workspace>/<experiment>/<job>/<job uid>/<suffix>`` (DESIGN §7); a task of an array writes in its
+    array's, in ``<suffix>/<index>``, so that every task's outputs are under one folder."""
+    task = ctx.spec.array_task
+    return str(PurePath(output_base(ctx, path), suffix, *([str(task.index)] if task is not None else [])))
 
 
 def on_node(path: str, paths: dict[str, str]) -> str:

@@ -83,6 +83,10 @@ class JobLayout:
         """``$CORRAL_PARAMS_FILE``: a sweep's trial's parameters, as JSON."""
         return str(PurePath(self.attempt_dir(attempt), "params.json"))
 
+    def array_items(self, attempt: int) -> str:
+        """``$CORRAL_ARRAY_ITEMS_FILE``: a task's items, as a JSON list."""
+        return str(PurePath(self.attempt_dir(attempt), "items.json"))
+
     def metrics(self, attempt: int, rank: int) -> str:
         """``$CORRAL_METRICS_FILE`` of a rank: the metrics it reports, one JSON object a line (``corral.runtime``)."""
         return str(PurePath(self.logs_dir(attempt), f"metrics-{rank}.jsonl"))

@@ -172,7 +172,7 @@ def attempt_outcome(run: Run) -> Outcome:
     reason = AttemptReason.of_failure(code)
     retryable = (
         (code == ErrorCode.NODE_LOST and "node_failure" in retry.on)
-        or (code == ErrorCode.JOB_FAILED and exit_code in retry.exit_codes)
+        or (code == ErrorCode.JOB_FAILED and (exit_code in retry.exit_codes or "failure" in retry.on))
         or code == ErrorCode.OUTPUT_UPLOAD_FAILED  # the job did its work: only its outputs did not get there
     )
     if retryable and left:

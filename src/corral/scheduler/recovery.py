@@ -36,7 +36,8 @@ def rebuild_runs(session: Session, now: float, *, provider: NodeProvider, ports:
     failed. Nodes marked busy for a job that no longer runs are freed."""
     runs: list[Run] = []
     busy: set[int] = set()
-    for job in session.scalars(select(JobRow).where(JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]))).all():
+    running = JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]) & JobRow.array_count.is_(None)  # not arrays
+    for job in session.scalars(select(JobRow).where(running)).all():
         attempt = session.scalars(
             select(AttemptRow).where(AttemptRow.job_id == job.id, AttemptRow.number == job.attempt_count)
         ).one()

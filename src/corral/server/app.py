@@ -21,6 +21,7 @@ from corral.core.errors import CorralError, Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
 from corral.server.access import authorize, check_rules
+from corral.server.array_driver import ArrayDriver
 from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import HOME_ADMIN, Principal, ensure_admin_token, optional_principal
 from corral.server.context import ServerContext
@@ -81,9 +82,13 @@ def build_context(settings: Settings) -> ServerContext:
     waiters = JobWaiters()
     metrics = ReaderProcess(db.url)
 
+    arrays: list[ArrayDriver] = []
+
     def jobs_ended(ids: list[int]) -> None:
         waiters.notify(ids)
         metrics.wake()  # their last metrics, read now (a sweep's trial is told once they are stored)
+        for driver in arrays:  # an array's task may have ended: its next one, now
+            driver.wake()
 
     controller = Controller(
         db=db,
@@ -109,6 +114,8 @@ def build_context(settings: Settings) -> ServerContext:
         metrics=metrics,
     )
     context.sweeps = SweepDriver(context)
+    context.arrays = ArrayDriver(context)
+    arrays.append(context.arrays)
     metrics.on_stored = context.sweeps.wake  # new points to prune on, or ended trials to tell
     return context
 
@@ -149,11 +156,13 @@ def create_app(settings: Settings) -> FastAPI:
         context.controller.start()
         context.metrics.start()
         context.sweeps.start()
+        context.arrays.start()
         log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
         try:
             yield
         finally:
             context.sweeps.stop()
+            context.arrays.stop()
             context.controller.stop()
             context.metrics.stop()
             context.audit.stop()

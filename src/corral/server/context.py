@@ -17,6 +17,7 @@ from corral.store.db import Database
 
 if TYPE_CHECKING:
     from corral.scheduler.loop import Controller
+    from corral.server.array_driver import ArrayDriver
     from corral.server.metrics_reader import ReaderProcess
     from corral.server.sweep_driver import SweepDriver
 
@@ -34,6 +35,7 @@ class ServerContext:
     metrics: ReaderProcess
     #: Set once the context is made (the driver submits through it).
     sweeps: SweepDriver = field(init=False)
+    arrays: ArrayDriver = field(init=False)
     #: Token hash -> principal: emptied whenever a user or token changes.
     principals: dict[str, Principal] = field(default_factory=dict)
     #: User -> their role in each workspace where they hold one: emptied whenever members, users or workspaces

@@ -132,6 +132,7 @@ class JobRow(Base):
     __table_args__ = (
         UniqueConstraint("experiment_id", "name"),
         Index("ix_jobs_queue", "cluster_id", "state", "priority", "id"),
+        Index("ix_jobs_array", "array_id", "array_index"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uid: Mapped[str] = mapped_column(String(32), unique=True)
@@ -173,6 +174,11 @@ class JobRow(Base):
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     #: Why a terminate request stops it, when not the user's (``Pruned`` by its sweep): its error's message.
     terminate_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: An array: its number of tasks (the scheduler never runs it; ``server/array_driver.py`` makes its tasks).
+    array_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: A task of an array: the array's row, and the task's index.
+    array_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True)
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class AttemptRow(Base):

@@ -114,8 +114,17 @@ async def wait_job(
 
 
 @router.post("/{name}/terminate")
-def terminate_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, access: Allowed) -> Job:
-    """Its submitter, an owner of the workspace or an admin."""
+def terminate_job(
+    ws: PathName,
+    exp: PathName,
+    name: PathName,
+    ctx: Ctx,
+    access: Allowed,
+    index: Annotated[int | None, Query(ge=0, description="An array's task: this index only.")] = None,
+) -> Job:
+    """Its submitter, an owner of the workspace or an admin; an array's tasks too (or one, ``index``)."""
+    if index is not None:
+        return commands.terminate_index(ctx, workspace=ws, experiment=exp, name=name, index=index, access=access)
     return commands.terminate_job(ctx, workspace=ws, experiment=exp, name=name, access=access)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Literal
 
-from corral.core.errors import Conflict, InvalidRequest
+from corral.core.errors import AlreadyExists, Conflict, InvalidRequest
 from corral.core.models import (
     Cluster,
     Job,
@@ -25,11 +25,11 @@ from corral.core.models import (
     UserCreated,
     Workspace,
 )  # fmt: skip
-from corral.core.states import ErrorCode
+from corral.core.states import ErrorCode, JobState
 from corral.server.access import Access
 from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
-from corral.server.services import clusters, experiments, jobs, sweeps, users, workspaces
+from corral.server.services import arrays, clusters, experiments, jobs, sweeps, users, workspaces
 
 
 def run_as(ctx: ServerContext, access: Access) -> str | None:
@@ -129,7 +129,10 @@ def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access
         return jobs.check_job(ctx.db, ctx.names, **where)
     ctx.admission.admit(ctx.db, user=user)
     job, queued = jobs.create_job(ctx.db, ctx.names, **where)
-    ctx.controller.job_submitted(queued)
+    if queued is None:  # an array: its driver makes its tasks
+        ctx.arrays.wake()
+    else:
+        ctx.controller.job_submitted(queued)
     return job
 
 
@@ -142,7 +145,8 @@ def terminate_job(
     access: Access,
     why: tuple[ErrorCode, str] | None = None,
 ) -> Job:
-    """``why``: the error the job ends with when not its user's request (``Pruned`` by its sweep)."""
+    """``why``: the error the job ends with when not its user's request (``Pruned`` by its sweep). An array's
+    tasks are terminated by its driver."""
     with ctx.db.write() as session:
         job, job_id, action = jobs.terminate_job(
             session, workspace=workspace, experiment=experiment, name=name, access=access, why=why
@@ -152,7 +156,29 @@ def terminate_job(
     elif action == "ended":
         ctx.controller.job_dequeued(job_id)
         ctx.waiters.notify([job_id])
+    if job.array is not None:
+        ctx.arrays.wake()
     return job
+
+
+def terminate_index(
+    ctx: ServerContext, *, workspace: str, experiment: str, name: str, index: int, access: Access
+) -> Job:
+    """One task of an array (``corral job terminate NAME[17]``): ended, made first if the array had not yet
+    made it (then it never runs)."""
+    with ctx.db.read() as session:
+        row, _ = jobs.job_row(session, workspace, experiment, name)
+    if row.array_count is None:
+        raise InvalidRequest(f"index: job {name!r} is not an array")
+    if not 0 <= index < row.array_count:
+        raise InvalidRequest(f"index: array {name!r} has indexes 0..{row.array_count - 1}, got {index}")
+    access.check_job_change(submitted_by=row.submitted_by, job=name)
+    if row.state != JobState.RUNNING:
+        raise Conflict(f"array {name!r} is {row.state}")
+    with contextlib.suppress(AlreadyExists):
+        arrays.make_task(ctx, row, workspace, experiment, index)
+    return terminate_job(ctx, workspace=workspace, experiment=experiment, name=arrays.task_name(name, index),
+                         access=access)  # fmt: skip
 
 
 def delete_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str, access: Access) -> None:

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
-from corral.core.models import SECRET_MASK, Attempt, Job, JobCreate, JobError, JobEvent
+from corral.core.models import SECRET_MASK, ArrayStatus, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
@@ -141,7 +141,7 @@ class _Submission:
             workspace=workspace,
             experiment=self.experiment,
             cluster=self.cluster.name,
-            state=JobState.QUEUED,
+            state=JobState(v["state"]),
             priority=self.spec.priority,
             node_count=self.spec.node_count,
             rank_count=v["rank_count"],
@@ -151,6 +151,7 @@ class _Submission:
             created_at=datetime.fromtimestamp(v["created_at"], UTC),
             job_dir=v["job_dir"],
             reason=None,
+            array=ArrayStatus(count=v["array_count"]) if v.get("array_count") else None,
         )
 
 
@@ -220,7 +221,51 @@ def _check_submission(
         "wall_clock": spec.limits.max_wall_clock,
         "attempt_count": 0,
     }
-    return _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
+    if spec.array is not None:
+        _array_values(spec, values, now)
+    if spec.array_task is not None:
+        values["array_index"] = spec.array_task.index
+        with db.read() as session:
+            values["array_id"] = session.scalar(
+                select(JobRow.id).where(JobRow.uid == spec.array_task.uid, JobRow.array_count.is_not(None))
+            )
+        if values["array_id"] is None:
+            raise InvalidSpec("array_task: set by the server for a task of an array; leave it out")
+    sub = _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
+    return sub
+
+
+#: An array's name leaves room for its tasks' (``<array>.<index>``).
+MAX_ARRAY_NAME = 56
+
+
+def _array_values(spec: JobSpec, values: dict[str, Any], now: float) -> None:
+    """An array's row: never queued (its tasks are, by the array driver), running from its submission, with its
+    items resolved (a folder's files listed now, ``per_task`` a task) in its stored spec."""
+    array = spec.array
+    assert array is not None
+    if len(values["name"]) > MAX_ARRAY_NAME:
+        raise InvalidSpec(f"name: an array's name has at most {MAX_ARRAY_NAME} characters (its tasks add .<index>)")
+    items = array.items
+    if array.items_from is not None:
+        items = _list_items(array.items_from.path, array.items_from.glob, array.items_from.per_task)
+    count = len(items) if items is not None else array.count
+    assert count is not None
+    stored = dict(values["spec"])
+    stored["array"] = {**stored["array"], "items_from": None, "items": items, "count": None if items else count}
+    values.update(spec=stored, state=JobState.RUNNING.value, started_at=now, queued_at=None, array_count=count)
+
+
+def _list_items(path: str, pattern: str, per_task: int) -> list[Any]:
+    folder = PurePosixPath(path)
+    if not folder.is_absolute():
+        raise InvalidSpec(f"array.items_from.path: an absolute path (the client makes it so), got {path!r}")
+    found = sorted(str(p) for p in Path(folder).glob(pattern) if p.is_file()) if Path(folder).is_dir() else None
+    if found is None:
+        raise InvalidSpec(f"array.items_from.path: {path} is not a folder on the server's machine")
+    if not found:
+        raise InvalidSpec(f"array.items_from: no file in {path} matches {pattern!r}")
+    return [found[i : i + per_task] for i in range(0, len(found), per_task)]  # a task's files
 
 
 def check_job(db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any) -> Job:
@@ -239,12 +284,12 @@ def _name_taken(db: Database, experiment_id: int | None, name: str) -> bool:
 
 def create_job(
     db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any
-) -> tuple[Job, QueuedJob]:
+) -> tuple[Job, QueuedJob | None]:
     """Check the request (:func:`_check_submission`: ``submitted_by``, ``settings`` (where job directories go,
     the code archives, ``max_env_bytes``), ``run_as``), resolve names (cached), then hold the write lock for two
     inserts only.
 
-    Returns the job and what the queue's policy needs of it (for the control loop).
+    Returns the job and what the queue's policy needs of it (for the control loop; None for an array).
 
     Submission is the API's hot path, and SQLite has one writer at a time.
     """
@@ -267,6 +312,8 @@ def create_job(
             f"cluster {sub.spec.cluster!r} or experiment {sub.experiment!r} changed while the job was submitted; "
             "submit it again"
         ) from None
+    if sub.spec.array is not None:  # never queued itself: the array driver makes its tasks
+        return sub.to_job(workspace), None
     queued = queued_job(
         job_id=job_id,
         cluster_id=sub.cluster.id,
@@ -306,6 +353,8 @@ def list_jobs(
         query = query.where(JobRow.name == name)
     if prefix:
         query = query.where(JobRow.name.startswith(prefix, autoescape=True))
+    if name is None and not prefix:  # an array is one row: its tasks are listed by name or prefix (NAME.)
+        query = query.where(JobRow.array_id.is_(None))
     if after is not None:
         query = query.where(JobRow.id > after)
     rows = session.execute(query.order_by(JobRow.id).limit(limit + 1)).all()
@@ -323,6 +372,9 @@ def list_jobs(
         to_model(row, workspace=workspace, experiment=exp_name, attempts=attempts.get(row.id, []))
         for row, exp_name in rows
     ]
+    for job, (row, _) in zip(jobs, rows, strict=True):
+        if row.array_count is not None:
+            job.array = array_status(session, row)
     return jobs, next_cursor
 
 
@@ -339,7 +391,25 @@ def load_job(session: Session, *, workspace: str, experiment: str, name: str) ->
         job.rank_nodes = rank_nodes_of(session, row, list(attempts[-1].node_names))
         if row.state == JobState.RUNNING:
             job.step = running_step(row, attempts[-1])
+    if row.array_count is not None:
+        job.array = array_status(session, row)
     return job, row.id
+
+
+def array_status(session: Session, row: JobRow) -> ArrayStatus:
+    counts = dict(
+        session.execute(
+            select(JobRow.state, func.count()).where(JobRow.array_id == row.id).group_by(JobRow.state)
+        ).all()
+    )
+    failed = session.scalars(
+        select(JobRow.array_index)
+        .where(JobRow.array_id == row.id, JobRow.state.in_([JobState.FAILED, JobState.TERMINATED]))
+        .order_by(JobRow.array_index)
+        .limit(1000)
+    )
+    assert row.array_count is not None
+    return ArrayStatus(count=row.array_count, counts=counts, failed_indexes=[i for i in failed if i is not None])
 
 
 def running_step(row: JobRow, attempt: AttemptRow) -> str:

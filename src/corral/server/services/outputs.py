@@ -21,7 +21,7 @@ from corral.core.models import FileEntry, FilePage
 from corral.core.specs import JobSpec, mount_macro, store_location
 from corral.data.stores import Store, store_for
 from corral.data.volumes import resolve, volume_rows
-from corral.launch.env import output_dir
+from corral.launch.env import output_base, output_dir
 from corral.launch.layout import STDOUTERR, JobLayout
 from corral.launch.plan import JobContext
 from corral.server.services.lookup import job_row, stored_job_spec
@@ -50,7 +50,7 @@ def output_roots(session: Session, row: JobRow, workspace: str, experiment: str)
         root = Path(os.path.normpath(output_dir(ctx, path, item.suffix or item.id)))
         # The spec refuses '..' in a suffix; an output stored before it did, leading out of the job's own
         # directory under its path, is not served at all.
-        if root.is_relative_to(os.path.normpath(output_dir(ctx, path, ""))):
+        if root.is_relative_to(os.path.normpath(output_base(ctx, path))):
             roots[item.id] = root
     return roots
 

@@ -1,0 +1,197 @@
+"""Makes the tasks of job arrays as the queue can take them, and ends each array once its tasks have ended.
+
+An array is one job row (``JobRow.array_count``), running from its submission, that the scheduler never runs.
+Its tasks are ordinary jobs (``<array>.<index>``, ``array_id`` and ``array_index`` set), made by this driver a
+few at a time: at most ``parallelism`` queued or running (else twice the cluster's nodes, so that a freed node
+always finds one waiting). A 10,000-task array is one row at submission. Every :data:`POLL_SECONDS`, or at once
+when an array is submitted or a job ends, the driver for each array:
+
+- makes its next tasks, index by index: a task that exists already (made before a crash, or by a terminate of
+  its index) is skipped, so none is made twice;
+- counts an index failed once its task failed after its own attempts (``retry_per_index``: each index has its
+  own), and stops making tasks once ``max_failed`` indexes failed;
+- terminates its tasks when the array is terminated;
+- ends the array once every task it made has ended: ``succeeded`` when all did, ``failed`` with the failed
+  indexes, or ``terminated``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from corral.core.errors import AlreadyExists, Conflict, CorralError
+from corral.core.states import ErrorCode, JobState
+from corral.server.access import Access
+from corral.server.auth import Principal
+from corral.server.services import commands, jobs
+from corral.server.services.arrays import make_task
+from corral.store.tables import ExperimentRow, JobRow, PrincipalRow, WorkspaceRow
+from corral.store.transitions import transition_job
+
+if TYPE_CHECKING:
+    from corral.server.context import ServerContext
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+#: Tasks made in one pass of one array.
+BATCH = 200
+LIVE = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.TERMINATING.value)
+
+
+class ArrayDriver:
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+        #: Per array: the lowest index not yet known to be made.
+        self._next: dict[int, int] = {}
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="corral-arrays", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            self.pass_once()
+
+    def pass_once(self) -> None:
+        with self._ctx.db.read() as session:
+            arrays = session.execute(
+                select(JobRow, WorkspaceRow.name, ExperimentRow.name)
+                .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
+                .join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+                .where(JobRow.array_count.is_not(None), JobRow.state.in_(LIVE))
+            ).all()
+        for gone in set(self._next) - {row.id for row, _, _ in arrays}:
+            del self._next[gone]
+        for row, workspace, experiment in arrays:
+            try:
+                self._advance(row, workspace, experiment)
+            except Exception:  # the next pass goes on from what is stored
+                self._next.pop(row.id, None)
+                log.exception("array %s: this pass failed", row.name)
+
+    def _advance(self, row: JobRow, workspace: str, experiment: str) -> None:
+        count = row.array_count
+        assert count is not None
+        with self._ctx.db.read() as session:
+            states = dict(
+                session.execute(
+                    select(JobRow.state, func.count()).where(JobRow.array_id == row.id).group_by(JobRow.state)
+                ).all()
+            )
+            if row.id not in self._next:
+                made = session.scalars(select(JobRow.array_index).where(JobRow.array_id == row.id))
+                self._next[row.id] = _first_missing({i for i in made if i is not None})
+        live = sum(states.get(s, 0) for s in LIVE)
+        failed = states.get(JobState.FAILED.value, 0)
+        spec = row.spec["array"]
+        if row.state == JobState.TERMINATING:
+            self._terminate_tasks(row, workspace, experiment, self._access(row, workspace))
+            if not live:
+                self._end(row, JobState.TERMINATED, ErrorCode.TERMINATED, "terminated on request")
+            return
+        stopping = spec.get("max_failed") is not None and failed >= spec["max_failed"]
+        if not stopping and self._next[row.id] < count:  # more to make, as the window allows
+            window = spec.get("parallelism") or 2 * self._cluster_nodes(row)
+            if window - live > 0:
+                self._make(row, workspace, experiment, min(window - live, BATCH))
+            return
+        if live:
+            return
+        if states.get(JobState.SUCCEEDED.value, 0) == count:
+            self._end(row, JobState.SUCCEEDED, None, None)
+            return
+        with self._ctx.db.read() as session:
+            status = jobs.array_status(session, row)
+        shown = ", ".join(str(i) for i in status.failed_indexes[:20]) + (
+            " …" if len(status.failed_indexes) > 20 else ""
+        )
+        not_run = count - sum(states.values())
+        why = f" (max_failed={spec['max_failed']}: {not_run} indexes not run)" if stopping else ""
+        message = f"{len(status.failed_indexes)} of {count} indexes did not succeed: {shown}{why}"
+        self._end(row, JobState.FAILED, ErrorCode.JOB_FAILED, message)
+
+    def _make(self, row: JobRow, workspace: str, experiment: str, want: int) -> None:
+        """Make up to ``want`` tasks from the next index on."""
+        made = 0
+        count = row.array_count
+        assert count is not None
+        while made < want and self._next[row.id] < count:
+            index = self._next[row.id]
+            try:
+                make_task(self._ctx, row, workspace, experiment, index)
+            except AlreadyExists:  # made before a crash, or by a terminate of its index
+                pass
+            except CorralError as exc:  # its cluster was deleted, say: the array cannot go on
+                self._end(row, JobState.FAILED, ErrorCode.LAUNCH_FAILED, f"task {index} was refused: {exc.message}")
+                return
+            else:
+                made += 1
+            self._next[row.id] = index + 1
+
+    def _terminate_tasks(self, row: JobRow, workspace: str, experiment: str, access: Access) -> None:
+        with self._ctx.db.read() as session:
+            names = list(
+                session.scalars(
+                    select(JobRow.name).where(
+                        JobRow.array_id == row.id, JobRow.state.in_([JobState.QUEUED, JobState.RUNNING])
+                    )
+                )
+            )
+        for name in names:
+            with contextlib.suppress(Conflict):  # it ended meanwhile
+                commands.terminate_job(self._ctx, workspace=workspace, experiment=experiment, name=name, access=access)
+
+    def _cluster_nodes(self, row: JobRow) -> int:
+        from corral.store.tables import ClusterRow
+
+        with self._ctx.db.read() as session:
+            cluster = session.get(ClusterRow, row.cluster_id) if row.cluster_id is not None else None
+            scale = (cluster.spec or {}).get("scale", {}) if cluster is not None else {}
+        return max(1, int(scale.get("max_nodes") or scale.get("nodes") or 1))
+
+    def _access(self, row: JobRow, workspace: str) -> Access:
+        with self._ctx.db.read() as session:
+            user = session.scalars(select(PrincipalRow).where(PrincipalRow.name == row.submitted_by)).first()
+        principal = Principal(name=row.submitted_by, is_admin=bool(user and user.is_admin),
+                              unix_user=user.unix_user if user else None)  # fmt: skip
+        return Access(principal=principal, workspace=workspace, role="owner")
+
+    def _end(self, row: JobRow, state: JobState, code: ErrorCode | None, message: str | None) -> None:
+        now = time.time()
+        with self._ctx.db.write() as session:
+            current = session.get(JobRow, row.id)
+            assert current is not None
+            exit_code = 0 if state == JobState.SUCCEEDED else None
+            transition_job(session, current, state, reason=code or "Exited", message=message, at=now, ended_at=now,
+                           error_code=code, error_message=message, exit_code=exit_code)  # fmt: skip
+        self._next.pop(row.id, None)
+        self._ctx.waiters.notify([row.id])
+
+
+def _first_missing(made: set[int]) -> int:
+    index = 0
+    while index in made:
+        index += 1
+    return index
