@@ -77,3 +77,27 @@ def test_sweep_example_tunes_the_digits_classifier(server_factory: object, tmp_p
     assert done.best is not None and done.best.value is not None and done.best.value > 0.9
     assert {e.name for e in c.list_files(done.best.job, output="MODEL")} == {"model.pkl"}
     print("\nsweep:", done.trial_counts, "best", done.best.params, done.best.value)
+
+
+@pytest.mark.slow
+def test_batch_scoring_example_scores_a_folder_with_an_array(server_factory: object, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    srv: ServerHandle = server_factory()  # type: ignore[operator]
+    example = tmp_path / "examples" / "batch-scoring"
+    shutil.copytree(EXAMPLES / "batch-scoring", example)
+    subprocess.run([sys.executable, "make_images.py"], cwd=example, check=True, capture_output=True)
+    c = srv.client(experiment="batch-scoring")
+    c.create_cluster(EXAMPLES / "sklearn-digits" / "cluster.yaml")
+    job = c.create_job(example / "job.yaml")
+    assert job.array is not None and job.array.count == 6  # 60 images, 10 a task
+    ended = c.wait_job(job.name, timeout=300)
+    assert ended.state == "succeeded", (ended.error, ended.array)
+    assert {e.name for e in c.list_files(job.name, output="SCORES")} == {str(i) for i in range(6)}
+    scores = c.download_file(job.name, output="SCORES", path="5/scores.csv", destination=tmp_path)
+    lines = scores.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"digit-{i:03d}.npy" for i in range(50, 60)]
+    from sklearn.datasets import load_digits
+
+    truth = load_digits().target[1050:1060]
+    right = sum(int(line.split(",")[1]) == t for line, t in zip(lines, truth, strict=True))
+    assert right >= 8, lines
