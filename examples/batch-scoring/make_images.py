@@ -1,4 +1,4 @@
-"""Write 60 of scikit-learn's digits as small image files (8×8 grey levels, one per file) into ./images/, to be
+"""Write 60 of scikit-learn's digits as small image files (8 by 8 grey levels, one per file) into ./images/, to be
 scored by the array in job.yaml."""
 
 from pathlib import Path

@@ -10,7 +10,8 @@ from sklearn.linear_model import LogisticRegression
 
 digits = load_digits()
 model = LogisticRegression(max_iter=2000).fit(digits.data[:1000], digits.target[:1000])
-files = json.load(open(os.environ["CORRAL_ARRAY_ITEMS_FILE"]))
+with open(os.environ["CORRAL_ARRAY_ITEMS_FILE"]) as listed:
+    files = json.load(listed)
 index = os.environ["CORRAL_ARRAY_INDEX"]
 with open(os.path.join(os.environ["CORRAL_OUTPUT_SCORES"], "scores.csv"), "w") as out:
     for path in files:

@@ -51,6 +51,11 @@ def test_an_array_is_one_row_its_tasks_run_and_write_under_its_folder(server: Se
     starts = {int(t.name.split(".")[1]): t for t in tasks}
     for i in range(3, 12):
         assert starts[i].started_at >= starts[i - 3].ended_at, i  # type: ignore[operator]
+    # Deleted, it goes with its tasks and their files.
+    task_dirs = [Path(t.job_dir) for t in tasks]
+    assert all(d.exists() for d in task_dirs)
+    c.delete_job("squares")
+    assert list(c.iter_jobs(prefix="squares")) == [] and not any(d.exists() for d in task_dirs)
 
 
 def test_items_retries_per_index_failed_indexes_and_one_index_terminated(server: ServerHandle, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_
             assert shown.spec is None and shown.toolkit == "custom" and shown.state == JobState.FAILED
             admin = Access(Principal(name="admin", is_admin=True), "default", "admin")
             found = jobs.delete_job(session, workspace="default", experiment="default", name=made[0], access=admin)
-            assert found[0] == bad.job_dir
+            assert found[0][0] == bad.job_dir
 
 
 def test_liveness_tells_a_stuck_loop_from_a_passing_one(

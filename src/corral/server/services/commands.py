@@ -184,7 +184,7 @@ def terminate_index(
 def delete_job(ctx: ServerContext, *, workspace: str, experiment: str, name: str, access: Access) -> None:
     with ctx.db.write() as session:
         found = jobs.delete_job(session, workspace=workspace, experiment=experiment, name=name, access=access)
-    jobs.remove_job_files(ctx.backends.nodes, [found])
+    jobs.remove_job_files(ctx.backends.nodes, found)
 
 
 # ---------------------------------------------------------------- experiments and workspaces

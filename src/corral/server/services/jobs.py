@@ -484,13 +484,20 @@ def terminate_job(
     return get_job(session, workspace=workspace, experiment=experiment, name=name), row.id, action
 
 
-def delete_job(session: Session, *, workspace: str, experiment: str, name: str, access: Access) -> tuple[str, str]:
-    """Delete a finished job; returns (job dir, uid) for :func:`remove_job_files` after commit."""
+def delete_job(
+    session: Session, *, workspace: str, experiment: str, name: str, access: Access
+) -> list[tuple[str, str]]:
+    """Delete a finished job (an array with its tasks); returns (job dir, uid) of each for
+    :func:`remove_job_files` after commit."""
     row, _ = job_row(session, workspace, experiment, name)
     access.check_job_change(submitted_by=row.submitted_by, job=name)
     if not JobState(row.state).is_terminal:
         raise Conflict(f"job {name!r} is {row.state}; terminate it before deleting it")
-    found = (row.job_dir, row.uid)
+    found = [(row.job_dir, row.uid)]
+    if row.array_count is not None:  # its tasks go with it (the foreign key's cascade): their files too
+        found += [
+            (d, u) for d, u in session.execute(select(JobRow.job_dir, JobRow.uid).where(JobRow.array_id == row.id))
+        ]
     session.delete(row)
     return found
 
