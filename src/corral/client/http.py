@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any, Self
 
 import httpx
@@ -63,6 +64,15 @@ class ClientBase:
         if response.status_code >= 400:
             raise error_from_payload(json_or_none(response), f"HTTP {response.status_code}: {response.text[:200]}")
         return response
+
+    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[bytes]:
+        """A GET's body in chunks as they arrive (a body of any size, in little memory; no read timeout)."""
+        try:
+            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
+                raise_for_error(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
 
     def _ws(self, workspace: str | None) -> str:
         return f"/workspaces/{workspace or self.workspace}"

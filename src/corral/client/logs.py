@@ -55,12 +55,7 @@ class LogsMixin(ClientBase):
         if tail is not None:
             params["tail"] = tail
         path = self._job(name, experiment, workspace) + "/logs"
-        try:
-            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
-                raise_for_error(response)
-                yield from response.iter_bytes()
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
+        yield from self._stream(path, params)
 
     def follow_logs(
         self,

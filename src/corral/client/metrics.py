@@ -7,10 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from corral.client.http import ClientBase, raise_for_error
-from corral.core.errors import ServerUnavailable
+from corral.client.http import ClientBase
 from corral.core.models import MAX_REPORTED_POINTS, MetricPoints, MetricReport, MetricsAccepted, MetricSeries
 
 
@@ -56,12 +53,7 @@ class MetricsMixin(ClientBase):
         if attempt is not None:
             params["attempt"] = attempt
         path = f"{self._job(name, experiment, workspace)}/metrics/{quote(metric)}"
-        try:
-            with self._http.stream("GET", path, params=params, timeout=httpx.Timeout(30, read=None)) as response:
-                raise_for_error(response)
-                yield from response.iter_bytes()
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(f"lost the Corral server at {self.server}: {exc}") from None
+        yield from self._stream(path, params)
 
     def report_metrics(
         self,

@@ -4,7 +4,7 @@ shown with their trials best first, terminated."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.client.http import ClientBase
 from corral.core.errors import InvalidSpec
@@ -34,8 +34,9 @@ def file_parameters(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 class SweepsMixin(ClientBase):
-    def job_files(self, data: dict[str, Any], base: Path, *, workspace: str | None = None) -> str | None:
-        raise NotImplementedError  # the Client's (client.py)
+    if TYPE_CHECKING:  # the Client's (client.py): a job spec's code uploaded, its paths made absolute
+
+        def job_files(self, data: dict[str, Any], base: Path, *, workspace: str | None = None) -> str | None: ...
 
     def create_sweep(
         self, spec: str | Path | dict[str, Any], *, experiment: str | None = None, workspace: str | None = None

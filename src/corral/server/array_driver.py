@@ -3,7 +3,7 @@
 An array is one job row (``JobRow.array_count``), running from its submission, that the scheduler never runs.
 Its tasks are ordinary jobs (``<array>.<index>``, ``array_id`` and ``array_index`` set), made by this driver a
 few at a time: at most ``parallelism`` queued or running (else twice the cluster's nodes, so that a freed node
-always finds one waiting). A 10,000-task array is one row at submission. Every :data:`POLL_SECONDS`, or at once
+always finds one waiting). A 10,000-task array is one row at submission. Every ``drivers.POLL_SECONDS``, or at once
 when an array is submitted or a job ends, the driver for each array:
 
 - makes its next tasks, index by index: a task that exists already (made before a crash, or by a terminate of
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -28,51 +27,28 @@ from sqlalchemy import func, select
 from corral.core.errors import AlreadyExists, Conflict, CorralError
 from corral.core.states import ErrorCode, JobState
 from corral.server.access import Access
-from corral.server.auth import Principal
+from corral.server.drivers import Driver
 from corral.server.services import commands, jobs
 from corral.server.services.arrays import make_task
-from corral.store.tables import ExperimentRow, JobRow, PrincipalRow, WorkspaceRow
+from corral.store.tables import ExperimentRow, JobRow, WorkspaceRow
 from corral.store.transitions import transition_job
 
 if TYPE_CHECKING:
     from corral.server.context import ServerContext
 
 log = logging.getLogger(__name__)
-
-POLL_SECONDS = 0.25
 #: Tasks made in one pass of one array.
 BATCH = 200
 LIVE = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.TERMINATING.value)
 
 
-class ArrayDriver:
+class ArrayDriver(Driver):
+    name = "corral-arrays"
+
     def __init__(self, ctx: ServerContext) -> None:
-        self._ctx = ctx
+        super().__init__(ctx)
         #: Per array: the lowest index not yet known to be made.
         self._next: dict[int, int] = {}
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="corral-arrays", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopped.is_set():
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-            if self._stopped.is_set():
-                return
-            self.pass_once()
 
     def pass_once(self) -> None:
         with self._ctx.db.read() as session:
@@ -107,7 +83,7 @@ class ArrayDriver:
         failed = states.get(JobState.FAILED.value, 0)
         spec = row.spec["array"]
         if row.state == JobState.TERMINATING:
-            self._terminate_tasks(row, workspace, experiment, self._access(row, workspace))
+            self._terminate_tasks(row, workspace, experiment, self.acting_as(row.submitted_by, workspace))
             if not live:
                 self._end(row, JobState.TERMINATED, ErrorCode.TERMINATED, "terminated on request")
             return
@@ -170,13 +146,6 @@ class ArrayDriver:
             cluster = session.get(ClusterRow, row.cluster_id) if row.cluster_id is not None else None
             scale = (cluster.spec or {}).get("scale", {}) if cluster is not None else {}
         return max(1, int(scale.get("max_nodes") or scale.get("nodes") or 1))
-
-    def _access(self, row: JobRow, workspace: str) -> Access:
-        with self._ctx.db.read() as session:
-            user = session.scalars(select(PrincipalRow).where(PrincipalRow.name == row.submitted_by)).first()
-        principal = Principal(name=row.submitted_by, is_admin=bool(user and user.is_admin),
-                              unix_user=user.unix_user if user else None)  # fmt: skip
-        return Access(principal=principal, workspace=workspace, role="owner")
 
     def _end(self, row: JobRow, state: JobState, code: ErrorCode | None, message: str | None) -> None:
         now = time.time()

@@ -1,7 +1,7 @@
 """Runs the sweeps: one Optuna study in memory per running sweep, driven with ask and tell; Corral's tables stay
 the truth.
 
-Every :data:`POLL_SECONDS` (or at once when a sweep is made) the driver, for each running sweep:
+Every ``drivers.POLL_SECONDS`` (or at once when a sweep is made, or a job ended) the driver, for each running sweep:
 
 - reports each running trial's new objective points (rank 0 of its job's latest attempt, read from the metric
   tables as the metrics reader stores them) to its Optuna trial, asking the pruner after each: a trial to prune
@@ -21,7 +21,6 @@ database storage is not used: it would share Alembic's version table with Corral
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from corral.core.states import ErrorCode, JobState
 from corral.core.sweep_specs import ChoiceParam, DictParam, FloatParam, SweepSpec, grid, grid_size, trial_spec
 from corral.core.sweep_specs import trial_values as values_of
 from corral.server.access import Access
-from corral.server.auth import Principal
+from corral.server.drivers import Driver
 from corral.server.services import commands
 from corral.server.services.sweeps import (
     COMPLETE,
@@ -55,7 +54,6 @@ from corral.store.tables import (
     JobRow,
     MetricPointRow,
     MetricSeriesRow,
-    PrincipalRow,
     SweepRow,
     TrialRow,
     WorkspaceRow,
@@ -65,8 +63,6 @@ if TYPE_CHECKING:
     from corral.server.context import ServerContext
 
 log = logging.getLogger(__name__)
-
-POLL_SECONDS = 0.25
 
 
 @dataclass
@@ -89,33 +85,12 @@ class _Live:
     running: dict[int, _Running] = field(default_factory=dict)
 
 
-class SweepDriver:
+class SweepDriver(Driver):
+    name = "corral-sweeps"
+
     def __init__(self, ctx: ServerContext) -> None:
-        self._ctx = ctx
+        super().__init__(ctx)
         self._live: dict[int, _Live] = {}
-        self._wake = threading.Event()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="corral-sweeps", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopped.is_set():
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-            if self._stopped.is_set():
-                return
-            self.pass_once()
 
     def pass_once(self) -> None:
         with self._ctx.db.read() as session:
@@ -166,6 +141,11 @@ class SweepDriver:
 
     def _advance(self, live: _Live) -> None:
         spec = live.spec
+        try:
+            self._access(live)
+        except CorralError as exc:  # its maker was deleted: nobody to run its trials as
+            self._end_sweep(live, FAILED, exc.message)
+            return
         with self._ctx.db.read() as session:
             open_trials = list(
                 session.scalars(
@@ -312,11 +292,7 @@ class SweepDriver:
         """The sweep's maker, as whom its trials are submitted and stopped."""
         with self._ctx.db.read() as session:
             maker = session.scalar(select(SweepRow.created_by).where(SweepRow.id == live.id))
-            user = session.scalars(select(PrincipalRow).where(PrincipalRow.name == maker)).first()
-        if user is None:
-            raise CorralError(f"sweep {live.name!r}: its maker {maker!r} is no user any more")
-        principal = Principal(name=user.name, is_admin=user.is_admin, unix_user=user.unix_user)
-        return Access(principal=principal, workspace=live.workspace, role="admin" if user.is_admin else "contributor")
+        return self.acting_as(str(maker), live.workspace)
 
     def _end_sweep(self, live: _Live, state: str, message: str) -> None:
         with self._ctx.db.write() as session:
