@@ -24,7 +24,7 @@ from corral.backends.base import NodeProvider
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, ArrayStatus, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.spec_parsing import parse_spec
-from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
+from corral.core.specs import MAX_ARRAY_TASKS, PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
 from corral.data.volumes import VolumeNotFound, check_locations
 from corral.launch.layout import ENVIRONMENT_DONE, STARTED_MARKER, JobLayout
@@ -231,8 +231,7 @@ def _check_submission(
             )
         if values["array_id"] is None:
             raise InvalidSpec("array_task: set by the server for a task of an array; leave it out")
-    sub = _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
-    return sub
+    return _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
 
 
 #: An array's name leaves room for its tasks' (``<array>.<index>``).
@@ -265,7 +264,10 @@ def _list_items(path: str, pattern: str, per_task: int) -> list[Any]:
         raise InvalidSpec(f"array.items_from.path: {path} is not a folder on the server's machine")
     if not found:
         raise InvalidSpec(f"array.items_from: no file in {path} matches {pattern!r}")
-    return [found[i : i + per_task] for i in range(0, len(found), per_task)]  # a task's files
+    tasks = [found[i : i + per_task] for i in range(0, len(found), per_task)]  # a task's files
+    if len(tasks) > MAX_ARRAY_TASKS:
+        raise InvalidSpec(f"array.items_from: {len(tasks)} tasks, more than {MAX_ARRAY_TASKS}; raise per_task")
+    return tasks
 
 
 def check_job(db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any) -> Job:
