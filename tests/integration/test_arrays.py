@@ -151,6 +151,7 @@ def test_the_cli_array_shorthand_and_terminate_by_index(server: ServerHandle, tm
     assert all(s == "terminated" for s in ended.array.counts) or "succeeded" not in ended.array.counts
 
 
+@pytest.mark.slow
 def test_a_killed_server_loses_no_task_and_runs_none_twice(server_factory: object, tmp_path: Path) -> None:
     server: ServerHandle = server_factory()  # type: ignore[operator]
     c = server.client(experiment="arrays-crash")

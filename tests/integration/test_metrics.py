@@ -181,6 +181,7 @@ def test_the_cli_shows_series_points_and_csv(server: ServerHandle, tmp_path: Pat
     assert json.loads(corral("--name", "lr", "-o", "json"))["points"][1]["value"] == 0.01
 
 
+@pytest.mark.slow
 def test_after_a_crash_the_files_are_read_again_and_nothing_is_counted_twice(
     server_factory: object, tmp_path: Path
 ) -> None:

@@ -90,6 +90,7 @@ def test_a_grid_sweep_visits_each_point_once_prunes_what_the_median_says_and_fin
     assert done.trial_counts == {"complete": len(completed), "pruned": 7 - len(completed)}
 
 
+@pytest.mark.slow
 def test_a_killed_server_loses_no_trial_and_runs_none_twice(server_factory: object, tmp_path: Path) -> None:
     server: ServerHandle = server_factory()  # type: ignore[operator]
     c = server.client(experiment="sweep-crash")
