@@ -66,6 +66,22 @@ def test_nodes_are_the_hosts_and_their_setup_ran_on_each(srv: ServerHandle, ray_
     assert not Path(NODE_ROOT, "default").exists(), "node files must not be on the server's disk"
 
 
+def test_each_hosts_metrics_come_back_as_they_are_reported(srv: ServerHandle) -> None:
+    """Each rank writes its metrics file on its own host; they come back like its logs, into its series."""
+    c = srv.client(experiment="hosts-metrics")
+    code = (
+        "import os, socket; from corral import runtime; rank = int(os.environ['CORRAL_NODE_RANK']); "
+        "[runtime.report(step=s, loss=rank * 10.0 + s) for s in range(3)]"
+    )
+    spec = {"cluster": CLUSTER, "node_count": 2, "custom": {"command": f'python3 -c "{code}"'}}
+    job = c.wait_job(c.create_job(spec).name, timeout=60)
+    assert job.state == "succeeded", (job.error, c.job_logs(job.name, stream="stderr"))
+    until(lambda: sum(s.last_step == 2 for s in c.job_metrics(job.name)) == 2, timeout=30)
+    for rank in (0, 1):
+        points = c.job_metric(job.name, "loss", rank=rank).points
+        assert [(p.step, p.value) for p in points] == [(s, rank * 10.0 + s) for s in range(3)]
+
+
 def test_node_exec_runs_on_that_host(srv: ServerHandle) -> None:
     c = srv.client()
     node = c.list_nodes(CLUSTER)[1]
