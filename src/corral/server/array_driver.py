@@ -30,7 +30,7 @@ from corral.server.access import Access
 from corral.server.drivers import Driver
 from corral.server.services import commands, jobs
 from corral.server.services.arrays import make_task
-from corral.store.tables import ExperimentRow, JobRow, WorkspaceRow
+from corral.store.tables import ClusterRow, ExperimentRow, JobRow, WorkspaceRow
 from corral.store.transitions import transition_job
 
 if TYPE_CHECKING:
@@ -140,8 +140,6 @@ class ArrayDriver(Driver):
                 commands.terminate_job(self._ctx, workspace=workspace, experiment=experiment, name=name, access=access)
 
     def _cluster_nodes(self, row: JobRow) -> int:
-        from corral.store.tables import ClusterRow
-
         with self._ctx.db.read() as session:
             cluster = session.get(ClusterRow, row.cluster_id) if row.cluster_id is not None else None
             scale = (cluster.spec or {}).get("scale", {}) if cluster is not None else {}

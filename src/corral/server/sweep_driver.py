@@ -174,11 +174,14 @@ class SweepDriver(Driver):
                 self._submit(live, t)
                 continue
             job = jobs.get(t.job_id) if t.job_id is not None else None
-            pruned = self._report(live, t, points.get(t.number, {}))
-            if not pruned and job is not None and job.ended_at is not None and job.id not in unread:
-                self._finish(live, t, job)
-            elif job is None:  # its job was deleted
+            if job is None:  # its job was deleted (the trial's link to it is gone with it)
                 self._end_trial(live, t, FAILED, None, "its job was deleted")
+            elif (
+                not self._report(live, t, points.get(t.number, {}))
+                and job.ended_at is not None
+                and job.id not in unread
+            ):
+                self._finish(live, t, job)  # ended, and its last points are in
         with self._ctx.db.read() as session:  # after this pass's ends: their slots are free now
             counts = dict(
                 session.execute(
