@@ -82,13 +82,10 @@ def build_context(settings: Settings) -> ServerContext:
     waiters = JobWaiters()
     metrics = ReaderProcess(db.url)
 
-    arrays: list[ArrayDriver] = []
-
-    def jobs_ended(ids: list[int]) -> None:
+    def jobs_ended(ids: list[int]) -> None:  # called once the loop runs: the context is made by then
         waiters.notify(ids)
         metrics.wake()  # their last metrics, read now (a sweep's trial is told once they are stored)
-        for driver in arrays:  # an array's task may have ended: its next one, now
-            driver.wake()
+        context.arrays.wake()  # an array's task may have ended: its next one, now
 
     controller = Controller(
         db=db,
@@ -115,7 +112,6 @@ def build_context(settings: Settings) -> ServerContext:
     )
     context.sweeps = SweepDriver(context)
     context.arrays = ArrayDriver(context)
-    arrays.append(context.arrays)
     metrics.on_stored = context.sweeps.wake  # new points to prune on, or ended trials to tell
     return context
 

@@ -28,8 +28,7 @@ from corral.core.errors import AlreadyExists, Conflict, CorralError
 from corral.core.states import ErrorCode, JobState
 from corral.server.access import Access
 from corral.server.drivers import Driver
-from corral.server.services import commands, jobs
-from corral.server.services.arrays import make_task
+from corral.server.services import arrays, commands
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, WorkspaceRow
 from corral.store.transitions import transition_job
 
@@ -99,7 +98,7 @@ class ArrayDriver(Driver):
             self._end(row, JobState.SUCCEEDED, None, None)
             return
         with self._ctx.db.read() as session:
-            status = jobs.array_status(session, row)
+            status = arrays.array_status(session, row)
         shown = ", ".join(str(i) for i in status.failed_indexes[:20]) + (
             " …" if len(status.failed_indexes) > 20 else ""
         )
@@ -116,7 +115,7 @@ class ArrayDriver(Driver):
         while made < want and self._next[row.id] < count:
             index = self._next[row.id]
             try:
-                make_task(self._ctx, row, workspace, experiment, index)
+                commands.make_array_task(self._ctx, row, workspace, experiment, index)
             except AlreadyExists:  # made before a crash, or by a terminate of its index
                 pass
             except CorralError as exc:  # its cluster was deleted, say: the array cannot go on

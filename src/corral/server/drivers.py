@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 
 
-class Driver:
+class Driver(ABC):
     #: The thread's name.
     name = "corral-driver"
 
@@ -53,8 +54,9 @@ class Driver:
                 return
             self.pass_once()
 
+    @abstractmethod
     def pass_once(self) -> None:
-        raise NotImplementedError
+        """Look at what is stored, and do what it says is due."""
 
     def acting_as(self, user: str, workspace: str) -> Access:
         """``user`` (who made the sweep or submitted the array) in ``workspace``: their jobs are theirs (fair

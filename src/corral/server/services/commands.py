@@ -30,6 +30,7 @@ from corral.server.access import Access
 from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
 from corral.server.services import arrays, clusters, experiments, jobs, sweeps, users, workspaces
+from corral.store.tables import JobRow
 
 
 def run_as(ctx: ServerContext, access: Access) -> str | None:
@@ -176,7 +177,7 @@ def terminate_index(
     if row.state != JobState.RUNNING:
         raise Conflict(f"array {name!r} is {row.state}")
     with contextlib.suppress(AlreadyExists):
-        arrays.make_task(ctx, row, workspace, experiment, index)
+        make_array_task(ctx, row, workspace, experiment, index)
     return terminate_job(ctx, workspace=workspace, experiment=experiment, name=arrays.task_name(name, index),
                          access=access)  # fmt: skip
 
@@ -295,3 +296,15 @@ def terminate_sweep(ctx: ServerContext, *, workspace: str, experiment: str, name
             terminate_job(ctx, workspace=workspace, experiment=experiment, name=job, access=access)
     ctx.sweeps.wake()
     return sweep
+
+
+def make_array_task(ctx: ServerContext, row: JobRow, workspace: str, experiment: str, index: int) -> None:
+    """Queue task ``index`` of the array ``row`` (AlreadyExists when it was made)."""
+    spec = arrays.task_spec(row.spec, index=index, name=row.name, uid=row.uid)
+    request = JobCreate(
+        spec=spec, name=arrays.task_name(row.name, index), experiment=experiment, code_archive=row.code_archive
+    )
+    _, queued = jobs.create_job(ctx.db, ctx.names, workspace=workspace, request=request, submitted_by=row.submitted_by,
+                                settings=ctx.settings, run_as=row.run_as)  # fmt: skip
+    if queued is not None:
+        ctx.controller.job_submitted(queued)

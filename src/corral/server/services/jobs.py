@@ -13,10 +13,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,15 +24,15 @@ from corral.backends.base import NodeProvider
 from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, ArrayStatus, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.spec_parsing import parse_spec
-from corral.core.specs import MAX_ARRAY_TASKS, PRIORITY_RANK, JobSpec, node_gpus
+from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
 from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
 from corral.data.volumes import VolumeNotFound, check_locations
-from corral.launch.layout import ENVIRONMENT_DONE, STARTED_MARKER, JobLayout
+from corral.launch.layout import JobLayout
 from corral.launch.planner import rank_count, rank_nodes
 from corral.scheduler.policy import QueuedJob
 from corral.scheduler.runs import queued_job
 from corral.server.access import Access
-from corral.server.services import code, experiments
+from corral.server.services import arrays, code, experiments, outputs
 from corral.server.services.lookup import (
     ClusterRef,
     NameCache,
@@ -222,7 +222,7 @@ def _check_submission(
         "attempt_count": 0,
     }
     if spec.array is not None:
-        _array_values(spec, values, now)
+        arrays.array_values(spec, values, now)
     if spec.array_task is not None:
         values["array_index"] = spec.array_task.index
         with db.read() as session:
@@ -232,42 +232,6 @@ def _check_submission(
         if values["array_id"] is None:
             raise InvalidSpec("array_task: set by the server for a task of an array; leave it out")
     return _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
-
-
-#: An array's name leaves room for its tasks' (``<array>.<index>``).
-MAX_ARRAY_NAME = 56
-
-
-def _array_values(spec: JobSpec, values: dict[str, Any], now: float) -> None:
-    """An array's row: never queued (its tasks are, by the array driver), running from its submission, with its
-    items resolved (a folder's files listed now, ``per_task`` a task) in its stored spec."""
-    array = spec.array
-    assert array is not None
-    if len(values["name"]) > MAX_ARRAY_NAME:
-        raise InvalidSpec(f"name: an array's name has at most {MAX_ARRAY_NAME} characters (its tasks add .<index>)")
-    items = array.items
-    if array.items_from is not None:
-        items = _list_items(array.items_from.path, array.items_from.glob, array.items_from.per_task)
-    count = len(items) if items is not None else array.count
-    assert count is not None
-    stored = dict(values["spec"])
-    stored["array"] = {**stored["array"], "items_from": None, "items": items, "count": None if items else count}
-    values.update(spec=stored, state=JobState.RUNNING.value, started_at=now, queued_at=None, array_count=count)
-
-
-def _list_items(path: str, pattern: str, per_task: int) -> list[Any]:
-    folder = PurePosixPath(path)
-    if not folder.is_absolute():
-        raise InvalidSpec(f"array.items_from.path: an absolute path (the client makes it so), got {path!r}")
-    found = sorted(str(p) for p in Path(folder).glob(pattern) if p.is_file()) if Path(folder).is_dir() else None
-    if found is None:
-        raise InvalidSpec(f"array.items_from.path: {path} is not a folder on the server's machine")
-    if not found:
-        raise InvalidSpec(f"array.items_from: no file in {path} matches {pattern!r}")
-    tasks = [found[i : i + per_task] for i in range(0, len(found), per_task)]  # a task's files
-    if len(tasks) > MAX_ARRAY_TASKS:
-        raise InvalidSpec(f"array.items_from: {len(tasks)} tasks, more than {MAX_ARRAY_TASKS}; raise per_task")
-    return tasks
 
 
 def check_job(db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any) -> Job:
@@ -376,7 +340,7 @@ def list_jobs(
     ]
     for job, (row, _) in zip(jobs, rows, strict=True):
         if row.array_count is not None:
-            job.array = array_status(session, row)
+            job.array = arrays.array_status(session, row)
     return jobs, next_cursor
 
 
@@ -392,45 +356,10 @@ def load_job(session: Session, *, workspace: str, experiment: str, name: str) ->
     if attempts:
         job.rank_nodes = rank_nodes_of(session, row, list(attempts[-1].node_names))
         if row.state == JobState.RUNNING:
-            job.step = running_step(row, attempts[-1])
+            job.step = "uploading" if _uploading(row) else outputs.running_step(row, attempts[-1])
     if row.array_count is not None:
-        job.array = array_status(session, row)
+        job.array = arrays.array_status(session, row)
     return job, row.id
-
-
-def array_status(session: Session, row: JobRow) -> ArrayStatus:
-    counts = dict(
-        session.execute(
-            select(JobRow.state, func.count()).where(JobRow.array_id == row.id).group_by(JobRow.state)
-        ).all()
-    )
-    failed = session.scalars(
-        select(JobRow.array_index)
-        .where(JobRow.array_id == row.id, JobRow.state.in_([JobState.FAILED, JobState.TERMINATED]))
-        .order_by(JobRow.array_index)
-        .limit(1000)
-    )
-    assert row.array_count is not None
-    return ArrayStatus(count=row.array_count, counts=counts, failed_indexes=[i for i in failed if i is not None])
-
-
-def running_step(row: JobRow, attempt: AttemptRow) -> str:
-    """Where a running job's attempt is, read from its records: the started marker once every node's prepare is
-    done, else the environment logs (a node's log exists from the step's start and ends with a ``corral:
-    environment`` line when it is done), else the prepare logs."""
-    if _uploading(row):
-        return "uploading"
-    layout = JobLayout(row.job_dir)
-    if Path(layout.attempt_dir(attempt.number), STARTED_MARKER).exists():
-        return "running"
-    nodes = range(len(attempt.node_names))
-    for rank in nodes:
-        log = Path(layout.log(attempt.number, "environment", rank))
-        if log.exists() and not any(line.startswith(ENVIRONMENT_DONE) for line in log.read_text().splitlines()):
-            return "environment"
-    # A job without a prepare has no prepare log and no started marker: its processes start at once.
-    preparing = any(Path(layout.log(attempt.number, "prepare", rank)).exists() for rank in nodes)
-    return "preparing" if preparing else "running"
 
 
 def rank_nodes_of(session: Session, row: JobRow, nodes: list[str]) -> list[str | None]:

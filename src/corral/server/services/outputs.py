@@ -1,4 +1,5 @@
-"""A job's files: its outputs, its logs (``stdouterr``), read safely and with secrets masked.
+"""A job's files: its outputs, its logs (``stdouterr``), read safely and with secrets masked; and where a running
+job is, read from its attempt's records (``running_step``).
 
 Output ids are the spec's ``outputs[].id`` plus ``stdouterr`` (the job's logs),
 as in Batch AI.
@@ -22,12 +23,12 @@ from corral.core.specs import JobSpec, mount_macro, store_location
 from corral.data.stores import Store, store_for
 from corral.data.volumes import resolve, volume_rows
 from corral.launch.env import output_base, output_dir
-from corral.launch.layout import STDOUTERR, JobLayout
+from corral.launch.layout import ENVIRONMENT_DONE, STARTED_MARKER, STDOUTERR, JobLayout
 from corral.launch.plan import JobContext
 from corral.server.services.lookup import job_row, stored_job_spec
 from corral.server.services.volumes import list_in
 from corral.storage.files import file_to_read, list_directory
-from corral.store.tables import ClusterRow, JobRow
+from corral.store.tables import AttemptRow, ClusterRow, JobRow
 
 LogStream = Literal["stdout", "stderr", "prepare", "mpirun", "upload", "environment"]
 
@@ -263,3 +264,20 @@ def _mask_bytes(data: bytes, secrets: list[str]) -> bytes:
     if not secrets:
         return data
     return mask(data.decode(errors="replace"), secrets).encode()
+
+
+def running_step(row: JobRow, attempt: AttemptRow) -> str:
+    """Where a running job's attempt is (before any upload of its outputs), read from its records: the started
+    marker once every node's prepare is done, else the environment logs (a node's log exists from the step's
+    start and ends with a ``corral: environment`` line when it is done), else the prepare logs."""
+    layout = JobLayout(row.job_dir)
+    if Path(layout.attempt_dir(attempt.number), STARTED_MARKER).exists():
+        return "running"
+    nodes = range(len(attempt.node_names))
+    for rank in nodes:
+        log = Path(layout.log(attempt.number, "environment", rank))
+        if log.exists() and not any(line.startswith(ENVIRONMENT_DONE) for line in log.read_text().splitlines()):
+            return "environment"
+    # A job without a prepare has no prepare log and no started marker: its processes start at once.
+    preparing = any(Path(layout.log(attempt.number, "prepare", rank)).exists() for rank in nodes)
+    return "preparing" if preparing else "running"
