@@ -22,7 +22,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from corral.core.errors import InvalidRequest, NotFound
+from corral.core.errors import NotFound
 from corral.core.models import MetricPoint, MetricPoints, MetricSeries
 from corral.store.tables import JobRow, MetricPointRow, MetricSeriesRow
 
@@ -219,9 +219,8 @@ EXPORT_FORMATS = ("csv", "jsonl")
 
 
 def export_points(session: Session, job: JobRow, name: str, *, attempt: int | None, fmt: str) -> Iterator[str]:
-    """Every point of ``name`` (every rank; every attempt unless told) at full resolution, as CSV or JSON lines."""
-    if fmt not in EXPORT_FORMATS:
-        raise InvalidRequest(f"format: one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    """Every point of ``name`` (every rank; every attempt unless told) at full resolution, as CSV or JSON lines
+    (``fmt``, one of EXPORT_FORMATS: the route checks it before the response starts)."""
     s, p = MetricSeriesRow, MetricPointRow
     query = (
         select(s.attempt, s.rank, p.step, p.value, p.at)
