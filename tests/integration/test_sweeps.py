@@ -161,8 +161,9 @@ def test_the_cli_makes_shows_and_terminates_a_sweep(server: ServerHandle, tmp_pa
     c.create_sweep(long)
     until(lambda: c.get_sweep("long").trial_counts.get("running", 0) == 1)
     assert corral("sweep", "terminate", "long").strip() == "long terminated"
-    running = next(t for t in c.get_sweep("long").trials)
-    assert running.state == "terminated"
+    trials = c.get_sweep("long").trials
+    assert [t.state for t in trials] == ["terminated"] * len(trials)  # none made after its end
+    running = trials[0]
     until(lambda: c.get_job(running.job).state == "terminated")
     time.sleep(1)
     assert sum(c.get_sweep("long").trial_counts.values()) == 1  # no trial after it ended

@@ -20,6 +20,7 @@ database storage is not used: it would share Alembic's version table with Corral
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from corral.core.errors import AlreadyExists, Conflict, CorralError, TooManyRequests
+from corral.core.errors import AlreadyExists, Conflict, CorralError, NotFound, TooManyRequests
 from corral.core.models import JobCreate
 from corral.core.states import ErrorCode, JobState
 from corral.core.sweep_specs import ChoiceParam, DictParam, FloatParam, SweepSpec, grid, grid_size, trial_spec
@@ -258,6 +259,9 @@ class SweepDriver(Driver):
             number = trial.number
             frozen = live.study.trials[number]
             with self._ctx.db.write() as session:
+                if not _still_running(session, live.id):  # terminated since this pass began
+                    self._live.pop(live.id, None)
+                    return
                 row = TrialRow(
                     sweep_id=live.id, number=number, params=dict(trial.params), notes=dict(frozen.system_attrs),
                     job_name=trial_job_name(live.name, number), state=PENDING, created_at=time.time(),
@@ -288,7 +292,15 @@ class SweepDriver(Driver):
             )
             row = session.get(TrialRow, t.id)
             assert row is not None and job_id is not None
-            row.job_id, row.state = job_id, RUNNING
+            row.job_id = job_id
+            ended = not _still_running(session, live.id) or row.state != PENDING
+            if not ended:
+                row.state = RUNNING
+        if ended:  # the sweep was terminated while its job was being submitted
+            with contextlib.suppress(Conflict, NotFound):
+                commands.terminate_job(self._ctx, workspace=live.workspace, experiment=live.experiment,
+                                       name=t.job_name, access=self._access(live))  # fmt: skip
+            return False
         return True
 
     def _access(self, live: _Live) -> Access:
@@ -304,6 +316,12 @@ class SweepDriver(Driver):
             if row.state == RUNNING:
                 end_sweep(session, row, state, message)
         self._live.pop(live.id, None)
+
+
+def _still_running(session: Any, sweep_id: int) -> bool:
+    """Whether the sweep runs, its row locked until the caller's write ends (terminate_sweep takes the same lock)."""
+    state = session.scalar(select(SweepRow.state).where(SweepRow.id == sweep_id).with_for_update())
+    return bool(state == RUNNING)
 
 
 def _objective(session: Any, job_id: int | None, spec: SweepSpec, *, after: int = -1) -> dict[int, float]:

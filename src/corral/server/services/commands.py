@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Literal
 
-from corral.core.errors import AlreadyExists, Conflict, InvalidRequest
+from corral.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from corral.core.models import (
     Cluster,
     Job,
@@ -292,7 +292,7 @@ def terminate_sweep(ctx: ServerContext, *, workspace: str, experiment: str, name
         access.check_job_change(submitted_by=row.created_by, job=f"sweep {name}")
         sweep, running = sweeps.terminate_sweep(session, workspace=workspace, experiment=experiment, name=name)
     for job in running:
-        with contextlib.suppress(Conflict):  # it ended meanwhile
+        with contextlib.suppress(Conflict, NotFound):  # it ended meanwhile, or a pending trial's job was not made
             terminate_job(ctx, workspace=workspace, experiment=experiment, name=job, access=access)
     ctx.sweeps.wake()
     return sweep

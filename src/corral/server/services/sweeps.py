@@ -86,13 +86,15 @@ def end_sweep(session: Session, row: SweepRow, state: str, message: str | None) 
 
 
 def terminate_sweep(session: Session, *, workspace: str, experiment: str, name: str) -> tuple[Sweep, list[str]]:
-    """Ends the sweep; the jobs of its trials still running (for the caller to terminate once committed)."""
+    """Ends the sweep; the jobs of its trials pending or running (for the caller to terminate once committed)."""
     row = sweep_row(session, workspace, experiment, name)
+    session.refresh(row, with_for_update=True)  # the driver makes a trial only under this lock
     if row.state != RUNNING:
         raise Conflict(f"sweep {name!r} already {row.state}")
     end_sweep(session, row, TERMINATED, "terminated on request")
     jobs = []
-    for trial in session.scalars(select(TrialRow).where(TrialRow.sweep_id == row.id, TrialRow.state == RUNNING)):
+    open_trials = select(TrialRow).where(TrialRow.sweep_id == row.id, TrialRow.state.in_((PENDING, RUNNING)))
+    for trial in session.scalars(open_trials):
         trial.state, trial.message, trial.ended_at = TERMINATED, "its sweep was terminated", time.time()
         jobs.append(trial.job_name)
     return to_model(session, row, workspace, experiment, with_trials=False), jobs
