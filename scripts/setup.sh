@@ -40,6 +40,17 @@ if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
   fi
 fi
 
+# Chromium (Debian's), which the portal's browser tests drive with Playwright (never a browser Playwright downloads).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Chromium (apt-get) for the portal's browser tests" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "Chromium could not be installed: the portal's browser tests are skipped" >&2
+  else
+    echo "chromium is missing: the portal's browser tests are skipped" >&2
+  fi
+fi
+
 # rclone and fuse3, for volumes mounted with FUSE (mode: mount) and their test.
 if ! command -v rclone >/dev/null || ! command -v fusermount3 >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -23,7 +23,7 @@ import pytest
 
 from corral.client.client import Client
 
-pytest_plugins = ["tests.ray_hosts", "tests.data_stores"]
+pytest_plugins = ["tests.ray_hosts", "tests.data_stores", "tests.portal"]
 
 PG_ADMIN_URL = os.environ.get("CORRAL_TEST_POSTGRES_URL")
 # The client's config file of whoever runs the tests (their profiles, their current experiment) stays out of them.

@@ -190,8 +190,14 @@ async def authorize(
         if not request.app.state.context.settings.users_create_workspaces:
             raise Forbidden("only admins create workspaces here (the server's CORRAL_USERS_CREATE_WORKSPACES)")
         return Access(principal)
-    workspace = request.path_params["ws"]
-    ctx: ServerContext = request.app.state.context
+    ctx = request.app.state.context
+    return await workspace_access(ctx, principal, request.path_params["ws"], rule)
+
+
+async def workspace_access(ctx: ServerContext, principal: Principal, workspace: str, rule: Role) -> Access:
+    """At least ``rule`` in the workspace (the API's routes, and the portal's pages of a workspace)."""
+    if principal.is_admin:
+        return Access(principal, workspace, "admin")
     roles = ctx.roles.get(principal.name)
     if roles is None:  # off the event loop: a database read
         roles = await asyncio.to_thread(cached_roles, ctx, principal.name)

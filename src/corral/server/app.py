@@ -20,6 +20,7 @@ from corral.backends.registry import RayConfig, create_backends
 from corral.core.errors import CorralError, Unauthorized
 from corral.scheduler.loop import Controller
 from corral.scheduler.ports import PortAllocator
+from corral.server import portal
 from corral.server.access import authorize, check_rules
 from corral.server.array_driver import ArrayDriver
 from corral.server.audit import AuditLog, AuditMiddleware
@@ -185,6 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=authorised)
     check_rules(app, API_PREFIX)
+    portal.install(app)  # the pages at /, after the API's routes
     return app
 
 

@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from corral.core.errors import Unauthorized
+from corral.core.errors import Forbidden, Unauthorized
 from corral.store.db import Database
 from corral.store.tables import PrincipalRow
 
@@ -71,6 +71,31 @@ def write_token_file(token_file: Path, token: str) -> None:
 
 
 bearer = HTTPBearer(auto_error=False)
+#: The portal's sign-in: the token, in an HttpOnly, SameSite=Strict cookie (``server/portal/session.py``).
+SESSION_COOKIE = "corral_session"
+#: What a request signed in by that cookie carries to change anything: :func:`csrf_token` of its token.
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(token: str) -> str:
+    """The portal's pages carry it (a page of another site cannot read it, nor the cookie it derives from)."""
+    return hashlib.sha256(b"corral-csrf:" + token.encode()).hexdigest()
+
+
+def request_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The bearer token, else the portal's cookie: for a request that changes something, only with the CSRF
+    token of its page, so that another site cannot make a signed-in browser change anything."""
+    if credentials is not None and credentials.credentials:
+        return credentials.credentials
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    if request.method not in SAFE_METHODS and not secrets.compare_digest(
+        request.headers.get(CSRF_HEADER, ""), csrf_token(token)
+    ):
+        raise Forbidden(f"a request signed in by the portal's cookie needs the {CSRF_HEADER} header of its page")
+    return token
 
 
 async def authenticate(
@@ -78,9 +103,10 @@ async def authenticate(
 ) -> Principal:
     """Async on purpose: a sync dependency costs every request a hop to the thread pool and back. Principals are
     cached by token; deleting a user or giving them a new token empties the cache (it takes effect at once)."""
-    if credentials is None or not credentials.credentials:
+    token = request_token(request, credentials)
+    if token is None:
         raise Unauthorized("a bearer token is required (see $CORRAL_HOME/token)")
-    digest = token_hash(credentials.credentials)
+    digest = token_hash(token)
     cache: dict[str, Principal] = request.app.state.context.principals
     principal = cache.get(digest)
     if principal is None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -65,29 +66,37 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 ERROR_RESPONSES[429]["headers"] = {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}}
 
 
+def _answer(request: Request, payload: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    """JSON for the API; a page of the portal's for a browser on any other path (``server/portal``)."""
+    page = getattr(request.app.state, "error_page", None)
+    if page is not None and not request.url.path.startswith(request.app.state.api_prefix + "/"):
+        return cast(Response, page(request, status, payload["error"]["message"]))
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.CorralError)
-    async def _corral_error(_request: Request, exc: errors.CorralError) -> JSONResponse:
+    async def _corral_error(request: Request, exc: errors.CorralError) -> Response:
         headers = None
         if isinstance(exc, errors.Unauthorized):
             headers = {"WWW-Authenticate": "Bearer"}
         elif isinstance(exc, errors.TooManyRequests):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-        return JSONResponse(exc.to_payload(), status_code=STATUS_BY_CODE.get(exc.code, 500), headers=headers)
+        return _answer(request, exc.to_payload(), STATUS_BY_CODE.get(exc.code, 500), headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # Raised by the framework itself (an unknown route, a body that is not JSON): answered in the same shape.
         code = {v: k for k, v in STATUS_BY_CODE.items()}.get(exc.status_code, "HTTPError")
         body = {"error": {"code": code, "message": str(exc.detail)}}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return _answer(request, body, exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         details = []
         for error in exc.errors():
             loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "(request)"
             details.append({"loc": loc, "message": describe_error(error)})
         message = "; ".join(f"{d['loc']}: {d['message']}" for d in details)
         err = errors.InvalidSpec(f"invalid request: {message}", details=details)
-        return JSONResponse(err.to_payload(), status_code=422)
+        return _answer(request, err.to_payload(), 422)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from corral.core.models import Usage, UsageRow
@@ -14,9 +14,10 @@ from corral.server.services.lookup import workspace_row
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow
 
 
-def workspace_usage(session: Session, *, workspace: str) -> Usage:
+def workspace_usage(session: Session, *, workspace: str, since: float | None = None) -> Usage:
+    """All of it, or the part of it after ``since`` (epoch seconds: an attempt that ran across it counts from it)."""
     ws = workspace_row(session, workspace)
-    rows = session.execute(
+    query = (
         select(
             JobRow.id,
             JobRow.submitted_by,
@@ -31,14 +32,17 @@ def workspace_usage(session: Session, *, workspace: str) -> Usage:
         .outerjoin(ClusterRow, ClusterRow.id == JobRow.cluster_id)
         .where(JobRow.workspace_id == ws.id)
     )
-    now = time.time()
+    if since is not None:
+        query = query.where(or_(AttemptRow.ended_at.is_(None), AttemptRow.ended_at > since))
+    now, since = time.time(), since or 0.0
+    rows = session.execute(query)
     totals: dict[str, dict[str, list[float]]] = {
         "user": defaultdict(lambda: [0.0, 0.0]),
         "exp": defaultdict(lambda: [0.0, 0.0]),
     }
     jobs: dict[str, dict[str, set[int]]] = {"user": defaultdict(set), "exp": defaultdict(set)}
     for job_id, user, experiment, cluster_spec, node_ids, started_at, ended_at in rows:
-        hours = len(node_ids) * max(0.0, (ended_at or now) - started_at) / 3600
+        hours = len(node_ids) * max(0.0, (ended_at or now) - max(started_at, since)) / 3600
         gpus = node_gpus(cluster_spec or {})
         for kind, key in (("user", user), ("exp", experiment)):
             totals[kind][key][0] += hours
