@@ -168,8 +168,10 @@
       new uPlot({
         ...size(plot), scales: { x: { time: false } }, series, bands,
         axes: [{ label: "step" }, { values: (u, ticks) => ticks.map(fmt) }],
-        hooks: { draw: [() => {
-          if (!figure.dataset.drawnMs) figure.dataset.drawnMs = (performance.now() - started).toFixed(1);
+        hooks: { draw: [() => {  // first drawn: how long its data took (drawnMs), and since navigation (drawnAt)
+          if (figure.dataset.drawnMs) return;
+          figure.dataset.drawnMs = (performance.now() - started).toFixed(1);
+          figure.dataset.drawnAt = performance.now().toFixed(1);
         }] },
       }, data, plot);
       figure.dataset.points = String(total);
@@ -196,7 +198,7 @@
     });
     const pick = (state) => trials.map((t) => (t.state === state && t.value != null ? t.value : null));
     const figure = $("#objective-chart");
-    const dots = (color) => ({ stroke: color, fill: color, paths: () => null, points: { show: true, size: 7 } });
+    const dots = (color) => ({ stroke: color, paths: () => null, points: { show: true, size: 8, fill: color } });
     new uPlot({
       ...size($(".plot", figure)), scales: { x: { time: false } },
       series: [{ label: "trial" }, { label: "complete", ...dots("#0b63c9") }, { label: "pruned", ...dots("#e9a03b") },
@@ -231,7 +233,7 @@
     canvas.style.height = `${height}px`;
     const g = canvas.getContext("2d");
     g.scale(ratio, ratio);
-    const top = 28, bottom = height - 24, left = 60, right = width - 60;
+    const top = 44, bottom = height - 24, left = 60, right = width - 60;
     const x = (i) => left + (axes.length === 1 ? 0 : (i * (right - left)) / (axes.length - 1));
     const y = (f) => bottom - f * (bottom - top);
     // Best trials on top and in the strongest colour; pruned ones dashed.
@@ -262,8 +264,10 @@
       g.strokeStyle = "#667085";
       g.lineWidth = 1;
       g.beginPath(); g.moveTo(x(i), top); g.lineTo(x(i), bottom); g.stroke();
-      g.fillText(axis.name, x(i), top - 10);
-      for (const [f, label] of axis.ticks) g.fillText(String(label).slice(0, 14), x(i), Math.min(bottom + 16, y(f) + (f === 0 ? 16 : -4)));
+      g.font = "bold 12px system-ui, sans-serif";
+      g.fillText(axis.name, x(i), top - 24);
+      g.font = "12px system-ui, sans-serif";
+      for (const [f, label] of axis.ticks) g.fillText(String(label).slice(0, 14), x(i), f === 0 ? bottom + 16 : y(f) - 6);
     });
     canvas.dataset.lines = String(drawn);
   }
