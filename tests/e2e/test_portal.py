@@ -80,6 +80,19 @@ def test_signing_in_shows_the_workspace_its_cluster_and_its_nodes(browser: Any, 
     rows = w.page.locator("table.nodes tbody tr")
     assert rows.count() == 4
     assert "idle" in rows.first.inner_text() or "running" in rows.first.inner_text()
+    w.page.fill("input[name=nodes]", "100000")  # an error is said in the page
+    w.page.click("form[data-api$='/resize'] button")
+    w.page.click("#confirm-ok")
+    w.page.wait_for_selector("#flash:not([hidden])")
+    assert "nodes" in w.page.inner_text("#flash")
+    w.expected_failure(413)
+    w.expected_failure(422)
+    w.page.fill("input[name=nodes]", "5")
+    w.page.click("form[data-api$='/resize'] button")
+    w.page.click("#confirm-ok")
+    until(lambda: portal.client().get_cluster("local").target_nodes == 5)
+    w.page.wait_for_selector("table.nodes tbody tr >> nth=4")  # the page reloads with the new node
+    portal.client().resize_cluster("local", 4)
     w.page.click("text=Overview")
     assert w.page.locator("table.clusters tbody tr").first.inner_text().startswith("local")
     w.page.click("text=Sign out")
@@ -113,6 +126,11 @@ def test_a_running_jobs_log_lines_arrive_live_and_terminate_asks_first(
     until(lambda: c.get_job("talker").state == "terminated", timeout=30)
     p.wait_for_function("document.querySelector('.status .state').textContent === 'terminated'", timeout=15_000)
     assert p.locator("#terminate").count() == 0
+    p.click("#delete")
+    assert "cannot be undone" in p.inner_text("#confirm-text")
+    p.click("#confirm-ok")
+    p.wait_for_url("**/w/default/jobs")
+    assert "talker" not in [j.name for j in c.list_jobs()]
 
 
 def test_ten_thousand_jobs_page_by_page_with_filters(page: Watched, portal: ServerHandle) -> None:

@@ -89,10 +89,13 @@ templates.env.globals.update(asset=asset, API=API)
 
 
 def render(request: Request, template: str, viewer: Principal, status: int = 200, **context: Any) -> HTMLResponse:
-    ctx = request.app.state.context
-    roles = None if viewer.is_admin else cached_roles(ctx, viewer.name)
-    with ctx.db.read() as session:
-        spaces = [w.name for w in workspaces.list_workspaces(session, roles=roles)]
+    """A page, or a part of one (a template named ``_…``, refreshed by htmx: no header, so no workspaces read)."""
+    spaces: list[str] = []
+    if not template.startswith("_"):
+        ctx = request.app.state.context
+        roles = None if viewer.is_admin else cached_roles(ctx, viewer.name)
+        with ctx.db.read() as session:
+            spaces = [w.name for w in workspaces.list_workspaces(session, roles=roles)]
     base = {"viewer": viewer, "csrf": page_csrf(request), "workspaces": spaces, "ws": None, "access": None}
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
 
