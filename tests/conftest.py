@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -205,21 +206,30 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
         drop_database(name)
 
 
+@contextlib.contextmanager
+def running_server(home: Path, kind: str, cluster: dict[str, Any]) -> Iterator[ServerHandle]:
+    """A server in ``home`` on a new database of ``kind``, with ``cluster`` made; stopped and cleaned after."""
+    url, name = make_database(kind, home)
+    handle = ServerHandle(home=home, port=free_port(), database_url=url)
+    handle.start()
+    with handle.client() as c:
+        c.create_cluster(cluster)
+    try:
+        yield handle
+    finally:
+        for c in handle.clients:
+            c.close()
+        handle.stop()
+        _kill_leftover_jobs(home)
+        drop_database(name)
+
+
 @pytest.fixture(scope="module", params=DB_KINDS)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     """One server per test module and database kind, with a 4-node local cluster ``local``."""
     home = passable(tmp_path_factory.mktemp("home"))
-    url, name = make_database(request.param, home)
-    handle = ServerHandle(home=home, port=free_port(), database_url=url)
-    handle.start()
-    with handle.client() as c:
-        c.create_cluster({"name": "local", "scale": {"nodes": 4}})
-    yield handle
-    for c in handle.clients:
-        c.close()
-    handle.stop()
-    _kill_leftover_jobs(home)
-    drop_database(name)
+    with running_server(home, request.param, {"name": "local", "scale": {"nodes": 4}}) as handle:
+        yield handle
 
 
 def until(predicate: Callable[[], object], timeout: float = 30.0) -> None:

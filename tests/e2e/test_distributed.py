@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from corral.client.client import Client
-from tests.conftest import ServerHandle, _kill_leftover_jobs, free_port, make_database
+from tests.conftest import ServerHandle, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -43,15 +43,9 @@ mpi_only = pytest.mark.skipif(
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     """A server with the examples' cluster ``demo``, four one-cpu virtual nodes."""
     home = tmp_path_factory.mktemp("dist-home")
-    handle = ServerHandle(home=home, port=free_port(), database_url=make_database("sqlite", home)[0])
-    handle.start()
-    with handle.client() as c:
-        c.create_cluster({"name": "demo", "node": {"cpus": 1}, "scale": {"nodes": 4}, "environment": "server"})
-    yield handle
-    for c in handle.clients:
-        c.close()
-    handle.stop()
-    _kill_leftover_jobs(home)
+    cluster = {"name": "demo", "node": {"cpus": 1}, "scale": {"nodes": 4}, "environment": "server"}
+    with running_server(home, "sqlite", cluster) as handle:
+        yield handle
 
 
 @pytest.fixture

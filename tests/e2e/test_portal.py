@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerHandle, _kill_leftover_jobs, free_port, make_database, passable, until
+from tests.conftest import ServerHandle, passable, running_server, until
 from tests.portal import Watched, seed_jobs, sign_in, watch
 
 pytestmark = pytest.mark.slow
@@ -24,16 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     home = passable(tmp_path_factory.mktemp("portal"))
-    url, _ = make_database("sqlite", home)
-    handle = ServerHandle(home=home, port=free_port(), database_url=url)
-    handle.start()
-    with handle.client() as c:
-        c.create_cluster({"name": "local", "scale": {"nodes": 4}})
-    yield handle
-    for c in handle.clients:
-        c.close()
-    handle.stop()
-    _kill_leftover_jobs(home)
+    with running_server(home, "sqlite", {"name": "local", "scale": {"nodes": 4}}) as handle:
+        yield handle
 
 
 @pytest.fixture
