@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -108,6 +109,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="write py-spy's samples of the server during the dispatch (raw: one stack a line, with its count; "
+        "benchmarks/profile_top.py summarises them); py-spy must be on PATH (pip install py-spy)",
+    )  # fmt: skip
+    parser.add_argument(
         "--as-user",
         action="store_true",
         help="submit as a contributor, not the admin (as root, their jobs run as their own Unix account; the "
@@ -167,6 +173,14 @@ def main() -> None:
             def submit(i: int) -> str:
                 return clients[i % args.concurrency].create_job(spec).name
 
+            profiler = None
+            if args.profile:  # py-spy samples the server (all its threads, native frames off) while jobs go through
+                profiler = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
+                     "--output", str(args.profile), "--threads", "--nonblocking", "--gil"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                time.sleep(1)  # attached
             server_cpu0 = cpu_seconds(server.pid)
             client_cpu0 = time.process_time()
             first_submit = time.time()
@@ -175,6 +189,9 @@ def main() -> None:
             last_submit = time.time()
             client.wait_job(names[-1], timeout=600)  # a long poll, not a loop of polls
             server_cpu = [b - a for a, b in zip(server_cpu0, cpu_seconds(server.pid), strict=True)]
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                profiler.wait(timeout=60)
             client_cpu = time.process_time() - client_cpu0
             sampling.set()
             sampler.join()

@@ -87,12 +87,15 @@ def seed_jobs(database_url: str, like: str, count: int, prefix: str = "bulk-") -
     others = [c.name for c in JobRow.__table__.columns if c.name not in ("id", "name", "uid")]
     copy = text(
         f"INSERT INTO jobs (name, uid, {', '.join(others)}) "
-        f"SELECT :name, :uid, {', '.join(others)} FROM jobs WHERE name = :like"
+        f"SELECT :name, :uid, {', '.join(others)} FROM jobs WHERE id = :like"
     )
+    if count <= 0:
+        return
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn:
-            rows = [{"name": f"{prefix}{i:05d}", "uid": uuid.uuid4().hex, "like": like} for i in range(count)]
+            template = conn.execute(text("SELECT id FROM jobs WHERE name = :name"), {"name": like}).scalar_one()
+            rows = [{"name": f"{prefix}{i:05d}", "uid": uuid.uuid4().hex, "like": template} for i in range(count)]
             conn.execute(copy, rows)
     finally:
         engine.dispose()

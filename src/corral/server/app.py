@@ -86,7 +86,7 @@ def build_context(settings: Settings) -> ServerContext:
     def jobs_ended(ids: list[int]) -> None:  # called once the loop runs: the context is made by then
         waiters.notify(ids)
         metrics.wake()  # their last metrics, read now (a sweep's trial is told once they are stored)
-        context.arrays.wake()  # an array's task may have ended: its next one, now
+        context.arrays.nudge()  # an array's task may have ended: its next one, now
 
     controller = Controller(
         db=db,
@@ -113,7 +113,7 @@ def build_context(settings: Settings) -> ServerContext:
     )
     context.sweeps = SweepDriver(context)
     context.arrays = ArrayDriver(context)
-    metrics.on_stored = context.sweeps.wake  # new points to prune on, or ended trials to tell
+    metrics.on_stored = context.sweeps.nudge  # new points to prune on, or ended trials to tell
     return context
 
 

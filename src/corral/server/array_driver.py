@@ -49,7 +49,7 @@ class ArrayDriver(Driver):
         #: Per array: the lowest index not yet known to be made.
         self._next: dict[int, int] = {}
 
-    def pass_once(self) -> None:
+    def pass_once(self) -> bool:
         with self._ctx.db.read() as session:
             arrays = session.execute(
                 select(JobRow, WorkspaceRow.name, ExperimentRow.name)
@@ -65,6 +65,7 @@ class ArrayDriver(Driver):
             except Exception:  # the next pass goes on from what is stored
                 self._next.pop(row.id, None)
                 log.exception("array %s: this pass failed", row.name)
+        return bool(arrays)
 
     def _advance(self, row: JobRow, workspace: str, experiment: str) -> None:
         count = row.array_count

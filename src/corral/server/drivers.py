@@ -1,6 +1,10 @@
 """What the server's drivers share (the sweep driver, the array driver): a thread that makes a pass every
-:data:`POLL_SECONDS`, or at once when woken (a job ended, a sweep or an array was made), and acting as the user
-whose jobs a driver submits and stops."""
+:data:`POLL_SECONDS`, or at once when woken (a sweep or an array was made) or nudged (a job ended, metrics were
+stored), and acting as the user whose jobs a driver submits and stops.
+
+A driver with nothing to drive (its last pass found no running sweep, no live array) is idle: nudges pass it by,
+and it looks again every :data:`IDLE_SECONDS` only, so that a server running plain jobs does not pay for it on
+each job's end."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+#: How often an idle driver looks (a sweep or an array made wakes it at once).
+IDLE_SECONDS = 5.0
 
 
 class Driver(ABC):
@@ -33,6 +39,8 @@ class Driver(ABC):
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        #: Whether its last pass found anything to drive (a first pass looks at what is stored).
+        self._busy = True
 
     def start(self) -> None:
         self._thread.start()
@@ -44,19 +52,26 @@ class Driver(ABC):
             self._thread.join(timeout=10)
 
     def wake(self) -> None:
+        """Something new to drive (a sweep or an array was made, or terminated): a pass now."""
+        self._busy = True
         self._wake.set()
+
+    def nudge(self) -> None:
+        """Jobs ended, or metrics were stored: a pass now, where this driver drives anything."""
+        if self._busy:
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(POLL_SECONDS if self._busy else IDLE_SECONDS)
             self._wake.clear()
             if self._stopped.is_set():
                 return
-            self.pass_once()
+            self._busy = self.pass_once()
 
     @abstractmethod
-    def pass_once(self) -> None:
-        """Look at what is stored, and do what it says is due."""
+    def pass_once(self) -> bool:
+        """Look at what is stored, and do what it says is due; whether there was anything to drive."""
 
     def acting_as(self, user: str, workspace: str) -> Access:
         """``user`` (who made the sweep or submitted the array) in ``workspace``: their jobs are theirs (fair

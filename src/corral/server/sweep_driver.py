@@ -93,7 +93,7 @@ class SweepDriver(Driver):
         super().__init__(ctx)
         self._live: dict[int, _Live] = {}
 
-    def pass_once(self) -> None:
+    def pass_once(self) -> bool:
         with self._ctx.db.read() as session:
             rows = session.execute(
                 select(SweepRow.id, SweepRow.name, WorkspaceRow.name, ExperimentRow.name)
@@ -111,6 +111,7 @@ class SweepDriver(Driver):
             except Exception:  # the next pass rebuilds the study from the tables
                 self._live.pop(sweep_id, None)
                 log.exception("sweep %s: this pass failed; it goes on from what is stored", name)
+        return bool(rows)
 
     # ------------------------------------------------------------ the study
 

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from corral.core.specs import ClusterSpec
@@ -127,12 +139,18 @@ class NodeRow(Base):
     idle_since: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+#: The jobs that are arrays (their partial index).
+ARRAYS = text("array_count IS NOT NULL")
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("experiment_id", "name"),
         Index("ix_jobs_queue", "cluster_id", "state", "priority", "id"),
         Index("ix_jobs_array", "array_id", "array_index"),
+        # The array driver's look for live arrays: a few rows, however many jobs there have been.
+        Index("ix_jobs_live_arrays", "state", sqlite_where=ARRAYS, postgresql_where=ARRAYS),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uid: Mapped[str] = mapped_column(String(32), unique=True)
