@@ -28,6 +28,7 @@ def test_pages_need_a_sign_in_and_come_back_after_it(server: ServerHandle) -> No
         answer = http.get("/w/default/usage?x=1")
         assert answer.status_code == 303 and answer.headers["location"] == "/signin?back=%2Fw%2Fdefault%2Fusage%3Fx%3D1"
         assert "Sign in" in http.get("/signin").text
+        assert "give a token" in http.post("/signin", data={"token": " "}).text
         wrong = http.post("/signin", data={"token": "nope"})
         assert wrong.status_code == 401 and "not valid" in wrong.text
         assert http.get("/api/v1/workspaces").status_code == 401  # no cookie from a refused sign-in

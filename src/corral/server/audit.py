@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import insert
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.server.auth import SAFE_METHODS
 from corral.store.db import Database
 from corral.store.tables import AuditRow
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.2
-UNCHANGING = frozenset({"GET", "HEAD", "OPTIONS"})
+UNCHANGING = SAFE_METHODS
 #: Set on the request's state by authentication: who made the request.
 USER_KEY = "corral_user"
 

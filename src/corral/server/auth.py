@@ -1,4 +1,4 @@
-"""Bearer tokens. A token is a random secret; only its SHA-256 is stored.
+"""Bearer tokens (or the portal's cookie, which holds one). A token is a random secret; only its SHA-256 is stored.
 
 On start the server makes sure ``<home>/token`` (mode 0600) holds a valid admin
 token, creating one the first time. Who may call which route is

@@ -33,7 +33,7 @@ from corral.server.portal.session import (
     safe_back,
     session_seconds,
     sign_in,
-    signed_out_form_ok,
+    signout_allowed,
 )  # fmt: skip
 from corral.server.services import clusters, jobs, metrics, outputs, sweeps, usage, workspaces
 from corral.server.services.lookup import job_row
@@ -88,14 +88,17 @@ templates.env.filters.update(when=_when, since=_since, duration=_duration, q=lam
 templates.env.globals.update(asset=asset, API=API)
 
 
+def workspaces_of(request: Request, viewer: Principal) -> list[str]:
+    """The workspaces where the user holds a role (an admin: all), as the API lists them."""
+    ctx = request.app.state.context
+    roles = None if viewer.is_admin else cached_roles(ctx, viewer.name)
+    with ctx.db.read() as session:
+        return [w.name for w in workspaces.list_workspaces(session, roles=roles)]
+
+
 def render(request: Request, template: str, viewer: Principal, status: int = 200, **context: Any) -> HTMLResponse:
     """A page, or a part of one (a template named ``_…``, refreshed by htmx: no header, so no workspaces read)."""
-    spaces: list[str] = []
-    if not template.startswith("_"):
-        ctx = request.app.state.context
-        roles = None if viewer.is_admin else cached_roles(ctx, viewer.name)
-        with ctx.db.read() as session:
-            spaces = [w.name for w in workspaces.list_workspaces(session, roles=roles)]
+    spaces = [] if template.startswith("_") else workspaces_of(request, viewer)
     base = {"viewer": viewer, "csrf": page_csrf(request), "workspaces": spaces, "ws": None, "access": None}
     return templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
 
@@ -142,15 +145,17 @@ def signin_page(request: Request, back: str = "/") -> HTMLResponse:
 async def signin(request: Request) -> Response:
     check_origin(request)
     form = await read_form(request)
-    back = safe_back(form.get("back"))
+    back, token = safe_back(form.get("back")), form.get("token", "").strip()
     try:
-        principal = await sign_in(request, form.get("token", "").strip())
+        if not token:
+            raise Unauthorized("give a token")
+        principal = await sign_in(request, token)
     except Unauthorized as exc:
         context = {"back": back, "error": exc.message}
         return templates.TemplateResponse(request, "signin.html", context, status_code=401)
     response = RedirectResponse(back, status_code=303)
     response.set_cookie(
-        SESSION_COOKIE, form["token"].strip(), max_age=session_seconds(principal), httponly=True,
+        SESSION_COOKIE, token, max_age=session_seconds(principal), httponly=True,
         samesite="strict", secure=request.url.scheme == "https", path="/",
     )  # fmt: skip
     return response
@@ -159,7 +164,7 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     check_origin(request)
-    if not signed_out_form_ok(request, await read_form(request)):
+    if not signout_allowed(request, await read_form(request)):
         raise Forbidden("signing out needs the page's CSRF token")
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
@@ -169,10 +174,7 @@ async def signout(request: Request) -> Response:
 @router.get("/")
 def home(request: Request, viewer: Viewer) -> Response:
     """The first workspace the user holds a role in (``default`` when there)."""
-    ctx = request.app.state.context
-    roles = None if viewer.is_admin else cached_roles(ctx, viewer.name)
-    with ctx.db.read() as session:
-        spaces = [w.name for w in workspaces.list_workspaces(session, roles=roles)]
+    spaces = workspaces_of(request, viewer)
     if not spaces:
         message = (
             f"{viewer.name} holds a role in no workspace yet: an owner of one adds you (corral workspace add-member)"

@@ -87,6 +87,7 @@ def session_seconds(principal: Principal) -> int:
     return max(1, min(SESSION_SECONDS, int(principal.expires_at - time.time())))
 
 
-def signed_out_form_ok(request: Request, form: dict[str, str]) -> bool:
+def signout_allowed(request: Request, form: dict[str, str]) -> bool:
+    """Signing out: the form carries the page's CSRF token."""
     token = request.cookies.get(SESSION_COOKIE)
     return bool(token) and secrets.compare_digest(form.get("csrf", ""), csrf_token(token or ""))
