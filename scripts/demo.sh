@@ -26,3 +26,5 @@ step job files "$name" --output MODEL
 step job download "$name" .corral-demo/ --output MODEL --path metrics-node0.json
 cat .corral-demo/metrics-node0.json; echo
 printf '\nDemo done. The server stops now; its state stays in .corral-demo/.\n'
+printf 'A running server also serves a web portal at its address (here %s/): sign in with the token in %s/token.\n' \
+  "$CORRAL_SERVER" "$CORRAL_HOME"
