@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--latency-trials", type=int, default=30)
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--batch", type=int, default=1, help="jobs a submission (POST …/jobs/batch above 1)")
     parser.add_argument(
         "--profile", type=Path, default=None,
         help="write py-spy's samples of the server during the dispatch (raw: one stack a line, with its count; "
@@ -170,8 +171,13 @@ def main() -> None:
                 Client(server=url, token=token, experiment="bench", timeout=120) for _ in range(args.concurrency)
             ]
 
-            def submit(i: int) -> str:
-                return clients[i % args.concurrency].create_job(spec).name
+            def submit(i: int) -> list[str]:
+                """The i-th submission: one job, or a batch of --batch jobs in one request."""
+                c = clients[i % args.concurrency]
+                if args.batch == 1:
+                    return [c.create_job(spec).name]
+                count = min(args.batch, args.jobs - i * args.batch)
+                return [job.name for job in c.create_jobs([spec] * count)]
 
             profiler = None
             if args.profile:  # py-spy samples the server (all its threads, native frames off) while jobs go through
@@ -185,7 +191,8 @@ def main() -> None:
             client_cpu0 = time.process_time()
             first_submit = time.time()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                names = list(pool.map(submit, range(args.jobs)))
+                submissions = -(-args.jobs // args.batch)
+                names = [name for batch in pool.map(submit, range(submissions)) for name in batch]
             last_submit = time.time()
             client.wait_job(names[-1], timeout=600)  # a long poll, not a loop of polls
             server_cpu = [b - a for a, b in zip(server_cpu0, cpu_seconds(server.pid), strict=True)]
@@ -229,6 +236,7 @@ def main() -> None:
     print(
         f"dispatch benchmark: {n} `true` jobs, {args.nodes} one-cpu local nodes, {args.concurrency} submitters, "
         f"{os.cpu_count()} cpus, database {'sqlite' if not args.database_url else args.database_url.split(':')[0]}"
+        + (f", in batches of {args.batch}" if args.batch > 1 else "")
         + (f", submitted by a contributor running as {accounts[0] or 'the server user'}" if args.as_user else "")
     )
     print(f"  floor: subprocess.run loop          {floor:8.1f} jobs/s")

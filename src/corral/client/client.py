@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +262,28 @@ class Client(LogsMixin, MetricsMixin, SweepsMixin, VolumesMixin):
         path = f"{self._ws(workspace)}/experiments/{experiment}/jobs"
         response = self._request("POST", path, json=body, params=params)
         return self._bind(response.json())
+
+    def create_jobs(
+        self,
+        specs: Sequence[SpecInput],
+        *,
+        experiment: str | None = None,
+        names: Sequence[str | None] | None = None,
+        workspace: str | None = None,
+    ) -> list[RemoteJob]:
+        """Submit many jobs in one request and one transaction (at most 1,000): all are queued, or none, and the
+        error of the first refused says which (``jobs[3]: …``). Each spec as :meth:`create_job` takes it; its
+        ``code`` is uploaded first (once per archive)."""
+        bodies = []
+        for index, spec in enumerate(specs):
+            data, base = _load(spec)
+            code_archive = self.job_files(data, base, dry_run=False, progress=None, workspace=workspace)
+            name = names[index] if names is not None else None
+            exp = experiment or data.get("experiment") or self.experiment or "default"
+            bodies.append({"spec": data, "name": name, "experiment": exp, "code_archive": code_archive})
+        path = f"{self._ws(workspace)}/experiments/{experiment or self.experiment or 'default'}/jobs/batch"
+        response = self._request("POST", path, json={"jobs": bodies})
+        return [self._bind(job) for job in response.json()]
 
     def job_files(
         self,

@@ -94,6 +94,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/workspaces/{ws}/jobs"): "reader",
     ("GET", "/workspaces/{ws}/experiments/{exp}/jobs"): "reader",
     ("POST", "/workspaces/{ws}/experiments/{exp}/jobs"): "contributor",
+    ("POST", "/workspaces/{ws}/experiments/{exp}/jobs/batch"): "contributor",
     ("GET", "/workspaces/{ws}/experiments/{exp}/jobs/{name}"): "reader",
     ("DELETE", "/workspaces/{ws}/experiments/{exp}/jobs/{name}"): "contributor",
     ("GET", "/workspaces/{ws}/experiments/{exp}/jobs/{name}/wait"): "reader",

@@ -7,10 +7,11 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import Field
 from sse_starlette import EventSourceResponse
 
 from corral.core.errors import InvalidRequest
-from corral.core.models import FilePage, Job, JobCreate, JobEvent
+from corral.core.models import FilePage, Job, JobCreate, JobEvent, Strict
 from corral.core.specs import NAME_PATTERN
 from corral.core.states import JobState
 from corral.server.deps import Allowed, Ctx, Cursor, PathName
@@ -25,6 +26,8 @@ router = APIRouter(prefix="/workspaces/{ws}/experiments/{exp}/jobs", tags=["jobs
 #: Jobs of every experiment of a workspace: ``job list --all``, and finding a job by its name alone.
 workspace_router = APIRouter(prefix="/workspaces/{ws}/jobs", tags=["jobs"])
 JobLimit = Query(1000, ge=1, le=10_000)
+#: Jobs in one submission of many (``POST …/jobs/batch``).
+MAX_BATCH = 1000
 #: A follow's cursor in ``Last-Event-ID``: an offset for each stream of many ranks (about 10 bytes each). In the
 #: URL (``?cursor=``) it stays within what every proxy and client passes in a request line.
 MAX_CURSOR = 256 * 1024
@@ -74,6 +77,22 @@ async def create_job(
     job = commands.submit_job(ctx, workspace=ws, request=request, access=access, dry_run=dry_run)
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
     return Response(job.model_dump_json(), status_code=200 if dry_run else 201, media_type="application/json")
+
+
+class JobBatch(Strict):
+    """Jobs to submit at once (``experiment``: the path's, unless a job names its own)."""
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+@router.post("/batch", status_code=201, response_model=list[Job])
+async def create_jobs(ws: PathName, exp: PathName, body: JobBatch, ctx: Ctx, access: Allowed) -> Response:
+    """Up to 1,000 jobs in one transaction: all are queued, or none (the first refused says ``jobs[i]`` and
+    why). What the user's limits allow is counted for each job."""
+    requests = [r if r.experiment else r.model_copy(update={"experiment": exp}) for r in body.jobs]
+    made = commands.submit_jobs(ctx, workspace=ws, requests=requests, access=access)
+    return Response(f"[{','.join(job.model_dump_json() for job in made)}]", status_code=201,
+                    media_type="application/json")  # fmt: skip
 
 
 @router.get("", responses=LIST_RESPONSE)

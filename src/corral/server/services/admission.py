@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from corral.core.errors import TooManyRequests
+from corral.core.errors import TooLarge, TooManyRequests
 from corral.core.states import JobState
 from corral.store.db import Database
 from corral.store.tables import JobRow
@@ -40,8 +40,14 @@ class Admission:
         self._queued: dict[str, int] = {}
         self._counted_at = float("-inf")
 
-    def admit(self, db: Database, *, user: str) -> None:
-        """Count one submission of ``user``, or raise TooManyRequests saying which limit and when to retry."""
+    def admit(self, db: Database, *, user: str, count: int = 1) -> None:
+        """Count ``count`` submissions of ``user`` (all or none), or raise TooManyRequests saying which limit and
+        when to retry."""
+        if self._rate and count > self._burst:  # it would never pass
+            raise TooLarge(
+                f"a batch of {count} jobs is more than the {self._burst} a user may submit at once "
+                "(server setting submit_burst)"
+            )
         now = time.monotonic()
         if self._max_queued:
             if now - self._counted_at > COUNTS_MAX_AGE:
@@ -49,10 +55,12 @@ class Admission:
                 with self._lock:
                     self._queued, self._counted_at = counts, now
             with self._lock:
-                if self._queued.get(user, 0) >= self._max_queued:
+                if self._queued.get(user, 0) + count > self._max_queued:
+                    queued = self._queued.get(user, 0)
                     raise TooManyRequests(
-                        f"user {user!r} has {self._max_queued} jobs queued, the most one user may have "
-                        "(server setting max_queued_jobs_per_user); submit more as they start",
+                        f"user {user!r} has {queued} jobs queued{f' and submits {count} more' if count > 1 else ''};"
+                        f" {self._max_queued} is the most one user may have (server setting "
+                        "max_queued_jobs_per_user); submit more as they start",
                         retry_after=5.0,
                     )
         if self._rate:
@@ -60,16 +68,16 @@ class Admission:
                 bucket = self._buckets.setdefault(user, _Bucket(float(self._burst), now))
                 bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.at) * self._rate)
                 bucket.at = now
-                if bucket.tokens < 1.0:
+                if bucket.tokens < count:
                     raise TooManyRequests(
                         f"user {user!r} submits faster than {self._rate:g} jobs a second on average "
                         "(server setting submit_rate)",
-                        retry_after=(1.0 - bucket.tokens) / self._rate,
+                        retry_after=(count - bucket.tokens) / self._rate,
                     )
-                bucket.tokens -= 1.0
+                bucket.tokens -= count
         if self._max_queued:
             with self._lock:
-                self._queued[user] = self._queued.get(user, 0) + 1
+                self._queued[user] = self._queued.get(user, 0) + count
 
     @staticmethod
     def _count_queued(db: Database) -> dict[str, int]:

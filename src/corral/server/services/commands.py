@@ -137,6 +137,20 @@ def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access
     return job
 
 
+def submit_jobs(ctx: ServerContext, *, workspace: str, requests: list[JobCreate], access: Access) -> list[Job]:
+    """Queue many jobs in one transaction, all or none, after the user's limits (counted for each job)."""
+    user = access.user
+    ctx.admission.admit(ctx.db, user=user, count=len(requests))
+    made = jobs.create_jobs(ctx.db, ctx.names, workspace=workspace, requests=requests, submitted_by=user,
+                            settings=ctx.settings, run_as=run_as(ctx, access))  # fmt: skip
+    for _, queued in made:
+        if queued is None:
+            ctx.arrays.wake()
+        else:
+            ctx.controller.job_submitted(queued)
+    return [job for job, _ in made]
+
+
 def terminate_job(
     ctx: ServerContext,
     *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
-from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, NotFound
+from corral.core.errors import AlreadyExists, Conflict, CorralError, InvalidRequest, InvalidSpec, NotFound
 from corral.core.models import SECRET_MASK, ArrayStatus, Attempt, Job, JobCreate, JobError, JobEvent
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
@@ -260,38 +261,78 @@ def create_job(
     Submission is the API's hot path, and SQLite has one writer at a time.
     """
     sub = _check_submission(db, names, workspace=workspace, request=request, **options)
-    values, experiment_id, now = sub.values, sub.experiment_id, sub.values["created_at"]
+    return _store(db, names, workspace, [sub])[0]
+
+
+def create_jobs(
+    db: Database, names: NameCache, *, workspace: str, requests: Sequence[JobCreate], **options: Any
+) -> list[tuple[Job, QueuedJob | None]]:
+    """Many submissions in one transaction, as :func:`create_job` each: all are stored, or none. The first one
+    refused says which (``jobs[3]: …``) and why."""
+    subs: list[_Submission] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, request in enumerate(requests):
+        try:
+            sub = _check_submission(db, names, workspace=workspace, request=request, **options)
+        except CorralError as exc:
+            exc.message = f"jobs[{index}]: {exc.message}"
+            exc.details = [{**d, "loc": f"jobs.{index}.{d.get('loc', '')}".rstrip(".")} for d in exc.details]
+            raise
+        key = (sub.experiment, sub.values["name"])
+        if key in seen:
+            raise InvalidRequest(f"jobs[{index}]: job {key[1]!r} is in this batch twice (also jobs[{seen[key]}])")
+        seen[key] = index
+        subs.append(sub)
+    return _store(db, names, workspace, subs)
+
+
+def _store(
+    db: Database, names: NameCache, workspace: str, subs: list[_Submission]
+) -> list[tuple[Job, QueuedJob | None]]:
+    """The checked submissions, inserted in one transaction (two inserts each); their jobs, and what the queue
+    needs of each (None for an array)."""
     try:
         with db.write() as session:
-            if experiment_id is None:
-                experiment_id = experiments.get_or_create(session, sub.workspace_id, sub.experiment).id
-            values["experiment_id"] = experiment_id
-            job_id = session.execute(insert(JobRow).values(**values).returning(JobRow.id)).scalar_one()
-            record_created(session, job_id=job_id, at=now)
+            made: dict[str, int] = {}  # experiments made by this transaction
+            job_ids = []
+            for sub in subs:
+                experiment_id = sub.experiment_id or made.get(sub.experiment)
+                if experiment_id is None:
+                    experiment_id = made[sub.experiment] = experiments.get_or_create(
+                        session, sub.workspace_id, sub.experiment
+                    ).id
+                sub.values["experiment_id"] = experiment_id
+                job_ids.append(session.execute(insert(JobRow).values(**sub.values).returning(JobRow.id)).scalar_one())
+                record_created(session, job_id=job_ids[-1], at=sub.values["created_at"])
     except IntegrityError:
         # Usually the (experiment, name) unique constraint: cheaper than looking first on every submission.
         names.invalidate()
-        name = values["name"]
-        if _name_taken(db, experiment_id, name):
-            raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}") from None
+        for sub in subs:
+            name = sub.values["name"]
+            if _name_taken(db, sub.values.get("experiment_id", sub.experiment_id), name):
+                raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}") from None
         raise Conflict(
-            f"cluster {sub.spec.cluster!r} or experiment {sub.experiment!r} changed while the job was submitted; "
-            "submit it again"
+            f"a cluster or experiment of {'these jobs' if len(subs) > 1 else 'the job'} changed while "
+            f"{'they were' if len(subs) > 1 else 'it was'} submitted; submit again"
         ) from None
-    if sub.spec.array is not None:  # never queued itself: the array driver makes its tasks
-        return sub.to_job(workspace), None
-    queued = queued_job(
+    return [(sub.to_job(workspace), _queued(sub, job_id)) for sub, job_id in zip(subs, job_ids, strict=True)]
+
+
+def _queued(sub: _Submission, job_id: int) -> QueuedJob | None:
+    """What the queue's policy needs of a stored job (None for an array: the array driver makes its tasks)."""
+    if sub.spec.array is not None:
+        return None
+    return queued_job(
         job_id=job_id,
         cluster_id=sub.cluster.id,
-        priority=values["priority"],
+        priority=sub.values["priority"],
         node_count=sub.spec.node_count,
-        user=values["submitted_by"],
+        user=sub.values["submitted_by"],
         workspace_id=sub.workspace_id,
         wall_clock=sub.spec.limits.max_wall_clock,
         gpus_per_node=sub.cluster.gpus_per_node,
-        queued_since=now,
+        queued_since=sub.values["created_at"],
     )
-    return sub.to_job(workspace), queued
 
 
 def list_jobs(
