@@ -178,7 +178,8 @@ def get_logs(
     ),
     streams: str = Query("stdout,stderr", max_length=20, description="follow: stdout, stderr or both."),
     cursor: str | None = Query(None, max_length=MAX_QUERY_CURSOR, description="follow: go on from here."),
-    last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR)] = None,
+    # Printable ASCII, as any cursor the server gave: what else a header could hold, HTTP's parser refuses first.
+    last_event_id: Annotated[str | None, Header(max_length=MAX_CURSOR, pattern=r"^[ -~]*$")] = None,
 ) -> Response:
     """The log of one rank (of the latest attempt, or ``attempt``), streamed whatever its size; ``mpirun`` is
     an MPI job's launcher output. ``follow=true`` streams the job's state and the chosen ranks' stdout and
