@@ -194,7 +194,10 @@ async def follow_job(
         final = JobState(now.state).is_terminal
         moved_on = attempt is None and now.attempt > following
         sent = False
-        for (rank, stream), reader in tails.items():
+        # Lines are read once the attempt's nodes are known (a job that ran and ended since this snapshot said
+        # queued would give its lines without their nodes): the next snapshot has them.
+        readable = bool(now.nodes) or final or moved_on
+        for (rank, stream), reader in tails.items() if readable else ():
             more = True
             while more:  # to the end of what is written: before an end event, every byte
                 lines, more = reader.read_lines(final=final or moved_on)
