@@ -115,6 +115,10 @@ def main() -> None:
         "benchmarks/profile_top.py summarises them); py-spy must be on PATH (pip install py-spy)",
     )  # fmt: skip
     parser.add_argument(
+        "--profile-wall", action="store_true",
+        help="with --profile: every sample, waiting ones included (py-spy --idle), not only those holding the GIL",
+    )  # fmt: skip
+    parser.add_argument(
         "--as-user",
         action="store_true",
         help="submit as a contributor, not the admin (as root, their jobs run as their own Unix account; the "
@@ -183,7 +187,8 @@ def main() -> None:
             if args.profile:  # py-spy samples the server (all its threads, native frames off) while jobs go through
                 profiler = subprocess.Popen(
                     ["py-spy", "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
-                     "--output", str(args.profile), "--threads", "--nonblocking", "--gil"],
+                     "--output", str(args.profile), "--threads", "--nonblocking",
+                     *(["--idle"] if args.profile_wall else ["--gil"])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1)  # attached

@@ -18,7 +18,7 @@ from corral.scheduler import liveness
 from corral.scheduler.loop import Controller
 from corral.server.access import Access
 from corral.server.auth import Principal
-from corral.server.services import clusters, jobs
+from corral.server.services import clusters, jobs, submission
 from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import get_settings
@@ -50,7 +50,7 @@ def one_node_loop(database: str, tmp_path: Path) -> Iterator[tuple[Database, Con
 
 
 def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCache) -> Job:
-    job, queued = jobs.create_job(
+    sub = submission.check(
         db,
         names,
         workspace="default",
@@ -58,6 +58,8 @@ def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCach
         submitted_by="test",
         settings=get_settings(home=tmp_path, max_env_bytes=1 << 16),
     )
+    [(job, queued)] = submission.store(db, names, [sub])
+    assert queued is not None
     controller.job_submitted(queued)
     return job
 

@@ -41,8 +41,10 @@ from corral.server.routers import (
     volumes,
     workspaces,
 )  # fmt: skip
+from corral.server.services import commands
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
+from corral.server.services.submission import GroupCommit
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import Settings
 from corral.server.sweep_driver import SweepDriver
@@ -100,12 +102,14 @@ def build_context(settings: Settings) -> ServerContext:
     admission = Admission(
         rate=settings.submit_rate, burst=settings.submit_burst, max_queued=settings.max_queued_jobs_per_user
     )
+    names = NameCache()
     context = ServerContext(
         settings=settings,
         db=db,
         controller=controller,
         waiters=waiters,
-        names=NameCache(),
+        names=names,
+        submissions=GroupCommit(db, names, lambda made: commands.jobs_stored(context, made)),
         admission=admission,
         backends=backends,
         audit=AuditLog(db),
@@ -152,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
         context.audit.start()
         context.controller.start()
         context.metrics.start()
+        context.submissions.start()
         context.sweeps.start()
         context.arrays.start()
         log.info("corral server ready, home %s, database %s", settings.home, context.db.url.split("@")[-1])
@@ -160,6 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             context.sweeps.stop()
             context.arrays.stop()
+            context.submissions.stop()
             context.controller.stop()
             context.metrics.stop()
             context.audit.stop()

@@ -11,6 +11,7 @@ from corral.server.audit import AuditLog
 from corral.server.auth import Principal
 from corral.server.services.admission import Admission
 from corral.server.services.lookup import NameCache
+from corral.server.services.submission import GroupCommit
 from corral.server.settings import Settings
 from corral.server.waiters import JobWaiters
 from corral.store.db import Database
@@ -29,6 +30,8 @@ class ServerContext:
     controller: Controller
     waiters: JobWaiters
     names: NameCache
+    #: Stores submissions, many in one transaction.
+    submissions: GroupCommit
     admission: Admission
     backends: Backends
     audit: AuditLog

@@ -277,7 +277,8 @@ class SweepDriver(Driver):
         spec = trial_spec(live.spec, values_of(live.spec, t.params))
         request = JobCreate(spec=spec, name=t.job_name, experiment=live.experiment, code_archive=live.spec.code_archive)
         try:
-            commands.submit_job(self._ctx, workspace=live.workspace, request=request, access=self._access(live))
+            access = self._access(live)
+            commands.submit_job(self._ctx, workspace=live.workspace, request=request, access=access).result()
         except AlreadyExists:  # submitted before a crash, its trial not yet told: it is that trial's
             pass
         except TooManyRequests:  # the user's limits: the next pass tries again

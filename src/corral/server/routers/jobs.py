@@ -73,8 +73,12 @@ async def create_job(
 ) -> Response:
     # Runs on the event loop, not in the thread pool: a submission is a few milliseconds of work, and a
     # pool of busy threads would starve the control loop's thread of the GIL (measured: -40% throughput).
+    # Checked here, stored by the group commit's thread: the event loop reads the next request meanwhile.
     request = body if body.experiment else body.model_copy(update={"experiment": exp})
-    job = commands.submit_job(ctx, workspace=ws, request=request, access=access, dry_run=dry_run)
+    if dry_run:
+        job = commands.check_job(ctx, workspace=ws, request=request, access=access)
+    else:
+        [(job, _)] = await asyncio.wrap_future(commands.submit_job(ctx, workspace=ws, request=request, access=access))
     # The model is already valid: skip FastAPI's second validation on the submission hot path.
     return Response(job.model_dump_json(), status_code=200 if dry_run else 201, media_type="application/json")
 
@@ -90,8 +94,8 @@ async def create_jobs(ws: PathName, exp: PathName, body: JobBatch, ctx: Ctx, acc
     """Up to 1,000 jobs in one transaction: all are queued, or none (the first refused says ``jobs[i]`` and
     why). What the user's limits allow is counted for each job."""
     requests = [r if r.experiment else r.model_copy(update={"experiment": exp}) for r in body.jobs]
-    made = commands.submit_jobs(ctx, workspace=ws, requests=requests, access=access)
-    return Response(f"[{','.join(job.model_dump_json() for job in made)}]", status_code=201,
+    made = await asyncio.wrap_future(commands.submit_jobs(ctx, workspace=ws, requests=requests, access=access))
+    return Response(f"[{','.join(job.model_dump_json() for job, _ in made)}]", status_code=201,
                     media_type="application/json")  # fmt: skip
 
 

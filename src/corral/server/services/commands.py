@@ -9,6 +9,7 @@ function here (or one read in the services); none of them reaches the loop, the 
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future
 from typing import Any, Literal
 
 from corral.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
@@ -29,7 +30,8 @@ from corral.core.states import ErrorCode, JobState
 from corral.server.access import Access
 from corral.server.auth import HOME_ADMIN, write_token_file
 from corral.server.context import ServerContext
-from corral.server.services import arrays, clusters, experiments, jobs, sweeps, users, workspaces
+from corral.server.services import arrays, clusters, experiments, jobs, submission, sweeps, users, workspaces
+from corral.server.services.submission import Stored
 from corral.store.tables import JobRow
 
 
@@ -118,37 +120,40 @@ def node_setup_log(ctx: ServerContext, *, workspace: str, cluster: str, node: st
 # ---------------------------------------------------------------- jobs
 
 
-def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access: Access, dry_run: bool = False) -> Job:
-    """Queue a job (the loop is handed it once committed), after the user's limits; with ``dry_run``, check
-    everything a submission checks and store nothing."""
-    user = access.user
-    where: dict[str, Any] = {
-        "workspace": workspace, "request": request, "submitted_by": user, "settings": ctx.settings,
-        "run_as": run_as(ctx, access),
-    }  # fmt: skip
-    if dry_run:
-        return jobs.check_job(ctx.db, ctx.names, **where)
-    ctx.admission.admit(ctx.db, user=user)
-    job, queued = jobs.create_job(ctx.db, ctx.names, **where)
-    if queued is None:  # an array: its driver makes its tasks
-        ctx.arrays.wake()
-    else:
-        ctx.controller.job_submitted(queued)
-    return job
+def check_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access: Access) -> Job:
+    """A dry run of :func:`submit_job`: everything a submission checks, nothing stored."""
+    return submission.check_job(ctx.db, ctx.names, workspace=workspace, request=request, submitted_by=access.user,
+                                settings=ctx.settings, run_as=run_as(ctx, access))  # fmt: skip
 
 
-def submit_jobs(ctx: ServerContext, *, workspace: str, requests: list[JobCreate], access: Access) -> list[Job]:
+def submit_job(ctx: ServerContext, *, workspace: str, request: JobCreate, access: Access) -> Future[list[Stored]]:
+    """Queue a job, after the user's limits: checked here, stored by the group commit (the future's result,
+    once committed; the loop is handed it by :func:`jobs_stored`)."""
+    ctx.admission.admit(ctx.db, user=access.user)
+    sub = submission.check(ctx.db, ctx.names, workspace=workspace, request=request, submitted_by=access.user,
+                           settings=ctx.settings, run_as=run_as(ctx, access))  # fmt: skip
+    return ctx.submissions.submit([sub])
+
+
+def submit_jobs(
+    ctx: ServerContext, *, workspace: str, requests: list[JobCreate], access: Access
+) -> Future[list[Stored]]:
     """Queue many jobs in one transaction, all or none, after the user's limits (counted for each job)."""
-    user = access.user
-    ctx.admission.admit(ctx.db, user=user, count=len(requests))
-    made = jobs.create_jobs(ctx.db, ctx.names, workspace=workspace, requests=requests, submitted_by=user,
-                            settings=ctx.settings, run_as=run_as(ctx, access))  # fmt: skip
+    ctx.admission.admit(ctx.db, user=access.user, count=len(requests))
+    subs = submission.check_batch(
+        ctx.db, ctx.names, workspace=workspace, requests=requests, submitted_by=access.user, settings=ctx.settings,
+        run_as=run_as(ctx, access),
+    )  # fmt: skip
+    return ctx.submissions.submit(subs)
+
+
+def jobs_stored(ctx: ServerContext, made: list[Stored]) -> None:
+    """Jobs just committed to the queue: the control loop is handed each (an array's driver makes its tasks)."""
     for _, queued in made:
         if queued is None:
             ctx.arrays.wake()
         else:
             ctx.controller.job_submitted(queued)
-    return [job for job, _ in made]
 
 
 def terminate_job(
@@ -289,7 +294,7 @@ def create_sweep(ctx: ServerContext, *, workspace: str, experiment: str, data: d
     """A sweep, once its spec and its first trial as a job are checked (a dry run of its submission)."""
     experiment = data.get("experiment") or experiment
     spec, name, first = sweeps.check_sweep(data, experiment)
-    submit_job(ctx, workspace=workspace, request=first, access=access, dry_run=True)
+    check_job(ctx, workspace=workspace, request=first, access=access)
     with ctx.db.write() as session:
         sweep = sweeps.create_sweep(
             session, workspace=workspace, experiment=experiment, name=name, spec=spec, created_by=access.user
@@ -318,7 +323,6 @@ def make_array_task(ctx: ServerContext, row: JobRow, workspace: str, experiment:
     request = JobCreate(
         spec=spec, name=arrays.task_name(row.name, index), experiment=experiment, code_archive=row.code_archive
     )
-    _, queued = jobs.create_job(ctx.db, ctx.names, workspace=workspace, request=request, submitted_by=row.submitted_by,
-                                settings=ctx.settings, run_as=row.run_as)  # fmt: skip
-    if queued is not None:
-        ctx.controller.job_submitted(queued)
+    sub = submission.check(ctx.db, ctx.names, workspace=workspace, request=request, submitted_by=row.submitted_by,
+                           settings=ctx.settings, run_as=row.run_as)  # fmt: skip
+    ctx.submissions.submit([sub]).result()

@@ -10,43 +10,28 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
-from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
-from corral.core.errors import AlreadyExists, Conflict, CorralError, InvalidRequest, InvalidSpec, NotFound
-from corral.core.models import SECRET_MASK, ArrayStatus, Attempt, Job, JobCreate, JobError, JobEvent
-from corral.core.spec_parsing import parse_spec
-from corral.core.specs import PRIORITY_RANK, JobSpec, node_gpus
+from corral.core.errors import Conflict
+from corral.core.models import Attempt, Job, JobError, JobEvent
+from corral.core.specs import PRIORITY_RANK, node_gpus
 from corral.core.states import UPLOADING_OUTPUTS, ErrorCode, JobState
-from corral.data.volumes import VolumeNotFound, check_locations
-from corral.launch.layout import JobLayout
-from corral.launch.planner import rank_count, rank_nodes
-from corral.scheduler.policy import QueuedJob
-from corral.scheduler.runs import queued_job
+from corral.launch.planner import rank_nodes
 from corral.server.access import Access
-from corral.server.services import arrays, code, experiments, outputs
+from corral.server.services import arrays, outputs
 from corral.server.services.lookup import (
-    ClusterRef,
-    NameCache,
     experiment_row,
     job_row,
     stored_job_spec,
     stored_toolkit,
     workspace_row,
 )
-from corral.server.settings import Settings
-from corral.store.db import Database
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobEventRow, JobRow
-from corral.store.transitions import record_created, transition_job
+from corral.store.transitions import transition_job
 
 PRIORITY_NAME = {v: k for k, v in PRIORITY_RANK.items()}
 
@@ -96,243 +81,6 @@ def to_model(row: JobRow, *, workspace: str, experiment: str, attempts: list[Att
 
 def _uploading(row: JobRow) -> bool:
     return row.state == JobState.RUNNING and row.reason == UPLOADING_OUTPUTS
-
-
-def _check_paths(spec: JobSpec) -> None:
-    located = [("inputs", i, x.path) for i, x in enumerate(spec.inputs)]
-    located += [("outputs", i, x.path) for i, x in enumerate(spec.outputs)]
-    for kind, i, path in located:
-        if "://" in path or path.startswith("$"):
-            continue  # a volume's (checked against the workspace's volumes), or a mount root's, on the node
-        if not PurePosixPath(path).is_absolute():
-            raise InvalidSpec(
-                f"{kind}.{i}.path: must be an absolute path, got {path!r}",
-                details=[{"loc": f"{kind}.{i}.path", "message": "must be an absolute path"}],
-            )
-
-
-def _check_env_size(spec: JobSpec, limit: int) -> None:
-    """Refuse at submission an environment no process could be started with (``Argument list too long``)."""
-    variables = {**spec.env, **spec.secrets}
-    size = sum(len(k.encode()) + len(v.encode(errors="surrogatepass")) + 2 for k, v in variables.items())
-    if size > limit:
-        message = f"more than the {limit} bytes a job's variables may take (server setting max_env_bytes)"
-        raise InvalidSpec(
-            f"job: env: with secrets, {size} bytes: {message}", details=[{"loc": "env", "message": message}]
-        )
-
-
-@dataclass
-class _Submission:
-    """A job request checked and resolved, with the row to insert."""
-
-    spec: JobSpec
-    public: JobSpec
-    values: dict[str, Any]
-    cluster: ClusterRef
-    workspace_id: int
-    experiment_id: int | None
-    experiment: str
-
-    def to_job(self, workspace: str) -> Job:
-        v = self.values
-        return Job(
-            name=v["name"],
-            uid=v["uid"],
-            workspace=workspace,
-            experiment=self.experiment,
-            cluster=self.cluster.name,
-            state=JobState(v["state"]),
-            priority=self.spec.priority,
-            node_count=self.spec.node_count,
-            rank_count=v["rank_count"],
-            toolkit=self.spec.toolkit,
-            spec=self.public,
-            submitted_by=v["submitted_by"],
-            created_at=datetime.fromtimestamp(v["created_at"], UTC),
-            job_dir=v["job_dir"],
-            reason=None,
-            array=ArrayStatus(count=v["array_count"]) if v.get("array_count") else None,
-        )
-
-
-def _check_submission(
-    db: Database,
-    names: NameCache,
-    *,
-    workspace: str,
-    request: JobCreate,
-    submitted_by: str,
-    settings: Settings,
-    run_as: str | None = None,
-) -> _Submission:
-    """Everything a submission checks before it is stored: the spec, its paths and sizes, the code archive,
-    the cluster and whether the job could ever fit it."""
-    spec = parse_spec(JobSpec, request.spec, source="job")
-    if spec.code is not None:
-        raise InvalidSpec(
-            "code: the client packs the code directory and sends code_archive; send the spec without code",
-            details=[{"loc": "code", "message": "packed by the client"}],
-        )
-    _check_paths(spec)
-    _check_env_size(spec, settings.max_env_bytes)
-    if request.code_archive and not code.has_archive(settings, workspace, request.code_archive):
-        raise NotFound(f"code archive {request.code_archive} was not uploaded to workspace {workspace!r}")
-    experiment_name = request.experiment or spec.experiment or "default"
-    workspace_id, cluster, experiment_id = names.resolve(
-        db, workspace=workspace, cluster=spec.cluster, experiment=experiment_name
-    )
-    on_volumes = any("://" in item.path for item in spec.inputs) or any("://" in item.path for item in spec.outputs)
-    if on_volumes or spec.mounts:
-        with db.read() as session:
-            try:
-                check_locations(session, workspace_id, spec)
-            except VolumeNotFound as exc:
-                raise exc.invalid_spec("job") from None
-    if spec.node_count > cluster.max_nodes:
-        raise InvalidSpec(
-            f"node_count: cluster {cluster.name!r} has at most {cluster.max_nodes} nodes; "
-            f"this job needs {spec.node_count} and could never start",
-            details=[{"loc": "node_count", "message": f"more than the cluster's {cluster.max_nodes} nodes"}],
-        )
-    uid = uuid.uuid4().hex
-    name = request.name or spec.name or f"job-{uid[:10]}"
-    public = spec.model_copy(
-        update={"name": name, "experiment": experiment_name, "secrets": {k: SECRET_MASK for k in spec.secrets}}
-    )
-    now = time.time()
-    values: dict[str, Any] = {
-        "uid": uid,
-        "workspace_id": workspace_id,
-        "cluster_id": cluster.id,
-        "cluster_name": cluster.name,
-        "name": name,
-        "state": JobState.QUEUED.value,
-        "priority": PRIORITY_RANK[spec.priority],
-        "node_count": spec.node_count,
-        "rank_count": rank_count(spec, cluster.gpus_per_node),
-        "spec": public.model_dump(mode="json"),
-        "secrets": dict(spec.secrets),
-        "code_archive": request.code_archive,
-        "job_dir": JobLayout.under(settings.jobs_dir, workspace, experiment_name, name, uid).job_dir,
-        "submitted_by": submitted_by,
-        "run_as": run_as,
-        "created_at": now,
-        "queued_at": now,
-        "wall_clock": spec.limits.max_wall_clock,
-        "attempt_count": 0,
-    }
-    if spec.array is not None:
-        arrays.array_values(spec, values, now)
-    if spec.array_task is not None:
-        values["array_index"] = spec.array_task.index
-        with db.read() as session:
-            values["array_id"] = session.scalar(
-                select(JobRow.id).where(JobRow.uid == spec.array_task.uid, JobRow.array_count.is_not(None))
-            )
-        if values["array_id"] is None:
-            raise InvalidSpec("array_task: set by the server for a task of an array; leave it out")
-    return _Submission(spec, public, values, cluster, workspace_id, experiment_id, experiment_name)
-
-
-def check_job(db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any) -> Job:
-    """A dry run of :func:`create_job` (same arguments): the job as it would be queued; nothing is stored."""
-    sub = _check_submission(db, names, workspace=workspace, request=request, **options)
-    if sub.experiment_id is not None and _name_taken(db, sub.experiment_id, sub.values["name"]):
-        raise AlreadyExists(f"job {sub.values['name']!r} already exists in experiment {sub.experiment!r}")
-    return sub.to_job(workspace)
-
-
-def _name_taken(db: Database, experiment_id: int | None, name: str) -> bool:
-    with db.read() as session:
-        found = session.scalar(select(JobRow.id).where(JobRow.experiment_id == experiment_id, JobRow.name == name))
-    return found is not None
-
-
-def create_job(
-    db: Database, names: NameCache, *, workspace: str, request: JobCreate, **options: Any
-) -> tuple[Job, QueuedJob | None]:
-    """Check the request (:func:`_check_submission`: ``submitted_by``, ``settings`` (where job directories go,
-    the code archives, ``max_env_bytes``), ``run_as``), resolve names (cached), then hold the write lock for two
-    inserts only.
-
-    Returns the job and what the queue's policy needs of it (for the control loop; None for an array).
-
-    Submission is the API's hot path, and SQLite has one writer at a time.
-    """
-    sub = _check_submission(db, names, workspace=workspace, request=request, **options)
-    return _store(db, names, workspace, [sub])[0]
-
-
-def create_jobs(
-    db: Database, names: NameCache, *, workspace: str, requests: Sequence[JobCreate], **options: Any
-) -> list[tuple[Job, QueuedJob | None]]:
-    """Many submissions in one transaction, as :func:`create_job` each: all are stored, or none. The first one
-    refused says which (``jobs[3]: …``) and why."""
-    subs: list[_Submission] = []
-    seen: dict[tuple[str, str], int] = {}
-    for index, request in enumerate(requests):
-        try:
-            sub = _check_submission(db, names, workspace=workspace, request=request, **options)
-        except CorralError as exc:
-            exc.message = f"jobs[{index}]: {exc.message}"
-            exc.details = [{**d, "loc": f"jobs.{index}.{d.get('loc', '')}".rstrip(".")} for d in exc.details]
-            raise
-        key = (sub.experiment, sub.values["name"])
-        if key in seen:
-            raise InvalidRequest(f"jobs[{index}]: job {key[1]!r} is in this batch twice (also jobs[{seen[key]}])")
-        seen[key] = index
-        subs.append(sub)
-    return _store(db, names, workspace, subs)
-
-
-def _store(
-    db: Database, names: NameCache, workspace: str, subs: list[_Submission]
-) -> list[tuple[Job, QueuedJob | None]]:
-    """The checked submissions, inserted in one transaction (two inserts each); their jobs, and what the queue
-    needs of each (None for an array)."""
-    try:
-        with db.write() as session:
-            made: dict[str, int] = {}  # experiments made by this transaction
-            job_ids = []
-            for sub in subs:
-                experiment_id = sub.experiment_id or made.get(sub.experiment)
-                if experiment_id is None:
-                    experiment_id = made[sub.experiment] = experiments.get_or_create(
-                        session, sub.workspace_id, sub.experiment
-                    ).id
-                sub.values["experiment_id"] = experiment_id
-                job_ids.append(session.execute(insert(JobRow).values(**sub.values).returning(JobRow.id)).scalar_one())
-                record_created(session, job_id=job_ids[-1], at=sub.values["created_at"])
-    except IntegrityError:
-        # Usually the (experiment, name) unique constraint: cheaper than looking first on every submission.
-        names.invalidate()
-        for sub in subs:
-            name = sub.values["name"]
-            if _name_taken(db, sub.values.get("experiment_id", sub.experiment_id), name):
-                raise AlreadyExists(f"job {name!r} already exists in experiment {sub.experiment!r}") from None
-        raise Conflict(
-            f"a cluster or experiment of {'these jobs' if len(subs) > 1 else 'the job'} changed while "
-            f"{'they were' if len(subs) > 1 else 'it was'} submitted; submit again"
-        ) from None
-    return [(sub.to_job(workspace), _queued(sub, job_id)) for sub, job_id in zip(subs, job_ids, strict=True)]
-
-
-def _queued(sub: _Submission, job_id: int) -> QueuedJob | None:
-    """What the queue's policy needs of a stored job (None for an array: the array driver makes its tasks)."""
-    if sub.spec.array is not None:
-        return None
-    return queued_job(
-        job_id=job_id,
-        cluster_id=sub.cluster.id,
-        priority=sub.values["priority"],
-        node_count=sub.spec.node_count,
-        user=sub.values["submitted_by"],
-        workspace_id=sub.workspace_id,
-        wall_clock=sub.spec.limits.max_wall_clock,
-        gpus_per_node=sub.cluster.gpus_per_node,
-        queued_since=sub.values["created_at"],
-    )
 
 
 def list_jobs(
