@@ -7,16 +7,27 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
 
 from corral.backends.base import ExitKind
 from corral.core.states import UPLOADING_OUTPUTS, AttemptReason, ErrorCode, JobState, NodeState
 from corral.scheduler.outcome import Run, attempt_outcome
-from corral.store.tables import AttemptRow, JobEventRow, JobRow, NodeRow
-from corral.store.transitions import Move, transition_jobs, transition_nodes, transition_nodes_each
+from corral.store.tables import AttemptRow, JobEventRow, JobRow, NodeRow, table
+from corral.store.transitions import JobKey, Move, release_nodes, transition_jobs, transition_nodes_each
 
 log = logging.getLogger(__name__)
+
+_JOBS, _ATTEMPTS = table(JobRow), table(AttemptRow)
+#: Built once (the pass's hot path): what ending a job needs of it, and an attempt's end.
+_ENDED_JOBS = select(_JOBS.c.id, _JOBS.c.name, _JOBS.c.state, _JOBS.c.reason, _JOBS.c.terminate_message).where(
+    _JOBS.c.id.in_(bindparam("ids", expanding=True))
+)
+_END_ATTEMPTS = (
+    update(_ATTEMPTS)
+    .where(_ATTEMPTS.c.id == bindparam("_id"))
+    .values(ended_at=bindparam("_ended_at"), exit_code=bindparam("_exit_code"), reason=bindparam("_reason"))
+)
 
 
 def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving: bool) -> list[Run]:
@@ -24,8 +35,7 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
     jobs' leaving nodes are let go too (they are removed at the next reconcile)."""
     job_ids = [r.job_id for r in runs]
     # No spec to decode: only the state moves (and a terminate request's own reason, ``Pruned``, comes along).
-    light = load_only(JobRow.id, JobRow.name, JobRow.state, JobRow.reason, JobRow.terminate_message)
-    jobs = {j.id: j for j in session.scalars(select(JobRow).options(light).where(JobRow.id.in_(job_ids)))}
+    jobs = {j.id: j for j in session.execute(_ENDED_JOBS, {"ids": job_ids})}
     lost = {
         run.plan.nodes[process.node_rank].node_id: run
         for run in runs
@@ -51,6 +61,7 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
         job = jobs.get(run.job_id)
         if job is None:
             continue
+        key = JobKey(job.id, job.name, job.state)
         if job.state == JobState.TERMINATING:
             # Terminated by a request this pass has not drained yet: that is how it ended.
             run.terminating = True
@@ -59,11 +70,11 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
             outcome = replace(outcome, error_code=ErrorCode.PRUNED, error_message=job.terminate_message,
                               reason=AttemptReason.PRUNED)  # fmt: skip
         attempts.append(
-            {"id": run.attempt_id, "ended_at": now, "exit_code": outcome.exit_code, "reason": outcome.reason}
+            {"_id": run.attempt_id, "_ended_at": now, "_exit_code": outcome.exit_code, "_reason": outcome.reason}
         )
         if outcome.state == JobState.QUEUED:
             why = f"requeued: {run.failure.message}" if run.failure is not None else "requeued"
-            moves.append(Move(job, JobState.QUEUED, outcome.reason, why, {"queued_at": now}))
+            moves.append(Move(key, JobState.QUEUED, outcome.reason, why, {"queued_at": now}))
             continue
         changes = {
             "ended_at": now,
@@ -72,18 +83,16 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
             "error_message": outcome.error_message,
         }
         why = outcome.error_code or AttemptReason.EXITED
-        moves.append(Move(job, outcome.state, why, outcome.error_message, changes))
+        moves.append(Move(key, outcome.state, why, outcome.error_message, changes))
     if attempts:
-        session.execute(update(AttemptRow), attempts)
+        session.connection().execute(_END_ATTEMPTS, attempts)
     requeued = {m.job.id for m in transition_jobs(session, moves, at=now) if m.target == JobState.QUEUED}
     return [r for r in runs if r.job_id in requeued and r.shape is not None]
 
 
 def free_nodes(session: Session, job_ids: list[int], now: float) -> None:
     """The nodes of jobs that ended are idle again (a leaving node stays leaving: it goes once free)."""
-    transition_nodes(
-        session, NodeState.IDLE, NodeRow.job_id.in_(job_ids), only_from=[NodeState.RUNNING], job_id=None, idle_since=now
-    )
+    release_nodes(session, job_ids, now)
 
 
 def fail_unlaunchable(session: Session, broken: dict[int, tuple[JobRow, str]], now: float) -> list[int]:

@@ -43,6 +43,7 @@ from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.liveness import Liveness
 from corral.scheduler.nodes import lock_clusters
 from corral.scheduler.outcome import Failure, Run, failure_of, upload_failure
+from corral.scheduler.plans import PlacedNode
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
     RESOURCES,
@@ -455,7 +456,7 @@ class Controller:
         return given
 
     def _run_for(
-        self, placed: Placed, attempt_id: int, nodes: list[NodeRow], ports: tuple[int, ...], *, started_at: float
+        self, placed: Placed, attempt_id: int, nodes: list[PlacedNode], ports: tuple[int, ...], *, started_at: float
     ) -> Run:
         """Track the run of the job's current attempt."""
         run = new_run(placed, attempt_id, nodes, ports, started_at=started_at, provider=self._provider)

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from corral.backends.base import NodeProvider, NodeRef
 from corral.core.specs import JobSpec
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
-from corral.store.tables import ClusterRow, JobRow, NodeRow
+from corral.store.tables import ClusterRow, JobRow
+
+
+class PlacedNode(Protocol):
+    """What a plan needs of each of its nodes (a ``NodeRow``, or a row of just these columns)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def ip(self) -> str: ...
+    @property
+    def gpus(self) -> list[int]: ...
 
 
 def job_spec(job: JobRow) -> JobSpec:
@@ -37,7 +50,7 @@ def plan_for(
     workspace: str,
     experiment: str,
     cluster: ClusterRow,
-    nodes: Sequence[NodeRow],
+    nodes: Sequence[PlacedNode],
     provider: NodeProvider,
     staged_inputs: tuple[dict[str, Any], ...] = (),
     staged_outputs: tuple[dict[str, Any], ...] = (),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Container, Mapping
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from corral.core.states import JobState
@@ -21,8 +21,11 @@ from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.policy import QueuedJob, Quota
 from corral.scheduler.runs import queued_job
 from corral.scheduler.usage import Usage
-from corral.store.tables import ClusterRow, JobRow, WorkspaceRow
+from corral.store.tables import ClusterRow, JobRow, WorkspaceRow, table
 
+_JOBS = table(JobRow)
+#: Why a job waits (built once: written for many jobs on many passes).
+_SET_REASON = update(_JOBS).where(_JOBS.c.id == bindparam("_id")).values(reason=bindparam("_reason"))
 #: Seconds between full reloads of the queue from the database (between them, the loop is told of changes).
 RELOAD_SECONDS = 30.0
 
@@ -140,5 +143,5 @@ class QueueView:
         """Record why jobs wait, writing only the reasons that changed."""
         changed = {j: r for j, r in reasons.items() if self._reasons.get(j) != r}
         if changed:
-            session.execute(update(JobRow), [{"id": j, "reason": r} for j, r in changed.items()])
+            session.connection().execute(_SET_REASON, [{"_id": j, "_reason": r} for j, r in changed.items()])
             self._reasons.update(changed)

@@ -8,11 +8,12 @@ of a job a run sends back. Jobs enter the policy's queue as :class:`~corral.sche
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
@@ -21,9 +22,9 @@ from corral.core.specs import JobSpec, store_location
 from corral.core.states import JobState, NodeState
 from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
-from corral.scheduler.plans import job_spec, plan_for
+from corral.scheduler.plans import PlacedNode, job_spec, plan_for
 from corral.scheduler.policy import Placement, QueuedJob, RunningJob
-from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow
+from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow, table
 from corral.store.transitions import Move, transition_jobs, transition_nodes_each
 
 
@@ -120,7 +121,7 @@ def uses_volumes(stored: dict[str, Any]) -> bool:
 def new_run(
     placed: Placed,
     attempt_id: int,
-    nodes: list[NodeRow],
+    nodes: Sequence[PlacedNode],
     ports: tuple[int, ...],
     *,
     started_at: float,
@@ -164,7 +165,14 @@ def new_run(
 
 
 #: A placed job whose start is committed: what to build its run from (its attempt's id, nodes and ports).
-Start = tuple[Placed, int, list[NodeRow], tuple[int, ...]]
+Start = tuple[Placed, int, list[PlacedNode], tuple[int, ...]]
+
+# Built once (the pass's hot path): the placed nodes as a plan needs them, and the attempts' rows.
+_NODES, _ATTEMPTS = table(NodeRow), table(AttemptRow)
+_PLACED_NODES = select(_NODES.c.id, _NODES.c.name, _NODES.c.ip, _NODES.c.gpus).where(
+    _NODES.c.id.in_(bindparam("ids", expanding=True))
+)
+_INSERT_ATTEMPTS = insert(_ATTEMPTS).returning(_ATTEMPTS.c.job_id, _ATTEMPTS.c.id)
 
 
 def commit_placements(
@@ -190,7 +198,8 @@ def commit_placements(
     if not placements:
         return [], moved
     node_ids = [n for p in placements for n in p.node_ids]
-    nodes = {n.id: n for n in session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))}
+    rows = session.execute(_PLACED_NODES, {"ids": node_ids})
+    nodes: dict[int, PlacedNode] = {n.id: cast(PlacedNode, n) for n in rows}
     taken = [{"id": n, "job_id": p.job_id} for p in placements for n in p.node_ids]
     if transition_nodes_each(session, NodeState.RUNNING, taken, only_from=[NodeState.IDLE]) != len(taken):
         raise RuntimeError("a placement found a node no longer idle; the pass is done again from the database")
@@ -205,9 +214,7 @@ def commit_placements(
         }
         for p in placements
     ]
-    attempt_ids = dict(
-        session.execute(insert(AttemptRow).returning(AttemptRow.job_id, AttemptRow.id), attempt_rows).all()
-    )
+    attempt_ids: dict[int, int] = dict(session.connection().execute(_INSERT_ATTEMPTS, attempt_rows).all())
     starts = [
         (placed[p.job_id], attempt_ids[p.job_id], [nodes[n] for n in p.node_ids], ports[p.job_id]) for p in placements
     ]

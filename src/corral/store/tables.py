@@ -8,7 +8,7 @@ Timestamps are UTC epoch seconds (floats): cheap to compare, identical on both d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -314,3 +315,8 @@ class TrialRow(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def table(row: type[Base]) -> Table:
+    """A row class's table, for Core statements on the hot paths (built once, no ORM objects)."""
+    return cast(Table, row.__table__)

@@ -20,23 +20,66 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, insert, literal_column, select, update
+from sqlalchemy import ColumnElement, Update, bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from corral.core.errors import Conflict
 from corral.core.states import NODE_TRANSITIONS, JobState, NodeState, can_transition, node_sources
-from corral.store.tables import JobEventRow, JobRow, NodeRow
+from corral.store.tables import JobEventRow, JobRow, NodeRow, table
+
+
+@dataclass
+class JobKey:
+    """What moving a job needs of it, where its ORM row was not loaded (the control loop's hot path)."""
+
+    id: int
+    name: str
+    state: str
 
 
 @dataclass
 class Move:
-    job: JobRow
+    job: JobRow | JobKey
     target: JobState
     reason: str | None = None
     message: str | None = None
     #: Other columns that change with the state.
     changes: dict[str, Any] = field(default_factory=dict)
+
+
+# The control loop's statements are Core, built once: building one costs more than running it.
+_JOBS, _NODES = table(JobRow), table(NodeRow)
+_INSERT_EVENTS = insert(table(JobEventRow))
+#: The compare-and-set update of each kind of move: (from, to, columns) -> statement.
+_MOVES: dict[tuple[str, str, tuple[str, ...]], Update] = {}
+#: The batched node move of each kind: (target, sources, columns) -> statement.
+_EACH: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Update] = {}
+#: The nodes of ended jobs freed (running -> idle, a move NODE_TRANSITIONS allows).
+_RELEASE = (
+    update(_NODES)
+    .where(_NODES.c.job_id.in_(bindparam("job_ids", expanding=True)), _NODES.c.state == NodeState.RUNNING.value)
+    .values(state=NodeState.IDLE.value, job_id=None, idle_since=bindparam("now"))
+)
+
+
+def _move_statement(from_state: str, target: str, columns: tuple[str, ...]) -> Update:
+    key = (from_state, target, columns)
+    if key not in _MOVES:
+        _MOVES[key] = (
+            update(_JOBS)
+            .where(_JOBS.c.id == bindparam("_id"), _JOBS.c.state == from_state)
+            .values(state=target, **{c: bindparam(f"_{c}") for c in columns})
+        )
+    return _MOVES[key]
+
+
+def _set(job: JobRow | JobKey, column: str, value: Any) -> None:
+    """The loaded job says what the database now holds (without marking an ORM row changed)."""
+    if isinstance(job, JobRow):
+        set_committed_value(job, column, value)
+    else:
+        setattr(job, column, value)
 
 
 def transition_jobs(session: Session, moves: list[Move], *, at: float | None = None) -> list[Move]:
@@ -53,15 +96,10 @@ def transition_jobs(session: Session, moves: list[Move], *, at: float | None = N
             raise Conflict(f"job {move.job.name!r} is {current.value}; it cannot become {move.target.value}")
         groups[(current.value, move.target.value, tuple(sorted(move.changes)))].append(move)
     done: list[Move] = []
+    connection = session.connection()
     for (from_state, target, columns), group in groups.items():
-        statement = (
-            update(JobRow)
-            .where(JobRow.id == bindparam("_id"), JobRow.state == from_state)
-            .values(state=target, **{c: bindparam(f"_{c}") for c in columns})
-            .execution_options(synchronize_session=False)
-        )
         params = [{"_id": m.job.id, **{f"_{c}": m.changes[c] for c in columns}} for m in group]
-        result = session.connection().execute(statement, params)
+        result = connection.execute(_move_statement(from_state, target, columns), params)
         moved = group
         if result.rowcount != len(group):
             states = dict(
@@ -70,33 +108,25 @@ def transition_jobs(session: Session, moves: list[Move], *, at: float | None = N
             moved = [m for m in group if states.get(m.job.id) == target]
             for move in group:
                 if states.get(move.job.id, target) != target:  # moved by another writer: show what it did
-                    set_committed_value(move.job, "state", states[move.job.id])
+                    _set(move.job, "state", states[move.job.id])
         for move in moved:
-            set_committed_value(move.job, "state", target)
+            _set(move.job, "state", target)
             for column, value in move.changes.items():
-                set_committed_value(move.job, column, value)
+                _set(move.job, column, value)
         done.extend(moved)
         if moved:
-            session.connection().execute(
-                insert(JobEventRow),
-                [
-                    {
-                        "job_id": m.job.id,
-                        "at": now,
-                        "from_state": from_state,
-                        "to_state": target,
-                        "reason": m.reason,
-                        "message": m.message,
-                    }
-                    for m in moved
-                ],
-            )
+            events = [
+                {"job_id": m.job.id, "at": now, "from_state": from_state, "to_state": target, "reason": m.reason,
+                 "message": m.message}
+                for m in moved
+            ]  # fmt: skip
+            connection.execute(_INSERT_EVENTS, events)
     return done
 
 
 def transition_job(
     session: Session,
-    job: JobRow,
+    job: JobRow | JobKey,
     target: JobState,
     *,
     reason: str | None = None,
@@ -108,9 +138,11 @@ def transition_job(
     return bool(transition_jobs(session, [Move(job, target, reason, message, changes)], at=at))
 
 
-def record_created(session: Session, *, job_id: int, at: float) -> None:
-    """The first event of a job's history: it was queued."""
-    session.execute(insert(JobEventRow).values(job_id=job_id, at=at, from_state=None, to_state=JobState.QUEUED.value))
+def record_created(session: Session, created: list[tuple[int, float]]) -> None:
+    """The first event of each job's history (job id, when): it was queued."""
+    queued = JobState.QUEUED.value
+    rows = [{"job_id": job_id, "at": at, "from_state": None, "to_state": queued} for job_id, at in created]
+    session.connection().execute(_INSERT_EVENTS, rows)
 
 
 def _sources(target: NodeState, only: Collection[NodeState] | None) -> list[str]:
@@ -150,6 +182,13 @@ def transition_nodes(
     return int(session.connection().execute(statement).rowcount)
 
 
+def release_nodes(session: Session, job_ids: list[int], now: float) -> int:
+    """The running nodes of these jobs, which ended, become idle (the control loop's form of
+    :func:`transition_nodes`, its statement built once); how many moved."""
+    session.flush()
+    return int(session.connection().execute(_RELEASE, {"job_ids": job_ids, "now": now}).rowcount)
+
+
 def transition_nodes_each(
     session: Session,
     target: NodeState,
@@ -161,15 +200,16 @@ def transition_nodes_each(
     batch; how many moved (fewer when some were not in a state that may reach ``target``)."""
     if not rows:
         return 0
-    columns = sorted(set(rows[0]) - {"id"})
-    sources = _sources(target, only_from)
-    statement = (
-        update(NodeRow)
-        # The states as literals: an executemany takes no list parameter (they are the enum's own names).
-        .where(NodeRow.id == bindparam("_id"), NodeRow.state.in_([literal_column(f"'{v}'") for v in sources]))
-        .values(state=target.value, **{c: bindparam(f"_{c}") for c in columns})
-        .execution_options(synchronize_session=False)
-    )
+    columns = tuple(sorted(set(rows[0]) - {"id"}))
+    sources = tuple(_sources(target, only_from))
+    key = (target.value, sources, columns)
+    if key not in _EACH:
+        _EACH[key] = (
+            update(_NODES)
+            # The states as literals: an executemany takes no list parameter (they are the enum's own names).
+            .where(_NODES.c.id == bindparam("_id"), _NODES.c.state.in_([literal_column(f"'{v}'") for v in sources]))
+            .values(state=target.value, **{c: bindparam(f"_{c}") for c in columns})
+        )
     params = [{"_id": row["id"], **{f"_{c}": row[c] for c in columns}} for row in rows]
     session.flush()
-    return int(session.connection().execute(statement, params).rowcount)
+    return int(session.connection().execute(_EACH[key], params).rowcount)

@@ -23,9 +23,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from corral.core.errors import AlreadyExists, Conflict, CorralError, InvalidRequest, InvalidSpec, NotFound
@@ -42,7 +42,8 @@ from corral.server.services import arrays, code, experiments
 from corral.server.services.lookup import ClusterRef, NameCache
 from corral.server.settings import Settings
 from corral.store.db import Database
-from corral.store.tables import JobEventRow, JobRow
+from corral.store.tables import JobRow, table
+from corral.store.transitions import record_created
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,9 @@ log = logging.getLogger(__name__)
 Stored = tuple[Job, QueuedJob | None]
 #: The most jobs one group commit stores (a batch request larger than this is stored alone).
 GROUP_JOBS = 1000
-#: Core inserts, built once: the ORM's bulk insert costs more per job than the insert itself.
-_JOBS = cast(Table, JobRow.__table__)
+#: The Core insert, built once: the ORM's bulk insert costs more per job than the insert itself.
+_JOBS = table(JobRow)
 _INSERT_JOBS = insert(_JOBS).returning(_JOBS.c.id, sort_by_parameter_order=True)
-_INSERT_EVENTS = insert(cast(Table, JobEventRow.__table__))
 
 
 def _check_paths(spec: JobSpec) -> None:
@@ -250,11 +250,7 @@ def store(db: Database, names: NameCache, subs: list[Submission]) -> list[Stored
             for group in by_columns.values():
                 ids = session.execute(_INSERT_JOBS, [subs[i].values for i in group]).scalars().all()
                 job_ids.update(zip(group, ids, strict=True))
-            events = [
-                {"job_id": job_ids[i], "at": sub.values["created_at"], "from_state": None, "to_state": "queued"}
-                for i, sub in enumerate(subs)
-            ]
-            session.execute(_INSERT_EVENTS, events)
+            record_created(session, [(job_ids[i], sub.values["created_at"]) for i, sub in enumerate(subs)])
     except IntegrityError:
         # Usually the (experiment, name) unique constraint: cheaper than looking first on every submission.
         names.invalidate()
