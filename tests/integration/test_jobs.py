@@ -134,6 +134,10 @@ def test_terminate_kills_the_whole_group(client: Client, tmp_path: Path) -> None
     assert ended.state == "terminated" and ended.error.code == "Terminated"  # type: ignore[union-attr]
     assert process_gone(background), "the job's background process outlived it"
     assert job.name not in [n.job for n in client.list_nodes("local")], "the job's node was released"
+    # SIGKILL after the grace period killed the wrapper before it recorded a code: the shell's 137, not a lost
+    # node (a lost node is marked unusable, and no job would run on it again)
+    assert ended.attempts[-1].exit_code == 137
+    assert {n.state for n in client.list_nodes("local")} == {"idle"}
 
 
 def test_terminate_a_queued_job(client: Client) -> None:

@@ -161,7 +161,8 @@ class LocalBackend:
             popen = self._spawn(
                 state, exit_file, node.workdir, node.prepare_command, log_file, log_file, node.prepare_env
             )
-            self._watcher.watch(popen.pid, functools.partial(self._prepare_ended, state, node, popen.pid), popen)
+            ended = functools.partial(self._prepare_ended, state, node, popen.pid, popen)
+            self._watcher.watch(popen.pid, ended, popen)
 
     def _start_processes(self, state: _Attempt) -> None:
         plan = state.plan
@@ -177,7 +178,8 @@ class LocalBackend:
             )
             with self._lock:
                 state.started.add(process.rank)
-            self._watcher.watch(popen.pid, functools.partial(self._process_ended, state, process, popen.pid), popen)
+            ended = functools.partial(self._process_ended, state, process, popen.pid, popen)
+            self._watcher.watch(popen.pid, ended, popen)
 
     def _start_processes_or_fail(self, state: _Attempt) -> None:
         try:
@@ -187,8 +189,16 @@ class LocalBackend:
 
     # ------------------------------------------------------------ exits
 
-    def _ended(self, state: _Attempt, exit_file: str, pid: int | None, *, sweep: bool = False) -> int | None:
-        """Clean up after a wrapper that ended; its exit code, or None when it recorded none."""
+    def _ended(
+        self,
+        state: _Attempt,
+        exit_file: str,
+        pid: int | None,
+        popen: subprocess.Popen[bytes] | None = None,
+        *,
+        sweep: bool = False,
+    ) -> int | None:
+        """Clean up after a wrapper that ended; its exit code (:func:`wrapper_code`), or None."""
         if pid is not None:
             if sweep:
                 kill_session(pid)
@@ -197,10 +207,13 @@ class LocalBackend:
                 os.killpg(pid, signal.SIGKILL)
         with self._lock:
             state.pids.pop(exit_file, None)
-        return read_exit(exit_file)
+            signalled = state.signalled is not None
+        return wrapper_code(exit_file, popen, signalled)
 
-    def _prepare_ended(self, state: _Attempt, node: NodePlan, pid: int | None) -> None:
-        code = self._ended(state, prepare_exit(state.plan.attempt_dir, node.rank), pid)
+    def _prepare_ended(
+        self, state: _Attempt, node: NodePlan, pid: int | None, popen: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        code = self._ended(state, prepare_exit(state.plan.attempt_dir, node.rank), pid, popen)
         with self._lock:
             state.preparing.discard(node.rank)
             first = code != 0 and state.prepare_failure is None
@@ -226,8 +239,12 @@ class LocalBackend:
         for process in state.plan.processes:
             self._emit(state.plan, process.rank, ExitKind.PREPARE_FAILED, failed_code, message)
 
-    def _process_ended(self, state: _Attempt, process: ProcessPlan, pid: int | None) -> None:
-        code = self._ended(state, rank_exit(state.plan.attempt_dir, process.rank), pid, sweep=process.sweep_session)
+    def _process_ended(
+        self, state: _Attempt, process: ProcessPlan, pid: int | None, popen: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        code = self._ended(
+            state, rank_exit(state.plan.attempt_dir, process.rank), pid, popen, sweep=process.sweep_session
+        )
         self._report(state.plan, process, code)
 
     def _report(self, plan: LaunchPlan, process: ProcessPlan, code: int | None) -> None:
@@ -371,6 +388,17 @@ def resumed_from(plan: LaunchPlan) -> str | None:
         return None
     path = Path(folder, name)
     return str(path) if name and path.exists() else None
+
+
+def wrapper_code(exit_file: str, popen: subprocess.Popen[bytes] | None, signalled: bool) -> int | None:
+    """How a wrapper ended: the code it recorded. A wrapper of this process (``popen``, reaped) that Corral itself
+    had ``signalled`` and that a signal killed before it could record a code (SIGKILL after the grace period;
+    SIGTERM before its trap was set, a job stopped as it starts) ended as a shell says: 128 + the signal. Else None:
+    lost (killed by something else, or re-attached after a restart and ended recording nothing)."""
+    code = read_exit(exit_file)
+    if code is None and signalled and popen is not None and popen.returncode is not None and popen.returncode < 0:
+        return 128 - popen.returncode
+    return code
 
 
 def read_exit(exit_file: str) -> int | None:

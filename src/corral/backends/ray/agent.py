@@ -40,6 +40,7 @@ from corral.backends.local.backend import (
     lay_out,
     read_exit,
     spawn_wrapper,
+    wrapper_code,
     wrapper_pids,
 )
 from corral.backends.local.environment import runtime_folder, server_environment
@@ -151,14 +152,19 @@ class NodeAgent:
         if pending is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(popen.pid, pending)
-        self._watcher.watch(popen.pid, lambda: self._ended(item.exit_file, popen.pid, item.sweep_session), popen)
+        ended = functools.partial(self._ended, item.exit_file, popen.pid, item.sweep_session, run, popen)
+        self._watcher.watch(popen.pid, ended, popen)
 
-    def _ended(self, exit_file: str, pid: int, sweep: bool) -> None:
+    def _ended(
+        self, exit_file: str, pid: int, sweep: bool, run: str = "", popen: subprocess.Popen[bytes] | None = None
+    ) -> None:
         if sweep:
             kill_session(pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        code = read_exit(exit_file)
+        with self._lock:
+            signalled = run in self._signalled
+        code = wrapper_code(exit_file, popen, signalled)
         with self._lock:
             self._pids.pop(exit_file, None)
             self._ends.append((self._next, exit_file, code))
