@@ -60,14 +60,25 @@ def cpu_seconds(pid: int) -> tuple[float, float, float]:
 
 
 def start_server(
-    home: Path, port: int, database_url: str | None, settings: dict[str, str] | None = None
+    home: Path, port: int, database_url: str | None, settings: dict[str, str] | None = None, cpus: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """A server on ``home``; with ``cpus`` (``taskset`` list, e.g. ``0``), confined to those CPUs (its jobs too:
+    they inherit its affinity)."""
     env = {**os.environ, "CORRAL_HOME": str(home), **(settings or {})}
     if database_url:
         env["CORRAL_DATABASE_URL"] = database_url
     log = open(home / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "corral.server", "--home", str(home), "--port", str(port)],
+        [
+            *(["taskset", "-c", cpus] if cpus else []),
+            sys.executable,
+            "-m",
+            "corral.server",
+            "--home",
+            str(home),
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=log,
         stderr=log,
@@ -108,6 +119,9 @@ def main() -> None:
     parser.add_argument("--latency-trials", type=int, default=30)
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--server-cpus", default=None, help="run the server (and so its jobs) on these CPUs only: taskset -c LIST"
+    )
     parser.add_argument("--batch", type=int, default=1, help="jobs a submission (POST …/jobs/batch above 1)")
     parser.add_argument(
         "--profile", type=Path, default=None,
@@ -146,7 +160,7 @@ def main() -> None:
         home = Path(tmp)
         if args.as_user:
             home.chmod(0o711)  # the server keeps it so: users' jobs pass through it to their own folders
-        server = start_server(home, args.port, args.database_url)
+        server = start_server(home, args.port, args.database_url, cpus=args.server_cpus)
         try:
             url = f"http://127.0.0.1:{args.port}"
             token = (home / "token").read_text().strip()

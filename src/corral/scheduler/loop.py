@@ -162,8 +162,9 @@ class Controller:
             timeout = self._tick
             if self._timers:
                 timeout = max(0.0, min(timeout, self._timers[0][0] - time.time()))
-            if self._wake.wait(timeout):
-                # Let the events of the next millisecond join this pass: one transaction for many jobs.
+            if self._wake.wait(timeout) and len(self._runs) > len(self._inbox):
+                # Other runs are in flight: let the events of the next milliseconds join this pass (one
+                # transaction for many jobs). On an idle loop a lone job's submission or end goes at once.
                 time.sleep(self._coalesce)
             self._wake.clear()
             if self._stopped.is_set():
