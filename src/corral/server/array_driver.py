@@ -6,8 +6,9 @@ few at a time: at most ``parallelism`` queued or running (else twice the cluster
 always finds one waiting). A 10,000-task array is one row at submission. Every ``drivers.POLL_SECONDS``, or at once
 when an array is submitted or a job ends, the driver for each array:
 
-- makes its next tasks, index by index: a task that exists already (made before a crash, or by a terminate of
-  its index) is skipped, so none is made twice;
+- makes its next tasks, index by index, all asked of the group commit before any is waited for (so they are
+  stored in one transaction): a task that exists already (made before a crash, or by a terminate of its index)
+  is skipped, so none is made twice;
 - counts an index failed once its task failed after its own attempts (``retry_per_index``: each index has its
   own), and stops making tasks once ``max_failed`` indexes failed;
 - terminates its tasks when the array is terminated;
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
@@ -29,6 +31,7 @@ from corral.core.states import ErrorCode, JobState
 from corral.server.access import Access
 from corral.server.drivers import Driver
 from corral.server.services import arrays, commands
+from corral.server.services.submission import Stored
 from corral.store.tables import ClusterRow, ExperimentRow, JobRow, WorkspaceRow
 from corral.store.transitions import transition_job
 
@@ -109,22 +112,29 @@ class ArrayDriver(Driver):
         self._end(row, JobState.FAILED, ErrorCode.JOB_FAILED, message)
 
     def _make(self, row: JobRow, workspace: str, experiment: str, want: int) -> None:
-        """Make up to ``want`` tasks from the next index on."""
-        made = 0
+        """Make up to ``want`` tasks from the next index on: all asked for, then waited for (the group commit
+        stores them in one transaction)."""
         count = row.array_count
         assert count is not None
-        while made < want and self._next[row.id] < count:
+        asked: list[tuple[int, Future[list[Stored]]]] = []
+        refused: str | None = None  # why the array cannot go on
+        while len(asked) < want and self._next[row.id] < count:
             index = self._next[row.id]
             try:
-                commands.make_array_task(self._ctx, row, workspace, experiment, index)
+                asked.append((index, commands.make_array_task(self._ctx, row, workspace, experiment, index)))
+            except CorralError as exc:  # its cluster was deleted, say: the array cannot go on
+                refused = f"task {index} was refused: {exc.message}"
+                break
+            self._next[row.id] = index + 1
+        for index, future in asked:
+            try:
+                future.result()
             except AlreadyExists:  # made before a crash, or by a terminate of its index
                 pass
-            except CorralError as exc:  # its cluster was deleted, say: the array cannot go on
-                self._end(row, JobState.FAILED, ErrorCode.LAUNCH_FAILED, f"task {index} was refused: {exc.message}")
-                return
-            else:
-                made += 1
-            self._next[row.id] = index + 1
+            except CorralError as exc:
+                refused = refused or f"task {index} was refused: {exc.message}"
+        if refused is not None:
+            self._end(row, JobState.FAILED, ErrorCode.LAUNCH_FAILED, refused)
 
     def _terminate_tasks(self, row: JobRow, workspace: str, experiment: str, access: Access) -> None:
         with self._ctx.db.read() as session:

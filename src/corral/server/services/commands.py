@@ -196,7 +196,7 @@ def terminate_index(
     if row.state != JobState.RUNNING:
         raise Conflict(f"array {name!r} is {row.state}")
     with contextlib.suppress(AlreadyExists):
-        make_array_task(ctx, row, workspace, experiment, index)
+        make_array_task(ctx, row, workspace, experiment, index).result()
     return terminate_job(ctx, workspace=workspace, experiment=experiment, name=arrays.task_name(name, index),
                          access=access)  # fmt: skip
 
@@ -317,12 +317,16 @@ def terminate_sweep(ctx: ServerContext, *, workspace: str, experiment: str, name
     return sweep
 
 
-def make_array_task(ctx: ServerContext, row: JobRow, workspace: str, experiment: str, index: int) -> None:
-    """Queue task ``index`` of the array ``row`` (AlreadyExists when it was made)."""
+def make_array_task(
+    ctx: ServerContext, row: JobRow, workspace: str, experiment: str, index: int
+) -> Future[list[Stored]]:
+    """Queue task ``index`` of the array ``row``: checked here, stored by the group commit (the future: its error
+    is AlreadyExists when the task was made). Tasks asked for one after another, without waiting, are stored in
+    one transaction, each still refused alone."""
     spec = arrays.task_spec(row.spec, index=index, name=row.name, uid=row.uid)
     request = JobCreate(
         spec=spec, name=arrays.task_name(row.name, index), experiment=experiment, code_archive=row.code_archive
     )
     sub = submission.check(ctx.db, ctx.names, workspace=workspace, request=request, submitted_by=row.submitted_by,
                            settings=ctx.settings, run_as=row.run_as)  # fmt: skip
-    ctx.submissions.submit([sub]).result()
+    return ctx.submissions.submit([sub])
