@@ -14,7 +14,7 @@ from corral.server.services import clusters
 from corral.server.services.workspaces import ensure_defaults
 from corral.store.db import Database
 from corral.store.tables import NodeRow
-from corral.store.transitions import transition_node, transition_nodes, transition_nodes_each
+from corral.store.transitions import transition_node, transition_nodes_each
 
 
 def test_the_table_lets_every_state_but_leaving_go_somewhere() -> None:
@@ -42,15 +42,14 @@ def test_moves_are_checked_and_compare_and_set(database: str, tmp_path: Path) ->
             rows = [{"id": a.id, "job_id": None}, {"id": b.id, "job_id": None}]
             assert transition_nodes_each(session, NodeState.RUNNING, rows, only_from=[NodeState.IDLE]) == 2
             assert transition_nodes_each(session, NodeState.RUNNING, rows[:1], only_from=[NodeState.IDLE]) == 0
-            moved = transition_nodes(
-                session, NodeState.IDLE, NodeRow.id.in_([a.id, c.id]), only_from=[NodeState.RUNNING]
-            )
+            freed = [{"id": a.id, "job_id": None}, {"id": c.id, "job_id": None}]
+            moved = transition_nodes_each(session, NodeState.IDLE, freed, only_from=[NodeState.RUNNING])
             assert moved == 1  # a was running; c was idle already
             transition_node(c, NodeState.LEAVING)
             with pytest.raises(Conflict, match="node 'node-2' is leaving; it cannot become idle"):
                 transition_node(c, NodeState.IDLE)
             with pytest.raises(ValueError, match="cannot become running from"):
-                transition_nodes(session, NodeState.RUNNING, NodeRow.id == a.id, only_from=[NodeState.UNUSABLE])
+                transition_nodes_each(session, NodeState.RUNNING, rows[:1], only_from=[NodeState.UNUSABLE])
         with db.read() as session:
             states = dict(session.execute(select(NodeRow.name, NodeRow.state)).all())
         assert states == {"node-0": "idle", "node-1": "running", "node-2": "leaving"}

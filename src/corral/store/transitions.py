@@ -1,5 +1,5 @@
 """The one place where jobs' and nodes' states change: :func:`transition_jobs`, and for nodes
-:func:`transition_node` / :func:`transition_nodes`.
+:func:`transition_node` / :func:`transition_nodes_each` / :func:`release_nodes`.
 
 It checks each move against ``core.states.JOB_TRANSITIONS``, applies the moves as
 compare-and-set updates (``WHERE id = :id AND state = :from``) so two writers
@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, bindparam, insert, literal_column, select, update
+from sqlalchemy import Update, bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -162,29 +162,8 @@ def transition_node(node: NodeRow, target: NodeState, **changes: Any) -> None:
         setattr(node, column, value)
 
 
-def transition_nodes(
-    session: Session,
-    target: NodeState,
-    where: ColumnElement[bool],
-    *,
-    only_from: Collection[NodeState] | None = None,
-    **changes: Any,
-) -> int:
-    """Move the nodes that match ``where`` and are in a state that may reach ``target`` (or in ``only_from``);
-    how many moved."""
-    statement = (
-        update(NodeRow)
-        .where(where, NodeRow.state.in_(_sources(target, only_from)))
-        .values(state=target.value, **changes)
-        .execution_options(synchronize_session=False)
-    )
-    session.flush()  # pending ORM changes go first, in order
-    return int(session.connection().execute(statement).rowcount)
-
-
 def release_nodes(session: Session, job_ids: list[int], now: float) -> int:
-    """The running nodes of these jobs, which ended, become idle (the control loop's form of
-    :func:`transition_nodes`, its statement built once); how many moved."""
+    """The running nodes of these jobs, which ended, become idle (a leaving node stays leaving); how many moved."""
     session.flush()
     return int(session.connection().execute(_RELEASE, {"job_ids": job_ids, "now": now}).rowcount)
 
