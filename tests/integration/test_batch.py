@@ -3,6 +3,8 @@ none, the first refused naming its place; the user's limits counted for each job
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from corral.core.errors import AlreadyExists, InvalidRequest, InvalidSpec, NotFound, TooLarge, TooManyRequests
@@ -50,3 +52,36 @@ def test_a_batch_counts_against_the_users_limits(server_factory) -> None:  # typ
         c.create_jobs([spec] * 6)
     assert len(c.create_jobs([spec] * 5)) == 5
     assert c.list_jobs() and len(c.list_jobs()) == 5
+
+
+def test_concurrent_submissions_are_each_all_or_none(server: ServerHandle) -> None:
+    """Many clients at once (the group commit stores them together): a name given by several is stored once, the
+    others get 409; a batch holding a taken name stores none of its jobs; every other submission is stored."""
+    experiment = "concurrent"
+    spec = {"cluster": "local", "custom": {"command": "true"}}
+    clients = [server.client(experiment=experiment) for _ in range(8)]
+
+    def submit(i: int) -> str:
+        c = clients[i % len(clients)]
+        try:
+            if i % 10 == 9:  # a batch whose second job takes a name another request also gives
+                c.create_jobs([spec, spec], names=[f"batch-{i}", f"shared-{i % 3}"])
+            else:
+                c.create_job(spec, name=f"shared-{i % 3}" if i % 10 == 0 else f"own-{i}")
+        except AlreadyExists:
+            return "taken"
+        return "stored"
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(submit, range(120)))
+    names = {j.name for j in clients[0].iter_jobs()}
+    shared = {n for n in names if n.startswith("shared-")}
+    batches = {n for n in names if n.startswith("batch-")}
+    own = {n for n in names if n.startswith("own-")}
+    assert own == {f"own-{i}" for i in range(120) if i % 10 not in (0, 9)}
+    assert shared == {"shared-0", "shared-1", "shared-2"}  # each given by 8 requests, stored once
+    # A batch was stored whole exactly when its shared name was free for it; else none of it.
+    stored_batches = [i for i in range(9, 120, 10) if results[i] == "stored"]
+    assert batches == {f"batch-{i}" for i in stored_batches}
+    assert results.count("stored") == len(own) + 3  # each shared name by one request, a single or a batch
+    until(lambda: all(j.state == "succeeded" for j in clients[0].iter_jobs()), timeout=120)
