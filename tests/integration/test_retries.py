@@ -64,7 +64,9 @@ def test_node_loss_requeues_to_another_node_and_recover_returns_it(
     job = c.create_job({"cluster": name, "custom": {"command": command}})
     until(lambda: c.get_job(job.name).state == "running")
     first_node = c.get_job(job.name).nodes[0]
-    # The node's processes vanish without an exit code: SIGKILL its whole process group, wrapper included.
+    # The node's processes vanish without an exit code: SIGKILL its whole process group, wrapper included (once
+    # it started: a job is running from its commit, and its wrapper starts just after).
+    until(lambda: any(job.uid in path for path in wrapper_pids()))
     live = {path: pid for path, pid in wrapper_pids().items() if job.uid in path}
     assert len(live) == 1
     os.killpg(next(iter(live.values())), signal.SIGKILL)

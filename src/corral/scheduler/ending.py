@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from corral.backends.base import ExitKind
 from corral.core.states import UPLOADING_OUTPUTS, AttemptReason, ErrorCode, JobState, NodeState
 from corral.scheduler.outcome import Run, attempt_outcome
+from corral.scheduler.plans import JobToRun
 from corral.store.tables import AttemptRow, JobEventRow, JobRow, NodeRow, table
 from corral.store.transitions import JobKey, Move, release_nodes, transition_jobs, transition_nodes_each
 
@@ -95,7 +96,7 @@ def free_nodes(session: Session, job_ids: list[int], now: float) -> None:
     release_nodes(session, job_ids, now)
 
 
-def fail_unlaunchable(session: Session, broken: dict[int, tuple[JobRow, str]], now: float) -> list[int]:
+def fail_unlaunchable(session: Session, broken: dict[int, tuple[JobToRun, str]], now: float) -> list[int]:
     """Fail the queued jobs whose stored spec no longer loads, each with its reason (one such job must not stop
     the pass, and with it every other job, again and again); the ids of those failed."""
     moves = []

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from corral.backends.base import NodeProvider, NodeRef
 from corral.core.specs import JobSpec
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
-from corral.store.tables import ClusterRow, JobRow
+from corral.store.tables import ClusterRow
+
+
+@dataclass
+class JobToRun:
+    """What placing, planning and running a job needs of its row, read as plain columns (``runs.load_for_launch``):
+    the ORM's objects cost the control loop more than its statements."""
+
+    id: int
+    uid: str
+    name: str
+    state: str
+    cluster_id: int | None
+    workspace_id: int
+    priority: int
+    node_count: int
+    attempt_count: int
+    submitted_by: str
+    job_dir: str
+    secrets: dict[str, Any]
+    code_archive: str | None
+    run_as: str | None
+    spec: dict[str, Any]
 
 
 class PlacedNode(Protocol):
@@ -25,7 +48,7 @@ class PlacedNode(Protocol):
     def gpus(self) -> list[int]: ...
 
 
-def job_spec(job: JobRow) -> JobSpec:
+def job_spec(job: JobToRun) -> JobSpec:
     """The job's spec as the planners see it (secrets come from their own column)."""
     return JobSpec.model_validate({**job.spec, "secrets": {}})
 
@@ -43,7 +66,7 @@ def environment_of(spec: JobSpec, cluster: ClusterRow) -> dict[str, Any] | None:
 
 def plan_for(
     *,
-    job: JobRow,
+    job: JobToRun,
     spec: JobSpec,
     attempt: int,
     ports: Sequence[int],

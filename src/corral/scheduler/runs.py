@@ -9,7 +9,7 @@ of a job a run sends back. Jobs enter the policy's queue as :class:`~corral.sche
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -22,7 +22,7 @@ from corral.core.specs import JobSpec, store_location
 from corral.core.states import JobState, NodeState
 from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
-from corral.scheduler.plans import PlacedNode, job_spec, plan_for
+from corral.scheduler.plans import JobToRun, PlacedNode, job_spec, plan_for
 from corral.scheduler.policy import Placement, QueuedJob, RunningJob
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow, table
 from corral.store.transitions import Move, transition_jobs, transition_nodes_each
@@ -32,7 +32,7 @@ from corral.store.transitions import Move, transition_jobs, transition_nodes_eac
 class Placed:
     """What building a job's launch plan needs from the database, loaded within a pass."""
 
-    job: JobRow
+    job: JobToRun
     spec: JobSpec
     workspace: str
     experiment: str
@@ -40,6 +40,19 @@ class Placed:
     #: Its inputs and outputs on volumes, as the nodes stage them in and upload them (``corral.data.volumes.staged``).
     staged_inputs: tuple[dict[str, Any], ...] = ()
     staged_outputs: tuple[dict[str, Any], ...] = ()
+
+
+_JOBS = table(JobRow)
+_TO_RUN_COLUMNS = [_JOBS.c[f.name] for f in fields(JobToRun)]
+_WORKSPACES, _EXPERIMENTS = table(WorkspaceRow), table(ExperimentRow)
+#: A pass's placed jobs as plain rows, with their workspace's and experiment's names (built once).
+_TO_RUN = (
+    select(*_TO_RUN_COLUMNS, _WORKSPACES.c.name, _EXPERIMENTS.c.name)
+    .select_from(_JOBS)
+    .join(_WORKSPACES, _WORKSPACES.c.id == _JOBS.c.workspace_id)
+    .join(_EXPERIMENTS, _EXPERIMENTS.c.id == _JOBS.c.experiment_id)
+    .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 def queued_job(
@@ -72,19 +85,15 @@ def queued_again(run: Run, now: float) -> QueuedJob:
     )  # fmt: skip
 
 
-def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Placed], dict[int, tuple[JobRow, str]]]:
+def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Placed], dict[int, tuple[JobToRun, str]]]:
     """The jobs with their workspace's and experiment's names and their cluster's row (two queries), and apart
     those whose stored spec (or their cluster's) no longer loads, each with what is wrong."""
-    rows = session.execute(
-        select(JobRow, WorkspaceRow.name, ExperimentRow.name)
-        .join(WorkspaceRow, WorkspaceRow.id == JobRow.workspace_id)
-        .join(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
-        .where(JobRow.id.in_(job_ids))
-    ).all()
+    width = len(_TO_RUN_COLUMNS)
+    rows = [(JobToRun(*r[:width]), r[width], r[width + 1]) for r in session.execute(_TO_RUN, {"ids": job_ids})]
     cluster_ids = {job.cluster_id for job, _, _ in rows}
     clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
     placed: dict[int, Placed] = {}
-    broken: dict[int, tuple[JobRow, str]] = {}
+    broken: dict[int, tuple[JobToRun, str]] = {}
     #: The volumes of the workspaces whose jobs stage inputs from them (one query, only where any does).
     mounting = {c.id for c in clusters.values() if c.spec.get("mounts")}
     staging = [job.workspace_id for job, _, _ in rows if uses_volumes(job.spec) or job.cluster_id in mounting]

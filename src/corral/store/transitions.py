@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Update, bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session
@@ -27,6 +27,17 @@ from sqlalchemy.orm.attributes import set_committed_value
 from corral.core.errors import Conflict
 from corral.core.states import NODE_TRANSITIONS, JobState, NodeState, can_transition, node_sources
 from corral.store.tables import JobEventRow, JobRow, NodeRow, table
+
+
+class Movable(Protocol):
+    """A job as a move needs it: its ORM row, or a plain one (:class:`JobKey`, the control loop's rows)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
 
 
 @dataclass
@@ -40,7 +51,7 @@ class JobKey:
 
 @dataclass
 class Move:
-    job: JobRow | JobKey
+    job: Movable
     target: JobState
     reason: str | None = None
     message: str | None = None
@@ -74,7 +85,7 @@ def _move_statement(from_state: str, target: str, columns: tuple[str, ...]) -> U
     return _MOVES[key]
 
 
-def _set(job: JobRow | JobKey, column: str, value: Any) -> None:
+def _set(job: Movable, column: str, value: Any) -> None:
     """The loaded job says what the database now holds (without marking an ORM row changed)."""
     if isinstance(job, JobRow):
         set_committed_value(job, column, value)
