@@ -54,7 +54,7 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
             for node_id, run in lost.items()
         ]
         transition_nodes_each(session, NodeState.UNUSABLE, rows, only_from=[NodeState.RUNNING])
-    free_nodes(session, job_ids, now)
+    release_nodes(session, job_ids, now)  # a leaving node stays leaving: it goes once free
     if nodes_leaving:  # a leaving node whose job ended goes now
         session.execute(update(NodeRow).where(NodeRow.job_id.in_(job_ids)).values(job_id=None))
     moves, attempts = [], []
@@ -91,11 +91,6 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
     return [r for r in runs if r.job_id in requeued and r.shape is not None]
 
 
-def free_nodes(session: Session, job_ids: list[int], now: float) -> None:
-    """The nodes of jobs that ended are idle again (a leaving node stays leaving: it goes once free)."""
-    release_nodes(session, job_ids, now)
-
-
 def fail_unlaunchable(session: Session, broken: dict[int, tuple[JobToRun, str]], now: float) -> list[int]:
     """Fail the queued jobs whose stored spec no longer loads, each with its reason (one such job must not stop
     the pass, and with it every other job, again and again); the ids of those failed."""
@@ -111,7 +106,7 @@ def fail_unrecoverable(session: Session, job: JobRow, attempt: AttemptRow, messa
     """A running job found at restart whose plan cannot be rebuilt: it ends failed, its nodes are freed."""
     log.error("job %s (id %s) cannot be recovered: %s", job.name, job.id, message)
     attempt.ended_at, attempt.reason = now, AttemptReason.INVALID_SPEC
-    free_nodes(session, [job.id], now)
+    release_nodes(session, [job.id], now)
     target = JobState.TERMINATED if job.state == JobState.TERMINATING else JobState.FAILED
     changes = {"ended_at": now, "error_code": ErrorCode.INVALID_SPEC, "error_message": message}
     transition_jobs(session, [Move(job, target, ErrorCode.INVALID_SPEC, message, changes)], at=now)

@@ -14,6 +14,7 @@ the target (or fewer, when a caller names them), in one statement for many nodes
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Collection
@@ -62,10 +63,6 @@ class Move:
 # The control loop's statements are Core, built once: building one costs more than running it.
 _JOBS, _NODES = table(JobRow), table(NodeRow)
 _INSERT_EVENTS = insert(table(JobEventRow))
-#: The compare-and-set update of each kind of move: (from, to, columns) -> statement.
-_MOVES: dict[tuple[str, str, tuple[str, ...]], Update] = {}
-#: The batched node move of each kind: (target, sources, columns) -> statement.
-_EACH: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Update] = {}
 #: The nodes of ended jobs freed (running -> idle, a move NODE_TRANSITIONS allows).
 _RELEASE = (
     update(_NODES)
@@ -74,15 +71,25 @@ _RELEASE = (
 )
 
 
+@functools.cache
 def _move_statement(from_state: str, target: str, columns: tuple[str, ...]) -> Update:
-    key = (from_state, target, columns)
-    if key not in _MOVES:
-        _MOVES[key] = (
-            update(_JOBS)
-            .where(_JOBS.c.id == bindparam("_id"), _JOBS.c.state == from_state)
-            .values(state=target, **{c: bindparam(f"_{c}") for c in columns})
-        )
-    return _MOVES[key]
+    """The compare-and-set update of one kind of move (built once per kind)."""
+    return (
+        update(_JOBS)
+        .where(_JOBS.c.id == bindparam("_id"), _JOBS.c.state == from_state)
+        .values(state=target, **{c: bindparam(f"_{c}") for c in columns})
+    )
+
+
+@functools.cache
+def _node_move_statement(target: str, sources: tuple[str, ...], columns: tuple[str, ...]) -> Update:
+    """The batched update of one kind of node move (built once per kind). The states are literals: an executemany
+    takes no list parameter (they are the enum's own names)."""
+    return (
+        update(_NODES)
+        .where(_NODES.c.id == bindparam("_id"), _NODES.c.state.in_([literal_column(f"'{v}'") for v in sources]))
+        .values(state=target, **{c: bindparam(f"_{c}") for c in columns})
+    )
 
 
 def _set(job: Movable, column: str, value: Any) -> None:
@@ -137,7 +144,7 @@ def transition_jobs(session: Session, moves: list[Move], *, at: float | None = N
 
 def transition_job(
     session: Session,
-    job: JobRow | JobKey,
+    job: Movable,
     target: JobState,
     *,
     reason: str | None = None,
@@ -191,15 +198,7 @@ def transition_nodes_each(
     if not rows:
         return 0
     columns = tuple(sorted(set(rows[0]) - {"id"}))
-    sources = tuple(_sources(target, only_from))
-    key = (target.value, sources, columns)
-    if key not in _EACH:
-        _EACH[key] = (
-            update(_NODES)
-            # The states as literals: an executemany takes no list parameter (they are the enum's own names).
-            .where(_NODES.c.id == bindparam("_id"), _NODES.c.state.in_([literal_column(f"'{v}'") for v in sources]))
-            .values(state=target.value, **{c: bindparam(f"_{c}") for c in columns})
-        )
+    statement = _node_move_statement(target.value, tuple(_sources(target, only_from)), columns)
     params = [{"_id": row["id"], **{f"_{c}": row[c] for c in columns}} for row in rows]
     session.flush()
-    return int(session.connection().execute(_EACH[key], params).rowcount)
+    return int(session.connection().execute(statement, params).rowcount)
