@@ -172,7 +172,9 @@ def build_plan(
     # (which may read them, in the environment).
     built = bool(ctx.environment) and not (ctx.environment or {}).get("server")
     # The environment's own log (``--stream environment``), apart from the prepare's.
-    steps = [STAGE_COMMAND] * staging + [f'{{ {environment_step(ctx)}; }} >> "${LOG_VARIABLE}" 2>&1'] * built
+    steps = [STAGE_COMMAND] * staging
+    if built:
+        steps.append(f'{{ {environment_step(ctx)}; }} >> "${LOG_VARIABLE}" 2>&1')
     if steps:
         own = f" && {{\n{in_environment(ctx, prepare)}\n}}" if prepare else ""
         prepare = " && ".join(steps) + own

@@ -57,7 +57,7 @@ def node_own_environment(*, workspace: str, cluster: str, node: str, root: str, 
             "WORKSPACE": workspace,
             "CLUSTER": cluster,
             "NODE_NAME": node,
-            "MOUNT_ROOT": str(PurePath(root, "mounts")),
+            "MOUNT_ROOT": f"{root}/mounts",
             "NUM_GPUS": str(len(gpus)),
         }
     )
@@ -102,7 +102,7 @@ def node_environment(
     env = twins(corral)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in node.gpus)
     if ctx.environment is None and ctx.input_cache:  # the machine's Python: corral.runtime, and nothing else
-        env["PYTHONPATH"] = str(PurePath(ctx.input_cache, RUNTIME_FOLDER))
+        env["PYTHONPATH"] = f"{ctx.input_cache}/{RUNTIME_FOLDER}"
     if toolkit:
         env.update(toolkit)
     env.update(spec.env)

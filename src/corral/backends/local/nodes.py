@@ -33,7 +33,9 @@ class LocalNodes:
     def __init__(self, home: Path, *, input_cache_limit: int = DEFAULT_INPUT_CACHE_LIMIT) -> None:
         self._home = home
         self._input_cache_limit = input_cache_limit
-        runtime_folder(Path(self.input_cache()[0]))  # what jobs without an environment import corral.runtime from
+        # Beside the workspaces' folders; no workspace name starts with a dot.
+        self._input_cache = str(home / "nodes" / ".cache")
+        runtime_folder(Path(self._input_cache))  # what jobs without an environment import corral.runtime from
 
     # ------------------------------------------------------------ provider
 
@@ -52,8 +54,7 @@ class LocalNodes:
         return str(node_root(self._home, node.workspace, node.cluster, node.name))
 
     def input_cache(self) -> tuple[str, int]:
-        # Beside the workspaces' folders; no workspace name starts with a dot.
-        return str(self._home / "nodes" / ".cache"), self._input_cache_limit
+        return self._input_cache, self._input_cache_limit
 
     def remove_node_files(self, workspace: str, cluster: str, node: str | None = None) -> None:
         root = node_root(self._home, workspace, cluster, node or "_")
