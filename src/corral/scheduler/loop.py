@@ -35,7 +35,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from corral.backends.base import Backends, ExitKind, ProcessExit
-from corral.core.states import AttemptReason, ErrorCode, JobState, NodeState
+from corral.core.states import AttemptReason, ErrorCode, JobState
 from corral.launch.common import sync_plan, upload_number
 from corral.launch.planner import ports_needed
 from corral.scheduler.ending import fail_unlaunchable, finish_runs, mark_uploading
@@ -47,7 +47,6 @@ from corral.scheduler.plans import PlacedNode
 from corral.scheduler.policy import (
     CLUSTER_SCALING,
     RESOURCES,
-    FreeNode,
     QueuedJob,
     Snapshot,
     schedule,
@@ -55,9 +54,9 @@ from corral.scheduler.policy import (
 from corral.scheduler.ports import PortAllocator
 from corral.scheduler.queue_view import QueueView
 from corral.scheduler.recovery import rebuild_runs, rebuild_usage
-from corral.scheduler.runs import Placed, Start, commit_placements, load_for_launch, new_run, queued_again
+from corral.scheduler.runs import Placed, Start, commit_placements, free_nodes, load_for_launch, new_run, queued_again
 from corral.store.db import Database
-from corral.store.tables import AttemptRow, JobRow, NodeRow
+from corral.store.tables import AttemptRow, JobRow
 from corral.store.transitions import Move, transition_jobs
 
 log = logging.getLogger(__name__)
@@ -357,11 +356,6 @@ class Controller:
         what :meth:`_run_for` needs for each."""
         if not self._queue.jobs:
             return []
-        free_rows = session.execute(
-            select(NodeRow.id, NodeRow.cluster_id, NodeRow.index.label("idx")).where(
-                NodeRow.state == NodeState.IDLE, NodeRow.job_id.is_(None)
-            )
-        ).all()
         shapes = [
             replace(r.shape, preempting=r.preempted) if r.preempted else r.shape
             for r in self._runs.values()
@@ -373,7 +367,7 @@ class Controller:
         decision = schedule(
             Snapshot(
                 queued=list(self._queue.jobs.values()),
-                free_nodes=[FreeNode(r.id, r.cluster_id, r.idx) for r in free_rows],
+                free_nodes=free_nodes(session),
                 running=shapes,
                 usage=self._queue.usage.snapshot(now, running_usage),
                 quotas=self._queue.quotas,

@@ -23,7 +23,7 @@ from corral.core.states import JobState, NodeState
 from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import JobToRun, PlacedNode, job_spec, plan_for
-from corral.scheduler.policy import Placement, QueuedJob, RunningJob
+from corral.scheduler.policy import FreeNode, Placement, QueuedJob, RunningJob
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow, table
 from corral.store.transitions import Move, transition_jobs, transition_nodes_each
 
@@ -182,6 +182,14 @@ _PLACED_NODES = select(_NODES.c.id, _NODES.c.name, _NODES.c.ip, _NODES.c.gpus).w
     _NODES.c.id.in_(bindparam("ids", expanding=True))
 )
 _INSERT_ATTEMPTS = insert(_ATTEMPTS).returning(_ATTEMPTS.c.job_id, _ATTEMPTS.c.id)
+_FREE_NODES = select(_NODES.c.id, _NODES.c.cluster_id, _NODES.c.index).where(
+    _NODES.c.state == NodeState.IDLE, _NODES.c.job_id.is_(None)
+)
+
+
+def free_nodes(session: Session) -> list[FreeNode]:
+    """The nodes a placement may take: idle, and held by no job."""
+    return [FreeNode(*row) for row in session.execute(_FREE_NODES)]
 
 
 def commit_placements(
