@@ -12,7 +12,8 @@ from several threads and waits for all of them. Prints:
   server's home: what this machine's filesystem costs a job (creating a folder costs 4 µs on tmpfs, and 20 to
   700 µs on this project's ext4, from one minute to the next);
 - the submission rate and the end-to-end throughput (first submit → last completion);
-- submit→running and submit→succeeded latency (p50, p99), from the server's timestamps;
+- submit→running and submit→succeeded latency (p50, p99), from the server's timestamps (with ``--rate``, at a
+  steady rate the server keeps up with; without it the submitters outrun the nodes and these are queueing time);
 - submit→succeeded for one job at a time on an idle cluster, as the client sees it;
 - the server's resident memory over the run, and its peak.
 
@@ -163,6 +164,13 @@ def main() -> None:
         "home must then be where other accounts may pass, e.g. --home-parent /tmp)",
     )
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="submit at this many jobs/s in all (paced, below what the server can take: the latencies are then "
+        "Corral's, not the queue's); default: as fast as the submitters go",
+    )
+    parser.add_argument(
         "--home-parent",
         default=str(Path.home()),
         help="where the server's temporary home goes (default: your home, like ~/.corral; "
@@ -217,9 +225,13 @@ def main() -> None:
                 Client(server=url, token=token, experiment="bench", timeout=120) for _ in range(args.concurrency)
             ]
 
+            paced_from = [0.0]
+
             def submit(i: int) -> list[str]:
                 """The i-th submission: one job, or a batch of --batch jobs in one request."""
                 c = clients[i % args.concurrency]
+                if args.rate:  # paced: submission i is due i/rate seconds after the first
+                    time.sleep(max(0.0, paced_from[0] + i * args.batch / args.rate - time.perf_counter()))
                 if args.batch == 1:
                     return [c.create_job(spec).name]
                 count = min(args.batch, args.jobs - i * args.batch)
@@ -237,6 +249,7 @@ def main() -> None:
             server_cpu0 = cpu_seconds(server.pid)
             client_cpu0 = time.process_time()
             first_submit = time.time()
+            paced_from[0] = time.perf_counter()
             with ThreadPoolExecutor(args.concurrency) as pool:
                 submissions = -(-args.jobs // args.batch)
                 names = [name for batch in pool.map(submit, range(submissions)) for name in batch]
@@ -284,6 +297,7 @@ def main() -> None:
         f"dispatch benchmark: {n} `true` jobs, {args.nodes} one-cpu local nodes, {args.concurrency} submitters, "
         f"{os.cpu_count()} cpus, database {'sqlite' if not args.database_url else args.database_url.split(':')[0]}"
         + (f", in batches of {args.batch}" if args.batch > 1 else "")
+        + (f", paced at {args.rate:g} jobs/s" if args.rate else "")
         + (f", submitted by a contributor running as {accounts[0] or 'the server user'}" if args.as_user else "")
     )
     print(f"  floor: subprocess.run loop          {floor:8.1f} jobs/s")
