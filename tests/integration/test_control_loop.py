@@ -23,7 +23,7 @@ from corral.server.services.lookup import NameCache
 from corral.server.services.workspaces import ensure_defaults
 from corral.server.settings import get_settings
 from corral.store.db import Database
-from corral.store.tables import JobEventRow, JobRow
+from corral.store.tables import ClusterRow, JobEventRow, JobRow
 from corral.store.transitions import transition_job
 
 
@@ -83,6 +83,26 @@ def test_terminate_that_races_the_end_of_a_job(database: str, tmp_path: Path) ->
         assert row.state == JobState.TERMINATED
         assert states == ["queued", "running", "terminating", "terminated"]
         assert not controller._runs, "the run is forgotten once its end is committed"
+
+
+def test_a_clusters_spec_is_read_again_once_its_stored_spec_changed(database: str, tmp_path: Path) -> None:
+    """The loop keeps each cluster's spec parsed while the stored one stays the same: a job placed after it changed
+    is planned by the new one (here: the cluster's default environment, the server's own)."""
+    with one_node_loop(database, tmp_path) as (db, controller):
+        names = NameCache()
+        first, second = (submit(db, controller, tmp_path, names).name for _ in range(2))
+        controller.run_once()  # the first runs on the one node: the cluster's spec is parsed
+        with db.write() as session:
+            cluster = session.scalars(select(ClusterRow).where(ClusterRow.name == "c")).one()
+            cluster.spec = {**cluster.spec, "environment": {"server": True}}
+            ids = dict(session.execute(select(JobRow.name, JobRow.id).where(JobRow.name.in_([first, second]))).all())
+        assert "CORRAL_PYTHON" not in controller._runs_by_job[ids[first]].plan.processes[0].command
+        deadline = time.monotonic() + 30
+        while not controller._inbox:  # the first one's exit
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        controller.run_once()  # ends the first, places the second
+        assert "CORRAL_PYTHON" in controller._runs_by_job[ids[second]].plan.processes[0].command
 
 
 def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_path: Path) -> None:

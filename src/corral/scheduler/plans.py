@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from corral.backends.base import NodeProvider, NodeRef
-from corral.core.specs import JobSpec
+from corral.core.specs import ClusterSpec, JobSpec
 from corral.launch.plan import JobContext, LaunchPlan, NodeAssignment
 from corral.launch.planner import plan_launch
-from corral.store.tables import ClusterRow
 
 
 @dataclass
@@ -35,6 +34,15 @@ class JobToRun:
     spec: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ClusterToRun:
+    """What planning a job needs of its cluster: its id, its name and its spec, parsed (``runs.load_for_launch``)."""
+
+    id: int
+    name: str
+    parsed: ClusterSpec
+
+
 class PlacedNode(Protocol):
     """What a plan needs of each of its nodes (a ``NodeRow``, or a row of just these columns)."""
 
@@ -53,7 +61,7 @@ def job_spec(job: JobToRun) -> JobSpec:
     return JobSpec.model_validate({**job.spec, "secrets": {}})
 
 
-def environment_of(spec: JobSpec, cluster: ClusterRow) -> dict[str, Any] | None:
+def environment_of(spec: JobSpec, cluster: ClusterToRun) -> dict[str, Any] | None:
     """The job's environment (else its cluster's) as the node builds it; ``{"server": True}``: the server's own;
     None: the machine's."""
     chosen = spec.environment if spec.environment is not None else cluster.parsed.environment
@@ -72,7 +80,7 @@ def plan_for(
     ports: Sequence[int],
     workspace: str,
     experiment: str,
-    cluster: ClusterRow,
+    cluster: ClusterToRun,
     nodes: Sequence[PlacedNode],
     provider: NodeProvider,
     staged_inputs: tuple[dict[str, Any], ...] = (),

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
 from corral.core.spec_parsing import exc_summary
-from corral.core.specs import JobSpec, store_location
+from corral.core.specs import ClusterSpec, JobSpec, store_location
 from corral.core.states import JobState, NodeState
 from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_rows
 from corral.scheduler.outcome import RetryPolicy, Run
-from corral.scheduler.plans import JobToRun, PlacedNode, job_spec, plan_for
+from corral.scheduler.plans import ClusterToRun, JobToRun, PlacedNode, job_spec, plan_for
 from corral.scheduler.policy import FreeNode, Placement, QueuedJob, RunningJob
 from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow, table
 from corral.store.transitions import Move, transition_jobs, transition_nodes_each
@@ -36,7 +36,7 @@ class Placed:
     spec: JobSpec
     workspace: str
     experiment: str
-    cluster: ClusterRow
+    cluster: ClusterToRun
     #: Its inputs and outputs on volumes, as the nodes stage them in and upload them (``corral.data.volumes.staged``).
     staged_inputs: tuple[dict[str, Any], ...] = ()
     staged_outputs: tuple[dict[str, Any], ...] = ()
@@ -53,6 +53,24 @@ _TO_RUN = (
     .join(_EXPERIMENTS, _EXPERIMENTS.c.id == _JOBS.c.experiment_id)
     .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
 )
+_CLUSTERS = table(ClusterRow)
+_CLUSTERS_TO_RUN = select(_CLUSTERS.c.id, _CLUSTERS.c.name, _CLUSTERS.c.spec).where(
+    _CLUSTERS.c.id.in_(bindparam("ids", expanding=True))
+)
+#: Cluster id -> its stored spec and that spec parsed: a pass parses a cluster's spec again only once it changed
+#: (parsing is a function of the stored spec alone, so an entry that matches is right whichever database it
+#: came from).
+_parsed_clusters: dict[int, tuple[dict[str, Any], ClusterSpec]] = {}
+
+
+def _cluster_spec(cluster_id: int, stored: dict[str, Any]) -> ClusterSpec:
+    """The cluster's stored spec, parsed; pydantic's ValidationError for one this version no longer reads."""
+    known = _parsed_clusters.get(cluster_id)
+    if known is None or known[0] != stored:
+        if len(_parsed_clusters) >= 1024:
+            _parsed_clusters.clear()
+        known = _parsed_clusters[cluster_id] = (stored, ClusterSpec.model_validate(stored))
+    return known[1]
 
 
 def queued_job(
@@ -86,28 +104,39 @@ def queued_again(run: Run, now: float) -> QueuedJob:
 
 
 def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Placed], dict[int, tuple[JobToRun, str]]]:
-    """The jobs with their workspace's and experiment's names and their cluster's row (two queries), and apart
-    those whose stored spec (or their cluster's) no longer loads, each with what is wrong."""
+    """The jobs with their workspace's and experiment's names and their cluster (two queries), and apart those
+    whose stored spec (or their cluster's) no longer loads, each with what is wrong."""
     width = len(_TO_RUN_COLUMNS)
     rows = [(JobToRun(*r[:width]), r[width], r[width + 1]) for r in session.execute(_TO_RUN, {"ids": job_ids})]
-    cluster_ids = {job.cluster_id for job, _, _ in rows}
-    clusters = {c.id: c for c in session.scalars(select(ClusterRow).where(ClusterRow.id.in_(cluster_ids)))}
+    cluster_ids = list({job.cluster_id for job, _, _ in rows})
+    clusters: dict[int, ClusterToRun] = {}
+    unreadable: dict[int, str] = {}  # cluster id -> why its stored spec does not load
+    mounting: set[int] = set()
+    for cluster_id, name, stored in session.execute(_CLUSTERS_TO_RUN, {"ids": cluster_ids}):
+        try:
+            clusters[cluster_id] = ClusterToRun(cluster_id, name, _cluster_spec(cluster_id, stored))
+        except ValidationError as exc:
+            unreadable[cluster_id] = exc_summary(exc)
+        if stored.get("mounts"):
+            mounting.add(cluster_id)
     placed: dict[int, Placed] = {}
     broken: dict[int, tuple[JobToRun, str]] = {}
     #: The volumes of the workspaces whose jobs stage inputs from them (one query, only where any does).
-    mounting = {c.id for c in clusters.values() if c.spec.get("mounts")}
     staging = [job.workspace_id for job, _, _ in rows if uses_volumes(job.spec) or job.cluster_id in mounting]
     volumes = volume_rows(session, staging)
     for job, workspace, experiment in rows:
         if job.cluster_id is None:  # a queued or running job keeps its cluster (deletion needs none)
             continue
-        cluster = clusters[job.cluster_id]
         try:
             spec = job_spec(job)
-            cluster.parsed  # noqa: B018 - parsed now, once: a spec that no longer loads is found here
         except ValidationError as exc:
-            broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {exc_summary(exc)}")
+            unloadable = exc_summary(exc)
+        else:
+            unloadable = unreadable.get(job.cluster_id, "")
+        if unloadable:
+            broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {unloadable}")
             continue
+        cluster = clusters[job.cluster_id]
         try:
             held = volumes.get(job.workspace_id, [])
             inputs = staged(spec.inputs, held, "inputs") + staged_mounts(cluster.parsed.mounts, spec.mounts, held)
