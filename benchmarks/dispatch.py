@@ -10,7 +10,7 @@ from several threads and waits for all of them. Prints:
 - the floor with a job's files: the same, each command first given what the local backend makes for every job
   (its folders, in the layout of DESIGN §7, and its wrapper, which writes its logs and its exit record), in the
   server's home: what this machine's filesystem costs a job (creating a folder costs 4 µs on tmpfs, and 20 to
-  700 µs on this project's ext4, from one minute to the next);
+  800 µs on this project's ext4, from one minute to the next);
 - the submission rate and the end-to-end throughput (first submit → last completion);
 - submit→running and submit→succeeded latency (p50, p99), from the server's timestamps (with ``--rate``, at a
   steady rate the server keeps up with; without it the submitters outrun the nodes and these are queueing time);
@@ -192,9 +192,9 @@ def main() -> None:
         home = Path(tmp)
         if args.as_user:
             home.chmod(0o711)  # the server keeps it so: users' jobs pass through it to their own folders
-        # The user's submission limits off: this measures dispatch, not admission (flood.py measures that).
         with_files = files_floor(home / "floor", args.jobs)
         shutil.rmtree(home / "floor")
+        # The user's submission limits off: this measures dispatch, not admission (flood.py measures that).
         unlimited = {"CORRAL_SUBMIT_RATE": "0", "CORRAL_MAX_QUEUED_JOBS_PER_USER": "0"}
         server = start_server(home, args.port, args.database_url, unlimited, cpus=args.server_cpus)
         try:

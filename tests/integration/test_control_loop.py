@@ -16,6 +16,7 @@ from corral.core.models import Job, JobCreate
 from corral.core.states import JobState
 from corral.scheduler import liveness
 from corral.scheduler.loop import Controller
+from corral.scheduler.runs import load_for_launch
 from corral.server.access import Access
 from corral.server.auth import Principal
 from corral.server.services import clusters, jobs, submission
@@ -103,6 +104,21 @@ def test_a_clusters_spec_is_read_again_once_its_stored_spec_changed(database: st
             time.sleep(0.01)
         controller.run_once()  # ends the first, places the second
         assert "CORRAL_PYTHON" in controller._runs_by_job[ids[second]].plan.processes[0].command
+
+
+def test_a_job_on_a_cluster_whose_stored_spec_no_longer_loads_is_told_why(database: str, tmp_path: Path) -> None:
+    """Placing reads the cluster's stored spec again: one this version does not read makes its jobs unlaunchable,
+    each with the field at fault (the loop fails them with InvalidSpec)."""
+    with one_node_loop(database, tmp_path) as (db, controller):
+        job = submit(db, controller, tmp_path, NameCache())
+        with db.write() as session:
+            cluster = session.scalars(select(ClusterRow).where(ClusterRow.name == "c")).one()
+            cluster.spec = {**cluster.spec, "no_such_field": True}
+            job_id = session.scalars(select(JobRow.id).where(JobRow.name == job.name)).one()
+        with db.read() as session:
+            placed, broken = load_for_launch(session, [job_id])
+        assert not placed
+        assert "no_such_field" in broken[job_id][1]
 
 
 def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ and :func:`node_job_paths` (what a job has on each node's own disk).
 
 Planners, backends and services all go through these names; none spells a path by hand. Plain strings only, no
 I/O: a job dir is made normal once (:meth:`JobLayout.under`), and every path below it is joined with ``/`` (the
-control loop builds them for every job it starts: ``PurePath`` cost it a tenth of its time).
+control loop builds them for every job it starts: ``PurePath`` cost it a quarter of its CPU).
 """
 
 from __future__ import annotations

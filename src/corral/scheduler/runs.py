@@ -129,12 +129,11 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
             continue
         try:
             spec = job_spec(job)
+            why = unreadable.get(job.cluster_id)
         except ValidationError as exc:
-            unloadable = exc_summary(exc)
-        else:
-            unloadable = unreadable.get(job.cluster_id, "")
-        if unloadable:
-            broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {unloadable}")
+            why = exc_summary(exc)
+        if why is not None:
+            broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {why}")
             continue
         cluster = clusters[job.cluster_id]
         try:
