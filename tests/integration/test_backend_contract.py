@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from corral.backends.base import FEATURES, Executor, ExitKind, NodeAccess, NodeProvider, NodeRef, ProcessExit
-from corral.backends.local.backend import LocalBackend
+from corral.backends.local.backend import LocalBackend, lay_out
 from corral.backends.local.nodes import LocalNodes
 from corral.backends.local.resources import machine_gpus
 from corral.core.errors import InvalidSpec
@@ -160,6 +160,25 @@ def test_a_new_executor_recovers_what_the_last_one_launched(kind: Kind, tmp_path
         }  # fmt: skip
     finally:
         after.plans += [running, never]
+        after.close()
+
+
+def test_a_launch_stopped_after_its_folders_is_not_started(kind: Kind, tmp_path: Path) -> None:
+    """A server stopped after making a job's folders, before starting its first wrapper: nothing ran, so the
+    restart says NotStarted (the job is requeued), not lost (its node made unusable) nor its prepare failed."""
+    if kind.name != "local":
+        pytest.skip("the local backend's launch makes the job's folders on this machine, then its wrappers")
+    cut_short = [plan(kind, tmp_path, "exit 0"), plan(kind, tmp_path, "exit 0", prepare="true")]
+    for made in cut_short:
+        lay_out(None, within=tmp_path, dirs=(*made.shared_dirs, *(node.workdir for node in made.nodes)))
+    after = Listening(kind)
+    try:
+        for made in cut_short:
+            after.executor.recover(made)
+        seen = {(r.job_uid, r.rank): r.kind for r in after.take(4)}
+        assert seen == {(made.job_uid, rank): ExitKind.NOT_STARTED for made in cut_short for rank in (0, 1)}
+    finally:
+        after.plans += cut_short
         after.close()
 
 

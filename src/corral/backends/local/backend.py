@@ -269,6 +269,10 @@ class LocalBackend:
         live = wrapper_pids()
         if plan.has_prepare and not os.path.exists(os.path.join(plan.attempt_dir, STARTED_MARKER)):
             nodes = [node for node in plan.nodes if node.prepare_command]
+            if not any(started(prepare_exit(plan.attempt_dir, n.rank), n.prepare_log, live) for n in nodes):
+                for process in plan.processes:  # stopped after the job's folders, before its first prepare
+                    self._emit(plan, process.rank, ExitKind.NOT_STARTED, None, None)
+                return
             with self._lock:
                 state.preparing = {node.rank for node in nodes}
             for node in nodes:
@@ -276,9 +280,12 @@ class LocalBackend:
                 self._reattach(state, exit_file, live, functools.partial(self._prepare_ended, state, node))
             return
         for process in plan.processes:
+            exit_file = rank_exit(plan.attempt_dir, process.rank)
+            if not started(exit_file, process.stdout, live):  # stopped before this one's wrapper started
+                self._emit(plan, process.rank, ExitKind.NOT_STARTED, None, None)
+                continue
             with self._lock:
                 state.started.add(process.rank)
-            exit_file = rank_exit(plan.attempt_dir, process.rank)
             self._reattach(state, exit_file, live, functools.partial(self._process_ended, state, process))
 
     def _reattach(
@@ -418,6 +425,12 @@ def kill_session(session: int) -> None:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 if _session_of(entry) == session:
                     os.kill(int(entry), signal.SIGKILL)
+
+
+def started(exit_file: str, log: str, live: dict[str, int]) -> bool:
+    """Whether a wrapper ever ran: it is alive, or it left its log (opened as it starts the command) or its exit
+    record. A server stopped between making a job's folders and starting its wrappers left none of them."""
+    return exit_file in live or os.path.exists(log) or os.path.exists(exit_file)
 
 
 def wrapper_pids() -> dict[str, int]:
