@@ -261,16 +261,11 @@ class LocalBackend:
 
     def recover(self, plan: LaunchPlan) -> None:
         state = self._attempt(plan)
-        if not os.path.exists(plan.attempt_dir):
-            # The launcher makes the attempt dir before anything starts: without it nothing ever did.
-            for process in plan.processes:
-                self._emit(plan, process.rank, ExitKind.NOT_STARTED, None, None)
-            return
         live = wrapper_pids()
         if plan.has_prepare and not os.path.exists(os.path.join(plan.attempt_dir, STARTED_MARKER)):
             nodes = [node for node in plan.nodes if node.prepare_command]
             if not any(started(prepare_exit(plan.attempt_dir, n.rank), n.prepare_log, live) for n in nodes):
-                for process in plan.processes:  # stopped after the job's folders, before its first prepare
+                for process in plan.processes:  # stopped before its first prepare (its folders made or not)
                     self._emit(plan, process.rank, ExitKind.NOT_STARTED, None, None)
                 return
             with self._lock:
