@@ -40,6 +40,7 @@ from corral.backends.local.backend import (
     lay_out,
     read_exit,
     spawn_wrapper,
+    started,
     wrapper_code,
     wrapper_pids,
 )
@@ -52,6 +53,8 @@ from corral.backends.ray.rsh import SOCKET_VARIABLE
 #: How many ends the agent keeps that the server has not yet acknowledged (beyond it, the oldest go: the
 #: server re-reads ends from the exit records when it recovers).
 MAX_KEPT_ENDS = 100_000
+#: :meth:`NodeAgent.status` of a process whose wrapper left no trace.
+NOT_STARTED = "not_started"
 #: Largest piece of one file :meth:`NodeAgent.read` returns at a time.
 READ_CHUNK = 1 << 20
 
@@ -185,12 +188,17 @@ class NodeAgent:
                 self._lock.wait(timeout)
             return self._id, list(self._ends)
 
-    def status(self, exit_files: list[str]) -> dict[str, int | str | None]:
-        """For each exit file: its code when recorded, ``"running"`` while its wrapper lives (it is watched from
-        now on), else None (it ended recording nothing, or never started)."""
+    def status(self, wrapped: list[tuple[str, str]]) -> dict[str, int | str | None]:
+        """For each wrapped process (its exit file, and the log its wrapper opens as it starts the command): its
+        code when recorded, ``"running"`` while its wrapper lives (it is watched from now on), ``"not_started"``
+        when its wrapper left no trace (a server stopped before starting it), else None (it ended recording
+        nothing)."""
         live = wrapper_pids()
         out: dict[str, int | str | None] = {}
-        for exit_file in exit_files:
+        for exit_file, log in wrapped:
+            if not started(exit_file, log, live):
+                out[exit_file] = NOT_STARTED
+                continue
             code = read_exit(exit_file)
             pid = live.get(exit_file)
             if code is not None or pid is None:

@@ -30,7 +30,7 @@ from corral.backends.base import ExitKind, ExitListener, ProcessExit
 from corral.backends.local.accounts import account
 from corral.backends.local.backend import first_failure, lay_out, resumed_from
 from corral.backends.local.reaper import run_id
-from corral.backends.ray.agent import Setup, Start
+from corral.backends.ray.agent import NOT_STARTED, Setup, Start
 from corral.backends.ray.cluster import RayCluster, unwrap
 from corral.backends.ray.logs import Log, LogCopier
 from corral.launch.layout import METRICS_VARIABLE, STARTED_MARKER, prepare_exit, rank_exit
@@ -49,8 +49,9 @@ class _Item:
     ip: str
     prepare: bool
     rank: int
-    #: On the machine.
+    #: On the machine: its exit record, and the log its wrapper opens as it starts the command.
     exit_file: str
+    log: str
     #: The logs to copy; empty where the plan's log is on the machine already.
     logs: tuple[Log, ...]
 
@@ -115,7 +116,7 @@ class RayExecutor:
             extra = (node.environment_log,) if node.environment_log else ()
             if node.environment_log:  # written on the machine, brought back like the prepare's log
                 env = {**env, "CORRAL_ENVIRONMENT_LOG": local(node.environment_log)}
-            item = _Item(node.ip, True, node.rank, exit_file, logs(node.prepare_log, *extra))
+            item = _Item(node.ip, True, node.rank, exit_file, local(node.prepare_log), logs(node.prepare_log, *extra))
             start = Start(
                 exit_file, node.workdir, node.prepare_command, local(node.prepare_log), local(node.prepare_log), env,
             )  # fmt: skip
@@ -131,7 +132,8 @@ class RayExecutor:
             if resumed is not None:
                 env["CORRAL_RESUMED_FROM"] = resumed
             extra = (metrics,) if metrics else ()
-            item = _Item(node.ip, False, process.rank, exit_file, logs(process.stdout, process.stderr, *extra))
+            copied = logs(process.stdout, process.stderr, *extra)
+            item = _Item(node.ip, False, process.rank, exit_file, local(process.stdout), copied)
             start = Start(
                 exit_file, node.workdir, process.command, local(process.stdout), local(process.stderr), env,
                 process.sweep_session,
@@ -145,6 +147,12 @@ class RayExecutor:
                 state.items[item.ip, item.exit_file] = item
                 self._by_exit[item.ip, item.exit_file] = state
         self._new_machine.set()
+
+    def _unregister(self, state: _Run, items: list[_Item]) -> None:
+        with self._lock:
+            for item in items:
+                state.items.pop((item.ip, item.exit_file), None)
+                self._by_exit.pop((item.ip, item.exit_file), None)
 
     def _run(self, plan: LaunchPlan) -> _Run:
         with self._lock:
@@ -364,11 +372,14 @@ class RayExecutor:
         self._launcher.submit(self._recover_now, self._run(plan))
 
     def _recover_now(self, state: _Run) -> None:
+        """Ask each machine what became of the run's wrappers. One that left no trace (the server stopped after
+        making the run's folders, before starting it) is NotStarted, as in the local backend: the job is
+        requeued, not its node taken out of use as lost. So is every process when none of the prepares started."""
         import ray
 
         plan = state.plan
         try:
-            if not self._exists(plan, plan.attempt_dir):
+            if not self._exists(plan, plan.attempt_dir):  # stopped before the launch made anything
                 for process in plan.processes:
                     self._emit(state, process.rank, ExitKind.NOT_STARTED, None, None)
                 return
@@ -378,18 +389,30 @@ class RayExecutor:
                 if prepare and not node.prepare_command:
                     continue
                 items = [item for item, _ in self._items(state, node, prepare=prepare)]
-                self._register(state, items)
+                self._register(state, items)  # first: an end the poll reads from now on is this run's
                 by_node.append((node, items))
+            found: list[tuple[_Item, int | str | None]] = []
             for node, items in by_node:
                 try:
-                    found = ray.get(self._cluster.agent(node.ip).status.remote([i.exit_file for i in items]))
+                    status = self._cluster.agent(node.ip).status.remote([(i.exit_file, i.log) for i in items])
+                    codes = ray.get(status)
                 except Exception as exc:
                     self._machine_lost(node.ip, str(exc))
                     continue
-                for item in items:
-                    code = found.get(item.exit_file)
-                    if code != "running":
-                        self._item_ended(state, item, code if isinstance(code, int) else None)
+                found += [(item, codes.get(item.exit_file)) for item in items]
+            never = [item for item, code in found if code == NOT_STARTED]
+            self._unregister(state, never)
+            if prepare and never and len(never) == sum(len(items) for _, items in by_node):
+                for process in plan.processes:
+                    self._emit(state, process.rank, ExitKind.NOT_STARTED, None, None)
+                return
+            for item, code in found:
+                if code == NOT_STARTED and not item.prepare:
+                    self._emit(state, item.rank, ExitKind.NOT_STARTED, None, None)
+                elif code == NOT_STARTED:  # a prepare that never started while others did: it failed
+                    self._prepare_ended(state, item.rank, None)
+                elif code != "running":
+                    self._item_ended(state, item, code if isinstance(code, int) else None)
         except Exception as exc:
             self._launch_failed(state, exc)
 
