@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from corral.backends.registry import create_backends
+from corral.core.errors import UnloadableSpec
 from corral.core.models import Job, JobCreate
 from corral.core.states import JobState
 from corral.scheduler import liveness
@@ -50,12 +51,12 @@ def one_node_loop(database: str, tmp_path: Path) -> Iterator[tuple[Database, Con
         db.dispose()
 
 
-def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCache) -> Job:
+def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCache, cluster: str = "c") -> Job:
     sub = submission.check(
         db,
         names,
         workspace="default",
-        request=JobCreate(spec={"cluster": "c", "custom": {"command": "true"}}),
+        request=JobCreate(spec={"cluster": cluster, "custom": {"command": "true"}}),
         submitted_by="test",
         settings=get_settings(home=tmp_path, max_env_bytes=1 << 16),
     )
@@ -119,6 +120,37 @@ def test_a_job_on_a_cluster_whose_stored_spec_no_longer_loads_is_told_why(databa
             placed, broken = load_for_launch(session, [job_id])
         assert not placed
         assert "no_such_field" in broken[job_id][1]
+
+
+def test_a_cluster_whose_stored_spec_no_longer_loads_fails_its_queued_jobs_and_the_others_run(
+    database: str, tmp_path: Path
+) -> None:
+    """As a cluster stored by another version of Corral: the passes go on (they failed, every one, when the policy
+    parsed it), its queued jobs fail naming it and the field, the other cluster's job runs; the cluster is shown
+    with why, a submission to it is refused saying why, and it can be deleted."""
+    with one_node_loop(database, tmp_path) as (db, controller):
+        with db.write() as session:
+            clusters.create_cluster(session, workspace="default", spec_data={"name": "d", "scale": {"nodes": 1}},
+                                    max_nodes=10, provider=controller._provider)  # fmt: skip
+        names = NameCache()
+        good, doomed = submit(db, controller, tmp_path, names, "c"), submit(db, controller, tmp_path, names, "d")
+        with db.write() as session:
+            cluster = session.scalars(select(ClusterRow).where(ClusterRow.name == "d")).one()
+            cluster.spec = {**cluster.spec, "no_such_field": True}
+        controller.run_once()  # as the first pass of a server started on that database
+        with db.read() as session:
+            rows = {r.name: r for r in session.scalars(select(JobRow).where(JobRow.name.in_([good.name, doomed.name])))}
+            assert rows[good.name].state == JobState.RUNNING
+            failed = rows[doomed.name]
+            assert (failed.state, failed.error_code) == (JobState.FAILED, "InvalidSpec")
+            assert "cluster 'd'" in (failed.error_message or "") and "no_such_field" in (failed.error_message or "")
+            shown = clusters.get_cluster(session, workspace="default", name="d")
+            assert shown.spec is None and "no_such_field" in shown.warnings[0]
+        with pytest.raises(UnloadableSpec, match=r"cluster 'd'.*no_such_field"):
+            submit(db, controller, tmp_path, NameCache(), "d")
+        controller.run_once()  # the passes go on (run_once raises what fails a pass)
+        with db.write() as session:
+            clusters.delete_cluster(session, workspace="default", name="d")
 
 
 def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_path: Path) -> None:

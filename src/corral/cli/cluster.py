@@ -48,7 +48,14 @@ def list_(workspace: WorkspaceOpt = None, output: OutputOpt = "table") -> None:
     """List clusters."""
     clusters = client(workspace).list_clusters()
     rows = [
-        (c.name, c.spec.backend, c.allocation_state, c.current_nodes, c.node_counts.idle, c.node_counts.running)
+        (
+            c.name,
+            c.spec.backend if c.spec else "?",  # its stored spec does not load: `cluster show` says why
+            c.allocation_state,
+            c.current_nodes,
+            c.node_counts.idle,
+            c.node_counts.running,
+        )
         for c in clusters
     ]
     emit(clusters, output, make_table(["NAME", "BACKEND", "ALLOCATION", "NODES", "IDLE", "RUNNING"], rows))
@@ -61,8 +68,8 @@ def show(name: ClusterNameArg, workspace: WorkspaceOpt = None, output: OutputOpt
     counts = c.node_counts
     rows = [
         ("name", c.name),
-        ("backend", c.spec.backend),
-        ("node", f"{c.spec.node.cpus} cpus, {c.spec.node.gpus} gpus"),
+        ("backend", c.spec.backend if c.spec else "?"),
+        ("node", f"{c.spec.node.cpus} cpus, {c.spec.node.gpus} gpus" if c.spec else "?"),
         ("allocation", c.allocation_state),
         ("nodes", f"{c.current_nodes} (target {c.target_nodes})"),
         ("node states", ", ".join(f"{k} {v}" for k, v in counts.model_dump().items())),
@@ -122,14 +129,15 @@ def node_list(cluster: ClusterNameArg, workspace: WorkspaceOpt = None, output: O
     """List the nodes of a cluster."""
     c = client(workspace)
     nodes = c.list_nodes(cluster)
-    shape = c.get_cluster(cluster).spec.node
-    memory = f"{shape.memory / 2**30:g} GiB" if shape.memory else "-"
+    spec = c.get_cluster(cluster).spec  # None: its stored spec does not load (`cluster show` says why)
+    cpus = spec.node.cpus if spec else "?"
+    memory = "?" if spec is None else f"{spec.node.memory / 2**30:g} GiB" if spec.node.memory else "-"
     rows = [
         (
             n.name,
             n.state.value,
             n.ip,
-            shape.cpus,
+            cpus,
             f"{len(n.gpus)} ({','.join(map(str, n.gpus))})" if n.gpus else "0",
             memory,
             n.job,

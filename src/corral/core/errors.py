@@ -55,6 +55,10 @@ class Conflict(CorralError):
     code = "Conflict"
 
 
+class UnloadableSpec(Conflict):
+    """A stored spec this version of Corral no longer reads (written by another version, or changed by hand)."""
+
+
 class Unauthorized(CorralError):
     code = "Unauthorized"
 

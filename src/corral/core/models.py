@@ -172,7 +172,8 @@ class NodeCounts(Public):
 class Cluster(Public):
     name: str
     workspace: str
-    spec: ClusterSpec
+    #: None only for a cluster whose stored spec does not load in this version (its first warning says why).
+    spec: ClusterSpec | None
     allocation_state: str
     current_nodes: int
     target_nodes: int

@@ -101,6 +101,11 @@ def exc_summary(exc: ValidationError, model: type[BaseModel] | None = None) -> s
     return "; ".join(f"{d['loc']}: {d['message']}" for d in spec_errors(exc, model))
 
 
+def unloadable(exc: ValidationError) -> str:
+    """Why a stored spec (a job's or a cluster's) does not load, each field at fault named."""
+    return f"its stored spec does not load in this version of Corral: {exc_summary(exc)}"
+
+
 def parse_spec(model: type[SpecT], data: Any, *, source: str = "spec") -> SpecT:
     """Validate ``data`` as ``model``; on failure raise InvalidSpec naming every bad field."""
     if not isinstance(data, dict):

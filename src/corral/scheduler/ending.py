@@ -5,6 +5,7 @@ without running: a stored spec that no longer loads, at placement or at recovery
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
 from sqlalchemy import bindparam, select, update
@@ -13,9 +14,8 @@ from sqlalchemy.orm import Session
 from corral.backends.base import ExitKind
 from corral.core.states import UPLOADING_OUTPUTS, AttemptReason, ErrorCode, JobState, NodeState
 from corral.scheduler.outcome import Run, attempt_outcome
-from corral.scheduler.plans import JobToRun
 from corral.store.tables import AttemptRow, JobEventRow, JobRow, NodeRow, table
-from corral.store.transitions import JobKey, Move, release_nodes, transition_jobs, transition_nodes_each
+from corral.store.transitions import JobKey, Movable, Move, release_nodes, transition_jobs, transition_nodes_each
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ def finish_runs(session: Session, runs: list[Run], now: float, *, nodes_leaving:
     return [r for r in runs if r.job_id in requeued and r.shape is not None]
 
 
-def fail_unlaunchable(session: Session, broken: dict[int, tuple[JobToRun, str]], now: float) -> list[int]:
-    """Fail the queued jobs whose stored spec no longer loads, each with its reason (one such job must not stop
-    the pass, and with it every other job, again and again); the ids of those failed."""
+def fail_unlaunchable(session: Session, broken: Mapping[int, tuple[Movable, str]], now: float) -> list[int]:
+    """Fail the queued jobs whose stored spec (or their cluster's) no longer loads, each with its reason (one such
+    job must not stop the pass, and with it every other job, again and again); the ids of those failed."""
     moves = []
     for job, message in broken.values():
         log.error("job %s (id %s) cannot be launched: %s", job.name, job.id, message)

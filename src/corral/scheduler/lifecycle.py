@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import Backends, ExitKind, NodeRef, ProcessExit
-from corral.core.specs import ScaleSpec
+from corral.core.errors import UnloadableSpec
+from corral.core.specs import ScaleSpec, SetupSpec
 from corral.core.states import AttemptReason, NodeState
 from corral.launch.plan import LaunchPlan
 from corral.scheduler.nodes import reconcile
@@ -109,7 +110,7 @@ class NodeLifecycle:
     def recover(self, session: Session) -> None:
         """After a restart: the setups of preparing nodes (the backend re-attaches, or says they never ran)."""
         for node, cluster, workspace in self._preparing(session):
-            if cluster.parsed.setup:
+            if _setup_of(cluster) is not None:
                 plan = self._plan(node, cluster, workspace)
                 self._setups[plan.job_uid] = (node.id, plan)
         for _, plan in list(self._setups.values()):
@@ -197,7 +198,7 @@ class NodeLifecycle:
                 self._backend.signal(plan, kill=True)
         for node, cluster, workspace in rows:
             uid = setup_uid(node.id)
-            if uid in self._setups or not cluster.parsed.setup:
+            if uid in self._setups or _setup_of(cluster) is None:
                 continue
             plan = self._plan(node, cluster, workspace)
             self._setups[uid] = (node.id, plan)
@@ -240,3 +241,12 @@ class NodeLifecycle:
                     if code is not None
                     else f"setup.command could not run: {report.message or 'it vanished without an exit code'}"
                 )
+
+
+def _setup_of(cluster: ClusterRow) -> SetupSpec | None:
+    """The cluster's setup; None also when its stored spec does not load (its preparing nodes stay so)."""
+    try:
+        return cluster.parsed.setup
+    except UnloadableSpec as exc:
+        log.error("%s: the setup of its nodes is not run", exc.message)
+        return None

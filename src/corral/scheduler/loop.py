@@ -214,6 +214,8 @@ class Controller:
                 # This pass's submissions are taken in once, here: the automatic scale's demand and the
                 # placement see the same jobs (one arriving mid-pass waits for the next, which it wakes).
                 self._queue.refresh(session, now, self._runs_by_job)
+                if self._queue.doomed:  # queued on a cluster whose stored spec does not load
+                    self._failed_in_pass.extend(fail_unlaunchable(session, self._queue.take_doomed(), now))
                 removed = self._step_nodes(session, now)
                 starts = self._schedule(session, now)
         except BaseException:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
+from corral.core.errors import UnloadableSpec
 from corral.core.states import NodeState
 from corral.store.tables import ClusterRow, NodeRow, WorkspaceRow
 from corral.store.transitions import transition_node
@@ -74,6 +75,11 @@ def reconcile(
         select(ClusterRow, WorkspaceRow.name).join(WorkspaceRow).with_for_update(of=ClusterRow, key_share=True)
     ).all()
     for cluster, workspace in clusters:
+        try:
+            spec = cluster.parsed
+        except UnloadableSpec as exc:  # nothing is known of its nodes' shape or scale: they stay as they are
+            log.error("%s: its nodes are not reconciled", exc.message)
+            continue
         nodes = list(session.scalars(select(NodeRow).where(NodeRow.cluster_id == cluster.id)))
         gone: set[int] = set()
         if machines is not None:  # a node in no use whose machine went is replaced (a running one's job says so)
@@ -92,7 +98,7 @@ def reconcile(
         elif excess > 0:
             order = {NodeState.UNUSABLE: 0, NodeState.PREPARING: 1, NodeState.IDLE: 2, NodeState.RUNNING: 3}
             victims = sorted(staying, key=lambda n: (order.get(NodeState(n.state), 4), -n.index))[:excess]
-            deallocation = cluster.parsed.scale.deallocation
+            deallocation = spec.scale.deallocation
             for node in victims:
                 if node.job_id is None:
                     out.removed.append((workspace, cluster.name, node.name))

@@ -10,18 +10,23 @@ when one changes), and the users' fair-share usage.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Container, Mapping
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from corral.core.errors import UnloadableSpec
 from corral.core.states import JobState
 from corral.scheduler.lifecycle import NodeLifecycle
 from corral.scheduler.policy import QueuedJob, Quota
 from corral.scheduler.runs import queued_job
 from corral.scheduler.usage import Usage
 from corral.store.tables import ClusterRow, JobRow, WorkspaceRow, table
+from corral.store.transitions import JobKey
+
+log = logging.getLogger(__name__)
 
 _JOBS = table(JobRow)
 #: Why a job waits (built once: written for many jobs on many passes).
@@ -43,6 +48,10 @@ class QueueView:
         self.stale = True
         #: Cluster id -> (GPUs per node, preempt_after).
         self.clusters: dict[int, tuple[int, float | None]] = {}
+        #: Clusters whose stored spec does not load (id -> why, the cluster named): their queued jobs are failed.
+        self.unloadable: dict[int, str] = {}
+        #: Queued jobs of those clusters, for the pass to fail (id -> the job, why).
+        self.doomed: dict[int, tuple[JobKey, str]] = {}
         self.quotas: dict[int, Quota] = {}
         self.usage = Usage(fairshare_half_life)
 
@@ -74,9 +83,14 @@ class QueueView:
         if not self.stale:
             return
         self.stale = False
-        self.clusters, self._nodes.auto = {}, {}
+        self.clusters, self._nodes.auto, self.unloadable = {}, {}, {}
         for cluster in session.scalars(select(ClusterRow)):
-            spec = cluster.parsed
+            try:
+                spec = cluster.parsed
+            except UnloadableSpec as exc:  # one such cluster must not stop every pass: it is left out
+                log.error("%s: its queued jobs fail, its nodes stay as they are", exc.message)
+                self.unloadable[cluster.id] = exc.message
+                continue
             self.clusters[cluster.id] = (spec.node.gpus, spec.preempt_after)
             if spec.scale.is_auto:
                 self._nodes.auto[cluster.id] = spec.scale
@@ -87,6 +101,13 @@ class QueueView:
             )
             if max_nodes is not None or max_gpus is not None
         }
+        if self.unloadable:  # their queued jobs are found by a reload, in this pass
+            self._next_reload = 0.0
+
+    def take_doomed(self) -> dict[int, tuple[JobKey, str]]:
+        """The queued jobs of clusters whose stored spec does not load, found since the last call."""
+        doomed, self.doomed = self.doomed, {}
+        return doomed
 
     def refresh(self, session: Session, now: float, running: Container[int]) -> None:
         """Take in what was submitted or requeued, or reload the whole queue now and then."""
@@ -109,6 +130,7 @@ class QueueView:
         self._reasons.clear()
         query = select(
             JobRow.id,
+            JobRow.name,
             JobRow.cluster_id,
             JobRow.priority,
             JobRow.node_count,
@@ -121,6 +143,9 @@ class QueueView:
         ).where(JobRow.state == JobState.QUEUED)
         for row in session.execute(query):
             if row.cluster_id is None:
+                continue
+            if row.cluster_id in self.unloadable:
+                self.doomed[row.id] = (JobKey(row.id, row.name, JobState.QUEUED), self.unloadable[row.cluster_id])
                 continue
             if row.cluster_id not in self.clusters:
                 # A cluster made since the policy was loaded: reload both at the next pass.

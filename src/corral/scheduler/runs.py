@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
-from corral.core.spec_parsing import exc_summary
+from corral.core.spec_parsing import unloadable
 from corral.core.specs import ClusterSpec, JobSpec, store_location
 from corral.core.states import JobState, NodeState
 from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_rows
@@ -110,13 +110,13 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
     rows = [(JobToRun(*r[:width]), r[width], r[width + 1]) for r in session.execute(_TO_RUN, {"ids": job_ids})]
     cluster_ids = list({job.cluster_id for job, _, _ in rows})
     clusters: dict[int, ClusterToRun] = {}
-    unreadable: dict[int, str] = {}  # cluster id -> why its stored spec does not load
+    unreadable: dict[int, str] = {}  # cluster id -> why its stored spec does not load, the cluster named
     mounting: set[int] = set()
     for cluster_id, name, stored in session.execute(_CLUSTERS_TO_RUN, {"ids": cluster_ids}):
         try:
             clusters[cluster_id] = ClusterToRun(cluster_id, name, _cluster_spec(cluster_id, stored))
         except ValidationError as exc:
-            unreadable[cluster_id] = exc_summary(exc)
+            unreadable[cluster_id] = f"cluster {name!r}: {unloadable(exc)}"
         if stored.get("mounts"):
             mounting.add(cluster_id)
     placed: dict[int, Placed] = {}
@@ -131,9 +131,9 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
             spec = job_spec(job)
             why = unreadable.get(job.cluster_id)
         except ValidationError as exc:
-            why = exc_summary(exc)
+            why = unloadable(exc)
         if why is not None:
-            broken[job.id] = (job, f"its stored spec does not load in this version of Corral: {why}")
+            broken[job.id] = (job, why)
             continue
         cluster = clusters[job.cluster_id]
         try:

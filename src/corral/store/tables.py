@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from pydantic import ValidationError
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -26,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from corral.core.errors import UnloadableSpec
+from corral.core.spec_parsing import unloadable
 from corral.core.specs import ClusterSpec
 from corral.store.sealed import SealedSecrets
 
@@ -115,10 +118,14 @@ class ClusterRow(Base):
     @property
     def parsed(self) -> ClusterSpec:
         """The stored spec as a :class:`ClusterSpec`, parsed once per loaded row (again when ``spec`` is replaced).
-        Raises pydantic's ValidationError for a spec this version no longer reads."""
+        Raises UnloadableSpec (a Conflict: 409 from the API), naming the cluster and each field, for a spec this
+        version no longer reads: the cluster can then be shown and deleted, nothing else."""
         cached = self.__dict__.get("_parsed")
         if cached is None or cached[0] is not self.spec:
-            cached = (self.spec, ClusterSpec.model_validate(self.spec))
+            try:
+                cached = (self.spec, ClusterSpec.model_validate(self.spec))
+            except ValidationError as exc:
+                raise UnloadableSpec(f"cluster {self.name!r}: {unloadable(exc)}") from None
             self.__dict__["_parsed"] = cached
         return cached[1]
 

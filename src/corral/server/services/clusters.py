@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeAccess, NodeProvider, NodeRef
-from corral.core.errors import AlreadyExists, Conflict, InvalidSpec
+from corral.core.errors import AlreadyExists, Conflict, InvalidSpec, UnloadableSpec
 from corral.core.models import Cluster, Node, NodeCounts
 from corral.core.spec_parsing import parse_spec
 from corral.core.specs import ClusterSpec
@@ -59,15 +59,21 @@ def to_model(session: Session, row: ClusterRow, workspace: str) -> Cluster:
             select(NodeRow.state, func.count()).where(NodeRow.cluster_id == row.id).group_by(NodeRow.state)
         ).all()
     )
+    spec: ClusterSpec | None
+    warnings = list(row.warnings)
+    try:
+        spec = row.parsed
+    except UnloadableSpec as exc:  # shown (and deletable) all the same: its warning says what is wrong
+        spec, warnings = None, [f"{exc.message}; its queued jobs fail: delete it and create it again", *warnings]
     return Cluster(
         name=row.name,
         workspace=workspace,
-        spec=row.parsed,
+        spec=spec,
         allocation_state=row.allocation_state,
         current_nodes=sum(counts.values()),
         target_nodes=row.target_nodes,
         node_counts=NodeCounts(**counts),
-        warnings=list(row.warnings),
+        warnings=warnings,
         created_at=datetime.fromtimestamp(row.created_at, UTC),
     )
 
