@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from corral.backends.base import NodeProvider
+from corral.core.errors import UnloadableSpec
 from corral.core.spec_parsing import unloadable
 from corral.core.specs import ClusterSpec, JobSpec, store_location
 from corral.core.states import JobState, NodeState
@@ -24,7 +25,16 @@ from corral.data.volumes import VolumeNotFound, staged, staged_mounts, volume_ro
 from corral.scheduler.outcome import RetryPolicy, Run
 from corral.scheduler.plans import ClusterToRun, JobToRun, PlacedNode, job_spec, plan_for
 from corral.scheduler.policy import FreeNode, Placement, QueuedJob, RunningJob
-from corral.store.tables import AttemptRow, ClusterRow, ExperimentRow, JobRow, NodeRow, WorkspaceRow, table
+from corral.store.tables import (
+    AttemptRow,
+    ClusterRow,
+    ExperimentRow,
+    JobRow,
+    NodeRow,
+    WorkspaceRow,
+    load_cluster_spec,
+    table,
+)
 from corral.store.transitions import Move, transition_jobs, transition_nodes_each
 
 
@@ -63,13 +73,13 @@ _CLUSTERS_TO_RUN = select(_CLUSTERS.c.id, _CLUSTERS.c.name, _CLUSTERS.c.spec).wh
 _parsed_clusters: dict[int, tuple[dict[str, Any], ClusterSpec]] = {}
 
 
-def _cluster_spec(cluster_id: int, stored: dict[str, Any]) -> ClusterSpec:
-    """The cluster's stored spec, parsed; pydantic's ValidationError for one this version no longer reads."""
+def _cluster_spec(cluster_id: int, name: str, stored: dict[str, Any]) -> ClusterSpec:
+    """The cluster's stored spec, parsed; UnloadableSpec for one this version no longer reads."""
     known = _parsed_clusters.get(cluster_id)
     if known is None or known[0] != stored:
         if len(_parsed_clusters) >= 1024:
             _parsed_clusters.clear()
-        known = _parsed_clusters[cluster_id] = (stored, ClusterSpec.model_validate(stored))
+        known = _parsed_clusters[cluster_id] = (stored, load_cluster_spec(name, stored))
     return known[1]
 
 
@@ -114,9 +124,9 @@ def load_for_launch(session: Session, job_ids: list[int]) -> tuple[dict[int, Pla
     mounting: set[int] = set()
     for cluster_id, name, stored in session.execute(_CLUSTERS_TO_RUN, {"ids": cluster_ids}):
         try:
-            clusters[cluster_id] = ClusterToRun(cluster_id, name, _cluster_spec(cluster_id, stored))
-        except ValidationError as exc:
-            unreadable[cluster_id] = f"cluster {name!r}: {unloadable(exc)}"
+            clusters[cluster_id] = ClusterToRun(cluster_id, name, _cluster_spec(cluster_id, name, stored))
+        except UnloadableSpec as exc:
+            unreadable[cluster_id] = exc.message
         if stored.get("mounts"):
             mounting.add(cluster_id)
     placed: dict[int, Placed] = {}

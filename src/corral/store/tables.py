@@ -101,6 +101,15 @@ class VolumeRow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
 
 
+def load_cluster_spec(name: str, stored: dict[str, Any]) -> ClusterSpec:
+    """A cluster's stored spec, parsed; UnloadableSpec naming the cluster and each field for one this version no
+    longer reads (:attr:`ClusterRow.parsed`, and the control loop's plain rows)."""
+    try:
+        return ClusterSpec.model_validate(stored)
+    except ValidationError as exc:
+        raise UnloadableSpec(f"cluster {name!r}: {unloadable(exc)}") from None
+
+
 class ClusterRow(Base):
     __tablename__ = "clusters"
     __table_args__ = (UniqueConstraint("workspace_id", "name"),)
@@ -122,10 +131,7 @@ class ClusterRow(Base):
         version no longer reads: the cluster can then be shown and deleted, nothing else."""
         cached = self.__dict__.get("_parsed")
         if cached is None or cached[0] is not self.spec:
-            try:
-                cached = (self.spec, ClusterSpec.model_validate(self.spec))
-            except ValidationError as exc:
-                raise UnloadableSpec(f"cluster {self.name!r}: {unloadable(exc)}") from None
+            cached = (self.spec, load_cluster_spec(self.name, self.spec))
             self.__dict__["_parsed"] = cached
         return cached[1]
 

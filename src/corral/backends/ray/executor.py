@@ -13,6 +13,10 @@ is the barrier between them: it starts the processes once every prepare has repo
 poll per agent); an agent that died took its processes with it (:mod:`.fence`): they are ``LOST``.
 Launches and recoveries run on a few launcher threads, as on the local backend, so the control loop never waits
 for a machine.
+
+It is past 450 lines because launching, reading the ends and recovering share one state, under one lock: each
+run's wrapped processes, registered by machine and exit record as they start or are found again. Split apart,
+each part would reach into the others' registrations.
 """
 
 from __future__ import annotations
