@@ -84,6 +84,31 @@ def cpu_seconds(pid: int) -> tuple[float, float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
+def loop_process(server: int) -> int | None:
+    """The pid of the server's control loop process (``CORRAL_LOOP_PROCESS``), or None where the loop is a thread."""
+    for children in Path(f"/proc/{server}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):
+                if b"corral.server.loop_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+    return None
+
+
+def server_cpu_seconds(server: int) -> tuple[float, float, float, float, float]:
+    """(user, system) of the server's process, (user, system) of its loop's process (0 where the loop is a
+    thread), and the CPU of the job processes either has reaped."""
+    user, system, reaped = cpu_seconds(server)
+    loop = loop_process(server)
+    loop_user, loop_system, loop_reaped = cpu_seconds(loop) if loop else (0.0, 0.0, 0.0)
+    return user, system, loop_user, loop_system, reaped + loop_reaped
+
+
+def server_kib(server: int, field: str) -> int:
+    """``field`` of /proc's status (VmRSS, VmHWM) of the server's process, plus its loop's process's."""
+    loop = loop_process(server)
+    return memory_kib(server, field) + (memory_kib(loop, field) if loop else 0)
+
+
 def start_server(
     home: Path, port: int, database_url: str | None, settings: dict[str, str] | None = None, cpus: str | None = None
 ) -> subprocess.Popen[bytes]:
@@ -211,12 +236,12 @@ def main() -> None:
                 client = Client(server=url, token=token, experiment="bench", timeout=120)
             spec = {"cluster": "bench", "custom": {"command": "true"}}
 
-            rss: list[int] = [memory_kib(server.pid, "VmRSS")]
+            rss: list[int] = [server_kib(server.pid, "VmRSS")]
             sampling = threading.Event()
 
             def sample() -> None:
                 while not sampling.wait(0.25):
-                    rss.append(memory_kib(server.pid, "VmRSS"))
+                    rss.append(server_kib(server.pid, "VmRSS"))
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -241,12 +266,12 @@ def main() -> None:
             if args.profile:  # py-spy samples the server (all its threads, native frames off) while jobs go through
                 profiler = subprocess.Popen(
                     ["py-spy", "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
-                     "--output", str(args.profile), "--threads", "--nonblocking",
+                     "--output", str(args.profile), "--threads", "--nonblocking", "--subprocesses",
                      *(["--idle"] if args.profile_wall else ["--gil"])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1)  # attached
-            server_cpu0 = cpu_seconds(server.pid)
+            server_cpu0 = server_cpu_seconds(server.pid)
             client_cpu0 = time.process_time()
             first_submit = time.time()
             paced_from[0] = time.perf_counter()
@@ -255,7 +280,7 @@ def main() -> None:
                 names = [name for batch in pool.map(submit, range(submissions)) for name in batch]
             last_submit = time.time()
             client.wait_job(names[-1], timeout=600)  # a long poll, not a loop of polls
-            server_cpu = [b - a for a, b in zip(server_cpu0, cpu_seconds(server.pid), strict=True)]
+            server_cpu = [b - a for a, b in zip(server_cpu0, server_cpu_seconds(server.pid), strict=True)]
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
                 profiler.wait(timeout=60)
@@ -281,7 +306,8 @@ def main() -> None:
                 job = client.create_job(spec)
                 client.wait_job(job.name, timeout=60)
                 single.append(time.perf_counter() - t)
-            peak = memory_kib(server.pid, "VmHWM")
+            peak = server_kib(server.pid, "VmHWM")
+            loop = loop_process(server.pid)
             for c in clients:
                 c.close()
             client.close()
@@ -299,6 +325,7 @@ def main() -> None:
         + (f", in batches of {args.batch}" if args.batch > 1 else "")
         + (f", paced at {args.rate:g} jobs/s" if args.rate else "")
         + (f", submitted by a contributor running as {accounts[0] or 'the server user'}" if args.as_user else "")
+        + (", the control loop in its own process" if loop else ", the control loop a thread of the server")
     )
     print(f"  floor: subprocess.run loop          {floor:8.1f} jobs/s")
     print(f"  floor with a job's files            {with_files:8.1f} jobs/s   (its folders and wrapper, one at a time)")
@@ -319,15 +346,16 @@ def main() -> None:
         f"  idle cluster, one job at a time (client-side, {len(single)} trials): "
         f"p50 {1000 * statistics.median(single):.1f} ms   p99 {1000 * pct(single, 0.99):.1f} ms"
     )
+    per_job = [1000 * seconds / n for seconds in server_cpu]
     print(
-        f"  CPU per job: server {1000 * server_cpu[0] / n:.2f} ms user + {1000 * server_cpu[1] / n:.2f} ms system,"
-        f" its job processes {1000 * server_cpu[2] / n:.2f} ms,"
-        f" this benchmark's client {1000 * client_cpu / n:.2f} ms"
+        f"  CPU per job: server {per_job[0] + per_job[2]:.2f} ms user + {per_job[1] + per_job[3]:.2f} ms system"
+        + (f" (its loop's process {per_job[2]:.2f} + {per_job[3]:.2f})" if loop else "")
+        + f", its job processes {per_job[4]:.2f} ms, this benchmark's client {1000 * client_cpu / n:.2f} ms"
     )
     quarters = ", ".join(f"{rss[min(len(rss) - 1, q * len(rss) // 4)] / 1024:.0f}" for q in range(5))
     print(
         f"  server RSS at 0/25/50/75/100% of the run: {quarters} MiB;"
-        f" peak {peak / 1024:.0f} MiB (after listing all jobs)"
+        f" peak {peak / 1024:.0f} MiB (after listing all jobs)" + (" (its two processes)" if loop else "")
     )
 
 

@@ -62,7 +62,7 @@ def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCach
     )
     [(job, queued)] = submission.store(db, names, [sub])
     assert queued is not None
-    controller.job_submitted(queued)
+    controller.jobs_submitted([queued])
     return job
 
 

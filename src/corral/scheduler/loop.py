@@ -120,9 +120,10 @@ class Controller:
         """The loop's liveness: ``status`` ok, stuck, failing or stopped, with when it last passed."""
         return self._liveness.report(alive=self._thread is not None and self._thread.is_alive())
 
-    def job_submitted(self, job: QueuedJob) -> None:
-        """A job was committed to the queue (given whole: the loop need not read it back)."""
-        self._queue.submitted(job)
+    def jobs_submitted(self, jobs: list[QueuedJob]) -> None:
+        """Jobs were committed to the queue (given whole: the loop need not read them back)."""
+        for job in jobs:
+            self._queue.submitted(job)
         self._wake.set()
 
     def job_dequeued(self, job_id: int) -> None:

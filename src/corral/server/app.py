@@ -16,17 +16,15 @@ from sqlalchemy import func, select
 
 import corral
 from corral.backends.base import Backends
-from corral.backends.registry import RayConfig, create_backends
 from corral.core.errors import CorralError, Unauthorized
-from corral.scheduler.loop import Controller
-from corral.scheduler.ports import PortAllocator
 from corral.server import portal
 from corral.server.access import authorize, check_rules
 from corral.server.array_driver import ArrayDriver
 from corral.server.audit import AuditLog, AuditMiddleware
 from corral.server.auth import HOME_ADMIN, Principal, ensure_admin_token, optional_principal
-from corral.server.context import ServerContext
+from corral.server.context import LoopControl, ServerContext
 from corral.server.errors import ERROR_RESPONSES, install_error_handlers
+from corral.server.loop_process import LoopProcess, backends_of, controller_of
 from corral.server.metrics_reader import ReaderProcess
 from corral.server.routers import (
     audit,
@@ -59,7 +57,8 @@ Caller = Annotated[Principal | None, Depends(optional_principal)]
 log = logging.getLogger(__name__)
 
 
-def build_context(settings: Settings) -> ServerContext:
+def build_context(settings: Settings, keep_fds: tuple[int, ...] = ()) -> ServerContext:
+    """Everything the server runs; ``keep_fds`` (the home's lock) are inherited by the loop's own process."""
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
@@ -69,18 +68,7 @@ def build_context(settings: Settings) -> ServerContext:
         if count := sealed.seal_stored(session):
             log.info("sealed the secrets of %d jobs stored in plain text by an older version", count)
     ensure_admin_token(db, settings.token_file)
-    ray = None
-    if settings.ray_address:
-        ray = RayConfig(
-            settings.ray_address, settings.ray_node_root, settings.ray_node_resource, settings.ray_namespace
-        )
-    backends: Backends = create_backends(
-        home=settings.home,
-        code_dir=settings.code_dir,
-        isolate_users=settings.isolates_users,
-        ray=ray,
-        input_cache_limit=settings.input_cache_limit,
-    )
+    backends = backends_of(settings)
     _say_who_jobs_run_as(db, settings, backends)
     waiters = JobWaiters()
     metrics = ReaderProcess(db.url)
@@ -90,15 +78,11 @@ def build_context(settings: Settings) -> ServerContext:
         metrics.wake()  # their last metrics, read now (a sweep's trial is told once they are stored)
         context.arrays.nudge()  # an array's task may have ended: its next one, now
 
-    controller = Controller(
-        db=db,
-        backends=backends,
-        on_jobs_ended=jobs_ended,
-        tick_seconds=settings.scheduler_tick,
-        coalesce_seconds=settings.scheduler_coalesce,
-        ports=PortAllocator(*settings.ports),
-        fairshare_half_life=settings.fairshare_half_life,
-    )
+    controller: LoopControl
+    if settings.runs_loop_process:
+        controller = LoopProcess(settings, on_jobs_ended=jobs_ended, keep_fds=keep_fds)
+    else:
+        controller = controller_of(settings, db, backends, jobs_ended)
     admission = Admission(
         rate=settings.submit_rate, burst=settings.submit_burst, max_queued=settings.max_queued_jobs_per_user
     )
@@ -148,10 +132,12 @@ def _say_who_jobs_run_as(db: Database, settings: Settings, backends: Backends) -
         )  # fmt: skip
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, keep_fds: tuple[int, ...] = ()) -> FastAPI:
+    """``keep_fds``: what the control loop's own process inherits (the home's lock)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        context = build_context(settings)
+        context = build_context(settings, keep_fds)
         app.state.context = context
         context.audit.start()
         context.controller.start()

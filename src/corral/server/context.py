@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from corral.backends.base import Backends
 from corral.core.models import Role
+from corral.scheduler.policy import QueuedJob
 from corral.server.audit import AuditLog
 from corral.server.auth import Principal
 from corral.server.services.admission import Admission
@@ -17,17 +18,31 @@ from corral.server.waiters import JobWaiters
 from corral.store.db import Database
 
 if TYPE_CHECKING:
-    from corral.scheduler.loop import Controller
     from corral.server.array_driver import ArrayDriver
     from corral.server.metrics_reader import ReaderProcess
     from corral.server.sweep_driver import SweepDriver
+
+
+class LoopControl(Protocol):
+    """What the server asks of the control loop: the :class:`~corral.scheduler.loop.Controller` in this
+    process, or :class:`~corral.server.loop_process.LoopProcess` for one in a process of its own."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def wake(self) -> None: ...
+    def health(self) -> dict[str, object]: ...
+    def jobs_submitted(self, jobs: list[QueuedJob]) -> None: ...
+    def job_dequeued(self, job_id: int) -> None: ...
+    def policy_changed(self) -> None: ...
+    def preempt_node(self, node_id: int) -> None: ...
+    def request_terminate(self, job_id: int) -> None: ...
 
 
 @dataclass
 class ServerContext:
     settings: Settings
     db: Database
-    controller: Controller
+    controller: LoopControl
     waiters: JobWaiters
     names: NameCache
     #: Stores submissions, many in one transaction.

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 from corral.server.settings import Settings
@@ -20,13 +21,33 @@ def hold_home_lock(home: Path) -> int:
     """Lock ``<home>/server.lock`` for this process's life; two servers on one home would run jobs twice."""
     home.mkdir(parents=True, exist_ok=True)
     fd = os.open(home / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + DYING_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            pid = (home / "server.pid").read_text().split()[0] if (home / "server.pid").exists() else "?"
+            if _alive(pid) or time.monotonic() > deadline:
+                os.close(fd)
+                raise AlreadyRunning(f"a Corral server already runs with home {home} (pid {pid})") from None
+            time.sleep(0.05)  # a server just killed: its control loop's process dies with it, and lets go
+
+
+#: How long a new server waits for the lock of a server that is gone (its loop's process ending).
+DYING_SECONDS = 5.0
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # no pid file: a server starting; the lock is its
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        pid = (home / "server.pid").read_text().split()[0] if (home / "server.pid").exists() else "?"
-        raise AlreadyRunning(f"a Corral server already runs with home {home} (pid {pid})") from None
-    return fd
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 #: What in a home holds secrets or what jobs said: readable by the server's user alone.
@@ -58,14 +79,14 @@ def serve(settings: Settings) -> None:
         stream=sys.stderr,
     )
     private_home(settings.home)
-    hold_home_lock(settings.home)
+    lock = hold_home_lock(settings.home)
     # The control loop releases the GIL on every syscall (mkdir, fork, SQLite); with request threads busy,
     # CPython's default 5 ms switch interval makes it wait that long to get the GIL back each time.
     sys.setswitchinterval(settings.gil_switch_interval)
     settings.pid_file.write_text(f"{os.getpid()} {settings.host} {settings.port}\n")
     try:
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, keep_fds=(lock,)),
             host=settings.host,
             port=settings.port,
             log_level="warning",

@@ -73,10 +73,19 @@ class Settings(BaseSettings):
     input_cache_limit: Size = Field(20 * 2**30, ge=0)
     #: ``sys.setswitchinterval`` of the server process, in seconds (CPython's default is 0.005).
     gil_switch_interval: float = 0.0005
+    #: Run the control loop in a process of its own, beside the API's (each then has a core and an interpreter
+    #: lock). Unset: yes where the server may use more than one core, with the local backend.
+    loop_process: bool | None = None
 
     @property
     def isolates_users(self) -> bool:
         return self.run_as_users if self.run_as_users is not None else os.geteuid() == 0
+
+    @property
+    def runs_loop_process(self) -> bool:
+        if self.loop_process is not None:
+            return self.loop_process
+        return len(os.sched_getaffinity(0)) > 1 and not self.ray_address
 
     @property
     def ports(self) -> tuple[int, int]:

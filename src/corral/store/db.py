@@ -3,14 +3,19 @@
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable across a process
 crash, which is what a server killed with SIGKILL is) and takes its write lock
 at ``BEGIN IMMEDIATE`` in write sessions, so two writers queue instead of
-failing on a stale snapshot. Writers of this process also queue on a Python
-lock first: SQLite's own busy handler waits by sleeping (1, 2, 5, 10… ms),
-which would put sleeps on the dispatch hot path. PostgreSQL needs none of this.
+failing on a stale snapshot. Writers also queue on a lock of their own first, a
+Python lock between this process's threads and a file lock (``<database>-writers``)
+between the server's processes (the control loop's, the metrics reader's): SQLite's
+own busy handler waits by sleeping (1, 2, 5, 10… ms), which would put sleeps on the
+dispatch hot path, where a lock wakes its next waiter at once. PostgreSQL needs none
+of this.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -48,6 +53,40 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+class WriterLock:
+    """One writer at a time among this process's threads (a Python lock) and among processes (``flock`` on a
+    file beside the database: the kernel wakes the next waiter when it is released, and releases it when its
+    holder dies)."""
+
+    def __init__(self, path: str) -> None:
+        self._threads = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._fd)
+
+
+def _writer_lock(url: str) -> AbstractContextManager[object]:
+    """For a SQLite file, a :class:`WriterLock` beside it; for an in-memory one, a Python lock alone."""
+    path = url.removeprefix("sqlite:///")
+    if path in ("", ":memory:") or path == url or "mode=memory" in path:
+        return threading.Lock()
+    return WriterLock(path.split("?")[0] + "-writers")
+
+
 class Database:
     """Two session factories over one database: ``write()`` and ``read()``."""
 
@@ -62,7 +101,7 @@ class Database:
             self.read_engine = self.write_engine
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_lock: AbstractContextManager[object] = (
-            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+            _writer_lock(url) if self.is_sqlite else contextlib.nullcontext()
         )
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
 

@@ -149,11 +149,11 @@ def submit_jobs(
 
 def jobs_stored(ctx: ServerContext, made: list[Stored]) -> None:
     """Jobs just committed to the queue: the control loop is handed each (an array's driver makes its tasks)."""
-    for _, queued in made:
-        if queued is None:
-            ctx.arrays.wake()
-        else:
-            ctx.controller.job_submitted(queued)
+    queued = [job for _, job in made if job is not None]
+    if len(queued) < len(made):
+        ctx.arrays.wake()
+    if queued:
+        ctx.controller.jobs_submitted(queued)
 
 
 def terminate_job(
