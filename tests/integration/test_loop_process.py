@@ -74,7 +74,8 @@ def test_every_request_reaches_the_loop_and_every_end_the_api(
     until(lambda: len(c.list_nodes("two")) == 3, timeout=30)
     c.create_job({"name": "wider", "cluster": "two", "node_count": 3, "custom": {"command": "true"}})
     assert c.wait_job("wider", timeout=60).state == "succeeded"
-    assert health(srv)["status"] == "ok"
+    loop = health(srv)
+    assert loop["status"] == "ok" and loop.get("pid") == loop_pid(srv)
 
 
 def test_a_loop_process_that_dies_alone_is_started_again_and_loses_nothing(

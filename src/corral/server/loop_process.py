@@ -99,11 +99,18 @@ class LoopProcess:
             for line in process.stdout:
                 self._heard(orjson.loads(line))
             code = process.wait()
-            self._answer_health({"status": "stopped", "last_pass_seconds_ago": None, "failures_in_a_row": 0})
-            if self._stopping.wait(1.0):
+            self._answer_health(_not_passing("stopped"))
+            log_it = log.info if self._stopping.is_set() else log.error
+            log_it("the control loop's process ended (exit %s)%s", code, "" if self._stopping.is_set() else
+                   ": starting it again")  # fmt: skip
+            while not self._stopping.wait(1.0):
+                try:
+                    self._spawn()
+                    break
+                except OSError:
+                    log.exception("could not start the control loop's process: trying again in 1 s")
+            if self._stopping.is_set():
                 return
-            log.error("the control loop's process ended (exit %s): starting it again", code)
-            self._spawn()
 
     def _heard(self, message: dict[str, Any]) -> None:
         if "ended" in message:
@@ -163,12 +170,9 @@ class LoopProcess:
         self._health[ident] = waiter
         if not self._send({"op": "health", "id": ident}) or not waiter[0].wait(HEALTH_SECONDS):
             self._health.pop(ident, None)
-            return {"status": "stopped" if not self._running() else "stuck", "last_pass_seconds_ago": None,
-                    "failures_in_a_row": 0}  # fmt: skip
-        return waiter[1][0]
-
-    def _running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+            running = self._process is not None and self._process.poll() is None
+            return _not_passing("stuck" if running else "stopped")  # stuck: its recovery, after a restart
+        return {**waiter[1][0], "pid": self._process.pid if self._process else None}  # the loop's own process
 
     def jobs_submitted(self, jobs: list[QueuedJob]) -> None:
         self._send({"op": "submitted", "jobs": [dataclasses.astuple(job) for job in jobs]})
@@ -184,6 +188,11 @@ class LoopProcess:
 
     def request_terminate(self, job_id: int) -> None:
         self._send({"op": "terminate", "id": job_id})
+
+
+def _not_passing(status: str) -> dict[str, object]:
+    """What health says of a loop whose process does not answer (``scheduler/liveness.py`` says the rest)."""
+    return {"status": status, "last_pass_seconds_ago": None, "failures_in_a_row": 0}
 
 
 # ---------------------------------------------------------------- the loop's parts, in either process
