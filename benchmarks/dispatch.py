@@ -15,7 +15,9 @@ from several threads and waits for all of them. Prints:
 - submit→running and submit→succeeded latency (p50, p99), from the server's timestamps (with ``--rate``, at a
   steady rate the server keeps up with; without it the submitters outrun the nodes and these are queueing time);
 - submit→succeeded for one job at a time on an idle cluster, as the client sees it;
-- the server's resident memory over the run, and its peak.
+- CPU per job: the server's (its own process and, where the control loop runs in one of its own, that process's:
+  ``CORRAL_LOOP_PROCESS``), its job processes', its metrics reader's and this client's;
+- the server's resident memory over the run, and its peak (its loop's process included).
 
 With ``--as-user`` the jobs are submitted by a user who is not an admin (a contributor of the workspace): where
 the server runs as root, each of their processes runs as that user's own Unix account.
@@ -84,23 +86,30 @@ def cpu_seconds(pid: int) -> tuple[float, float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
-def loop_process(server: int) -> int | None:
-    """The pid of the server's control loop process (``CORRAL_LOOP_PROCESS``), or None where the loop is a thread."""
+def child_process(server: int, module: str) -> int | None:
+    """The pid of the server's child running ``python -m module``, or None."""
     for children in Path(f"/proc/{server}/task").glob("*/children"):
         for child in children.read_text().split():
             with contextlib.suppress(OSError):
-                if b"corral.server.loop_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                if module.encode() in Path(f"/proc/{child}/cmdline").read_bytes():
                     return int(child)
     return None
 
 
-def server_cpu_seconds(server: int) -> tuple[float, float, float, float, float]:
+def loop_process(server: int) -> int | None:
+    """The pid of the server's control loop process (``CORRAL_LOOP_PROCESS``), or None where the loop is a thread."""
+    return child_process(server, "corral.server.loop_process")
+
+
+def server_cpu_seconds(server: int) -> tuple[float, float, float, float, float, float]:
     """(user, system) of the server's process, (user, system) of its loop's process (0 where the loop is a
-    thread), and the CPU of the job processes either has reaped."""
+    thread), the CPU of the job processes either has reaped, and the CPU of its metrics reader."""
     user, system, reaped = cpu_seconds(server)
     loop = loop_process(server)
     loop_user, loop_system, loop_reaped = cpu_seconds(loop) if loop else (0.0, 0.0, 0.0)
-    return user, system, loop_user, loop_system, reaped + loop_reaped
+    reader = child_process(server, "corral.server.metrics_reader")
+    reader_cpu = sum(cpu_seconds(reader)[:2]) if reader else 0.0
+    return user, system, loop_user, loop_system, reaped + loop_reaped, reader_cpu
 
 
 def server_kib(server: int, field: str) -> int:
@@ -350,7 +359,8 @@ def main() -> None:
     print(
         f"  CPU per job: server {per_job[0] + per_job[2]:.2f} ms user + {per_job[1] + per_job[3]:.2f} ms system"
         + (f" (its loop's process {per_job[2]:.2f} + {per_job[3]:.2f})" if loop else "")
-        + f", its job processes {per_job[4]:.2f} ms, this benchmark's client {1000 * client_cpu / n:.2f} ms"
+        + f", its job processes {per_job[4]:.2f} ms, its metrics reader {per_job[5]:.2f} ms,"
+        f" this benchmark's client {1000 * client_cpu / n:.2f} ms"
     )
     quarters = ", ".join(f"{rss[min(len(rss) - 1, q * len(rss) // 4)] / 1024:.0f}" for q in range(5))
     print(
