@@ -156,3 +156,23 @@ def test_sqlite_writers_of_two_processes_queue_on_the_file_lock(tmp_path: Path) 
 
     with Database(url).write() as session:
         assert session.execute(text("select count(*) from workspaces where name = 'held'")).scalar() == 1
+
+
+def test_the_loop_stays_a_thread_with_ray_and_a_setting_that_asks_otherwise_is_refused(tmp_path: Path) -> None:
+    """With the Ray backend the server's own node commands need the machines the loop's backend follows: the
+    loop is a thread there by default, and asking for its own process stops the server with the reason."""
+    from corral.server.settings import InvalidSettings, get_settings
+
+    assert get_settings(home=tmp_path, loop_process=False).runs_loop_process is False
+    assert get_settings(home=tmp_path, ray_address="198.18.0.1:6379").runs_loop_process is False
+    with pytest.raises(InvalidSettings, match="CORRAL_LOOP_PROCESS=true: with the Ray backend"):
+        get_settings(home=tmp_path, ray_address="198.18.0.1:6379", loop_process=True)
+    started = subprocess.run(
+        [sys.executable, "-m", "corral.server", "--home", str(tmp_path / "home")],
+        env={**os.environ, "CORRAL_LOOP_PROCESS": "true", "CORRAL_RAY_ADDRESS": "198.18.0.1:6379"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 1, started.stderr
+    assert started.stderr.startswith("error: CORRAL_LOOP_PROCESS=true: with the Ray backend"), started.stderr
+    with pytest.raises(InvalidSettings, match="^CORRAL_SCHEDULER_TICK: Input should be a valid number"):
+        get_settings(home=tmp_path, scheduler_tick="soon")  # any setting is named by its variable

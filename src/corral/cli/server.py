@@ -33,11 +33,11 @@ def start(
         console.print(f"Corral server running at http://{host}:{port} (pid {pid}, home {home})")
         return
     from corral.server.process import AlreadyRunning, serve
-    from corral.server.settings import get_settings
+    from corral.server.settings import InvalidSettings, get_settings
 
     try:
         serve(get_settings(home=home, host=host, port=port))
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, InvalidSettings) as exc:
         raise CorralError(str(exc)) from None
 
 

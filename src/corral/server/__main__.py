@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from corral.server.process import AlreadyRunning, serve
-from corral.server.settings import get_settings
+from corral.server.settings import InvalidSettings, get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
         serve(get_settings(**overrides))
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, InvalidSettings) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

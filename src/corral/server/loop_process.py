@@ -281,11 +281,19 @@ def main() -> None:
     )
     sys.setswitchinterval(settings.gil_switch_interval)
     controller, closing = build_controller(settings, lambda ids: channel.send({"ended": ids}))
+
+    def obey_all() -> None:  # until the input closes
+        for line in commands:
+            _obey(controller, channel, orjson.loads(line))
+
+    # Told from the start, its recovery too (a long one must not fill the pipe and hold up the server's requests):
+    # what it hears meanwhile waits in the controller's queues for its first pass.
+    reader = threading.Thread(target=obey_all, name="corral-loop-commands", daemon=True)
+    reader.start()
     try:
         controller.start()
         channel.send({"ready": os.getpid()})
-        for line in commands:
-            _obey(controller, channel, orjson.loads(line))
+        reader.join()
     finally:
         controller.stop()
         closing()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.core.specs import Size
@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     def isolates_users(self) -> bool:
         return self.run_as_users if self.run_as_users is not None else os.geteuid() == 0
 
+    @model_validator(mode="after")
+    def _loop_process_backend(self) -> Settings:
+        if self.loop_process and self.ray_address:
+            raise ValueError(
+                "CORRAL_LOOP_PROCESS=true: with the Ray backend (CORRAL_RAY_ADDRESS) the control loop runs as a "
+                "thread of the server (its node commands and logs need the machines the loop's backend follows); "
+                "leave it unset"
+            )
+        return self
+
     @property
     def runs_loop_process(self) -> bool:
         if self.loop_process is not None:
@@ -123,5 +133,15 @@ class Settings(BaseSettings):
         return self.home / "server.pid"
 
 
+class InvalidSettings(ValueError):
+    """A setting the server cannot start with, each named by its variable."""
+
+
 def get_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise InvalidSettings("; ".join(
+            (f"CORRAL_{str(e['loc'][0]).upper()}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )) from None  # fmt: skip
