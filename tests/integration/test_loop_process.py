@@ -90,7 +90,7 @@ def test_a_loop_process_that_dies_alone_is_started_again_and_loses_nothing(
     runs = tmp_path / "runs"
     c.create_job({"name": "long", "cluster": "one",
                   "custom": {"command": f"echo run >> {runs}; until [ -e {gate} ]; do sleep 0.05; done"}})  # fmt: skip
-    wait_for_state(c, "long", "running")
+    until(runs.exists)  # started: killed before, the attempt would be NotStarted, and a second one run
     first = loop_pid(srv)
     assert first is not None
     os.kill(first, signal.SIGKILL)
@@ -112,9 +112,10 @@ def test_a_killed_server_takes_its_loop_process_with_it(server_factory: object, 
     srv: ServerHandle = server_factory(kind, settings={"CORRAL_LOOP_PROCESS": "true"})  # type: ignore[operator]
     c = srv.client()
     c.create_cluster({"name": "one", "scale": {"nodes": 1}})
-    gate = tmp_path / "gate"
-    c.create_job({"name": "long", "cluster": "one", "custom": {"command": f"until [ -e {gate} ]; do sleep 0.05; done"}})
-    wait_for_state(c, "long", "running")
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    c.create_job({"name": "long", "cluster": "one",
+                  "custom": {"command": f"touch {started}; until [ -e {gate} ]; do sleep 0.05; done"}})  # fmt: skip
+    until(started.exists)
     loop = loop_pid(srv)
     assert loop is not None
     srv.kill()
@@ -174,5 +175,5 @@ def test_the_loop_stays_a_thread_with_ray_and_a_setting_that_asks_otherwise_is_r
     )  # fmt: skip
     assert started.returncode == 1, started.stderr
     assert started.stderr.startswith("error: CORRAL_LOOP_PROCESS=true: with the Ray backend"), started.stderr
-    with pytest.raises(InvalidSettings, match="^CORRAL_SCHEDULER_TICK: Input should be a valid number"):
+    with pytest.raises(InvalidSettings, match=r"^CORRAL_SCHEDULER_TICK: Input should be a valid number"):
         get_settings(home=tmp_path, scheduler_tick="soon")  # any setting is named by its variable
