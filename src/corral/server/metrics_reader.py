@@ -101,9 +101,11 @@ class MetricsReader:
         second, not a pass (and a write the server's own writers wait for) each."""
         last = -MIN_GAP_SECONDS
         while not stopped(POLL_SECONDS):
-            while (rest := last + MIN_GAP_SECONDS - time.monotonic()) > 0:  # the wakes meanwhile join this pass
-                if stopped(rest):
-                    return
+            # The wakes meanwhile join this pass: they wait in the pipe, read at once by the next ``stopped`` (one
+            # read a pass, not one a wake: jobs end by the hundred a second).
+            time.sleep(max(0.0, last + MIN_GAP_SECONDS - time.monotonic()))
+            if stopped(0):
+                return
             last = time.monotonic()
             try:
                 if self.read_once() or self.finished:
