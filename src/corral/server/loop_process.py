@@ -171,7 +171,7 @@ class LoopProcess:
         if not self._send({"op": "health", "id": ident}) or not waiter[0].wait(HEALTH_SECONDS):
             self._health.pop(ident, None)
             running = self._process is not None and self._process.poll() is None
-            return _not_passing("stuck" if running else "stopped")  # stuck: its recovery, after a restart
+            return _not_passing("stuck" if running else "stopped")  # stuck: alive, and not answering
         return {**waiter[1][0], "pid": self._process.pid if self._process else None}  # the loop's own process
 
     def jobs_submitted(self, jobs: list[QueuedJob]) -> None:
