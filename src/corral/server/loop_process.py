@@ -21,7 +21,6 @@ server does, and what it was told meanwhile is read back from the database.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import itertools
@@ -41,6 +40,7 @@ from corral.backends.registry import RayConfig, create_backends
 from corral.scheduler.loop import Controller
 from corral.scheduler.policy import QueuedJob
 from corral.scheduler.ports import PortAllocator
+from corral.server.process import end_child
 from corral.server.settings import Settings
 from corral.store import sealed
 from corral.store.db import Database
@@ -147,15 +147,7 @@ class LoopProcess:
         process = self._process
         if process is None:
             return
-        assert process.stdin is not None
-        with self._send_lock, contextlib.suppress(OSError):
-            process.stdin.close()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            log.error("the control loop's process did not stop within 15 s: killing it")
-            process.kill()
-            process.wait()
+        end_child(process, self._send_lock, what="the control loop's process", timeout=15)
         if self._watcher is not None:
             self._watcher.join(timeout=5)
 

@@ -33,6 +33,7 @@ from sqlalchemy import select, update
 
 from corral.core.models import METRIC_NAME_PATTERN
 from corral.launch.layout import JobLayout
+from corral.server.process import end_child
 from corral.server.services.metrics import Point, store_points
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, JobRow
@@ -313,14 +314,7 @@ class ReaderProcess:
         process = self._process
         if process is None:
             return
-        assert process.stdin is not None
-        with self._lock:
-            process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_child(process, self._lock, what="the metrics reader", timeout=10)
 
 
 def _closed(timeout: float) -> bool:

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import stat
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from corral.server.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+def end_child(process: subprocess.Popen[bytes], input_lock: threading.Lock, *, what: str, timeout: float) -> None:
+    """End a child of the server that ends when its input closes (the control loop's process, the metrics
+    reader): close it (under the lock its writers take), wait, and kill it after ``timeout`` seconds."""
+    assert process.stdin is not None
+    with input_lock, contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.error("%s did not stop within %g s: killing it", what, timeout)
+        process.kill()
+        process.wait()
 
 
 def hold_home_lock(home: Path) -> int:
