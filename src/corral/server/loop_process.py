@@ -31,6 +31,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import IO, Any
 
 import orjson
@@ -65,7 +67,8 @@ class LoopProcess:
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
         self._health_ids = itertools.count(1)
-        self._health: dict[int, tuple[threading.Event, list[dict[str, object]]]] = {}
+        #: Health requests waiting for the child's answer, by id.
+        self._health: dict[int, Future[dict[str, object]]] = {}
         self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
@@ -99,10 +102,12 @@ class LoopProcess:
             for line in process.stdout:
                 self._heard(orjson.loads(line))
             code = process.wait()
-            self._answer_health(_not_passing("stopped"))
-            log_it = log.info if self._stopping.is_set() else log.error
-            log_it("the control loop's process ended (exit %s)%s", code, "" if self._stopping.is_set() else
-                   ": starting it again")  # fmt: skip
+            for ident in list(self._health):
+                self._answer(ident, _not_passing("stopped"))
+            if self._stopping.is_set():
+                log.info("the control loop's process ended (exit %s)", code)
+                return
+            log.error("the control loop's process ended (exit %s): starting it again", code)
             while not self._stopping.wait(1.0):
                 try:
                     self._spawn()
@@ -116,19 +121,14 @@ class LoopProcess:
         if "ended" in message:
             self._on_jobs_ended(message["ended"])
         elif "health" in message:
-            waiter = self._health.pop(message["id"], None)
-            if waiter is not None:
-                waiter[1].append(message["health"])
-                waiter[0].set()
+            self._answer(message["id"], message["health"])
         elif "ready" in message:
             log.info("the control loop's process (pid %s) runs again", message["ready"])
 
-    def _answer_health(self, report: dict[str, object]) -> None:
-        for ident in list(self._health):
-            waiter = self._health.pop(ident, None)
-            if waiter is not None:
-                waiter[1].append(report)
-                waiter[0].set()
+    def _answer(self, ident: int, report: dict[str, object]) -> None:
+        waiting = self._health.pop(ident, None)
+        if waiting is not None:
+            waiting.set_result(report)
 
     def _send(self, message: dict[str, object]) -> bool:
         process = self._process
@@ -158,13 +158,16 @@ class LoopProcess:
 
     def health(self) -> dict[str, object]:
         ident = next(self._health_ids)
-        waiter: tuple[threading.Event, list[dict[str, object]]] = (threading.Event(), [])
-        self._health[ident] = waiter
-        if not self._send({"op": "health", "id": ident}) or not waiter[0].wait(HEALTH_SECONDS):
-            self._health.pop(ident, None)
-            running = self._process is not None and self._process.poll() is None
-            return _not_passing("stuck" if running else "stopped")  # stuck: alive, and not answering
-        return {**waiter[1][0], "pid": self._process.pid if self._process else None}  # the loop's own process
+        answer = self._health[ident] = Future()
+        try:
+            if self._send({"op": "health", "id": ident}):
+                report = answer.result(timeout=HEALTH_SECONDS)
+                return {**report, "pid": self._process.pid if self._process else None}  # the loop's own process
+        except FuturesTimeout:
+            pass
+        self._health.pop(ident, None)
+        running = self._process is not None and self._process.poll() is None
+        return _not_passing("stuck" if running else "stopped")  # stuck: alive, and not answering
 
     def jobs_submitted(self, jobs: list[QueuedJob]) -> None:
         self._send({"op": "submitted", "jobs": [dataclasses.astuple(job) for job in jobs]})
