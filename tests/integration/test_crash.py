@@ -12,7 +12,7 @@ from corral.core.states import JobState, NodeState
 from corral.store.db import Database
 from corral.store.tables import AttemptRow, JobRow, NodeRow
 from corral.store.transitions import transition_job
-from tests.conftest import DB_KINDS
+from tests.conftest import DB_KINDS, until
 
 
 def wait_for_state(client: object, name: str, state: str, timeout: float = 30) -> None:
@@ -38,6 +38,8 @@ def test_sigkill_mid_run_then_restart(server_factory: object, kind: str, tmp_pat
     wait_for_state(c, "a", "running")
     wait_for_state(c, "b", "running")
     assert c.get_job("c").state == "queued" and c.get_job("d").state == "queued"
+    # Killed between "running" and its command's start, a job is rightly requeued (NotStarted): kill once both ran.
+    until(lambda: (tmp_path / "a.runs").exists() and (tmp_path / "b.runs").exists())
 
     srv.kill()
     time.sleep(1.8)
@@ -115,7 +117,7 @@ def test_sigkill_during_prepare_then_restart(server_factory: object, kind: str, 
         )
     wait_for_state(c, "short", "running")
     wait_for_state(c, "long", "running")
-    time.sleep(0.5)
+    until(lambda: all((tmp_path / f"{name}-prep-{rank}").exists() for name in ("short", "long") for rank in (0, 1)))
     srv.kill()
     time.sleep(2)  # short's prepare ends while no server watches; long's goes on
     srv.start()
