@@ -12,6 +12,7 @@ charged to the project's caller).
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 from collections import Counter
 from pathlib import Path
@@ -47,7 +48,8 @@ def main() -> None:
         if not stack or not count_text.isdigit():
             continue
         frames = stack.split(";")
-        thread = frames[0] if frames[0].startswith(("thread", "process")) else ""
+        # With --subprocesses py-spy puts the processes first (a child's after its parent's), then the thread.
+        thread = " ".join(itertools.takewhile(lambda f: f.startswith(("thread", "process")), frames))
         if args.thread and args.thread not in thread:
             continue
         count = int(count_text)

@@ -27,7 +27,8 @@ UserPathName = Annotated[str, Path(pattern=USER_NAME_PATTERN, description="a use
 MAX_ROW_ID = 2**31 - 1
 
 
-def page_cursor(
+# A coroutine: FastAPI runs a plain function (a dependency too) in its thread pool, a hop that costs more than this.
+async def page_cursor(
     cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$", description="X-Next-Cursor of the last page.")] = None,
 ) -> int | None:
     return None if cursor is None else min(int(cursor), MAX_ROW_ID)

@@ -52,15 +52,13 @@ def autoscale_cluster(ws: PathName, name: PathName, body: AutoscaleRequest, ctx:
 
 
 @router.get("")
-def list_clusters(ws: PathName, ctx: Ctx) -> list[Cluster]:
-    with ctx.db.read() as session:
-        return service.list_clusters(session, workspace=ws)
+async def list_clusters(ws: PathName, ctx: Ctx) -> list[Cluster]:
+    return await ctx.read(lambda session: service.list_clusters(session, workspace=ws))
 
 
 @router.get("/{name}")
-def get_cluster(ws: PathName, name: PathName, ctx: Ctx) -> Cluster:
-    with ctx.db.read() as session:
-        return service.get_cluster(session, workspace=ws, name=name)
+async def get_cluster(ws: PathName, name: PathName, ctx: Ctx) -> Cluster:
+    return await ctx.read(lambda session: service.get_cluster(session, workspace=ws, name=name))
 
 
 @router.delete("/{name}", status_code=204)
@@ -70,9 +68,8 @@ def delete_cluster(ws: PathName, name: PathName, ctx: Ctx) -> Response:
 
 
 @router.get("/{name}/nodes")
-def list_nodes(ws: PathName, name: PathName, ctx: Ctx) -> list[Node]:
-    with ctx.db.read() as session:
-        return service.list_nodes(session, workspace=ws, cluster=name)
+async def list_nodes(ws: PathName, name: PathName, ctx: Ctx) -> list[Node]:
+    return await ctx.read(lambda session: service.list_nodes(session, workspace=ws, cluster=name))
 
 
 @router.get("/{name}/nodes/{node}/logs", response_model=None, responses=TEXT_RESPONSE)

@@ -17,15 +17,13 @@ def create_experiment(ws: PathName, body: ExperimentCreate, ctx: Ctx) -> Experim
 
 
 @router.get("")
-def list_experiments(ws: PathName, ctx: Ctx) -> list[Experiment]:
-    with ctx.db.read() as session:
-        return service.list_experiments(session, workspace=ws)
+async def list_experiments(ws: PathName, ctx: Ctx) -> list[Experiment]:
+    return await ctx.read(lambda session: service.list_experiments(session, workspace=ws))
 
 
 @router.get("/{name}")
-def get_experiment(ws: PathName, name: PathName, ctx: Ctx) -> Experiment:
-    with ctx.db.read() as session:
-        return service.get_experiment(session, workspace=ws, name=name)
+async def get_experiment(ws: PathName, name: PathName, ctx: Ctx) -> Experiment:
+    return await ctx.read(lambda session: service.get_experiment(session, workspace=ws, name=name))
 
 
 @router.delete("/{name}", status_code=204)

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import Field
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
 from corral.core.errors import InvalidRequest
@@ -108,9 +109,8 @@ def list_jobs(
 
 
 @router.get("/{name}")
-def get_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx) -> Job:
-    with ctx.db.read() as session:
-        return service.get_job(session, workspace=ws, experiment=exp, name=name)
+async def get_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx) -> Job:
+    return await ctx.read(lambda session: service.get_job(session, workspace=ws, experiment=exp, name=name))
 
 
 @router.get("/{name}/wait", response_model=Job)
@@ -123,16 +123,15 @@ async def wait_job(
 ) -> Response:
     """The job once it has ended, or as it is after ``timeout`` seconds (check its state)."""
 
-    def _load() -> tuple[Job, int]:
-        with ctx.db.read() as session:
-            return service.load_job(session, workspace=ws, experiment=exp, name=name)
+    def _load(session: Session) -> tuple[Job, int]:
+        return service.load_job(session, workspace=ws, experiment=exp, name=name)
 
-    job, job_id = await asyncio.to_thread(_load)
+    job, job_id = await ctx.read(_load)
     if not job.state.is_terminal:
         with ctx.waiters.subscribe(job_id) as ended:
-            job, _ = await asyncio.to_thread(_load)  # after subscribing: an end in between is not missed
+            job, _ = await ctx.read(_load)  # after subscribing: an end in between is not missed
             if not job.state.is_terminal and await ended.wait(timeout):
-                job, _ = await asyncio.to_thread(_load)
+                job, _ = await ctx.read(_load)
     return Response(job.model_dump_json(), media_type="application/json")
 
 
@@ -159,9 +158,8 @@ def delete_job(ws: PathName, exp: PathName, name: PathName, ctx: Ctx, access: Al
 
 
 @router.get("/{name}/events")
-def list_events(ws: PathName, exp: PathName, name: PathName, ctx: Ctx) -> list[JobEvent]:
-    with ctx.db.read() as session:
-        return service.list_events(session, workspace=ws, experiment=exp, name=name)
+async def list_events(ws: PathName, exp: PathName, name: PathName, ctx: Ctx) -> list[JobEvent]:
+    return await ctx.read(lambda session: service.list_events(session, workspace=ws, experiment=exp, name=name))
 
 
 @router.get("/{name}/logs", response_model=None, responses=LOG_RESPONSE)

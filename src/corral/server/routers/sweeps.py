@@ -27,10 +27,9 @@ def list_sweeps(ws: PathName, exp: PathName, ctx: Ctx) -> list[Sweep]:
 
 
 @router.get("/{name}")
-def get_sweep(ws: PathName, exp: PathName, name: PathName, ctx: Ctx) -> Sweep:
+async def get_sweep(ws: PathName, exp: PathName, name: PathName, ctx: Ctx) -> Sweep:
     """The sweep with every trial, the best first."""
-    with ctx.db.read() as session:
-        return service.get_sweep(session, workspace=ws, experiment=exp, name=name)
+    return await ctx.read(lambda session: service.get_sweep(session, workspace=ws, experiment=exp, name=name))
 
 
 @router.post("/{name}/terminate")

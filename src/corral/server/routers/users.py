@@ -21,10 +21,9 @@ def create_user(body: UserCreate, ctx: Ctx, expires_in: ExpiresIn = None) -> Use
 
 
 @router.get("/me")
-def whoami(ctx: Ctx, access: Allowed) -> User:
+async def whoami(ctx: Ctx, access: Allowed) -> User:
     """The user the token belongs to."""
-    with ctx.db.read() as session:
-        return service.get_user(session, name=access.user)
+    return await ctx.read(lambda session: service.get_user(session, name=access.user))
 
 
 @router.get("")

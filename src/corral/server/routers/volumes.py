@@ -19,15 +19,13 @@ def create_volume(ws: PathName, ctx: Ctx, access: Allowed, spec: VolumeSpecBody)
 
 
 @router.get("")
-def list_volumes(ws: PathName, ctx: Ctx) -> list[Volume]:
-    with ctx.db.read() as session:
-        return service.list_volumes(session, workspace=ws)
+async def list_volumes(ws: PathName, ctx: Ctx) -> list[Volume]:
+    return await ctx.read(lambda session: service.list_volumes(session, workspace=ws))
 
 
 @router.get("/{name}")
-def get_volume(ws: PathName, name: PathName, ctx: Ctx) -> Volume:
-    with ctx.db.read() as session:
-        return service.get_volume(session, workspace=ws, name=name)
+async def get_volume(ws: PathName, name: PathName, ctx: Ctx) -> Volume:
+    return await ctx.read(lambda session: service.get_volume(session, workspace=ws, name=name))
 
 
 @router.delete("/{name}", status_code=204)

@@ -36,9 +36,8 @@ def create_workspace(body: WorkspaceCreate, ctx: Ctx, access: Allowed) -> Worksp
 
 
 @router.get("/workspaces/{ws}")
-def get_workspace(ws: PathName, ctx: Ctx, access: Allowed) -> Workspace:
-    with ctx.db.read() as session:
-        return service.get_workspace(session, name=ws, role=access.role)
+async def get_workspace(ws: PathName, ctx: Ctx, access: Allowed) -> Workspace:
+    return await ctx.read(lambda session: service.get_workspace(session, name=ws, role=access.role))
 
 
 @router.put("/workspaces/{ws}/quota")
@@ -54,10 +53,9 @@ def get_usage(ws: PathName, ctx: Ctx) -> Usage:
 
 
 @router.get("/workspaces/{ws}/members")
-def list_members(ws: PathName, ctx: Ctx) -> list[Member]:
+async def list_members(ws: PathName, ctx: Ctx) -> list[Member]:
     """Who holds which role in the workspace (admins hold every right without one)."""
-    with ctx.db.read() as session:
-        return service.list_members(session, workspace=ws)
+    return await ctx.read(lambda session: service.list_members(session, workspace=ws))
 
 
 @router.put("/workspaces/{ws}/members/{user}")
