@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +152,12 @@ class FakeExecutor:
     def forget(self, plan: LaunchPlan) -> None:
         with self._lock:
             self._reported -= {k for k in self._reported if k[:2] == (plan.job_uid, plan.attempt)}
+
+    def end_unplanned(self, job_uid: str, attempt: int, ips: Collection[str]) -> None:
+        with self.machine.lock:
+            for key, proc in self.machine.processes.items():
+                if key[:2] == (job_uid, attempt) and proc.ended is None:
+                    proc.ended, proc.ends_at = 137, time.monotonic()  # SIGKILLed now
 
     def close(self) -> None:
         for timer in self._timers:

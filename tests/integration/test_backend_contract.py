@@ -163,6 +163,28 @@ def test_a_new_executor_recovers_what_the_last_one_launched(kind: Kind, tmp_path
         after.close()
 
 
+def test_an_attempt_is_ended_without_its_plan(kind: Kind, tmp_path: Path) -> None:
+    """A restarted server that cannot rebuild a running job's plan (its stored spec no longer loads) still ends
+    its processes, knowing only the job, the attempt and its machines: a later recovery hears each end."""
+    before = Listening(kind)
+    running = plan(kind, tmp_path, "sleep 60")
+    before.launch(running)
+    with pytest.raises(queue.Empty):
+        before.reports.get(timeout=0.5)  # running
+    before.executor.close()  # the server stops; what it started goes on
+    restarted = kind.executor()
+    after = Listening(kind)
+    try:
+        restarted.end_unplanned(running.job_uid, running.attempt, [node.ip for node in running.nodes])
+        after.executor.recover(running)
+        reports = after.take(2)
+        assert all(r.kind == ExitKind.LOST or (r.kind == ExitKind.EXITED and r.exit_code) for r in reports), reports
+    finally:
+        restarted.close()
+        after.plans.append(running)
+        after.close()
+
+
 def test_a_launch_stopped_after_its_folders_is_not_started(
     kind: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -176,6 +176,56 @@ def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_
             assert found[0][0] == bad.job_dir
 
 
+def _gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie left for its parent to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_running_job_whose_stored_spec_no_longer_loads_at_restart_fails_and_its_processes_end(
+    database: str, tmp_path: Path
+) -> None:
+    """Found running by a new server that cannot rebuild its plan: the job fails with InvalidSpec, its node is
+    free, and its processes, which no server watches any more, are ended rather than left running."""
+    pid_file = tmp_path / "pid"
+    with one_node_loop(database, tmp_path) as (db, controller):
+        sub = submission.check(
+            db, NameCache(), workspace="default", submitted_by="test",
+            request=JobCreate(spec={"cluster": "c", "custom": {"command": f"echo $$ > {pid_file}; exec sleep 300"}}),
+            settings=get_settings(home=tmp_path, max_env_bytes=1 << 16),
+        )  # fmt: skip
+        [(job, queued)] = submission.store(db, NameCache(), [sub])
+        assert queued is not None
+        controller.jobs_submitted([queued])
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            controller.run_once()
+            assert time.monotonic() < deadline, "the job's command never started"
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        with db.write() as session:  # as a newer server might have stored it, or a hand edit
+            row = session.scalars(select(JobRow).where(JobRow.name == job.name)).one()
+            row.spec = {**row.spec, "experiment": " "}
+        # A new server on the same database and machine: its own backends and control loop.
+        backends = create_backends(home=tmp_path, code_dir=tmp_path / "code")
+        try:
+            Controller(db=db, backends=backends).recover()
+            with db.read() as session:
+                row = session.scalars(select(JobRow).where(JobRow.name == job.name)).one()
+                assert (row.state, row.error_code) == (JobState.FAILED, "InvalidSpec")
+                assert "experiment" in (row.error_message or "")
+                node_states = [n.state for n in clusters.list_nodes(session, workspace="default", cluster="c")]
+            assert node_states == ["idle"]
+            deadline = time.monotonic() + 10
+            while not _gone(pid):
+                assert time.monotonic() < deadline, "the failed job's process still runs"
+                time.sleep(0.1)
+        finally:
+            backends.close()
+
+
 def test_liveness_tells_a_stuck_loop_from_a_passing_one(
     database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,7 @@ that imports a concrete backend. The scheduler, the services and the planners kn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -61,6 +61,10 @@ class Executor(Protocol):
 
     def forget(self, plan: LaunchPlan) -> None:
         """The plan's attempt has ended; drop what is kept about it."""
+
+    def end_unplanned(self, job_uid: str, attempt: int, ips: Collection[str]) -> None:
+        """SIGKILL every process of an attempt whose plan cannot be rebuilt (a job found running at restart whose
+        stored spec no longer loads), on the machines at ``ips``: what carries its run id (``local/reaper.py``)."""
 
     def close(self) -> None:
         """Stop watching. Running processes are left running: jobs outlive the server."""

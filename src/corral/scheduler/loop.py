@@ -468,8 +468,10 @@ class Controller:
         now = time.time()
         with self._db.write() as session:
             rebuild_usage(session, self._queue.usage, now)
-            runs = rebuild_runs(session, now, provider=self._provider, ports=self._ports)
+            runs, unplanned = rebuild_runs(session, now, provider=self._provider, ports=self._ports)
             self._nodes.recover(session)
+        for attempt in unplanned:  # failed above: what still runs of it must not run on unwatched
+            self._backend.end_unplanned(attempt.job_uid, attempt.attempt, attempt.ips)
         for run in runs:
             self._track(run)
             self._backend.recover(run.plan)

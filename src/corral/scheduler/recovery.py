@@ -4,6 +4,8 @@ of each run's processes while no server was watching."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,11 +32,24 @@ def rebuild_usage(session: Session, usage: Usage, now: float) -> None:
         usage.add(user, len(node_ids) * max(0.0, ended_at - started_at), ended_at)
 
 
-def rebuild_runs(session: Session, now: float, *, provider: NodeProvider, ports: PortAllocator) -> list[Run]:
+@dataclass(frozen=True)
+class Unplanned:
+    """The attempt of a job whose plan could not be rebuilt, failed here: its processes are to be ended."""
+
+    job_uid: str
+    attempt: int
+    ips: tuple[str, ...]
+
+
+def rebuild_runs(
+    session: Session, now: float, *, provider: NodeProvider, ports: PortAllocator
+) -> tuple[list[Run], list[Unplanned]]:
     """The runs of the running and terminating jobs, their ports reserved again; a run that was being stopped
     (preempted, removed node, terminate request) has its kill time set. A job whose plan cannot be rebuilt ends
-    failed. Nodes marked busy for a job that no longer runs are freed."""
+    failed (and is returned, so that its processes are ended). Nodes marked busy for a job that no longer runs
+    are freed."""
     runs: list[Run] = []
+    unplanned: list[Unplanned] = []
     busy: set[int] = set()
     running = JobRow.state.in_([JobState.RUNNING, JobState.TERMINATING]) & JobRow.array_count.is_(None)  # not arrays
     for job in session.scalars(select(JobRow).where(running)).all():
@@ -47,6 +62,7 @@ def rebuild_runs(session: Session, now: float, *, provider: NodeProvider, ports:
         loaded, broken = load_for_launch(session, [job.id])
         if job.id in broken:  # it cannot be followed without its plan: say so rather than hang
             fail_unrecoverable(session, job, attempt, broken[job.id][1], now)
+            unplanned.append(Unplanned(job.uid, attempt.number, tuple(n.ip for n in nodes)))
             continue
         block = tuple(attempt.ports or ())
         ports.reserve(block)
@@ -64,4 +80,4 @@ def rebuild_runs(session: Session, now: float, *, provider: NodeProvider, ports:
             if node.state == NodeState.RUNNING:
                 transition_node(node, NodeState.IDLE, idle_since=now)
             node.job_id = None
-    return runs
+    return runs, unplanned

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import tarfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +312,9 @@ class LocalBackend:
         with self._lock:
             self._attempts.pop((plan.job_uid, plan.attempt), None)
         self._reaper.ended(run_id(plan.job_uid, plan.attempt))
+
+    def end_unplanned(self, job_uid: str, attempt: int, ips: Collection[str]) -> None:
+        self._reaper.ended(run_id(job_uid, attempt))  # one machine: this one
 
     def close(self) -> None:
         self._launcher.shutdown(wait=True)

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -447,6 +448,11 @@ class RayExecutor:
         run = run_id(plan.job_uid, plan.attempt)
         for ip in {node.ip for node in plan.nodes}:
             self._tell(ip, "forget", run)
+
+    def end_unplanned(self, job_uid: str, attempt: int, ips: Collection[str]) -> None:
+        run = run_id(job_uid, attempt)
+        for ip in dict.fromkeys(ips):
+            self._tell(ip, "forget", run)  # the agent's reaper ends what carries the run's id
 
     def _tell(self, ip: str, method: str, *args: Any) -> None:
         """Call an agent without waiting for it; a machine that is gone is no error here (its ends say so), and
