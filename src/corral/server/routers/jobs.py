@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
@@ -46,21 +46,24 @@ class JobFilter:
     limit: int = JobLimit
 
 
-def _job_page(ctx: Ctx, response: Response, ws: str, exp: str | None, f: JobFilter) -> list[Job]:
+#: A page of jobs, written in one call: FastAPI would dump each job to a dict, validate it again and encode that.
+_JOB_LIST = TypeAdapter(list[Job])
+
+
+def _job_page(ctx: Ctx, ws: str, exp: str | None, f: JobFilter) -> Response:
     with ctx.db.read() as session:
         jobs, next_cursor = service.list_jobs(
             session, workspace=ws, experiment=exp, state=f.state, name=f.name, prefix=f.prefix,
             after=f.cursor, limit=f.limit,
         )  # fmt: skip
-    if next_cursor is not None:
-        response.headers["X-Next-Cursor"] = next_cursor
-    return jobs
+    headers = {"X-Next-Cursor": next_cursor} if next_cursor is not None else None
+    return Response(_JOB_LIST.dump_json(jobs), media_type="application/json", headers=headers)
 
 
-@workspace_router.get("", responses=LIST_RESPONSE)
-def list_workspace_jobs(ws: PathName, ctx: Ctx, response: Response, f: Annotated[JobFilter, Depends()]) -> list[Job]:
+@workspace_router.get("", response_model=list[Job], responses=LIST_RESPONSE)
+def list_workspace_jobs(ws: PathName, ctx: Ctx, f: Annotated[JobFilter, Depends()]) -> Response:
     """Jobs of every experiment of the workspace, oldest first; ``X-Next-Cursor`` is set when more follow."""
-    return _job_page(ctx, response, ws, None, f)
+    return _job_page(ctx, ws, None, f)
 
 
 @router.post("", status_code=201, response_model=Job, responses={200: {"model": Job, "description": "dry_run: valid"}})
@@ -100,12 +103,10 @@ async def create_jobs(ws: PathName, exp: PathName, body: JobBatch, ctx: Ctx, acc
                     media_type="application/json")  # fmt: skip
 
 
-@router.get("", responses=LIST_RESPONSE)
-def list_jobs(
-    ws: PathName, exp: PathName, ctx: Ctx, response: Response, f: Annotated[JobFilter, Depends()]
-) -> list[Job]:
+@router.get("", response_model=list[Job], responses=LIST_RESPONSE)
+def list_jobs(ws: PathName, exp: PathName, ctx: Ctx, f: Annotated[JobFilter, Depends()]) -> Response:
     """Jobs of the experiment, oldest first; ``X-Next-Cursor`` is set when more follow."""
-    return _job_page(ctx, response, ws, exp, f)
+    return _job_page(ctx, ws, exp, f)
 
 
 @router.get("/{name}")
