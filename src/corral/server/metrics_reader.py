@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 
 from corral.core.models import METRIC_NAME_PATTERN
 from corral.launch.layout import JobLayout
 from corral.server.process import end_child
 from corral.server.services.metrics import Point, store_points
 from corral.store.db import Database
-from corral.store.tables import AttemptRow, JobRow, table
+from corral.store.tables import AttemptRow, JobRow
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,6 @@ READ_BYTES = 4 << 20
 #: A JSONL key that is no metric.
 RESERVED = frozenset({"step", "time", "rank"})
 _NAME = re.compile(METRIC_NAME_PATTERN)
-# A pass's statements, Core and built once: built each pass through the ORM, they were most of the reader's CPU.
-_ATTEMPTS, _JOBS = table(AttemptRow), table(JobRow)
-_UNREAD = select(_ATTEMPTS.c.id, _ATTEMPTS.c.ended_at).where(_ATTEMPTS.c.metrics_read.is_(False))
-_NEW = (
-    select(_ATTEMPTS.c.id, _ATTEMPTS.c.number, _JOBS.c.id, _JOBS.c.job_dir, _JOBS.c.rank_count, _JOBS.c.spec)
-    .join(_JOBS, _JOBS.c.id == _ATTEMPTS.c.job_id)
-    .where(_ATTEMPTS.c.id.in_(bindparam("ids", expanding=True)))
-)
-_READ_WHOLE = update(_ATTEMPTS).where(_ATTEMPTS.c.id.in_(bindparam("ids", expanding=True))).values(metrics_read=True)
 
 
 @dataclass
@@ -139,7 +130,7 @@ class MetricsReader:
         self.finished = len(done)
         if done:
             with self._db.write() as session:
-                session.connection().execute(_READ_WHOLE, {"ids": done})
+                session.execute(update(AttemptRow).where(AttemptRow.id.in_(done)).values(metrics_read=True))
         for r in (r for rs in reads.values() for r in rs):
             r.source.offset, r.source.partial, r.source.counts = r.offset, r.partial, r.counts
         if done:
@@ -152,11 +143,19 @@ class MetricsReader:
     def _refresh(self) -> None:
         """The attempts not yet read whole, with whether each has ended; those gone (their job deleted) dropped."""
         with self._db.read() as session:
-            connection = session.connection()
-            unread: dict[int, float | None] = dict(connection.execute(_UNREAD).tuples().all())
+            unread = dict(
+                session.execute(
+                    select(AttemptRow.id, AttemptRow.ended_at).where(AttemptRow.metrics_read.is_(False))
+                ).all()
+            )
             new = [i for i in unread if i not in self._attempts]
             if new:
-                for attempt_id, number, job_id, job_dir, ranks, spec in connection.execute(_NEW, {"ids": new}):
+                rows = session.execute(
+                    select(AttemptRow.id, AttemptRow.number, JobRow.id, JobRow.job_dir, JobRow.rank_count, JobRow.spec)
+                    .join(JobRow, JobRow.id == AttemptRow.job_id)
+                    .where(AttemptRow.id.in_(new))
+                )
+                for attempt_id, number, job_id, job_dir, ranks, spec in rows:
                     self._attempts[attempt_id] = _Attempt(job_id, number, _sources(job_dir, number, ranks, spec))
         for attempt_id in list(self._attempts):
             if attempt_id not in unread:
