@@ -21,7 +21,6 @@ each part would reach into the others' registrations.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -45,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: How long one poll for ends waits on the agent.
 POLL_SECONDS = 2.0
+#: Tries at copying an ended process's logs to their end before its end is told.
+LAST_COPY_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -313,8 +314,7 @@ class RayExecutor:
                 return  # reported already
             self._by_exit.pop((item.ip, item.exit_file), None)
         if not lost:
-            with contextlib.suppress(Exception):
-                self._logs.copy(item.ip, item.logs)
+            self._copy_last(item)
         if item.prepare:
             self._prepare_ended(state, item.rank, code, lost=lost)
             return
@@ -322,6 +322,19 @@ class RayExecutor:
             self._emit(state, item.rank, ExitKind.LOST, None, None)
             return
         self._emit(state, item.rank, ExitKind.EXITED, code, first_failure(state.plan) if code else None)
+
+    def _copy_last(self, item: _Item) -> None:
+        """Copy an ended process's logs to their end before its end is told (a job's logs are whole once it has
+        ended); asked again a few times: once its end is told, nothing copies them any more."""
+        for attempt in range(LAST_COPY_TRIES):
+            try:
+                self._logs.copy(item.ip, item.logs)
+                return
+            except Exception as exc:
+                if attempt == LAST_COPY_TRIES - 1:
+                    log.warning("the logs of %s on %s were not copied whole: %s", item.exit_file, item.ip, exc)
+                else:
+                    self._closed.wait(0.2)
 
     def _prepare_ended(self, state: _Run, node_rank: int, code: int | None, *, lost: bool = False) -> None:
         plan = state.plan
