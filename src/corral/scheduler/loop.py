@@ -470,7 +470,7 @@ class Controller:
             rebuild_usage(session, self._queue.usage, now)
             runs, unplanned = rebuild_runs(session, now, provider=self._provider, ports=self._ports)
             self._nodes.recover(session)
-        for attempt in unplanned:  # failed above: what still runs of it must not run on unwatched
+        for attempt in unplanned:  # failed above: its processes, which nothing would watch now, are ended
             self._backend.end_unplanned(attempt.job_uid, attempt.attempt, attempt.ips)
         for run in runs:
             self._track(run)

@@ -68,8 +68,8 @@ class ServerContext:
 
     async def read(self, query: Callable[[Session], T]) -> T:
         """A short read of the database, for a route that awaits it. On SQLite it runs in the event loop's own
-        thread: handing it to a worker thread and back cost more than the read itself (a job's GET: 1.9 against
-        3.0-3.6 ms of the server's CPU, ``benchmarks/api_requests.py``). Across a network (PostgreSQL) it runs in
+        thread: handing it to a worker thread and back cost more than the read itself (a job's GET: 2.0-2.7 against
+        3.0-3.9 ms of the server's CPU, ``benchmarks/api_requests.py``). Across a network (PostgreSQL) it runs in
         a worker thread, so that the event loop goes on while it waits. Reads that may be long (job lists of up
         to 10,000, files, logs) stay in plain route functions, which FastAPI runs in its thread pool."""
         if self.db.is_sqlite:
