@@ -232,6 +232,14 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         yield handle
 
 
+def process_gone(pid: int) -> bool:
+    """The process no longer runs: there is no such process, or it is a zombie its parent has yet to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def until(predicate: Callable[[], object], timeout: float = 30.0) -> None:
     """Wait for ``predicate()`` to hold; fail the test when it does not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -27,6 +27,7 @@ from corral.server.settings import get_settings
 from corral.store.db import Database
 from corral.store.tables import ClusterRow, JobEventRow, JobRow
 from corral.store.transitions import transition_job
+from tests.conftest import process_gone, until
 
 
 @contextlib.contextmanager
@@ -51,12 +52,14 @@ def one_node_loop(database: str, tmp_path: Path) -> Iterator[tuple[Database, Con
         db.dispose()
 
 
-def submit(db: Database, controller: Controller, tmp_path: Path, names: NameCache, cluster: str = "c") -> Job:
+def submit(
+    db: Database, controller: Controller, tmp_path: Path, names: NameCache, cluster: str = "c", command: str = "true"
+) -> Job:
     sub = submission.check(
         db,
         names,
         workspace="default",
-        request=JobCreate(spec={"cluster": cluster, "custom": {"command": "true"}}),
+        request=JobCreate(spec={"cluster": cluster, "custom": {"command": command}}),
         submitted_by="test",
         settings=get_settings(home=tmp_path, max_env_bytes=1 << 16),
     )
@@ -176,14 +179,6 @@ def test_a_job_whose_stored_spec_no_longer_loads_fails_alone(database: str, tmp_
             assert found[0][0] == bad.job_dir
 
 
-def _gone(pid: int) -> bool:
-    """Not running: no such process, or a zombie left for its parent to reap."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 def test_a_running_job_whose_stored_spec_no_longer_loads_at_restart_fails_and_its_processes_end(
     database: str, tmp_path: Path
 ) -> None:
@@ -191,14 +186,7 @@ def test_a_running_job_whose_stored_spec_no_longer_loads_at_restart_fails_and_it
     free, and its processes, which no server watches any more, are ended rather than left running."""
     pid_file = tmp_path / "pid"
     with one_node_loop(database, tmp_path) as (db, controller):
-        sub = submission.check(
-            db, NameCache(), workspace="default", submitted_by="test",
-            request=JobCreate(spec={"cluster": "c", "custom": {"command": f"echo $$ > {pid_file}; exec sleep 300"}}),
-            settings=get_settings(home=tmp_path, max_env_bytes=1 << 16),
-        )  # fmt: skip
-        [(job, queued)] = submission.store(db, NameCache(), [sub])
-        assert queued is not None
-        controller.jobs_submitted([queued])
+        job = submit(db, controller, tmp_path, NameCache(), command=f"echo $$ > {pid_file}; exec sleep 300")
         deadline = time.monotonic() + 30
         while not pid_file.exists() or not pid_file.read_text().strip():
             controller.run_once()
@@ -218,10 +206,7 @@ def test_a_running_job_whose_stored_spec_no_longer_loads_at_restart_fails_and_it
                 assert "experiment" in (row.error_message or "")
                 node_states = [n.state for n in clusters.list_nodes(session, workspace="default", cluster="c")]
             assert node_states == ["idle"]
-            deadline = time.monotonic() + 10
-            while not _gone(pid):
-                assert time.monotonic() < deadline, "the failed job's process still runs"
-                time.sleep(0.1)
+            until(lambda: process_gone(pid), timeout=10)  # the failed job's process ended
         finally:
             backends.close()
 

@@ -17,7 +17,7 @@ import pytest
 
 from corral.core.errors import TooManyRequests
 from corral.server.services.admission import COUNTS_MAX_AGE
-from tests.conftest import ServerHandle, until
+from tests.conftest import ServerHandle, process_gone, until
 
 JOBS = "/workspaces/default/experiments/default/jobs"
 
@@ -275,14 +275,7 @@ def test_a_jobs_setsid_children_end_with_it(server: ServerHandle, tmp_path: Path
     assert c.wait_job(name, timeout=30).state == "succeeded"
     pids = [int(p) for p in out.read_text().split()]
     assert len(pids) == 3
-
-    def gone(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
-
-    until(lambda: all(gone(p) for p in pids), timeout=15)
+    until(lambda: all(process_gone(p) for p in pids), timeout=15)
 
 
 def test_the_openapi_schema_documents_errors_and_content_types(server: ServerHandle) -> None:
