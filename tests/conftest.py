@@ -173,7 +173,7 @@ class ServerHandle:
 
 def _kill_leftover_jobs(home: Path) -> None:
     """Tests must not leak job processes into each other: kill every node group of this home still alive."""
-    from corral.backends.local.backend import wrapper_pids
+    from corral.backends.local.wrapper import wrapper_pids
 
     for exit_file, pid in wrapper_pids().items():
         if exit_file.startswith(str(home)):

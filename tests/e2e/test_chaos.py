@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends.local.backend import wrapper_pids
+from corral.backends.local.wrapper import wrapper_pids
 from corral.core.errors import CorralError
 from corral.core.states import JobState, can_transition
 from tests.conftest import ServerHandle

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.backends.local.backend import wrapper_pids
+from corral.backends.local.wrapper import wrapper_pids
 from corral.client.client import Client
 from corral.core.errors import InvalidRequest
 from tests.conftest import ServerHandle, until

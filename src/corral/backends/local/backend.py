@@ -38,7 +38,7 @@ from corral.backends.local.accounts import Account, account, check_dirs, give_di
 from corral.backends.local.environment import server_environment
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper, run_id
 from corral.backends.local.watcher import ExitWatcher
-from corral.backends.local.wrapper import WRAPPER_NAME, parse_exit_file, wrapper_argv
+from corral.backends.local.wrapper import kill_session, read_exit, started, wrapper_argv, wrapper_pids
 from corral.launch.layout import (
     CHECKPOINT_LATEST,
     FIRST_FAILURE,
@@ -404,50 +404,3 @@ def wrapper_code(exit_file: str, popen: subprocess.Popen[bytes] | None, signalle
     if code is None and signalled and popen is not None and popen.returncode is not None and popen.returncode < 0:
         return 128 - popen.returncode
     return code
-
-
-def read_exit(exit_file: str) -> int | None:
-    with contextlib.suppress(FileNotFoundError):
-        return parse_exit_file(Path(exit_file).read_text())
-    return None
-
-
-def _session_of(pid: str) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-
-
-def kill_session(session: int) -> None:
-    """SIGKILL every process of a session (the wrapper's): its children may have left its process group."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                if _session_of(entry) == session:
-                    os.kill(int(entry), signal.SIGKILL)
-
-
-def started(exit_file: str, log: str, live: dict[str, int]) -> bool:
-    """Whether a wrapper ever ran: it is alive, or it left its log (opened as it starts the command) or its exit
-    record. A server stopped between making a job's folders and starting its wrappers left none of them."""
-    return exit_file in live or os.path.exists(log) or os.path.exists(exit_file)
-
-
-def wrapper_pids() -> dict[str, int]:
-    """Exit file -> pid of every wrapper alive on this machine, from one scan of /proc.
-
-    The wrapper's subshells share its argv; the wrapper is the one that leads its session.
-    """
-    found = {}
-    name = WRAPPER_NAME.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if len(argv) <= 4 or argv[3] != name:
-                continue
-            session = _session_of(entry)
-        except (OSError, ValueError, IndexError):
-            continue
-        if session == int(entry):
-            found[argv[4].decode(errors="replace")] = int(entry)
-    return found

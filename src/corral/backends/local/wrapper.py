@@ -20,10 +20,16 @@ The server runs with umask 077 (its home is its own); a job gets the usual 022, 
 outputs is readable as it would be from a shell.
 
 Its argv identifies it in ``/proc``: ``[sh, -c, SCRIPT, corral-node, <exit file>, ...]``;
-the backend re-attaches to it by that after a restart.
+the backend re-attaches to it by that after a restart (:func:`wrapper_pids`, :func:`read_exit`,
+:func:`kill_session`, here with the script: the local backend and Ray's agents both use them).
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
 
 WRAPPER_SCRIPT = r"""
 umask 022
@@ -56,3 +62,50 @@ def parse_exit_file(text: str) -> int | None:
         return int(parts[1])
     except ValueError:
         return None
+
+
+def read_exit(exit_file: str) -> int | None:
+    with contextlib.suppress(FileNotFoundError):
+        return parse_exit_file(Path(exit_file).read_text())
+    return None
+
+
+def _session_of(pid: str) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process of a session (the wrapper's): its children may have left its process group."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if _session_of(entry) == session:
+                    os.kill(int(entry), signal.SIGKILL)
+
+
+def started(exit_file: str, log: str, live: dict[str, int]) -> bool:
+    """Whether a wrapper ever ran: it is alive, or it left its log (opened as it starts the command) or its exit
+    record. A server stopped between making a job's folders and starting its wrappers left none of them."""
+    return exit_file in live or os.path.exists(log) or os.path.exists(exit_file)
+
+
+def wrapper_pids() -> dict[str, int]:
+    """Exit file -> pid of every wrapper alive on this machine, from one scan of /proc.
+
+    The wrapper's subshells share its argv; the wrapper is the one that leads its session.
+    """
+    found = {}
+    name = WRAPPER_NAME.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            if len(argv) <= 4 or argv[3] != name:
+                continue
+            session = _session_of(entry)
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == int(entry):
+            found[argv[4].decode(errors="replace")] = int(entry)
+    return found

@@ -35,18 +35,11 @@ from typing import IO, Any
 
 import corral
 from corral.backends.local.accounts import Account, account, open_for_passage
-from corral.backends.local.backend import (
-    kill_session,
-    lay_out,
-    read_exit,
-    spawn_wrapper,
-    started,
-    wrapper_code,
-    wrapper_pids,
-)
+from corral.backends.local.backend import lay_out, spawn_wrapper, wrapper_code
 from corral.backends.local.environment import runtime_folder, server_environment
 from corral.backends.local.reaper import RUN_VARIABLE, Reaper
 from corral.backends.local.watcher import ExitWatcher
+from corral.backends.local.wrapper import kill_session, read_exit, started, wrapper_pids
 from corral.backends.ray.fence import AGENT_VARIABLE
 from corral.backends.ray.rsh import SOCKET_VARIABLE
 
