@@ -14,6 +14,7 @@ before and after. No route's figure is asserted: this prints, it never fails on 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -24,6 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.dispatch import cpu_seconds, server_cpu_seconds, start_server
 
 FLOOR_APP = """
 from fastapi import FastAPI
@@ -39,22 +45,19 @@ def in_thread() -> dict[str, str]:
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process and its children still running (the control loop's, the metrics reader)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+def floor_cpu(pid: int) -> float:
+    user, system, _ = cpu_seconds(pid)
+    return user + system
+
+
+def corral_cpu(pid: int) -> float:
+    """The server's CPU: its process's, its control loop's process's and its metrics reader's."""
+    user, system, loop_user, loop_system, _jobs, reader = server_cpu_seconds(pid)
+    return user + system + loop_user + loop_system + reader
 
 
 def wait_up(url: str, server: subprocess.Popen[bytes]) -> None:
+    """Until the floor's app answers."""
     for _ in range(300):
         if server.poll() is not None:
             sys.exit(f"the server exited with {server.returncode}")
@@ -69,7 +72,7 @@ def wait_up(url: str, server: subprocess.Popen[bytes]) -> None:
 Call = Callable[[httpx.Client, int], httpx.Response]
 
 
-def measure(name: str, pid: int, call: Call, headers: dict[str, str], args: argparse.Namespace) -> None:
+def measure(name: str, cpu: Callable[[], float], call: Call, headers: dict[str, str], args: argparse.Namespace) -> None:
     clients = [httpx.Client(headers=headers, timeout=60) for _ in range(args.concurrency)]
     numbers = iter(range(args.requests))
     lock = threading.Lock()
@@ -86,12 +89,12 @@ def measure(name: str, pid: int, call: Call, headers: dict[str, str], args: argp
                 failures.append(f"{response.status_code} {response.text[:200]}")
 
     threads = [threading.Thread(target=work, args=(c,)) for c in clients]
-    before, start = cpu_seconds(pid), time.perf_counter()
+    before, start = cpu(), time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall, used = time.perf_counter() - start, cpu_seconds(pid) - before
+    wall, used = time.perf_counter() - start, cpu() - before
     for c in clients:
         c.close()
     if failures:
@@ -122,21 +125,18 @@ def main() -> None:
             base = f"http://127.0.0.1:{args.port}"
             wait_up(base + "/async", floor)
             print("floor: a bare FastAPI app under uvicorn")
-            measure("GET, a coroutine (event loop)", floor.pid, lambda c, i: c.get(base + "/async"), {}, args)
-            measure("GET, a plain function (thread pool)", floor.pid, lambda c, i: c.get(base + "/sync"), {}, args)
+            used = functools.partial(floor_cpu, floor.pid)
+            measure("GET, a coroutine (event loop)", used, lambda c, i: c.get(base + "/async"), {}, args)
+            measure("GET, a plain function (thread pool)", used, lambda c, i: c.get(base + "/sync"), {}, args)
         finally:
             floor.terminate()
             floor.wait()
 
         home = Path(tmp) / "home"
-        env = {**os.environ, "CORRAL_SUBMIT_RATE": "0"}
-        if args.database_url:
-            env["CORRAL_DATABASE_URL"] = args.database_url
-        command = [python, "-m", "corral.server", "--home", str(home), "--port", str(args.port)]
-        server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        home.mkdir()
+        server = start_server(home, args.port, args.database_url, {"CORRAL_SUBMIT_RATE": "0"})
         try:
             api = f"http://127.0.0.1:{args.port}/api/v1"
-            wait_up(api + "/health", server)
             headers = {"Authorization": f"Bearer {(home / 'token').read_text().strip()}"}
             setup = httpx.Client(headers=headers, timeout=60)
             jobs = f"{api}/workspaces/default/experiments/default/jobs"
@@ -163,7 +163,7 @@ def main() -> None:
                 ("POST a job, dry run", dry_run),
             ]
             for name, call in routes:
-                measure(name, server.pid, call, headers, args)
+                measure(name, functools.partial(corral_cpu, server.pid), call, headers, args)
             setup.close()
         finally:
             server.terminate()
