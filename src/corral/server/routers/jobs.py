@@ -46,7 +46,8 @@ class JobFilter:
     limit: int = JobLimit
 
 
-#: A page of jobs, written in one call: FastAPI would dump each job to a dict, validate it again and encode that.
+#: Jobs (a page, a batch just stored), written in one call: FastAPI would dump each job to a dict, validate it
+#: again and encode that.
 _JOB_LIST = TypeAdapter(list[Job])
 
 
@@ -99,8 +100,7 @@ async def create_jobs(ws: PathName, exp: PathName, body: JobBatch, ctx: Ctx, acc
     why). What the user's limits allow is counted for each job."""
     requests = [r if r.experiment else r.model_copy(update={"experiment": exp}) for r in body.jobs]
     made = await asyncio.wrap_future(commands.submit_jobs(ctx, workspace=ws, requests=requests, access=access))
-    return Response(f"[{','.join(job.model_dump_json() for job, _ in made)}]", status_code=201,
-                    media_type="application/json")  # fmt: skip
+    return Response(_JOB_LIST.dump_json([job for job, _ in made]), status_code=201, media_type="application/json")
 
 
 @router.get("", response_model=list[Job], responses=LIST_RESPONSE)
