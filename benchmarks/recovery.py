@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.dispatch import bench_server, pct  # noqa: E402
-from corral.backends.local.backend import wrapper_pids  # noqa: E402
+from corral.backends.local.wrapper import wrapper_pids  # noqa: E402
 
 
 def main() -> None:
